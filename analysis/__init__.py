@@ -1,0 +1,1 @@
+"""Turning samples and run directories into tables, metrics and reports."""

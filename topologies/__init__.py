@@ -1,0 +1,1 @@
+"""Mininet topologies and link models: what the network is."""
