@@ -6,8 +6,20 @@ Bad input anywhere (a ValueError, including pydantic's) ends in one line on stde
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+SUMMARY = "edgestage: multi-stage collaborative diffusion over emulated edge networks"
+DEMO_PLANS = (
+    "small:0-50",
+    "medium:0-50",
+    "large:0-50",
+    "large:0-20,small:20-50",
+    "large:0-10,medium:10-30,small:30-50",
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -15,9 +27,211 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"edgestage: error: {message}\n")
 
 
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2, default=_json_default, allow_nan=False))
+
+
+def _json_default(value: object) -> object:
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is None or math.isfinite(value) else None
+
+
+# --- doctor -------------------------------------------------------------------------------------
+def _doctor(args: argparse.Namespace) -> int:
+    from emulation.doctor import doctor_report, format_report
+
+    report = doctor_report()
+    _print_json(report) if args.json else print(format_report(report))
+    return 0
+
+
+# --- train --------------------------------------------------------------------------------------
+def _train(args: argparse.Namespace) -> int:
+    from nodes.model_cards import render_card
+    from nodes.model_zoo import PRETRAINED_DIR
+    from nodes.training import train_classifier, train_denoiser
+
+    out = Path(args.out) if args.out else PRETRAINED_DIR / args.model
+    facts = train_classifier(out) if args.model == "classifier" else train_denoiser(args.model, out)
+    render_card(out)
+    print(f"trained {args.model}: {facts['parameters']:,} parameters in {facts['wall_time_s']} s -> {out}")
+    return 0
+
+
+# --- generate -----------------------------------------------------------------------------------
+def _generate(args: argparse.Namespace) -> int:
+    from nodes.generation import generate, request_labels
+    from nodes.plan import parse_plan
+    from nodes.samples import Samples, load_samples, save_samples
+    from nodes.schedulers import check_scheduler_name
+
+    if args.replay:
+        old = load_samples(Path(args.replay))
+        plan, labels, seed, scheduler, steps = old.plan, old.labels, old.seed, old.scheduler, old.steps
+    else:
+        if not args.plan:
+            raise ValueError("generate needs --plan (or --replay FILE)")
+        if args.steps <= 0:
+            raise ValueError(f"--steps must be positive, got {args.steps}")
+        plan = parse_plan(args.plan, args.steps)
+        labels = request_labels(args.n, args.label)
+        seed, scheduler, steps = args.seed, check_scheduler_name(args.scheduler), args.steps
+    images = generate(plan, labels, seed, scheduler, progress=sys.stderr.isatty())
+    save_samples(Path(args.out), Samples(images, labels, plan, seed, scheduler, steps))
+    print(f"{len(images)} images, plan {plan}, {scheduler} {steps} steps, seed {seed} -> {args.out}")
+    return 0
+
+
+# --- quality ------------------------------------------------------------------------------------
+def _quality(args: argparse.Namespace) -> int:
+    if args.plans:
+        return _quality_of_plans(args)
+    if not args.samples:
+        raise ValueError("quality needs a samples file or --plans")
+    from analysis.compare import is_reference_plan, large_reference
+    from analysis.quality import quality_table
+    from nodes.samples import load_samples
+
+    samples = load_samples(Path(args.samples))
+    reference = None
+    if not args.no_reference and not is_reference_plan(samples.plan):
+        reference = large_reference(samples.labels, samples.seed, samples.scheduler, samples.steps)
+    table = quality_table(samples.images, samples.labels, reference)
+    if "psnr_vs_large" in table:
+        table["psnr_vs_large"] = _finite(table["psnr_vs_large"])
+    if args.json:
+        _print_json(table)
+    else:
+        for key, value in table.items():
+            print(f"{key:<16} {value:.4f}" if isinstance(value, float) else f"{key:<16} {value}")
+    return 0
+
+
+def _quality_of_plans(args: argparse.Namespace) -> int:
+    from analysis.compare import compare_plans
+
+    frame = compare_plans(args.plans, n=args.n, seed=args.seed, scheduler=args.scheduler, steps=args.steps)
+    if args.record:
+        _record_quality(frame, args)
+    if args.json:
+        _print_json(json.loads(frame.to_json(orient="records")))
+    else:
+        print(frame.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def _record_quality(frame, args: argparse.Namespace) -> None:
+    from nodes.architectures import DENOISER_NAMES
+    from nodes.model_cards import record
+    from nodes.model_zoo import PRETRAINED_DIR
+    from nodes.plan import parse_plan
+
+    command = (
+        f"edgestage quality --plans {' '.join(args.plans)} --n {args.n} --seed {args.seed} "
+        f"--scheduler {args.scheduler} --steps {args.steps} --record"
+    )
+    for row in frame.to_dict(orient="records"):
+        stages = parse_plan(row["plan"]).stages
+        if len(stages) == 1 and stages[0].model in DENOISER_NAMES:
+            facts = {k: v for k, v in row.items() if k != "psnr_vs_large_db" or v is not None}
+            record(PRETRAINED_DIR / stages[0].model, "quality", {**facts, "command": command})
+
+
+# --- bench --------------------------------------------------------------------------------------
+def _bench_models(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from nodes.model_bench import bench_models
+
+    if args.repeats <= 0:
+        raise ValueError(f"--repeats must be positive, got {args.repeats}")
+    rows = bench_models(repeats=args.repeats)
+    if args.record:
+        from nodes.model_cards import record
+        from nodes.model_zoo import PRETRAINED_DIR
+
+        for row in rows:
+            command = f"edgestage bench models --repeats {args.repeats} --record"
+            record(PRETRAINED_DIR / row["model"], "bench", {**row, "command": command})
+    if args.json:
+        _print_json(rows)
+    else:
+        print(pd.DataFrame(rows).to_string(index=False))
+    return 0
+
+
+# --- demo ---------------------------------------------------------------------------------------
+def _demo(args: argparse.Namespace) -> int:
+    print("edgestage demo: local multi-stage generation and quality (no emulated network yet)")
+    args.plans, args.record, args.json = list(DEMO_PLANS), False, False
+    return _quality_of_plans(args)
+
+
+# --- parser -------------------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _add_sampling_args(p: argparse.ArgumentParser, n_default: int) -> None:
+    from nodes.schedulers import SCHEDULERS
+
+    p.add_argument("--n", type=_positive_int, default=n_default, help="number of images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim")
+    p.add_argument("--steps", type=_positive_int, default=50, help="T, steps of the schedule")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="edgestage", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="edgestage", description=SUMMARY)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("doctor", help="what this machine can do for the testbed")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_doctor)
+
+    p = sub.add_parser("train", help="reproduce an embedded model (deterministic)")
+    p.add_argument("model", choices=("small", "medium", "large", "classifier"))
+    p.add_argument("--out", help="model directory to write (default: the shipped one)")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("generate", help="generate images along a plan, locally")
+    p.add_argument("--plan", help="MODEL:START-END[@HOST],... e.g. large:0-30,small:30-50")
+    _add_sampling_args(p, n_default=64)
+    p.add_argument("--label", type=int, help="digit 0-9 (default: cycle through 0-9)")
+    p.add_argument("--replay", help="regenerate the images of this samples file")
+    p.add_argument("--out", required=True, help="samples file to write (.npz)")
+    p.set_defaults(func=_generate)
+
+    p = sub.add_parser("quality", help="FID, KID, class accuracy and PSNR vs large-only")
+    p.add_argument("samples", nargs="?", help="samples file (.npz)")
+    p.add_argument("--plans", nargs="+", help="generate and compare these plans instead")
+    _add_sampling_args(p, n_default=200)
+    p.add_argument("--no-reference", action="store_true", help="skip PSNR vs large-only")
+    p.add_argument("--record", action="store_true", help="write single-model figures to model cards")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_quality)
+
+    p = sub.add_parser("bench", help="benchmarks that print figures")
+    bench = p.add_subparsers(dest="target", required=True, parser_class=_Parser)
+    b = bench.add_parser("models", help="per-step latency and resident memory of each model")
+    b.add_argument("--repeats", type=int, default=15)
+    b.add_argument("--record", action="store_true", help="write the figures to the model cards")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=_bench_models)
+
+    p = sub.add_parser("demo", help="the main job on the embedded default")
+    _add_sampling_args(p, n_default=200)
+    p.set_defaults(func=_demo)
+
     from emulation import calibration
 
     calibration.register_cli(sub)
@@ -30,7 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ValueError as exc:  # bad input: scenario, plan, samples file, argument value
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
         print(f"edgestage: error: {first}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
