@@ -1,0 +1,214 @@
+"""Which backend delays, jitters and drops packets: kernel netem, or userspace NFQUEUE.
+
+    kernel_has_netem() -> bool         probed once, in a throwaway named netns deleted by name
+    choose_backend("auto") -> str      "netem" where the kernel has sch_netem, else "userspace"
+
+`UserspaceImpairment` runs one `emulation.nfq_impair` process per impaired host, inside the
+host's namespace, and adds one iptables rule per impaired interface
+(`raw PREROUTING -i INTF -j NFQUEUE --queue-num N --queue-bypass`): packets are held at the
+*receiving* end of each link direction.  `--queue-bypass` lets packets through, unimpaired,
+if the process is gone, so a crash never blackholes a host.  Teardown deletes exactly the rules
+it added and ends the processes by their pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+log = logging.getLogger(__name__)
+BACKENDS = ("auto", "netem", "userspace")
+
+
+@lru_cache(maxsize=1)
+def kernel_has_netem() -> bool:
+    """True when a netem qdisc can be created (tried on a dummy link in a temporary netns)."""
+    ns = f"es-netem-probe-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    run = lambda *a: subprocess.run(a, capture_output=True, text=True, timeout=10)  # noqa: E731
+    if run("ip", "netns", "add", ns).returncode != 0:
+        return False
+    try:
+        if run("ip", "-n", ns, "link", "add", "probe0", "type", "dummy").returncode != 0:
+            return False
+        res = run("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "probe0", "root",
+                  "netem", "delay", "1ms")
+        return res.returncode == 0
+    finally:
+        run("ip", "netns", "del", ns)  # takes the dummy link and its qdisc with it
+
+
+def choose_backend(requested: str = "auto") -> str:
+    """The backend to use: "netem" or "userspace"."""
+    if requested not in BACKENDS:
+        choices = ", ".join(BACKENDS)
+        raise ValueError(f"impairment: unknown backend {requested!r} (one of {choices})")
+    if requested == "userspace":
+        return "userspace"
+    has = kernel_has_netem()
+    if requested == "netem" and not has:
+        raise ValueError("impairment: 'netem' asked for, but this kernel has no sch_netem")
+    return "netem" if has else "userspace"
+
+
+@dataclass
+class Ingress:
+    """Impairment of the packets arriving on one interface of a host."""
+
+    intf: str
+    delay_ms: float
+    jitter_ms: float
+    loss_pct: float
+    limit: int | None
+    seed: int
+    queue: int = 0
+
+    def conf(self) -> dict:
+        return {
+            "intf": self.intf, "queue": self.queue, "delay_ms": self.delay_ms,
+            "jitter_ms": self.jitter_ms, "loss_pct": self.loss_pct, "limit": self.limit,
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class _HostDaemon:
+    host: object  # mininet Host
+    ingresses: list[Ingress]
+    proc: subprocess.Popen | None = None
+    rules: list[str] = field(default_factory=list)
+
+
+class UserspaceImpairment:
+    """The NFQUEUE processes and rules of one network."""
+
+    def __init__(self) -> None:
+        self._daemons: dict[str, _HostDaemon] = {}
+        self._lock = threading.Lock()  # control writes come from the caller and dynamics
+
+    def add(self, host: object, ingress: Ingress) -> None:
+        d = self._daemons.setdefault(host.name, _HostDaemon(host, []))
+        ingress.queue = len(d.ingresses)
+        d.ingresses.append(ingress)
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start every host's process first, then wait for all (they start in parallel)."""
+        for d in self._daemons.values():
+            confs = json.dumps([i.conf() for i in d.ingresses])
+            d.proc = d.host.popen(
+                [sys.executable, "-m", "emulation.nfq_impair", confs],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+        deadline = time.monotonic() + timeout
+        for name, d in self._daemons.items():
+            line = _readline(d.proc, deadline)
+            if line.strip() != "ready":
+                err = ""
+                if d.proc.poll() is not None:
+                    err = d.proc.stderr.read().decode(errors="replace")
+                raise RuntimeError(f"impairment process on {name} did not start: {err.strip()}")
+        for d in self._daemons.values():
+            d.rules = [
+                f"-A PREROUTING -i {i.intf} -j NFQUEUE --queue-num {i.queue} --queue-bypass"
+                for i in d.ingresses
+            ]
+            _iptables_restore(d.host, d.rules)
+
+    def update(self, host: str, intf: str, **params: object) -> bool:
+        """Change delay_ms / jitter_ms / loss_pct / down of one interface, live."""
+        d = self._daemons.get(host)
+        if d is None or d.proc is None or d.proc.poll() is not None:
+            return False
+        if not any(i.intf == intf for i in d.ingresses):
+            return False
+        with self._lock:
+            d.proc.stdin.write((json.dumps({"intf": intf, **params}) + "\n").encode())
+            d.proc.stdin.flush()
+        return True
+
+    def has(self, host: str, intf: str) -> bool:
+        d = self._daemons.get(host)
+        return d is not None and any(i.intf == intf for i in d.ingresses)
+
+    def stats(self) -> dict[str, list[dict]]:
+        out = {}
+        for name, d in self._daemons.items():
+            if d.proc is None or d.proc.poll() is not None:
+                continue
+            with self._lock:
+                d.proc.stdin.write(b'{"cmd": "stats"}\n')
+                d.proc.stdin.flush()
+                line = _readline(d.proc, time.monotonic() + 5)
+            with contextlib.suppress(ValueError):
+                out[name] = json.loads(line)
+        return out
+
+    def pids(self) -> list[int]:
+        return [d.proc.pid for d in self._daemons.values() if d.proc is not None]
+
+    def stop(self) -> None:
+        """Delete our rules (by their exact spec), then end each process by its pid."""
+        for d in self._daemons.values():
+            if d.rules:
+                with contextlib.suppress(Exception):
+                    d.host.cmd("iptables -t raw " + " ; iptables -t raw ".join(
+                        r.replace("-A ", "-D ", 1) for r in d.rules))
+                d.rules = []
+        for d in self._daemons.values():
+            if d.proc is not None:
+                _end(d.proc)
+        self._daemons.clear()
+
+
+def _iptables_restore(host: object, rules: list[str]) -> None:
+    text = "*raw\n" + "\n".join(rules) + "\nCOMMIT\n"
+    proc = host.popen(["iptables-restore", "--noflush"], stdin=subprocess.PIPE,
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, err = proc.communicate(text.encode(), timeout=20)
+    if proc.returncode != 0:
+        raise RuntimeError(f"iptables-restore on {host.name}: {err.decode().strip()}")
+
+
+def _readline(proc: subprocess.Popen, deadline: float) -> str:
+    fd = proc.stdout.fileno()
+    buf = b""
+    while not buf.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            break
+        chunk = os.read(fd, 1)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.decode(errors="replace")
+
+
+def _end(proc: subprocess.Popen, grace: float = 2.0) -> None:
+    """Close stdin (the process exits on EOF), then SIGTERM/SIGKILL by pid if it lingers."""
+    with contextlib.suppress(OSError):
+        proc.stdin.close()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=grace)
+    for stream in (proc.stdout, proc.stderr):
+        with contextlib.suppress(Exception):
+            stream.close()

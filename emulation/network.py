@@ -1,0 +1,534 @@
+"""Bringing a topology to life and back down: the Mininet lifecycle the runner builds on.
+
+    from topologies.spec import load_topology
+    from emulation.network import EmulatedNetwork
+
+    spec = load_topology("scenarios/default.toml")
+    with EmulatedNetwork(spec, run_dir="runs/x") as net:
+        net.hosts["d1"]                    # HostInfo(name, role, ip, cpu)
+        p = net.popen("edge", ["python", "-m", "nodes.node", ...])   # tracked, CPU-limited
+        net.cmd("d1", "ip route")          # one shell command in d1's namespace (main thread)
+        net.set_link("d1", "ap", bw=5, delay_ms=30)    # live, logged with a timestamp
+        net.link_down("d1", "ap"); net.link_up("d1", "ap")
+        net.manifest()                     # backend, seed, hosts, links, cgroup version
+    # here: processes ended, rules, qdiscs, interfaces, namespaces and cgroups removed
+
+What `start()` does, in order: choose the impairment backend (logged); build Mininet with
+routed `Host`s, plain `Link`s (veth) and `controller=None` (no switch at all, so no OVS and no
+bridge); put every host's shell in its own cgroup (a CPU quota where the spec gives a share; a
+process tracker either way); per host, in parallel: `ip_forward` where it forwards, static
+routes (`ip -batch`), HTB on every egress (`tc -batch`, emulation.shaping); then the
+impairment (netem leaves, or NFQUEUE processes and rules, emulation.impairment); finally the
+time-varying behaviour (traces, channel model and mobility, scheduled down/up;
+emulation.dynamics) unless `dynamics=False`.
+
+`stop()` undoes it by id, each step guarded so one failure does not skip the rest: dynamics
+thread; processes started with `popen()` (their process group, by pid) and anything else left
+in a host's cgroup (by pid); NFQUEUE rules (by their exact spec) and processes; Mininet's
+`net.stop()` (links, host shells); cgroups (the directories created); any interface of ours
+still in the root namespace (by name).  It runs on normal exit, on exceptions, and — because
+`start()` turns SIGTERM and SIGHUP into `SystemExit` and SIGINT is a `KeyboardInterrupt` — on
+those signals; signals are held off while it runs.  `atexit` is a last resort.
+
+Link changes (API, traces, channel model, faults) are appended to `net.link_log` and, with a
+`run_dir`, to `run_dir/link_events.jsonl`: one JSON object per change with `t` (Unix time),
+`t_rel` (seconds since the network came up), `link`, `source` and the new values.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from emulation.cgroups import CpuLimiter, cgroup_version, make_cpu_limiter
+from emulation.impairment import Ingress, UserspaceImpairment, choose_backend
+from emulation.shaping import (
+    Direction,
+    netem_change_command,
+    rate_change_command,
+    setup_commands,
+)
+from topologies.edge import EdgeTopo, LinkInfo, topology_from_spec
+from topologies.spec import TopologySpec
+
+log = logging.getLogger(__name__)
+_HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    name: str
+    role: str
+    ip: str
+    cpu: float | None
+
+
+class _Terminated(SystemExit):
+    """SIGTERM/SIGHUP arrived: unwind like Ctrl-C does, so `with` blocks clean up."""
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise _Terminated(128 + signum)
+
+
+class EmulatedNetwork:
+    """A running emulated edge network (see the module docstring)."""
+
+    def __init__(self, spec: TopologySpec, run_dir: str | Path | None = None,
+                 dynamics: bool = True, cpu_limits: bool = True) -> None:
+        self.spec = spec
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.dynamics_enabled = dynamics
+        self.cpu_limits = cpu_limits
+        self.backend = choose_backend(spec.impairment)
+        self.topo: EdgeTopo = topology_from_spec(spec)  # validates link names before anything runs
+        self.links: list[LinkInfo] = list(self.topo.link_infos)
+        self.hosts: dict[str, HostInfo] = {}
+        self.link_log: list[dict] = []
+        self.cpu_stats: dict[str, dict[str, int]] = {}
+        self.net = None
+        self.limiter: CpuLimiter | None = None
+        self.impair = UserspaceImpairment()
+        self.dynamics = None
+        self.t0 = 0.0
+        self._state: dict[tuple[str, str], Direction] = {}  # (sender, its intf) -> now
+        self._dynamic_ingress: set[str] = set()
+        self._procs: list[subprocess.Popen] = []
+        self._shell_pids: dict[str, int] = {}
+        self._log_lock = threading.Lock()
+        self._prev_handlers: dict[int, object] = {}
+        self._started = False
+        self._stopped = False
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> EmulatedNetwork:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> EmulatedNetwork:
+        from mininet.log import lg
+        from mininet.net import Mininet
+        from mininet.node import Host
+
+        if self._started:
+            raise RuntimeError("network already started")
+        self._started = True
+        self._install_signal_handlers()
+        atexit.register(self.stop)
+        if lg.getEffectiveLevel() < logging.WARNING:  # Mininet prints "*** ..." otherwise
+            lg.setLevel(logging.WARNING)
+        log.info("impairment backend: %s (asked: %s)", self.backend, self.spec.impairment)
+        began = time.monotonic()
+        self.net = Mininet(topo=self.topo, host=Host, controller=None, build=False,
+                           autoSetMacs=False, waitConnected=False)
+        self.net.build()
+        for name in self.topo.hosts():
+            node = self.net[name]
+            self._shell_pids[name] = node.pid
+            info = self.topo.nodeInfo(name)
+            self.hosts[name] = HostInfo(name, info["role"], info["ip"].split("/")[0], info["cpu"])
+        self._setup_cgroups()
+        self._configure_hosts()
+        if self.backend == "userspace":
+            self.impair.start()
+        self.t0 = time.time()
+        self.bringup_s = time.monotonic() - began
+        self._log_change(None, "start", backend=self.backend, seed=self.spec.seed)
+        if self.dynamics_enabled:
+            from emulation.dynamics import LinkDynamics
+
+            self.dynamics = LinkDynamics(self)
+            if self.dynamics.has_work():
+                self.dynamics.start()
+        return self
+
+    def stop(self) -> None:
+        """Tear down everything this network created; safe to call more than once."""
+        if not self._started or self._stopped:
+            return
+        self._stopped = True
+        blocked = _block_signals()
+        try:
+            self._teardown()
+        finally:
+            self._restore_signal_handlers()
+            with contextlib.suppress(Exception):
+                atexit.unregister(self.stop)
+            _unblock_signals(blocked)
+
+    def _teardown(self) -> None:
+        steps = [
+            ("dynamics", self._stop_dynamics),
+            ("processes", self._stop_processes),
+            ("cpu stats", self._collect_cpu_stats),
+            ("cgroup processes", self._kill_cgroup_members),
+            ("impairment", self.impair.stop),
+            ("mininet", self._stop_mininet),
+            ("cgroups", self._remove_cgroups),
+            ("interfaces", self._delete_stray_interfaces),
+        ]
+        for what, step in steps:
+            try:
+                step()
+            except Exception as exc:  # keep going: the next steps still have things to remove
+                log.warning("teardown %s: %s", what, exc)
+        if self.run_dir is not None:
+            with contextlib.suppress(OSError):
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                (self.run_dir / "cpu_stats.json").write_text(json.dumps(self.cpu_stats, indent=1))
+
+    # ---- what the runner uses --------------------------------------------------------------
+
+    def node(self, name: str):
+        if self.net is None or name not in self.hosts:
+            raise KeyError(f"no host {name!r}")
+        return self.net[name]
+
+    def ip(self, name: str) -> str:
+        return self.hosts[name].ip
+
+    def cmd(self, host: str, command: str) -> str:
+        """Run one shell command in the host's shell (not thread-safe: main thread only)."""
+        return self.node(host).cmd(command)
+
+    def popen(self, host: str, argv: list[str], cpu_limited: bool = True,
+              **kwargs: object) -> subprocess.Popen:
+        """Start a process in the host's namespace (and cgroup); ended by pid at teardown."""
+        node = self.node(host)
+        mncmd = ["mnexec", "-da", str(node.pid)]
+        if cpu_limited and self.limiter is not None and host in self.limiter.hosts:
+            # join the cgroup first (from the root mount namespace), then enter the host
+            mncmd = self.limiter.wrap(host, mncmd)
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        proc = node.popen(list(argv), mncmd=mncmd, **kwargs)
+        self._procs.append(proc)
+        return proc
+
+    def manifest(self) -> dict:
+        return {
+            "impairment_backend": self.backend,
+            "impairment_requested": self.spec.impairment,
+            "seed": self.spec.seed,
+            "kind": self.spec.kind,
+            "cgroup_version": self.limiter.version if self.limiter else "none",
+            "started_at": self.t0,
+            "hosts": [asdict(h) for h in self.hosts.values()],
+            "links": [
+                {"link": li.name, "a": li.a, "b": li.b, "intf_a": li.intf_a, "intf_b": li.intf_b,
+                 "ip_a": li.ip_a, "ip_b": li.ip_b, **li.spec.model_dump(exclude_none=True)}
+                for li in self.links
+            ],
+        }
+
+    def link(self, a: str, b: str) -> LinkInfo:
+        for li in self.links:
+            if {li.a, li.b} == {a, b}:
+                return li
+        raise ValueError(f"no link between {a!r} and {b!r}")
+
+    def directions(self, li: LinkInfo) -> list[tuple[str, str, str, str]]:
+        """(sender, sender intf, receiver, receiver intf) for a->b and b->a."""
+        return [(li.a, li.intf_a, li.b, li.intf_b), (li.b, li.intf_b, li.a, li.intf_a)]
+
+    def set_link(self, a: str, b: str, *, bw: float | None = None, delay_ms: float | None = None,
+                 jitter_ms: float | None = None, loss_pct: float | None = None,
+                 direction: str | None = None, source: str = "api",
+                 extra: dict | None = None) -> None:
+        """Change a link live (both directions, or only `direction` = sender's name);
+        `extra` is added to the logged change (e.g. the channel model's distance and SNR)."""
+        li = self.link(a, b)
+        _check_live_values(bw, delay_ms, jitter_ms, loss_pct)
+        changes = {k: v for k, v in (("bw_mbit", bw), ("delay_ms", delay_ms),
+                                      ("jitter_ms", jitter_ms), ("loss_pct", loss_pct))
+                   if v is not None}
+        if not changes:
+            return
+        for src, src_intf, dst, dst_intf in self.directions(li):
+            if direction is not None and direction != src:
+                continue
+            old = self._state[(src, src_intf)]
+            new = replace(old, **changes)
+            if bw is not None:
+                self._run_in(src, rate_change_command(src_intf, bw))
+            if changes.keys() - {"bw_mbit"}:
+                if self.backend == "netem":
+                    self._run_in(src, netem_change_command(src_intf, new, has_htb=True))
+                elif not self.impair.update(dst, dst_intf, delay_ms=new.delay_ms,
+                                            jitter_ms=new.jitter_ms, loss_pct=new.loss_pct):
+                    raise ValueError(f"link {li.name}: delay/jitter/loss were not set up to vary "
+                                     "(give it a delay, a trace or the channel model)")
+            self._state[(src, src_intf)] = new
+            self._log_change(li, source, direction=f"{src}->{dst}", **changes, **(extra or {}))
+
+    def link_down(self, a: str, b: str, source: str = "api") -> None:
+        li = self.link(a, b)
+        for host, intf in ((li.a, li.intf_a), (li.b, li.intf_b)):
+            self._run_in(host, ["ip", "link", "set", "dev", intf, "down"])
+        self._log_change(li, source, state="down")
+
+    def link_up(self, a: str, b: str, source: str = "api") -> None:
+        li = self.link(a, b)
+        for host, intf in ((li.a, li.intf_a), (li.b, li.intf_b)):
+            self._run_in(host, ["ip", "link", "set", "dev", intf, "up"])
+        # The kernel dropped the routes through the interface when it went down.
+        routes = self.topo.routes()
+        for host in (li.a, li.b):
+            batch = "".join(f"route replace {dst} via {via}\n" for dst, via in routes[host])
+            if batch:
+                self._run_in(host, ["ip", "-batch", "-"], stdin=batch)
+        self._log_change(li, source, state="up")
+
+    def state(self, sender: str, intf: str) -> Direction:
+        return self._state[(sender, intf)]
+
+    # ---- set-up helpers --------------------------------------------------------------------
+
+    def _setup_cgroups(self) -> None:
+        if not self.cpu_limits or cgroup_version() == "none":
+            if any(h.cpu for h in self.hosts.values()):
+                raise ValueError("topology.compute: CPU shares need cgroups, none found")
+            return
+        self.limiter = make_cpu_limiter()
+        for name, h in self.hosts.items():
+            # Unlimited hosts get a group too: it tracks their processes for teardown.
+            if h.cpu:
+                self.limiter.limit(name, h.cpu)
+            else:
+                self._unlimited_group(name)
+            self.limiter.add(name, self._shell_pids[name])
+
+    def _unlimited_group(self, name: str) -> None:
+        lim = self.limiter
+        path = lim.group / name
+        lim._mkdir(path)
+        lim.hosts[name] = path
+
+    def _configure_hosts(self) -> None:
+        """Forwarding, routes and egress shaping for every host, all hosts in parallel."""
+        routes = self.topo.routes()
+        forwarders = set(self.topo.forwarders())
+        dynamic = self._dynamic_links()
+        scripts: dict[str, list[str]] = {h: [] for h in self.hosts}
+        tc: dict[str, list[str]] = {h: [] for h in self.hosts}
+        for index, li in enumerate(self.links):
+            s = li.spec
+            for k, (src, src_intf, dst, dst_intf) in enumerate(self.directions(li)):
+                d = Direction(s.bw, s.delay_ms, s.jitter_ms, s.loss, s.max_queue_size)
+                self._state[(src, src_intf)] = d
+                is_dynamic = li.name in dynamic
+                if self.backend == "netem" and is_dynamic and not d.impaired:
+                    d_setup = replace(d, max_queue_size=d.max_queue_size or 1000)
+                else:
+                    d_setup = d
+                tc[src] += [c.removeprefix("tc ") for c in
+                            setup_commands(src_intf, d_setup, self.backend, force_htb=True)]
+                if self.backend == "userspace" and (d.impaired or is_dynamic):
+                    self.impair.add(self.net[dst], Ingress(
+                        dst_intf, d.delay_ms, d.jitter_ms, d.loss_pct, d.max_queue_size,
+                        seed=self.spec.seed * 100_003 + index * 2 + k))
+                    self._dynamic_ingress.add(dst_intf)
+        for h in self.hosts:
+            if h in forwarders:
+                scripts[h].append("sysctl -qw net.ipv4.ip_forward=1")
+            if routes[h]:
+                batch = "\n".join(f"route add {dst} via {via}" for dst, via in routes[h])
+                scripts[h].append(f"ip -batch - <<'EOF'\n{batch}\nEOF")
+            if tc[h]:
+                scripts[h].append("tc -batch - <<'EOF'\n" + "\n".join(tc[h]) + "\nEOF")
+        procs = {
+            h: self.net[h].popen(["sh", "-ec", "\n".join(lines)], stdin=subprocess.DEVNULL)
+            for h, lines in scripts.items() if lines
+        }
+        failed = []
+        for h, p in procs.items():
+            out, err = p.communicate(timeout=60)
+            if p.returncode != 0:
+                failed.append(f"{h}: {(err or out).decode(errors='replace').strip()}")
+        if failed:
+            raise RuntimeError("configuring hosts failed: " + "; ".join(failed))
+
+    def _dynamic_links(self) -> set[str]:
+        names = {li.name for li in self.links if li.spec.trace}
+        if self.spec.channel is not None and self.spec.channel.enabled:
+            names |= {li.name for li in self.links if self.hosts[li.a].role == "device"}
+        return names
+
+    def _run_in(self, host: str, argv: list[str], stdin: str | None = None) -> None:
+        """Run a command in a host's namespace without its shell (safe from other threads)."""
+        pid = self._shell_pids[host]
+        res = subprocess.run(["mnexec", "-a", str(pid), *argv], input=stdin,
+                             capture_output=True, text=True, timeout=30)
+        if res.returncode != 0:
+            raise RuntimeError(f"{host}: {' '.join(argv)}: {res.stderr.strip()}")
+
+    def _log_change(self, li: LinkInfo | None, source: str, **values: object) -> None:
+        now = time.time()
+        entry = {"t": now, "t_rel": round(now - self.t0, 6) if self.t0 else 0.0,
+                 "link": li.name if li else None, "source": source, **values}
+        with self._log_lock:
+            self.link_log.append(entry)
+            if self.run_dir is not None:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                with open(self.run_dir / "link_events.jsonl", "a") as f:
+                    f.write(json.dumps(entry) + "\n")
+        if li is not None:
+            log.info("link %s: %s", li.name, entry)
+
+    # ---- teardown helpers ------------------------------------------------------------------
+
+    def _stop_dynamics(self) -> None:
+        if self.dynamics is not None:
+            self.dynamics.stop()
+
+    def _stop_processes(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                _signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 3
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=max(0.05, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=2)
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                if stream is not None:
+                    with contextlib.suppress(Exception):
+                        stream.close()
+
+    def _collect_cpu_stats(self) -> None:
+        if self.limiter is None:
+            return
+        for name, h in self.hosts.items():
+            if h.cpu and name in self.limiter.hosts:
+                self.cpu_stats[name] = {"cpu_share": h.cpu, **self.limiter.stats(name)}
+
+    def _kill_cgroup_members(self) -> None:
+        """Whatever is still in a host's group was started in that host: end it by pid."""
+        if self.limiter is None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            pids = self._cgroup_pids()
+            shells = set(self._shell_pids.values())
+            for pid in pids - shells:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline and self._cgroup_pids() - shells:
+                time.sleep(0.02)
+
+    def _cgroup_pids(self) -> set[int]:
+        pids: set[int] = set()
+        for path in self.limiter.hosts.values():
+            with contextlib.suppress(OSError):
+                pids |= {int(p) for p in (path / "cgroup.procs").read_text().split()}
+        return pids
+
+    def _stop_mininet(self) -> None:
+        if self.net is None:
+            return
+        self.net.stop()
+        for node in self.net.hosts:  # reap the shells so they leave their cgroups now
+            if node.shell is not None:
+                with contextlib.suppress(Exception):
+                    node.shell.wait(timeout=5)
+
+    def _remove_cgroups(self) -> None:
+        if self.limiter is not None:
+            self.limiter.remove()
+
+    def _delete_stray_interfaces(self) -> None:
+        """An interrupted build can leave a veth end in the root namespace: delete ours."""
+        ours = {li.intf_a for li in self.links} | {li.intf_b for li in self.links}
+        for name in os.listdir("/sys/class/net"):
+            if name in ours:
+                subprocess.run(["ip", "link", "del", "dev", name], capture_output=True)
+
+    def leftovers(self) -> dict[str, list]:
+        """What of ours still exists (empty lists after a clean teardown)."""
+        ours = {li.intf_a for li in self.links} | {li.intf_b for li in self.links}
+        pids = list(self._shell_pids.values()) + self.impair.pids() + [p.pid for p in self._procs]
+        return {
+            "interfaces": sorted(ours & set(os.listdir("/sys/class/net"))),
+            "processes": [p for p in pids if _alive(p)],
+            "cgroups": [str(self.limiter.group)] if self.limiter and self.limiter.group.exists()
+            else [],
+        }
+
+    # ---- signals ---------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) in (signal.SIG_DFL, None):
+                self._prev_handlers[sig] = signal.signal(sig, _raise_terminated)
+
+    def _restore_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig, handler in self._prev_handlers.items():
+            signal.signal(sig, handler)
+        self._prev_handlers.clear()
+
+
+def _check_live_values(bw: float | None, delay: float | None, jitter: float | None,
+                       loss: float | None) -> None:
+    if bw is not None and not 0 < bw <= 100_000:
+        raise ValueError(f"bw: {bw} Mbit/s is outside (0, 100000]")
+    for name, v in (("delay_ms", delay), ("jitter_ms", jitter)):
+        if v is not None and not 0 <= v <= 10_000:
+            raise ValueError(f"{name}: {v} is outside [0, 10000]")
+    if loss is not None and not 0 <= loss <= 100:
+        raise ValueError(f"loss_pct: {loss} is outside [0, 100]")
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    """Signal the process group the pid leads (mnexec -d made it a session leader)."""
+    try:
+        if os.getpgid(pid) == pid and pid != os.getpgid(0):
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return False
+
+
+def _block_signals() -> set:
+    if threading.current_thread() is not threading.main_thread():
+        return set()
+    return signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED_SIGNALS)
+
+
+def _unblock_signals(previous: set) -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+__all__ = ["EmulatedNetwork", "HostInfo"]

@@ -1,0 +1,144 @@
+"""A UDP echo with user-space timestamps: RTT, one-way delay, jitter and loss per direction.
+
+`ping` cannot see delay added at the final receiver's ingress (its RTT comes from the kernel's
+receive timestamp, taken before netfilter), so calibration measures at the application level.
+All network namespaces of one machine share CLOCK_MONOTONIC, so the one-way delay of each
+direction is measured exactly: `t_server_recv - t_client_send` forward and
+`t_client_recv - t_server_send` back.
+
+    python -m emulation.probe serve PORT          # prints "ready"; ends on stdin EOF
+    python -m emulation.probe send HOST PORT --count N --interval S   # prints one JSON object
+
+Loss per direction: the server counts what it received for each test id; at the end the client
+asks for that count (repeated until answered) so forward and return losses are told apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import socket
+import statistics
+import struct
+import sys
+import time
+
+_PROBE = struct.Struct("!cIIdd d")  # kind, test id, seq, t_client_send, t_server_recv, t_srv_send
+_PAD = 64  # payload bytes per probe: small, so probes never load a slow link
+
+
+def serve(port: int) -> int:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    sock.bind(("0.0.0.0", port))
+    counts: dict[int, int] = {}
+    print("ready", flush=True)
+    stdin_fd = sys.stdin.fileno()
+    while True:
+        readable, _, _ = select.select([sock, stdin_fd], [], [])
+        if stdin_fd in readable and not os.read(stdin_fd, 4096):
+            return 0
+        if sock not in readable:
+            continue
+        data, addr = sock.recvfrom(2048)
+        now = time.monotonic()
+        kind, test, seq, t0, _, _ = _PROBE.unpack_from(data)
+        if kind == b"P":
+            counts[test] = counts.get(test, 0) + 1
+            reply = _PROBE.pack(b"P", test, seq, t0, now, time.monotonic())
+        else:  # b"C": how many probes of this test arrived
+            reply = _PROBE.pack(b"C", test, counts.get(test, 0), t0, now, time.monotonic())
+        sock.sendto(reply.ljust(len(data), b"\0"), addr)
+
+
+def send(host: str, port: int, count: int, interval: float, wait: float) -> dict:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    sock.connect((host, port))
+    test = int.from_bytes(os.urandom(4), "big")
+    fwd: dict[int, float] = {}
+    rev: dict[int, float] = {}
+    rtt: dict[int, float] = {}
+
+    def drain(deadline: float) -> None:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            readable, _, _ = select.select([sock], [], [], left)
+            if not readable:
+                return
+            data = sock.recv(2048)
+            now = time.monotonic()
+            kind, t_id, seq, t0, t1, t2 = _PROBE.unpack_from(data)
+            if kind == b"P" and t_id == test:
+                fwd[seq] = t1 - t0
+                rev[seq] = now - t2
+                rtt[seq] = now - t0
+
+    start = time.monotonic()
+    for seq in range(count):
+        due = start + seq * interval
+        drain(due)
+        sock.send(_PROBE.pack(b"P", test, seq, time.monotonic(), 0.0, 0.0).ljust(_PAD, b"\0"))
+    drain(time.monotonic() + wait)
+    server_count = None
+    for _ in range(50):  # the count request itself may be lost on a lossy link
+        sock.send(_PROBE.pack(b"C", test, 0, time.monotonic(), 0.0, 0.0).ljust(_PAD, b"\0"))
+        readable, _, _ = select.select([sock], [], [], 0.5)
+        if readable:
+            kind, t_id, n, *_ = _PROBE.unpack_from(sock.recv(2048))
+            if kind == b"C" and t_id == test:
+                server_count = n
+                break
+    return _summarise(count, server_count, fwd, rev, rtt)
+
+
+def _ms_stats(values: list[float]) -> dict:
+    ms = [v * 1000 for v in values]
+    if not ms:
+        return {"mean": None, "median": None, "std": None}
+    return {
+        "mean": statistics.fmean(ms),
+        "median": statistics.median(ms),
+        "std": statistics.stdev(ms) if len(ms) > 1 else 0.0,
+    }
+
+
+def _summarise(sent: int, server_count: int | None, fwd: dict, rev: dict, rtt: dict) -> dict:
+    echoed = len(rtt)
+    out = {"sent": sent, "server_received": server_count, "echoed": echoed}
+    out["rtt_ms"] = _ms_stats(list(rtt.values()))
+    out["fwd_ms"] = _ms_stats(list(fwd.values()))
+    out["rev_ms"] = _ms_stats(list(rev.values()))
+    if server_count is not None:
+        out["fwd_loss_pct"] = 100.0 * (sent - server_count) / sent
+        back = 100.0 * (server_count - echoed) / server_count if server_count else None
+        out["rev_loss_pct"] = back
+    else:
+        out["fwd_loss_pct"] = out["rev_loss_pct"] = None
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m emulation.probe")
+    sub = parser.add_subparsers(dest="mode", required=True)
+    s = sub.add_parser("serve")
+    s.add_argument("port", type=int)
+    c = sub.add_parser("send")
+    c.add_argument("host")
+    c.add_argument("port", type=int)
+    c.add_argument("--count", type=int, default=100)
+    c.add_argument("--interval", type=float, default=0.01)
+    c.add_argument("--wait", type=float, default=1.0, help="seconds to wait for late echoes")
+    args = parser.parse_args(argv)
+    if args.mode == "serve":
+        return serve(args.port)
+    print(json.dumps(send(args.host, args.port, args.count, args.interval, args.wait)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
