@@ -243,6 +243,10 @@ class EmulatedNetwork:
                 return li
         raise ValueError(f"no link between {a!r} and {b!r}")
 
+    def ip_on_link(self, li: LinkInfo, host: str) -> str:
+        """The host's address on that link (traffic to it crosses exactly this link)."""
+        return li.ip_a if host == li.a else li.ip_b
+
     def directions(self, li: LinkInfo) -> list[tuple[str, str, str, str]]:
         """(sender, sender intf, receiver, receiver intf) for a->b and b->a."""
         return [(li.a, li.intf_a, li.b, li.intf_b), (li.b, li.intf_b, li.a, li.intf_a)]
