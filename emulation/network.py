@@ -44,6 +44,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
@@ -220,6 +221,33 @@ class EmulatedNetwork:
         proc = node.popen(list(argv), mncmd=mncmd, **kwargs)
         self._procs.append(proc)
         return proc
+
+    def reachability(self, port: int = 7999) -> dict[str, dict[str, int]]:
+        """From every host to every other host's address: echoes back out of 3 (UDP)."""
+        py = [sys.executable, "-m", "emulation.probe"]
+        servers = [self.popen(h, [*py, "serve", str(port)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, cpu_limited=False) for h in self.hosts]
+        try:
+            for srv in servers:
+                srv.stdout.readline()  # "ready"
+            clients = {
+                h: self.popen(h, [*py, "reach", str(port)]
+                              + [o.ip for o in self.hosts.values() if o.name != h],
+                              stdout=subprocess.PIPE, cpu_limited=False)
+                for h in self.hosts
+            }
+            by_ip = {o.ip: o.name for o in self.hosts.values()}
+            out = {}
+            for h, proc in clients.items():
+                raw = json.loads(proc.communicate(timeout=30)[0])
+                out[h] = {by_ip[ip]: n for ip, n in raw.items()}
+            return out
+        finally:
+            for srv in servers:
+                with contextlib.suppress(OSError):
+                    srv.stdin.close()
+                srv.wait(timeout=5)
+                srv.stdout.close()
 
     def manifest(self) -> dict:
         return {

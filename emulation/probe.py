@@ -8,6 +8,7 @@ direction is measured exactly: `t_server_recv - t_client_send` forward and
 
     python -m emulation.probe serve PORT          # prints "ready"; ends on stdin EOF
     python -m emulation.probe send HOST PORT --count N --interval S   # prints one JSON object
+    python -m emulation.probe reach PORT IP [IP ...]   # {"IP": echoes out of 3, ...}
 
 Loss per direction: the server counts what it received for each test id; at the end the client
 asks for that count (repeated until answered) so forward and return losses are told apart.
@@ -96,6 +97,29 @@ def send(host: str, port: int, count: int, interval: float, wait: float) -> dict
     return _summarise(count, server_count, fwd, rev, rtt)
 
 
+def reach(port: int, targets: list[str], tries: int = 3, timeout: float = 2.0) -> dict:
+    """Connectivity: how many of `tries` echoes came back from each target (all in parallel).
+
+    Echoes are matched by sequence number, not by source address: a router's reply leaves
+    from the address of the interface it goes out of, not necessarily the one asked."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    test = int.from_bytes(os.urandom(4), "big")
+    got = [0] * len(targets)
+    for k in range(tries):
+        for i, ip in enumerate(targets):
+            packet = _PROBE.pack(b"P", test, i * tries + k, time.monotonic(), 0.0, 0.0)
+            sock.sendto(packet, (ip, port))
+    deadline = time.monotonic() + timeout
+    while sum(got) < tries * len(targets):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([sock], [], [], left)[0]:
+            break
+        kind, t_id, seq, *_ = _PROBE.unpack_from(sock.recv(2048))
+        if kind == b"P" and t_id == test and seq < tries * len(targets):
+            got[seq // tries] += 1
+    return dict(zip(targets, got, strict=True))
+
+
 def _ms_stats(values: list[float]) -> dict:
     ms = [v * 1000 for v in values]
     if not ms:
@@ -133,9 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--count", type=int, default=100)
     c.add_argument("--interval", type=float, default=0.01)
     c.add_argument("--wait", type=float, default=1.0, help="seconds to wait for late echoes")
+    r = sub.add_parser("reach")
+    r.add_argument("port", type=int)
+    r.add_argument("targets", nargs="+")
     args = parser.parse_args(argv)
     if args.mode == "serve":
         return serve(args.port)
+    if args.mode == "reach":
+        print(json.dumps(reach(args.port, args.targets)))
+        return 0
     print(json.dumps(send(args.host, args.port, args.count, args.interval, args.wait)))
     return 0
 
