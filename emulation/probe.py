@@ -17,6 +17,7 @@ asks for that count (repeated until answered) so forward and return losses are t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import select
@@ -71,7 +72,10 @@ def send(host: str, port: int, count: int, interval: float, wait: float) -> dict
             readable, _, _ = select.select([sock], [], [], left)
             if not readable:
                 return
-            data = sock.recv(2048)
+            try:
+                data = sock.recv(2048)
+            except OSError:  # an ICMP error queued on the connected socket
+                continue
             now = time.monotonic()
             kind, t_id, seq, t0, t1, t2 = _PROBE.unpack_from(data)
             if kind == b"P" and t_id == test:
@@ -83,14 +87,21 @@ def send(host: str, port: int, count: int, interval: float, wait: float) -> dict
     for seq in range(count):
         due = start + seq * interval
         drain(due)
-        sock.send(_PROBE.pack(b"P", test, seq, time.monotonic(), 0.0, 0.0).ljust(_PAD, b"\0"))
+        # No route while a link is down: the probe is lost, as it would be on the air.
+        with contextlib.suppress(OSError):
+            sock.send(_PROBE.pack(b"P", test, seq, time.monotonic(), 0.0, 0.0).ljust(_PAD, b"\0"))
     drain(time.monotonic() + wait)
     server_count = None
     for _ in range(50):  # the count request itself may be lost on a lossy link
-        sock.send(_PROBE.pack(b"C", test, 0, time.monotonic(), 0.0, 0.0).ljust(_PAD, b"\0"))
-        readable, _, _ = select.select([sock], [], [], 0.5)
-        if readable:
-            kind, t_id, n, *_ = _PROBE.unpack_from(sock.recv(2048))
+        try:
+            sock.send(_PROBE.pack(b"C", test, 0, time.monotonic(), 0.0, 0.0).ljust(_PAD, b"\0"))
+            readable, _, _ = select.select([sock], [], [], 0.5)
+            data = sock.recv(2048) if readable else b""
+        except OSError:  # e.g. ECONNREFUSED from an earlier ICMP error; ask again
+            time.sleep(0.1)
+            continue
+        if data:
+            kind, t_id, n, *_ = _PROBE.unpack_from(data)
             if kind == b"C" and t_id == test:
                 server_count = n
                 break
