@@ -7,7 +7,9 @@ The real reference set is the held-out test split, which no model saw in trainin
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +36,11 @@ class ClassifierFeatures(nn.Module):
     def __init__(self, classifier: DigitClassifier) -> None:
         super().__init__()
         self.classifier = classifier
+        # Raw features have a per-dimension spread of ~7; dividing by the real set's spread puts
+        # FID and KID (a cubic kernel, sensitive to scale) on the scale people are used to.
+        with torch.no_grad():
+            spread = classifier.features(load_split("test").images).std(dim=0).mean()
+        self.register_buffer("scale", spread.clamp_min(1e-6))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
@@ -41,7 +48,12 @@ class ClassifierFeatures(nn.Module):
             x = x.mean(dim=1, keepdim=True)
         if x.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
             x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", antialias=True)
-        return self.classifier.features(x)
+        return self.classifier.features(x) / self.scale
+
+
+@functools.cache
+def _features() -> ClassifierFeatures:
+    return ClassifierFeatures(load_classifier())
 
 
 def _real_images() -> torch.Tensor:
@@ -51,10 +63,12 @@ def _real_images() -> torch.Tensor:
 def fid_kid(images: torch.Tensor, real: torch.Tensor | None = None) -> tuple[float, float, float]:
     """FID, KID mean and KID std of `images` against `real` (default: the held-out test split)."""
     real = _real_images() if real is None else real
-    features = ClassifierFeatures(load_classifier())
+    features = _features()
     fid = FrechetInceptionDistance(feature=features, reset_real_features=True)
     subset = min(len(images), len(real), 100)
-    kid = KernelInceptionDistance(feature=features, subsets=KID_SUBSETS, subset_size=subset)
+    with warnings.catch_warnings():  # its memory warning is about datasets far larger than ours
+        warnings.simplefilter("ignore", UserWarning)
+        kid = KernelInceptionDistance(feature=features, subsets=KID_SUBSETS, subset_size=subset)
     for metric in (fid, kid):
         metric.update(real, real=True)
         metric.update(images, real=False)

@@ -47,9 +47,14 @@ def prepare_resume(scheduler: SchedulerMixin, start: int, meta: dict[str, Any],
     """Put a fresh scheduler where the previous stage left off (step index, DPM history)."""
     if isinstance(scheduler, DPMSolverMultistepScheduler):
         scheduler.set_begin_index(start)
-        scheduler.lower_order_nums = int(meta.get("lower_order_nums", 0))
         order = scheduler.config.solver_order
+        lower_order_nums = int(meta.get("lower_order_nums", 0))
         history = [tensors.get(f"{_HISTORY}{i}") for i in range(order)]
+        needed = range(order - min(lower_order_nums, order), order)
+        missing = [f"{_HISTORY}{i}" for i in needed if history[i] is None]
+        if missing:
+            raise ValueError(f"dpm state at step {start} lacks its history: {', '.join(missing)}")
+        scheduler.lower_order_nums = lower_order_nums
         scheduler.model_outputs = history
 
 
