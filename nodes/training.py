@@ -7,9 +7,11 @@ from it (see nodes/model_cards.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -47,11 +49,19 @@ RECIPES: dict[str, TrainingRecipe] = {
 }
 
 
-def _deterministic(seed: int) -> torch.Generator:
+@contextlib.contextmanager
+def _deterministic(seed: int) -> Iterator[torch.Generator]:
+    """Seeded, deterministic kernels, fixed threads; the caller's settings come back after."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(TRAIN_THREADS)
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
+    try:
+        yield torch.Generator().manual_seed(seed)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
 
 
 def _lr_schedule(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
@@ -76,7 +86,11 @@ def train_denoiser(name: str, out_dir: Path, recipe: TrainingRecipe | None = Non
     if name not in DENOISER_NAMES:
         raise ValueError(f"unknown denoiser {name!r}: expected one of {', '.join(DENOISER_NAMES)}")
     recipe = recipe or RECIPES[name]
-    gen = _deterministic(recipe.seed)
+    with _deterministic(recipe.seed) as gen:
+        return _train_denoiser(name, out_dir, recipe, gen)
+
+
+def _train_denoiser(name: str, out_dir: Path, recipe: TrainingRecipe, gen: torch.Generator) -> dict:
     data = load_split("train")
     model = build_denoiser(name)
     schedule = training_noise_schedule()
@@ -111,7 +125,11 @@ def train_denoiser(name: str, out_dir: Path, recipe: TrainingRecipe | None = Non
 
 def train_classifier(out_dir: Path, recipe: TrainingRecipe | None = None) -> dict:
     recipe = recipe or RECIPES["classifier"]
-    gen = _deterministic(recipe.seed)
+    with _deterministic(recipe.seed) as gen:
+        return _train_classifier(out_dir, recipe, gen)
+
+
+def _train_classifier(out_dir: Path, recipe: TrainingRecipe, gen: torch.Generator) -> dict:
     data = load_split("train")
     model = DigitClassifier()
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=1e-4)

@@ -1,3 +1,4 @@
+import contextlib
 import json
 
 import pytest
@@ -64,21 +65,48 @@ def test_malformed_frames_are_rejected_with_a_reason(mutate, message):
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.binary(max_size=300), min_size=0, max_size=4))
 def test_arbitrary_frames_raise_only_value_error(frames):
-    try:
+    with contextlib.suppress(ValueError):
         StateBundle.from_frames(frames)
-    except ValueError:
-        pass
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400))
 def test_arbitrary_blobs_raise_only_value_error(blob):
-    try:
+    with contextlib.suppress(ValueError):
         StateBundle.from_bytes(blob)
-    except ValueError:
-        pass
 
 
 def test_deeply_nested_header_is_rejected_not_crashing():
     with pytest.raises(ValueError, match="not JSON"):
         StateBundle.from_frames([b"[" * 30_000 + b"]" * 30_000])
+
+
+_specs = st.lists(
+    st.fixed_dictionaries(
+        {
+            "name": st.one_of(st.text(max_size=5), st.integers()),
+            "dtype": st.sampled_from(["float32", "int64", "uint8", "float16", "bogus", 3]),
+            "shape": st.one_of(
+                st.lists(st.integers(min_value=-2, max_value=6), max_size=4),
+                st.lists(st.integers(min_value=2**30, max_value=2**40), min_size=1, max_size=3),
+                st.text(max_size=3),
+            ),
+        }
+    ),
+    max_size=3,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {"version": st.sampled_from([1, 1, 2, "1"]), "meta": st.one_of(st.dictionaries(
+            st.text(max_size=3), st.integers(), max_size=2), st.integers()), "tensors": _specs}
+    ),
+    st.lists(st.binary(max_size=200), max_size=4),
+)
+def test_structured_headers_with_wrong_sizes_raise_only_value_error(header, frames):
+    with contextlib.suppress(ValueError):
+        bundle = StateBundle.from_frames([json.dumps(header).encode(), *frames])
+        for spec, tensor in zip(header["tensors"], bundle.tensors.values(), strict=True):
+            assert list(tensor.shape) == spec["shape"]
