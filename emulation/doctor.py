@@ -74,7 +74,7 @@ def format_report(report: dict[str, Any]) -> str:
     for key, value in report.items():
         if key == "models":
             continue
-        shown = "not found" if value is None else value
+        shown = ("unknown" if key == "sch_netem" else "not found") if value is None else value
         lines.append(f"{key:<20} {shown}")
     lines.append("models:" if report["models"] else "models:             none found")
     for model in report["models"]:
