@@ -152,6 +152,8 @@ class EmulatedNetwork:
         self.t0 = time.time()
         self.bringup_s = time.monotonic() - began
         self._log_change(None, "start", backend=self.backend, seed=self.spec.seed)
+        if self.run_dir is not None:
+            (self.run_dir / "network.json").write_text(json.dumps(self.manifest(), indent=1))
         if self.dynamics_enabled:
             from emulation.dynamics import LinkDynamics
 
@@ -333,7 +335,9 @@ class EmulatedNetwork:
     # ---- set-up helpers --------------------------------------------------------------------
 
     def _setup_cgroups(self) -> None:
-        if not self.cpu_limits or cgroup_version() == "none":
+        if not self.cpu_limits:  # e.g. calibration: links are measured, not compute
+            return
+        if cgroup_version() == "none":
             if any(h.cpu for h in self.hosts.values()):
                 raise ValueError("topology.compute: CPU shares need cgroups, none found")
             return

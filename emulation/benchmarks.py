@@ -1,0 +1,40 @@
+"""`edgestage bench topology` and `edgestage bench fidelity`: wiring for the CLI's bench group.
+
+The CLI calls `register_bench(bench)` with its `bench` sub-parsers; each command prints a
+human-readable summary, or JSON with `--json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register_bench(bench: argparse._SubParsersAction) -> None:
+    t = bench.add_parser("topology", help="64-device star: bring-up and teardown times")
+    t.add_argument("--devices", type=int, default=64)
+    t.add_argument("--reps", type=int, default=3)
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=_topology)
+    f = bench.add_parser("fidelity", help="configured vs measured links over the target ranges")
+    f.add_argument("--impairment", default="auto", choices=("auto", "netem", "userspace"))
+    f.add_argument("--duration", type=float, default=2.0)
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(func=_fidelity)
+
+
+def _topology(args: argparse.Namespace) -> int:
+    from emulation import bench_topology
+
+    if not 1 <= args.devices <= 1024 or not 1 <= args.reps <= 100:
+        raise ValueError("--devices must be in 1..1024 and --reps in 1..100")
+    argv = ["--devices", str(args.devices), "--reps", str(args.reps)]
+    return bench_topology.main(argv + (["--json"] if args.json else []))
+
+
+def _fidelity(args: argparse.Namespace) -> int:
+    from emulation import bench_fidelity
+
+    if not 0 < args.duration <= 60:
+        raise ValueError(f"--duration: {args.duration} is outside (0, 60] seconds")
+    argv = ["--impairment", args.impairment, "--duration", str(args.duration)]
+    return bench_fidelity.main(argv + (["--json"] if args.json else []))
