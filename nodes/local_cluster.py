@@ -1,0 +1,159 @@
+"""Node processes on this machine's loopback: config files, start, wait until ready, stop by PID.
+
+What the runner does inside Mininet hosts, minus Mininet: the tests use it, and so can anyone who
+wants to try a workload without root. Every process this module starts is stopped by its own PID
+(SIGTERM, then SIGKILL after a grace period); nothing is ever killed by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from nodes.node_config import NodeConfig, Peer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel hands out now (held open together so that they are distinct)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def loopback_configs(run_dir: Path, hosts: dict[str, dict[str, Any]], coordinator: str = "edge",
+                     **common: Any) -> dict[str, NodeConfig]:
+    """One config per host. `hosts`: name -> {role, models, and any other NodeConfig field};
+    `common`: fields every node shares (steps, scheduler, request_timeout_s, t0, ...)."""
+    ports = dict(zip(hosts, free_ports(len(hosts)), strict=True))
+    endpoints = {h: f"tcp://127.0.0.1:{p}" for h, p in ports.items()}
+    peers = {h: Peer(endpoint=endpoints[h], role=spec["role"], models=spec.get("models", []))
+             for h, spec in hosts.items()}
+    configs = {}
+    for host, spec in hosts.items():
+        data = {"host": host, "bind": endpoints[host], "coordinator": coordinator, "run_dir": run_dir,
+                "peers": {h: p for h, p in peers.items() if h != host}, **common, **spec}
+        configs[host] = NodeConfig.model_validate(data)
+    return configs
+
+
+class NodeProcess:
+    """One `python -m nodes.node` process; its log goes to <run_dir>/logs/<host>.log."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.host = config.host
+        run_dir = Path(config.run_dir)
+        self.config_path = run_dir / "configs" / f"{self.host}.json"
+        self.log_path = run_dir / "logs" / f"{self.host}.log"
+        self.status_path = run_dir / "nodes" / f"{self.host}.json"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.config_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(self.config.model_dump_json(indent=1))
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "nodes.node", "--config", str(self.config_path)],
+                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def status(self) -> dict[str, Any] | None:
+        try:
+            status = json.loads(self.status_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return status if status.get("pid") == self.pid else None  # not a previous run's file
+
+    def wait_for(self, states: Iterable[str], timeout: float) -> dict[str, Any]:
+        wanted = set(states)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.status()
+            if status and status["state"] in wanted:
+                return status
+            if self.process is not None and self.process.poll() is not None:
+                code = self.process.returncode
+                raise RuntimeError(f"node {self.host} exited with {code}: {self.log_tail()}")
+            time.sleep(0.05)
+        states = "/".join(sorted(wanted))
+        raise TimeoutError(f"node {self.host} not {states} after {timeout:g} s: {self.log_tail()}")
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, grace: float = 15.0) -> int:
+        """SIGTERM, wait; SIGKILL if it has not exited after `grace` seconds. Its exit code."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """Abrupt death (SIGKILL), as when a host fails."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+class LocalCluster:
+    """Start every node, wait until all are ready; stop them all on exit, whatever happened."""
+
+    def __init__(self, configs: dict[str, NodeConfig]) -> None:
+        self.nodes = {host: NodeProcess(config) for host, config in configs.items()}
+
+    def __enter__(self) -> LocalCluster:
+        try:
+            for node in self.nodes.values():
+                node.start()
+            for node in self.nodes.values():
+                node.wait_for({"ready", "workload_done"}, timeout=120)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> dict[str, int]:
+        return {host: node.stop() for host, node in self.nodes.items()}
+
+    def wait_workload(self, timeout: float) -> dict[str, dict[str, Any]]:
+        """The status of every device once its workload has ended (all requests recorded)."""
+        deadline = time.monotonic() + timeout
+        return {
+            host: node.wait_for({"workload_done"}, max(0.1, deadline - time.monotonic()))
+            for host, node in self.nodes.items()
+            if node.config.role == "device" and node.config.workload
+        }

@@ -1,0 +1,341 @@
+"""The node process: one per Mininet host, `python -m nodes.node --config FILE.json`.
+
+Threads, each with its own ZeroMQ sockets (a socket is never shared across threads):
+    receiver     the PULL inbox bound on this host's endpoint; stamps the arrival time, checks the
+                 message completely (nodes/protocol.py) and hands it to the thread it is for;
+                 a malformed message is dropped, logged and counted, never fatal
+    worker       runs stages (any node that holds models), forwards the state to the next
+                 stage's host, or the result to the requesting device, over its PUSH sockets
+    coordinator  (the edge host named `coordinator`) plans each request with its strategy and
+                 dispatches stage 0
+    device       (role device) issues the workload at t0 + at_s, collects results, errors and
+                 timeouts, writes records and samples
+
+Files under `run_dir`: records/<host>.jsonl and samples/<request_id>.npz (devices),
+nodes/<host>.json (status and counters: written when ready, when a device's workload is done,
+and at exit). SIGTERM or SIGINT: every thread stops, sockets close with linger 0, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from nodes.node_config import NodeConfig, load_node_config
+from nodes.protocol import (
+    WIRE_VERSION,
+    AcceptedMsg,
+    ErrorMsg,
+    Message,
+    ProtocolError,
+    RequestMsg,
+    ResultMsg,
+    StageMsg,
+    decode,
+    encode,
+)
+
+log = logging.getLogger("nodes.node")
+POLL_MS = 100
+SEND_HWM = 1000
+WORK_QUEUE_MAX = 1000
+LOGGED_DROPS = 50  # log every drop up to this many, then one line per 1000
+
+
+class Stopping(Exception):
+    """Raised inside a computation when the node is told to stop."""
+
+
+@dataclass(frozen=True)
+class Inbound:
+    message: Message
+    received: float  # time.time() when the receiver got it
+
+
+class Stats:
+    """Counters shared by the threads (under a lock) and written to nodes/<host>.json."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.drops: Counter[str] = Counter()
+
+    def count(self, key: str, by: int = 1) -> None:
+        with self._lock:
+            self.counts[key] += by
+
+    def drop(self, category: str, reason: str) -> None:
+        with self._lock:
+            self.drops[category] += 1
+            total = sum(self.drops.values())
+        if total <= LOGGED_DROPS:
+            log.warning("dropped a message: %s", reason)
+        elif total % 1000 == 0:
+            log.warning("dropped %d messages so far (latest: %s)", total, reason)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            dropped = sum(self.drops.values())
+            return {"counts": dict(self.counts), "dropped": dropped, "drops": dict(self.drops)}
+
+
+class Outbox:
+    """PUSH sockets to peers, created on first use, owned by the one thread that made the Outbox."""
+
+    def __init__(self, context: zmq.Context, endpoints: dict[str, str]) -> None:
+        self._context = context
+        self._endpoints = endpoints
+        self._sockets: dict[str, zmq.Socket] = {}
+
+    def send(self, host: str, frames: list) -> None:
+        """Raises RuntimeError if `host` is unknown or its send queue is full (peer gone for long)."""
+        if host not in self._endpoints:
+            raise RuntimeError(f"no endpoint known for host {host!r}")
+        sock = self._sockets.get(host)
+        if sock is None:
+            sock = self._context.socket(zmq.PUSH)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+            sock.connect(self._endpoints[host])
+            self._sockets[host] = sock
+        try:
+            sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            raise RuntimeError(f"send queue to {host} is full (peer unreachable?)") from None
+
+    def close(self) -> None:
+        for sock in self._sockets.values():
+            sock.close(linger=0)
+        self._sockets.clear()
+
+
+def connect_endpoint(bind: str) -> str:
+    """An address others (and this node itself) can connect to, for a wildcard bind."""
+    return bind.replace("tcp://*:", "tcp://127.0.0.1:").replace("tcp://0.0.0.0:", "tcp://127.0.0.1:")
+
+
+def rss_figures() -> dict[str, int]:
+    import psutil
+
+    info = psutil.Process().memory_full_info()
+    return {"rss_bytes": info.rss, "uss_bytes": info.uss, "pss_bytes": getattr(info, "pss", 0)}
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.host = config.host
+        self.stop = threading.Event()
+        self.stats = Stats()
+        self.context = zmq.Context()
+        self.endpoints = {h: p.endpoint for h, p in config.peers.items()}
+        self.endpoints[self.host] = connect_endpoint(config.bind)
+        self.roles = config.roles()
+        self.work: queue.Queue[Inbound] = queue.Queue(maxsize=WORK_QUEUE_MAX)
+        self.requests: queue.Queue[Inbound] = queue.Queue()
+        self.replies: queue.Queue[Inbound] = queue.Queue()
+        self._bound = threading.Event()
+        self._bind_error: str | None = None
+        self._threads: list[threading.Thread] = []
+        self._status_lock = threading.Lock()
+        self.started = time.time()
+        self.status_path = config.run_dir / "nodes" / f"{self.host}.json"
+        self.worker = None
+        self.device = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Everything that can fail on a bad config, before any socket exists: ValueError."""
+        from nodes.worker import StageWorker  # torch and diffusers: only once the config is good
+
+        self.worker = StageWorker(self)
+        if self.config.role == "device":
+            from nodes.device import Device
+
+            self.device = Device(self)
+
+    def start(self) -> None:
+        self._spawn("receiver", self._receive)
+        if not self._bound.wait(10) or self._bind_error:
+            self.stop.set()
+            raise RuntimeError(self._bind_error or f"binding {self.config.bind} timed out")
+        self._spawn("worker", self.worker.run)
+        if self.config.is_coordinator:
+            from nodes.coordinator import Coordinator
+
+            self._spawn("coordinator", Coordinator(self).run)
+        self.write_status("ready")  # before the device thread, which may report "workload_done" soon
+        if self.device is not None:
+            self._spawn("device", self.device.run)
+        config = self.config
+        log.info("ready: %s on %s, models %s", config.role, config.bind, config.models or "none")
+
+    def _spawn(self, name: str, target) -> None:
+        thread = threading.Thread(target=self._guard, args=(name, target), name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _guard(self, name: str, target) -> None:
+        """A thread that dies of a bug stops the node loudly rather than leaving it half-alive."""
+        try:
+            target()
+        except Exception:
+            log.exception("thread %s failed; stopping the node", name)
+            self.stats.count("thread_failures")
+            self.stop.set()
+
+    def shutdown(self) -> bool:
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        alive = [t.name for t in self._threads if t.is_alive()]
+        if self.device is not None:
+            self.device.close()
+        self.write_status("stopped")
+        if alive:
+            log.error("threads still running at exit: %s", ", ".join(alive))
+            return False
+        self.context.term()
+        return True
+
+    def write_status(self, state: str, **extra: Any) -> None:
+        status = {
+            "host": self.host, "role": self.config.role, "state": state, "pid": os.getpid(),
+            "bind": self.config.bind, "coordinator": self.config.is_coordinator,
+            "models": list(self.config.models), "compute_mode": self.config.compute.mode,
+            "hardware": self.config.compute.hardware, "started": self.started, "time": time.time(),
+            **(self.worker.status() if self.worker else {}), **rss_figures(), **self.stats.snapshot(),
+            **extra,
+        }
+        path = self.status_path
+        with self._status_lock:  # written by the main and the device thread
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(json.dumps(status, indent=1))
+            os.replace(tmp, path)
+
+    # --- receiver thread ---------------------------------------------------------------------
+
+    def _receive(self) -> None:
+        inbox = self.context.socket(zmq.PULL)
+        inbox.setsockopt(zmq.LINGER, 0)
+        # a peer that sends a bigger frame than this is disconnected by ZeroMQ before we see it
+        inbox.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
+        try:
+            inbox.bind(self.config.bind)
+        except zmq.ZMQError as exc:
+            self._bind_error = f"cannot bind {self.config.bind}: {exc}"
+            inbox.close(linger=0)
+            self._bound.set()
+            return
+        self._bound.set()
+        poller = zmq.Poller()
+        poller.register(inbox, zmq.POLLIN)
+        try:
+            while not self.stop.is_set():
+                if not poller.poll(POLL_MS):
+                    continue
+                while True:
+                    try:
+                        frames = inbox.recv_multipart(copy=False, flags=zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._route(frames, time.time())
+        finally:
+            inbox.close(linger=0)
+
+    def _route(self, frames: list, received: float) -> None:
+        self.stats.count("received")
+        try:
+            message = decode([f.buffer for f in frames])
+        except ProtocolError as exc:
+            self.stats.drop("malformed", str(exc))
+            return
+        except Exception as exc:  # a decoder bug must not kill the node either; count it apart
+            self.stats.drop("decoder_error", f"{exc.__class__.__name__}: {exc}")
+            return
+        envelope = message.envelope
+        item = Inbound(message, received)
+        if envelope.origin not in self.roles or self.roles[envelope.origin] != "device":
+            self.stats.drop("unknown_origin", f"{envelope.kind} from unknown device {envelope.origin!r}")
+            return
+        if isinstance(envelope, RequestMsg):
+            if not self.config.is_coordinator:
+                self.stats.drop("misdirected", f"request {envelope.request_id} sent to a non-coordinator")
+                return
+            self.requests.put(item)
+        elif isinstance(envelope, StageMsg):
+            try:
+                self.work.put_nowait(item)
+            except queue.Full:
+                self.stats.drop("overload", f"work queue full, stage {envelope.request_id}")
+        elif isinstance(envelope, AcceptedMsg | ResultMsg | ErrorMsg):
+            if self.device is None or envelope.origin != self.host:
+                reason = f"{envelope.kind} for {envelope.origin} arrived at {self.host}"
+                self.stats.drop("misdirected", reason)
+                return
+            self.replies.put(item)
+
+    # --- helpers for the other threads --------------------------------------------------------
+
+    def error_frames(self, origin: str, request_id: str, reason: str, plan: str | None = None,
+                     stage: int | None = None) -> list:
+        return encode(ErrorMsg(v=WIRE_VERSION, kind="error", request_id=request_id, origin=origin,
+                               host=self.host, reason=reason[:2000], plan=plan, stage=stage))
+
+
+def configure_logging(config: NodeConfig) -> None:
+    logging.basicConfig(
+        level=config.log_level.upper(), stream=sys.stderr,
+        format=f"%(asctime)s {config.host} %(threadName)s %(levelname)s %(message)s",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nodes.node", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="the node's JSON config file")
+    args = parser.parse_args(argv)
+    try:
+        config = load_node_config(args.config)
+    except ValueError as exc:
+        print(f"node: error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config)
+    node = Node(config)
+    try:
+        node.prepare()
+    except ValueError as exc:
+        print(f"node {config.host}: error: {exc}", file=sys.stderr)
+        return 2
+    # the handlers only set a flag: the main thread does the stopping, outside signal context
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: node.stop.set())
+    try:
+        node.start()
+    except RuntimeError as exc:
+        print(f"node {config.host}: error: {exc}", file=sys.stderr)
+        node.shutdown()
+        return 1
+    while not node.stop.wait(0.5):
+        pass
+    failed = node.stats.snapshot()["counts"].get("thread_failures", 0)
+    clean = node.shutdown()
+    log.info("stopped")
+    return 0 if clean and not failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

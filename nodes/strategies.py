@@ -1,0 +1,125 @@
+"""Strategies: how the coordinator turns a request into a plan with every stage's host filled in.
+
+One interface, `Strategy.plan_for(request, cluster) -> Plan`, so that a later planner (e.g. an
+elastic one that looks at load and links) drops in behind `build_strategy` without touching the
+node. A strategy raises ValueError naming the reason when it cannot serve a request; the
+coordinator turns that into a failed request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from nodes.node_config import StrategySpec, Tier
+from nodes.plan import Plan, Stage, check_tiling
+
+DEFAULT_MODEL = {"cloud_only": "large", "edge_only": "medium", "device_only": "small"}
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What a strategy may look at: who asks, for how many images, by when."""
+
+    request_id: str
+    origin: str  # the requesting device's host
+    n: int
+    strategy: str
+    deadline_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The coordinator's view: hosts by role and the models each one holds."""
+
+    edge: str  # the coordinator's own edge host
+    roles: Mapping[str, str]
+    models: Mapping[str, tuple[str, ...]]
+    steps: int
+
+    def hosts(self, role: str) -> list[str]:
+        return sorted(h for h, r in self.roles.items() if r == role)
+
+    def host_of(self, tier: Tier, request: PlanRequest) -> str:
+        if tier == "edge":
+            return self.edge
+        if tier == "device":
+            return request.origin
+        clouds = self.hosts("cloud")
+        if not clouds:
+            raise ValueError("no cloud host in the cluster")
+        return clouds[0]
+
+    def check(self, plan: Plan) -> Plan:
+        """Every stage has a host that exists and holds the stage's model; stages tile [0, T)."""
+        check_tiling(plan, self.steps)
+        for stage in plan.stages:
+            if stage.host not in self.roles:
+                raise ValueError(f"plan stage {stage}: host {stage.host!r} is not in the cluster")
+            if stage.model not in self.models.get(stage.host, ()):
+                raise ValueError(f"plan stage {stage}: host {stage.host} does not hold model {stage.model!r}")
+        return plan
+
+
+class Strategy(Protocol):
+    name: str
+
+    def plan_for(self, request: PlanRequest, cluster: Cluster) -> Plan: ...
+
+
+@dataclass(frozen=True)
+class SingleTier:
+    """All T steps with one model on one tier: cloud_only, edge_only, device_only."""
+
+    name: str
+    tier: Tier
+    model: str
+
+    def plan_for(self, request: PlanRequest, cluster: Cluster) -> Plan:
+        host = cluster.host_of(self.tier, request)
+        return cluster.check(Plan((Stage(self.model, 0, cluster.steps, host),)))
+
+
+@dataclass(frozen=True)
+class FixedSplit:
+    """Consecutive stages, each `share` of the T steps (cut points rounded to whole steps; a stage
+    that rounds to no steps is left out), e.g. large@cloud, then medium@edge, then small@device."""
+
+    name: str
+    split: tuple[tuple[str, Tier, float], ...]
+
+    def plan_for(self, request: PlanRequest, cluster: Cluster) -> Plan:
+        stages, start, cumulative = [], 0, 0.0
+        for index, (model, tier, share) in enumerate(self.split):
+            cumulative += share
+            end = cluster.steps if index == len(self.split) - 1 else round(cluster.steps * cumulative)
+            if end > start:
+                stages.append(Stage(model, start, end, cluster.host_of(tier, request)))
+                start = end
+        return cluster.check(Plan(tuple(_merge_same_host(stages))))
+
+
+def _merge_same_host(stages: list[Stage]) -> list[Stage]:
+    """Two consecutive stages with the same model on the same host are one stage (no transfer)."""
+    merged: list[Stage] = []
+    for stage in stages:
+        if merged and merged[-1].model == stage.model and merged[-1].host == stage.host:
+            merged[-1] = Stage(stage.model, merged[-1].start, stage.end, stage.host)
+        else:
+            merged.append(stage)
+    return merged
+
+
+_TIER = {"cloud_only": "cloud", "edge_only": "edge", "device_only": "device"}
+
+
+def build_strategy(name: str, spec: StrategySpec) -> Strategy:
+    if spec.kind == "fixed_split":
+        assert spec.split is not None  # the config validator guarantees it
+        return FixedSplit(name, tuple((s.model, s.tier, s.share) for s in spec.split))
+    return SingleTier(name, _TIER[spec.kind], spec.model or DEFAULT_MODEL[spec.kind])  # type: ignore[arg-type]
+
+
+def build_strategies(specs: Mapping[str, StrategySpec]) -> dict[str, Strategy]:
+    return {name: build_strategy(name, spec) for name, spec in specs.items()}

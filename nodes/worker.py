@@ -1,0 +1,214 @@
+"""The stage worker thread of a node: check a stage message against this node, run the stage, and
+hand the state to the next stage's host (or the images to the requesting device)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from nodes.compute import Pacer, load_profiles, profile_for
+from nodes.digits import IMAGE_SIZE
+from nodes.executor import LABELS, SAMPLE, initial_state, run_stage
+from nodes.model_zoo import load_denoiser, load_noise_schedule
+from nodes.plan import Plan, Stage, parse_plan
+from nodes.protocol import WIRE_VERSION, Hop, ResultMsg, StageMsg, encode
+from nodes.schedulers import SCHEDULE_KEYS
+from nodes.state import StateBundle
+
+if TYPE_CHECKING:
+    from nodes.node import Inbound, Node
+
+log = logging.getLogger("nodes.worker")
+_META_KEYS = {"scheduler", "steps", "next_step", "seed", "lower_order_nums"}
+
+
+class Rejected(ValueError):
+    """A well-formed stage message this node cannot run; the reason goes back to the device."""
+
+
+class StageWorker:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.config = node.config
+        torch.set_num_threads(self.config.compute.threads)
+        started = time.perf_counter()
+        self.models = {}
+        reference = None
+        for name in self.config.models:
+            denoiser, schedule = load_denoiser(name), load_noise_schedule(name)
+            current = {key: schedule.config.get(key) for key in SCHEDULE_KEYS}
+            if reference is not None and current != reference[1]:
+                raise ValueError(f"models {reference[0]!r} and {name!r} were trained on different noise "
+                                 "schedules")
+            reference = reference or (name, current)
+            self.models[name] = (denoiser, schedule)
+        self.load_s = time.perf_counter() - started
+        self.profiles = {}
+        if self.config.compute.mode == "profiled":
+            table = load_profiles(self.config.compute.profiles_file)
+            hardware = self.config.compute.hardware or ""
+            self.profiles = {name: profile_for(table, hardware, name) for name in self.config.models}
+
+    def status(self) -> dict[str, Any]:
+        return {"models_loaded": sorted(self.models), "model_load_s": round(self.load_s, 3)}
+
+    def run(self) -> None:
+        from nodes.node import Outbox
+
+        outbox = Outbox(self.node.context, self.node.endpoints)
+        try:
+            while not self.node.stop.is_set():
+                try:
+                    item = self.node.work.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                self.handle(item, outbox)
+        finally:
+            outbox.close()
+
+    def handle(self, item: Inbound, outbox) -> None:
+        from nodes.node import Stopping
+
+        envelope: StageMsg = item.message.envelope  # type: ignore[assignment]
+        node = self.node
+        try:
+            plan, stage = self.check(envelope, item.message.state)
+        except Rejected as exc:
+            node.stats.drop("rejected", f"stage {envelope.stage} of {envelope.request_id}: {exc}")
+            self._error(outbox, envelope, f"stage {envelope.stage} rejected: {exc}")
+            return
+        try:
+            state, hop = self.compute(envelope, item, stage)
+        except Stopping:
+            return
+        except Exception as exc:  # anything a state can make the executor raise: the request fails
+            log.warning("stage %d of %s failed: %s", envelope.stage, envelope.request_id, exc)
+            node.stats.count("stage_failures")
+            self._error(outbox, envelope, f"stage {envelope.stage} failed: {exc.__class__.__name__}: {exc}")
+            return
+        node.stats.count("stages_run")
+        self.forward(outbox, envelope, plan, state, hop)
+
+    def check(self, envelope: StageMsg, state: StateBundle | None) -> tuple[Plan, Stage]:
+        try:
+            plan = parse_plan(envelope.plan, self.config.steps)
+        except ValueError as exc:
+            raise Rejected(str(exc)) from None
+        if envelope.stage >= len(plan.stages):
+            raise Rejected(f"the plan has {len(plan.stages)} stages, no stage {envelope.stage}")
+        stage = plan.stages[envelope.stage]
+        if (stage.start, stage.end) != (envelope.start, envelope.end):
+            raise Rejected(f"step range [{envelope.start}, {envelope.end}) is not the plan's {stage}")
+        if stage.host != self.config.host:
+            raise Rejected(f"the plan runs this stage on {stage.host!r}, not here")
+        if stage.model not in self.models:
+            raise Rejected(f"model {stage.model!r} is not loaded on {self.config.host}")
+        for index, hop in enumerate(envelope.hops):
+            earlier = plan.stages[index]
+            if hop.stage != index or hop.host != earlier.host or hop.model != earlier.model:
+                raise Rejected(f"hop {index} ({hop.host}, {hop.model}) does not match the plan's {earlier}")
+        if state is not None:
+            self._check_state(envelope, state)
+        return plan, stage
+
+    def _check_state(self, envelope: StageMsg, state: StateBundle) -> None:
+        meta = state.meta
+        if set(meta) - _META_KEYS:
+            raise Rejected(f"unexpected state fields: {', '.join(sorted(set(meta) - _META_KEYS))}")
+        expected = {"scheduler": self.config.scheduler, "steps": self.config.steps,
+                    "next_step": envelope.start, "seed": envelope.seed}
+        for key, value in expected.items():
+            if meta.get(key) != value or isinstance(meta.get(key), bool):
+                raise Rejected(f"state {key} is {meta.get(key)!r}, expected {value!r}")
+        lower = meta.get("lower_order_nums", 0)
+        if not isinstance(lower, int) or isinstance(lower, bool) or not 0 <= lower <= 8:
+            raise Rejected(f"state lower_order_nums {lower!r} out of range")
+        shape = (envelope.n, 1, IMAGE_SIZE, IMAGE_SIZE)
+        for name, tensor in state.tensors.items():
+            if name == LABELS:
+                if tensor.dtype != torch.int64 or tensor.tolist() != envelope.labels:
+                    raise Rejected("state labels differ from the request's")
+            elif name == SAMPLE or name.startswith("history_"):
+                if tensor.dtype != torch.float32 or tuple(tensor.shape) != shape:
+                    found = f"{tensor.dtype} {tuple(tensor.shape)}"
+                    raise Rejected(f"tensor {name} is {found}, expected float32 {shape}")
+                if not torch.isfinite(tensor).all():
+                    raise Rejected(f"tensor {name} holds non-finite values")
+            else:
+                raise Rejected(f"unexpected tensor {name!r}")
+        if SAMPLE not in state.tensors or LABELS not in state.tensors:
+            raise Rejected("state lacks sample or labels")
+
+    def compute(self, envelope: StageMsg, item: Inbound, stage: Stage) -> tuple[StateBundle, Hop]:
+        from nodes.node import Stopping
+
+        denoiser, schedule = self.models[stage.model]
+        profile = self.profiles.get(stage.model)
+        pacer = Pacer(profile.step_s(envelope.n) if profile else None, stage.steps)
+        stop = self.node.stop
+
+        def on_step(index: int) -> None:
+            if stop.is_set():
+                raise Stopping
+            pacer.on_step(index)
+
+        compute_start = time.time()
+        pacer.start()
+        state = item.message.state
+        if state is None:  # stage 0: the noise comes from the request's seed, not the wire
+            state = initial_state(torch.tensor(envelope.labels), envelope.seed, self.config.scheduler,
+                                  self.config.steps)
+        state = run_stage(denoiser, schedule, state, stage.start, stage.end, on_step=on_step)
+        compute_end = time.time()
+        report = pacer.report
+        hop = Hop(
+            stage=envelope.stage, host=self.config.host, model=stage.model, received=item.received,
+            compute_start=compute_start, compute_end=compute_end, sent=compute_end,  # `sent` set on send
+            payload_bytes=item.message.payload_bytes, message_bytes=item.message.message_bytes,
+            real_compute_s=report.real_compute_s, profiled_compute_s=report.profiled_compute_s,
+            overrun_steps=report.overrun_steps, overrun_s=report.overrun_s,
+            compute_mode=self.config.compute.mode, hardware=self.config.compute.hardware,
+        )
+        if not math.isfinite(report.real_compute_s):
+            raise ValueError("non-finite compute time")
+        return state, hop
+
+    def forward(self, outbox, envelope: StageMsg, plan: Plan, state: StateBundle, hop: Hop) -> None:
+        last = envelope.stage == len(plan.stages) - 1
+        if last:  # the device needs the images only, not the solver's history
+            state = StateBundle(meta=state.meta, tensors={SAMPLE: state.tensors[SAMPLE],
+                                                           LABELS: state.tensors[LABELS]})
+        state_frames = state.to_frames()
+        sent = time.time()  # just before the envelope is made and the frames go to the socket
+        hops = [*envelope.hops, hop.model_copy(update={"sent": sent})]
+        common = {"v": WIRE_VERSION, "request_id": envelope.request_id, "origin": envelope.origin,
+                  "strategy": envelope.strategy, "plan": envelope.plan, "timestamps": envelope.timestamps,
+                  "hops": hops}
+        if last:
+            target = envelope.origin
+            message = ResultMsg(kind="result", n=envelope.n, **common)
+        else:
+            following = plan.stages[envelope.stage + 1]
+            target = following.host or ""
+            message = StageMsg(kind="stage", stage=envelope.stage + 1, start=following.start,
+                               end=following.end, n=envelope.n, labels=envelope.labels, seed=envelope.seed,
+                               **common)
+        frames = [encode(message)[0], *state_frames]
+        try:
+            outbox.send(target, frames)
+        except RuntimeError as exc:
+            reason = f"handing stage {envelope.stage}'s output to {target} failed: {exc}"
+            self._error(outbox, envelope, reason)
+
+    def _error(self, outbox, envelope: StageMsg, reason: str) -> None:
+        try:
+            outbox.send(envelope.origin, self.node.error_frames(envelope.origin, envelope.request_id, reason,
+                                                               envelope.plan, envelope.stage))
+            self.node.stats.count("errors_sent")
+        except RuntimeError as exc:
+            log.warning("could not tell %s that %s failed: %s", envelope.origin, envelope.request_id, exc)
