@@ -157,3 +157,48 @@ class LocalCluster:
             for host, node in self.nodes.items()
             if node.config.role == "device" and node.config.workload
         }
+
+
+class Probe:
+    """A device played by the calling process (tests, health checks): it binds the inbox of a host
+    listed as a device in the cluster, sends requests to the coordinator and waits for the answer.
+    Use from one thread; close() when done."""
+
+    def __init__(self, host: str, endpoint: str, coordinator_endpoint: str) -> None:
+        import zmq
+
+        self.host = host
+        self.context = zmq.Context()
+        self.inbox = self.context.socket(zmq.PULL)
+        self.inbox.setsockopt(zmq.LINGER, 0)
+        self.inbox.bind(endpoint)
+        self.outbox = self.context.socket(zmq.PUSH)
+        self.outbox.setsockopt(zmq.LINGER, 0)
+        self.outbox.connect(coordinator_endpoint)
+
+    def request(self, request_id: str, strategy: str, labels: list[int], seed: int,
+                timeout: float = 60.0) -> tuple[Any, float]:
+        """Send one request; the decoded result or error message, and its arrival time."""
+        import zmq
+
+        from nodes.protocol import WIRE_VERSION, RequestMsg, RequestTimes, decode, encode
+
+        message = RequestMsg(v=WIRE_VERSION, kind="request", request_id=request_id, origin=self.host,
+                             strategy=strategy, n=len(labels), labels=labels, seed=seed,
+                             timestamps=RequestTimes(request_sent=time.time()))
+        self.outbox.send_multipart(encode(message))
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            if not self.inbox.poll(int(remaining * 1000) + 1, zmq.POLLIN):
+                break
+            frames = self.inbox.recv_multipart(copy=False)
+            received = time.time()
+            reply = decode([f.buffer for f in frames])
+            if reply.envelope.request_id == request_id and reply.envelope.kind in ("result", "error"):
+                return reply, received
+        raise TimeoutError(f"no result for {request_id} within {timeout:g} s")
+
+    def close(self) -> None:
+        self.inbox.close(linger=0)
+        self.outbox.close(linger=0)
+        self.context.term()

@@ -1,0 +1,51 @@
+"""Strategies turn a request into a plan with every host filled in, or say why they cannot."""
+
+import pytest
+
+from nodes.node_config import StrategySpec, default_strategies
+from nodes.plan import parse_plan
+from nodes.strategies import Cluster, PlanRequest, build_strategies, build_strategy
+
+ROLES = {"edge": "edge", "cloud": "cloud", "d1": "device", "d2": "device"}
+MODELS = {"edge": ("medium", "small"), "cloud": ("large",), "d1": ("small",), "d2": ("small",)}
+CLUSTER = Cluster(edge="edge", roles=ROLES, models=MODELS, steps=50)
+
+
+def _plan(name: str, origin: str = "d2", cluster: Cluster = CLUSTER) -> str:
+    strategy = build_strategies(default_strategies())[name]
+    return str(strategy.plan_for(PlanRequest("r1", origin, 4, name), cluster))
+
+
+def test_default_strategies():
+    assert _plan("cloud_only") == "large:0-50@cloud"
+    assert _plan("edge_only") == "medium:0-50@edge"
+    assert _plan("device_only") == "small:0-50@d2"
+    assert _plan("fixed_split") == "large:0-20@cloud,medium:20-35@edge,small:35-50@d2"
+    assert parse_plan(_plan("fixed_split"), 50)  # a plan the nodes accept
+
+
+def test_fixed_split_rounds_cuts_drops_empty_stages_and_merges_neighbours():
+    spec = StrategySpec(kind="fixed_split", split=[
+        {"model": "small", "tier": "edge", "share": 0.5}, {"model": "small", "tier": "edge", "share": 0.49},
+        {"model": "small", "tier": "device", "share": 0.01}])
+    cluster = Cluster(edge="edge", roles=ROLES, models=MODELS, steps=10)
+    plan = build_strategy("s", spec).plan_for(PlanRequest("r", "d1", 1, "s"), cluster)
+    assert str(plan) == "small:0-10@edge"  # 0.01 of 10 steps rounds to nothing; two edge stages merge
+
+
+def test_a_strategy_says_why_it_cannot_serve():
+    no_cloud = Cluster(edge="edge", roles={"edge": "edge", "d1": "device"}, models=MODELS, steps=50)
+    with pytest.raises(ValueError, match="no cloud host"):
+        _plan("cloud_only", "d1", no_cloud)
+    lacking = Cluster(edge="edge", roles=ROLES, models={**MODELS, "cloud": ("small",)}, steps=50)
+    with pytest.raises(ValueError, match="does not hold model 'large'"):
+        _plan("cloud_only", "d1", lacking)
+
+
+def test_strategy_specs_are_checked():
+    with pytest.raises(ValueError, match="add up to 1"):
+        StrategySpec(kind="fixed_split", split=[{"model": "small", "tier": "edge", "share": 0.5}])
+    with pytest.raises(ValueError, match="takes 'model', not 'split'"):
+        StrategySpec(kind="edge_only", split=[{"model": "small", "tier": "edge", "share": 1}])
+    with pytest.raises(ValueError, match="tier"):
+        StrategySpec(kind="fixed_split", split=[{"model": "small", "tier": "moon", "share": 1}])
