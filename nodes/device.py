@@ -57,6 +57,12 @@ class Device:
         self.pending: dict[str, Pending] = {}
         self.ended: set[str] = set()
         self.outcomes = {"ok": 0, "failed": 0}
+        self.done = False
+
+    def progress(self) -> dict[str, Any]:
+        """For the status file: `done` once every request of the workload has been recorded."""
+        return {"done": self.done, "requests": len(self.schedule), **self.outcomes,
+                "pending": len(self.pending)}
 
     def close(self) -> None:
         self.writer.close()
@@ -77,8 +83,9 @@ class Device:
                 self.expire(time.time())
                 if not upcoming and not self.pending and not done_reported:
                     done_reported = True
+                    self.done = True
                     log.info("workload done: %d ok, %d failed", self.outcomes["ok"], self.outcomes["failed"])
-                    self.node.write_status("workload_done", outcomes=self.outcomes)
+                    self.node.write_status("running")
                 wake = [0.1]
                 if upcoming:
                     wake.append(t0 + upcoming[0][0] - time.time())

@@ -86,12 +86,15 @@ class NodeProcess:
             return None
         return status if status.get("pid") == self.pid else None  # not a previous run's file
 
-    def wait_for(self, states: Iterable[str], timeout: float) -> dict[str, Any]:
+    def wait_for(self, states: Iterable[str], timeout: float, workload_done: bool = False) -> dict[str, Any]:
+        """The status file once its state is one of `states` (and, if asked, the workload is done)."""
         wanted = set(states)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status = self.status()
-            if status and status["state"] in wanted:
+            if status and status["state"] in wanted and (
+                not workload_done or status.get("workload", {}).get("done")
+            ):
                 return status
             if self.process is not None and self.process.poll() is not None:
                 code = self.process.returncode
@@ -137,7 +140,7 @@ class LocalCluster:
             for node in self.nodes.values():
                 node.start()
             for node in self.nodes.values():
-                node.wait_for({"ready", "workload_done"}, timeout=120)
+                node.wait_for({"ready", "running"}, timeout=120)
         except BaseException:
             self.stop()
             raise
@@ -152,8 +155,9 @@ class LocalCluster:
     def wait_workload(self, timeout: float) -> dict[str, dict[str, Any]]:
         """The status of every device once its workload has ended (all requests recorded)."""
         deadline = time.monotonic() + timeout
+        live = {"ready", "running"}
         return {
-            host: node.wait_for({"workload_done"}, max(0.1, deadline - time.monotonic()))
+            host: node.wait_for(live, max(0.1, deadline - time.monotonic()), workload_done=True)
             for host, node in self.nodes.items()
             if node.config.role == "device" and node.config.workload
         }

@@ -49,6 +49,7 @@ from nodes.protocol import (
 
 log = logging.getLogger("nodes.node")
 POLL_MS = 100
+STATUS_INTERVAL_S = 2.0
 SEND_HWM = 1000
 WORK_QUEUE_MAX = 1000
 LOGGED_DROPS = 50  # log every drop up to this many, then one line per 1000
@@ -177,7 +178,7 @@ class Node:
             from nodes.coordinator import Coordinator
 
             self._spawn("coordinator", Coordinator(self).run)
-        self.write_status("ready")  # before the device thread, which may report "workload_done" soon
+        self.write_status("ready")
         if self.device is not None:
             self._spawn("device", self.device.run)
         config = self.config
@@ -218,7 +219,7 @@ class Node:
             "models": list(self.config.models), "compute_mode": self.config.compute.mode,
             "hardware": self.config.compute.hardware, "started": self.started, "time": time.time(),
             **(self.worker.status() if self.worker else {}), **rss_figures(), **self.stats.snapshot(),
-            **extra,
+            **({"workload": self.device.progress()} if self.device else {}), **extra,
         }
         path = self.status_path
         with self._status_lock:  # written by the main and the device thread
@@ -329,8 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"node {config.host}: error: {exc}", file=sys.stderr)
         node.shutdown()
         return 1
-    while not node.stop.wait(0.5):
-        pass
+    # a fresh status every few seconds: liveness and counters for whoever watches the run
+    while not node.stop.wait(STATUS_INTERVAL_S):
+        node.write_status("running")
     failed = node.stats.snapshot()["counts"].get("thread_failures", 0)
     clean = node.shutdown()
     log.info("stopped")
