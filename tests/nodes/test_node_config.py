@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from nodes.local_cluster import ROOT, free_ports
-from nodes.node_config import load_node_config
+from nodes.node_config import SCHEDULER_NAMES, load_node_config
+from nodes.schedulers import SCHEDULERS
 
 EXAMPLE = {
     "host": "d1", "role": "device", "bind": "tcp://10.0.0.11:5555", "coordinator": "edge",
@@ -25,6 +26,10 @@ def _write(tmp_path, data) -> str:
     path = tmp_path / "node.json"
     path.write_text(json.dumps(data) if not isinstance(data, str) else data)
     return str(path)
+
+
+def test_scheduler_names_match_the_executor():
+    assert SCHEDULER_NAMES == SCHEDULERS
 
 
 def test_the_example_config_validates(tmp_path):
