@@ -67,7 +67,7 @@ class Coordinator:
             asked = PlanRequest(request.request_id, request.origin, request.n, request.strategy,
                                 request.deadline_s)
             plan = strategy.plan_for(asked, self.cluster)
-        except ValueError as exc:
+        except Exception as exc:  # ValueError: cannot serve; anything else: a planner bug, same outcome
             stats.count("requests_refused")
             self._error(outbox, request, f"no plan: {exc}")
             return

@@ -138,7 +138,12 @@ class Device:
         elif isinstance(envelope, ErrorMsg):
             self.fail(envelope.request_id, f"{envelope.host}: {envelope.reason}", envelope.plan)
         elif isinstance(envelope, ResultMsg):
-            self.complete(item, pending)
+            try:
+                self.complete(item, pending)
+            except Exception as exc:  # e.g. the samples cannot be written: the request fails, with why
+                log.exception("recording the result of %s failed", envelope.request_id)
+                if envelope.request_id in self.pending:
+                    self.fail(envelope.request_id, f"recording the result failed: {exc}", envelope.plan)
 
     def complete(self, item: Inbound, pending: Pending) -> None:
         result: ResultMsg = item.message.envelope  # type: ignore[assignment]

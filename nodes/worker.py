@@ -78,8 +78,9 @@ class StageWorker:
         node = self.node
         try:
             plan, stage = self.check(envelope, item.message.state)
-        except Rejected as exc:
-            node.stats.drop("rejected", f"stage {envelope.stage} of {envelope.request_id}: {exc}")
+        except Exception as exc:  # Rejected, or a checker bug: either way the message goes, not the node
+            category = "rejected" if isinstance(exc, Rejected) else "checker_error"
+            node.stats.drop(category, f"stage {envelope.stage} of {envelope.request_id}: {exc}")
             self._error(outbox, envelope, f"stage {envelope.stage} rejected: {exc}")
             return
         try:
@@ -92,7 +93,11 @@ class StageWorker:
             self._error(outbox, envelope, f"stage {envelope.stage} failed: {exc.__class__.__name__}: {exc}")
             return
         node.stats.count("stages_run")
-        self.forward(outbox, envelope, plan, state, hop)
+        try:
+            self.forward(outbox, envelope, plan, state, hop)
+        except Exception as exc:  # e.g. an envelope that no longer validates: the request fails
+            log.exception("forwarding stage %d of %s failed", envelope.stage, envelope.request_id)
+            self._error(outbox, envelope, f"forwarding stage {envelope.stage} failed: {exc}")
 
     def check(self, envelope: StageMsg, state: StateBundle | None) -> tuple[Plan, Stage]:
         try:
