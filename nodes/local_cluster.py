@@ -35,6 +35,16 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the process that started us dies (Linux), so that a
+    killed test run cannot leave node processes behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def loopback_configs(run_dir: Path, hosts: dict[str, dict[str, Any]], coordinator: str = "edge",
                      **common: Any) -> dict[str, NodeConfig]:
     """One config per host. `hosts`: name -> {role, models, and any other NodeConfig field};
@@ -71,7 +81,7 @@ class NodeProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "nodes.node", "--config", str(self.config_path)],
                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_die_with_parent,
             )
 
     @property
