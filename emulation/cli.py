@@ -227,14 +227,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--record", action="store_true", help="write the figures to the model cards")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=_bench_models)
+    from emulation.benchmarks import register_bench
+
+    register_bench(bench)
 
     p = sub.add_parser("demo", help="the main job on the embedded default")
     _add_sampling_args(p, n_default=200)
     p.set_defaults(func=_demo)
 
-    from emulation import calibration
+    from emulation import calibration, run_command
 
     calibration.register_cli(sub)
+    run_command.register_cli(sub)
     return parser
 
 
