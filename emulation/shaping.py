@@ -75,6 +75,7 @@ def rate_change_command(intf: str, bw_mbit: float) -> list[str]:
 
 
 def netem_change_command(intf: str, d: Direction, has_htb: bool) -> list[str]:
+    """`replace`, not `change`: it also installs the netem leaf on a link that had none."""
     parent = ["parent", "5:1"] if has_htb else ["root"]
     args = netem_args(d) or "delay 0ms"
-    return ["tc", "qdisc", "change", "dev", intf, *parent, "handle", "10:", "netem", *args.split()]
+    return ["tc", "qdisc", "replace", "dev", intf, *parent, "handle", "10:", "netem", *args.split()]

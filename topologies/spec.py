@@ -25,10 +25,10 @@ Bad input raises `ValueError` with one line naming the field (`topology.devices[
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Literal
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ROLES = ("device", "edge", "cloud", "ap")
