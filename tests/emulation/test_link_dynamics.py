@@ -81,3 +81,30 @@ def test_channel_model_with_mobility_updates_links(nothing_left_after: set) -> N
     assert all({"snr_db", "distance_m", "bw_mbit", "loss_pct"} <= e.keys() for e in entries)
     # The rate in force on the interface is the last one the model chose (HTB prints e.g. 63Mbit).
     assert "rate" in shown and f"{last['bw_mbit']:.3g}"[:2] in shown.replace("Kbit", "")
+
+
+def test_set_link_changes_delay_and_loss_live(nothing_left_after: set) -> None:
+    spec = parse_topology({"kind": "star", "devices": [{"name": "lv1", "bw": 10,
+                                                        "delay": "5ms"}]})
+    nothing_left_after.add("lv1")
+    py = [sys.executable, "-m", "emulation.probe"]
+
+    def rtt(net: EmulatedNetwork) -> dict:
+        cli = net.popen("lv1", [*py, "send", net.ip("edge"), "7200", "--count", "60",
+                                "--interval", "0.01", "--wait", "0.5"], stdout=subprocess.PIPE)
+        return json.loads(cli.communicate(timeout=30)[0])
+
+    with EmulatedNetwork(spec) as net:
+        srv = net.popen("edge", [*py, "serve", "7200"], stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE)
+        assert srv.stdout.readline().strip() == b"ready"
+        before = rtt(net)
+        net.set_link("lv1", "edge", delay_ms=30, loss_pct=20, direction="lv1")
+        after = rtt(net)
+        srv.stdin.close()
+    assert before["fwd_ms"]["median"] == pytest.approx(5, abs=0.5)
+    assert after["fwd_ms"]["median"] == pytest.approx(30, abs=1)  # only lv1 -> edge changed
+    assert after["rev_ms"]["median"] == pytest.approx(5, abs=0.5)
+    assert after["fwd_loss_pct"] > 3 and after["rev_loss_pct"] == 0
+    change = [e for e in net.link_log if e["source"] == "api"]
+    assert change and change[0]["direction"] == "lv1->edge" and change[0]["delay_ms"] == 30
