@@ -6,6 +6,9 @@ expect: `root 5:0 htb default 1`, `class 5:1 htb rate BW burst 15k`, and a leaf 
 userspace backend, where delay, jitter and loss happen at the receiver (emulation.nfq_impair).
 Keeping fixed handles lets time-varying links change the rate in place (`tc class change`)
 without tearing anything down.
+
+Jitter on the netem backend is netem's own (`distribution normal`, which reorders packets
+whose delays cross); the userspace backend keeps packet order (see emulation.nfq_impair).
 """
 
 from __future__ import annotations
