@@ -1,16 +1,38 @@
-"""`edgestage run`: placeholder until the runner lands (issue 4, part B)."""
+"""`edgestage run SCENARIO [--out DIR]`: a thin layer over emulation.runner.run_scenario."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+from pathlib import Path
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run a scenario on the emulated network")
-    p.add_argument("scenario")
-    p.add_argument("--out")
-    p.set_defaults(func=_not_ready)
+    p = sub.add_parser("run", help="run a scenario on the emulated network (root)")
+    p.add_argument("scenario", help="scenario file (.toml), e.g. scenarios/default.toml")
+    p.add_argument("--out", help="run directory to create (default: runs/<scenario>-<time>)")
+    p.add_argument("--no-quality", action="store_true", help="skip FID/KID/class accuracy")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--check", action="store_true", help="validate the scenario and exit")
+    p.set_defaults(func=_run)
 
 
-def _not_ready(args: argparse.Namespace) -> int:
-    raise ValueError("run is not implemented yet")
+def _run(args: argparse.Namespace) -> int:
+    from emulation.runner import run_scenario
+    from emulation.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario)  # ValueError -> one line, exit 2, nothing started
+    if args.check:
+        print(f"{args.scenario}: ok ({len(scenario.strategies)} strategies, "
+              f"{scenario.workload.requests * scenario.run.repetitions} requests)")
+        return 0
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    result = run_scenario(scenario, Path(args.out) if args.out else None, progress=not args.quiet,
+                          quality=not args.no_quality)
+    if args.quiet:
+        from analysis.summary import format_table
+
+        title = f"{scenario.name}: {result.summary['status']}"
+        print(format_table(result.summary["strategies"], title=title))
+    print(f"run directory: {result.run_dir}")
+    return 0

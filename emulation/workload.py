@@ -1,0 +1,87 @@
+"""The workload of a run: when each request is sent, by which device, under which strategy.
+
+All strategies run in one run, interleaved: request k (of every repetition) uses strategy
+k mod S and is sent by device (k div S) mod D.  So every strategy sees the same network and the
+same load over the whole run (no strategy gets the quiet start or the busy end), and every device
+sends every strategy in turn.  Arrival times are fixed gaps of `interval_s` or a Poisson process
+(exponential gaps of mean `interval_s`) drawn from `numpy.random.default_rng(seed)`; repetitions
+follow one another on the same arrival process.  Image seeds: `seed * 1_000_000 + index`, with
+index = repetition * requests + k, so every request draws different noise and a run is
+reproducible from its scenario alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from emulation.scenario import WorkloadSpec
+
+SEED_STRIDE = 1_000_000
+
+
+@dataclass(frozen=True)
+class PlannedRequest:
+    request_id: str
+    device: str
+    strategy: str
+    repetition: int
+    at_s: float  # after the common t0
+    n: int
+    labels: list[int]
+    seed: int
+    deadline_s: float | None
+
+    def node_request(self) -> dict:
+        """The device's `WorkloadRequest` (nodes/node_config.py)."""
+        return {"request_id": self.request_id, "at_s": self.at_s, "n": self.n, "labels": self.labels,
+                "seed": self.seed, "strategy": self.strategy, "deadline_s": self.deadline_s}
+
+    def as_row(self) -> dict:
+        return asdict(self)
+
+
+def arrival_times(spec: WorkloadSpec, count: int) -> list[float]:
+    """Seconds after t0: 0, then fixed or exponential gaps."""
+    if spec.arrival == "fixed":
+        return [round(i * spec.interval_s, 6) for i in range(count)]
+    rng = np.random.default_rng(spec.seed)
+    gaps = rng.exponential(spec.interval_s, size=count)
+    gaps[0] = 0.0  # the first request opens the run
+    return [round(float(t), 6) for t in np.cumsum(gaps)]
+
+
+def labels_of(spec: WorkloadSpec) -> list[int]:
+    if isinstance(spec.labels, list):
+        return list(spec.labels)
+    if isinstance(spec.labels, int):
+        return [spec.labels] * spec.images_per_request
+    return [i % 10 for i in range(spec.images_per_request)]
+
+
+def plan_workload(spec: WorkloadSpec, devices: list[str], strategies: list[str],
+                  repetitions: int = 1) -> list[PlannedRequest]:
+    if not devices or not strategies:
+        raise ValueError("a workload needs at least one device and one strategy")
+    total = spec.requests * repetitions
+    times = arrival_times(spec, total)
+    labels = labels_of(spec)
+    out = []
+    for index in range(total):
+        repetition, k = divmod(index, spec.requests)
+        strategy = strategies[k % len(strategies)]
+        device = devices[(k // len(strategies)) % len(devices)]
+        out.append(PlannedRequest(
+            request_id=f"r{repetition}-q{k:04d}", device=device, strategy=strategy,
+            repetition=repetition, at_s=times[index], n=spec.images_per_request, labels=labels,
+            seed=spec.seed * SEED_STRIDE + index, deadline_s=spec.deadline_s,
+        ))
+    return out
+
+
+def by_device(requests: list[PlannedRequest]) -> dict[str, list[PlannedRequest]]:
+    out: dict[str, list[PlannedRequest]] = {}
+    for r in requests:
+        out.setdefault(r.device, []).append(r)
+    return out
