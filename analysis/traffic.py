@@ -15,7 +15,8 @@ directed TCP flow in a capture:
      counted for the message of its first byte), and each pure ACK of the reverse direction to
      the message that holds the last byte it acknowledges.
 What belongs to no message (SYN/FIN handshakes, the ZMTP greeting and commands, ACKs of those)
-stays in the table with an empty `request_id`, so per-flow totals are complete.
+stays in the table with an empty `request_id`, and frames that are not TCP/IPv4 (ARP, IPv6
+neighbour discovery) are rows of their protocol, so per-link totals are complete.
 
 Every link is captured once (emulation/capture.py), so a message that crosses three links
 appears in three rows, one per link: `wire_bytes` summed over links is the load the message puts
@@ -77,17 +78,21 @@ def empty_traffic() -> pd.DataFrame:
     return pd.DataFrame(columns=COLUMNS)
 
 
-def read_flows(pcap: Path) -> dict[tuple, _Flow]:
-    """Directed TCP flows (src ip, sport, dst ip, dport) of one capture, packets in file order."""
+def read_flows(pcap: Path) -> tuple[dict[tuple, _Flow], dict[str, list[_Pkt]]]:
+    """Directed TCP flows (src ip, sport, dst ip, dport) of one capture, packets in file order, and
+    the frames that are not TCP over IPv4 (ARP, IPv6 neighbour discovery ...) by protocol."""
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
     from scapy.utils import RawPcapReader
 
     flows: dict[tuple, _Flow] = defaultdict(_Flow)
+    others: dict[str, list[_Pkt]] = defaultdict(list)
     with RawPcapReader(str(pcap)) as reader:
         for data, meta in reader:
             frame = Ether(data)
-            if not frame.haslayer(TCP):
+            if not frame.haslayer(IP) or not frame.haslayer(TCP):
+                name = frame.payload.name if frame.payload is not None else "ethernet"
+                others[str(name)].append(_Pkt(meta.sec + meta.usec / 1e6, meta.wirelen, 0, 0, 0, b""))
                 continue
             ip, tcp = frame[IP], frame[TCP]
             # the payload's length from the headers, not from what was captured (snaplen)
@@ -101,7 +106,7 @@ def read_flows(pcap: Path) -> dict[tuple, _Flow]:
     for flow in flows.values():
         syn = next((p for p in flow.packets if p.flags & 0x02), None)
         flow.isn = syn.seq if syn is not None else None
-    return flows
+    return flows, others
 
 
 def _offset(flow: _Flow, seq: int) -> int | None:
@@ -163,6 +168,18 @@ def parse_zmtp(stream: bytes) -> list[_Message]:
             current = None
         pos = end
     return messages
+
+
+def other_rows(link: str, interface: str, others: dict[str, list[_Pkt]]) -> list[dict]:
+    rows = []
+    for proto, pkts in others.items():
+        row = dict.fromkeys(COLUMNS)
+        row.update({"link": link, "interface": interface, "kind": proto, "part": "control",
+                    "packets": len(pkts), "retransmitted_packets": 0,
+                    "wire_bytes": float(sum(p.wirelen for p in pkts)), "tcp_payload_bytes": 0.0,
+                    "t_first": min(p.ts for p in pkts), "t_last": max(p.ts for p in pkts)})
+        rows.append(row)
+    return rows
 
 
 def flow_rows(link: str, interface: str, flows: dict[tuple, _Flow],
@@ -254,13 +271,13 @@ def parse_run_traffic(pcap_dir: Path, network: dict) -> pd.DataFrame:
     for pcap in sorted(Path(pcap_dir).glob("*.pcap")):
         link, _, interface = pcap.stem.partition(".")
         try:
-            flows = read_flows(pcap)
+            flows, others = read_flows(pcap)
         except Exception as exc:  # a capture cut short by a kill: keep the others
             import logging
 
             logging.getLogger(__name__).warning("cannot read %s: %s", pcap, exc)
             continue
-        rows += flow_rows(link, interface, flows, host_of)
+        rows += flow_rows(link, interface, flows, host_of) + other_rows(link, interface, others)
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if not frame.empty:
         frame["packets"] = frame["packets"].round().astype("int64")
