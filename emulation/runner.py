@@ -3,7 +3,8 @@
     result = run_scenario(load_scenario("scenarios/smoke.toml"), "runs/smoke")
     result.requests      # requests.parquet: one row per request per stage
     result.traffic       # traffic.parquet: bytes and packets per link, flow and message
-    result.summary       # summary.json: per-strategy aggregates and the accuracy report
+    result.summary       # summary.json: per-strategy aggregates and the accuracy headline
+    result.accuracy      # accuracy.json: transfer-time ratios, latency parts, wire overhead
 
 Order: check (root, output directory) -> network up (emulation/network.py) -> node processes
 (emulation/node_procs.py: infrastructure first, then devices with a common t0 far enough ahead
@@ -51,6 +52,7 @@ class RunResult:
     traffic: pd.DataFrame
     summary: dict[str, Any]
     manifest: dict[str, Any]
+    accuracy: dict[str, Any] = field(default_factory=dict)
     planned: list[PlannedRequest] = field(default_factory=list)
 
 
@@ -300,7 +302,7 @@ class _Run:
         self._write_manifest()
         if self.progress or self.status != "completed":
             print(format_table(summary, title=f"{self.scenario.name}: {self.status}"))
-        return RunResult(self.run_dir, requests, frame, document, self.manifest, self.planned)
+        return RunResult(self.run_dir, requests, frame, document, self.manifest, accuracy, self.planned)
 
     def _write_manifest(self) -> None:
         sc = self.scenario
