@@ -134,7 +134,12 @@ class _Run:
                 handle.start()
             wait_ready(self.handles, sc.run.ready_timeout_s)
             infra_s = time.monotonic() - started
-            margin = max(5.0, 2.0 * infra_s)
+            # devices start together on the same CPUs: scale what the infrastructure took by how
+            # many more processes start now, with room to spare (a late device sends late, and
+            # the manifest says by how much)
+            margin = max(5.0, 1.5 * infra_s * max(1.0, len(devices) / max(1, len(infra))))
+            self.timings["infra_ready_s"] = round(infra_s, 3)
+            self.timings["t0_margin_s"] = round(margin, 3)
             self.t0 = time.time() + margin
             configs = build_configs(sc, net, self.run_dir, by_device(self.planned), self.t0)
             device_handles = [NodeHandle(net, configs[h]) for h in devices]
