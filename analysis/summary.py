@@ -117,3 +117,15 @@ def format_table(summary: dict[str, dict[str, Any]], title: str = "") -> str:
         lines.append("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths,
                                                                                                 strict=True))))
     return "\n".join(lines)
+
+
+def format_accuracy(headline: dict[str, Any]) -> str:
+    """Two lines under the table: how far the figures above can be trusted (accuracy.json)."""
+    def fmt(value: Any, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    return (f"state transfer time / (bytes/bw + delay), warm connections, p50: "
+            f"{fmt(headline.get('state_transfer_ratio_warm_p50'), '.2f')}; "
+            f"latency parts add up (within 2 %): {headline.get('latency_parts_within_2pct', '-')}\n"
+            f"wire bytes / (payload + 66 B per packet), p50: "
+            f"{fmt(headline.get('wire_accounting_ratio_p50'), '.3f')}  (details: accuracy.json)")

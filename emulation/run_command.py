@@ -30,9 +30,10 @@ def _run(args: argparse.Namespace) -> int:
     result = run_scenario(scenario, Path(args.out) if args.out else None, progress=not args.quiet,
                           quality=not args.no_quality)
     if args.quiet:
-        from analysis.summary import format_table
+        from analysis.summary import format_accuracy, format_table
 
         title = f"{scenario.name}: {result.summary['status']}"
         print(format_table(result.summary["strategies"], title=title))
+        print(format_accuracy(result.summary["accuracy"]))
     print(f"run directory: {result.run_dir}")
     return 0

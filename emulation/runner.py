@@ -283,7 +283,7 @@ class _Run:
 
     def finish(self, quality: bool, traffic: bool) -> RunResult:
         from analysis.run_report import accuracy_report
-        from analysis.summary import format_table, summarize
+        from analysis.summary import format_accuracy, format_table, summarize
         from analysis.traffic import empty_traffic, parse_run_traffic
 
         if self.planned and self.status == "completed":
@@ -304,9 +304,12 @@ class _Run:
         document = {"scenario": self.scenario.name, "status": self.status, "strategies": summary,
                     "accuracy": accuracy.get("headline", {})}
         (self.run_dir / "summary.json").write_text(json.dumps(document, indent=1, default=_json))
+        with contextlib.suppress(OSError, ValueError):  # written by the network's teardown
+            self.manifest["cpu_stats"] = json.loads((self.run_dir / "cpu_stats.json").read_text())
         self._write_manifest()
         if self.progress or self.status != "completed":
             print(format_table(summary, title=f"{self.scenario.name}: {self.status}"))
+            print(format_accuracy(accuracy.get("headline", {})))
         return RunResult(self.run_dir, requests, frame, document, self.manifest, accuracy, self.planned)
 
     def _write_manifest(self) -> None:
