@@ -28,10 +28,12 @@ import logging
 import os
 import platform
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from tqdm import tqdm
@@ -39,6 +41,9 @@ from tqdm import tqdm
 from emulation.scenario import Scenario
 from emulation.workload import PlannedRequest, by_device, plan_workload
 from nodes.records import RecordWriter, StageRecord, failed_records, read_records
+
+if TYPE_CHECKING:
+    from emulation.network import EmulatedNetwork
 
 log = logging.getLogger(__name__)
 RUNNER_RECORDS = "_runner.jsonl"  # the runner's own failed rows, beside the devices' files
@@ -69,14 +74,22 @@ def check_can_run(out_dir: Path) -> None:
         raise ValueError(f"--out {out_dir}: exists and is not empty (choose a new directory)")
 
 
+During = Callable[["EmulatedNetwork", Path], None]
+
+
 def run_scenario(scenario: Scenario, out_dir: str | Path | None = None, progress: bool = True,
-                 quality: bool = True) -> RunResult:
+                 quality: bool = True, during: During | None = None) -> RunResult:
     """Run a validated scenario; returns the run's tables. Raises ValueError before starting if the
-    run cannot start (not root, output directory in use)."""
+    run cannot start (not root, output directory in use).
+
+    `during(net, run_dir)`, if given, runs in a thread from t0 while the workload goes: a script
+    of what happens to the network mid-run (`net.set_link`, `net.link_down`, `net.popen` of a
+    traffic source ...; not `net.cmd`, which belongs to the main thread).  The run waits for it
+    before stopping the nodes; an exception it raises is logged and goes into the manifest."""
     out = Path(out_dir) if out_dir is not None else default_out_dir(scenario)
     check_can_run(out)
     out.mkdir(parents=True, exist_ok=True)
-    run = _Run(scenario, out.resolve(), progress)
+    run = _Run(scenario, out.resolve(), progress, during)
     try:
         run.execute()
     except BaseException as exc:
@@ -89,8 +102,10 @@ def run_scenario(scenario: Scenario, out_dir: str | Path | None = None, progress
 
 
 class _Run:
-    def __init__(self, scenario: Scenario, run_dir: Path, progress: bool) -> None:
+    def __init__(self, scenario: Scenario, run_dir: Path, progress: bool,
+                 during: During | None = None) -> None:
         self.scenario = scenario
+        self.during = during
         self.run_dir = run_dir
         self.progress = progress
         self.status = "running"
@@ -156,8 +171,14 @@ class _Run:
                 log.warning("devices ready after t0 (their first requests go out late): %s", late)
             self.manifest["devices_ready_after_t0_s"] = late
             self._write_manifest()
+            script = None
+            if self.during is not None:
+                script = threading.Thread(target=self._run_during, args=(net,), name="during", daemon=True)
+                script.start()
             try:
                 self._drive()
+                if script is not None:
+                    script.join()
             finally:
                 exit_codes = stop_all(self.handles)
                 self.manifest["node_exit_codes"] = exit_codes
@@ -167,6 +188,14 @@ class _Run:
                 self._node_statuses()
         self.timings["run_s"] = round(time.monotonic() - self.began, 3)
         self.status = "completed"
+
+    def _run_during(self, net: EmulatedNetwork) -> None:
+        time.sleep(max(0.0, (self.t0 or 0.0) - time.time()))
+        try:
+            self.during(net, self.run_dir)  # type: ignore[misc]
+        except Exception as exc:  # the run goes on; the manifest says what went wrong
+            log.exception("the run's `during` script failed")
+            self.manifest["during_error"] = f"{type(exc).__name__}: {exc}"
 
     def _drive(self) -> None:
         """Follow the records until every request is recorded or the run's time is up."""
