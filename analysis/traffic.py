@@ -20,7 +20,9 @@ neighbour discovery) are rows of their protocol, so per-link totals are complete
 
 Every link is captured once (emulation/capture.py), so a message that crosses three links
 appears in three rows, one per link: `wire_bytes` summed over links is the load the message puts
-on the network.  `wire_bytes` is the Ethernet frame length on the wire (pcap "wirelen").
+on the network.  `wire_bytes` is the Ethernet frame length on the wire (pcap "wirelen"); a
+segment shared by two messages counts as a packet of the first (`packets`) and as the byte
+fraction each one has of it (`packet_share`, which is what header accounting uses).
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ import pandas as pd
 
 GREETING_BYTES = 64
 COLUMNS = ["link", "interface", "src", "dst", "src_ip", "dst_ip", "sport", "dport", "request_id", "kind",
-           "stage", "part", "packets", "retransmitted_packets", "wire_bytes", "tcp_payload_bytes",
-           "message_bytes", "zmtp_bytes", "message_index", "t_first", "t_last"]
+           "stage", "part", "packets", "packet_share", "retransmitted_packets", "wire_bytes",
+           "tcp_payload_bytes", "message_bytes", "zmtp_bytes", "message_index", "t_first", "t_last"]
 
 
 @dataclass
@@ -175,7 +177,7 @@ def other_rows(link: str, interface: str, others: dict[str, list[_Pkt]]) -> list
     for proto, pkts in others.items():
         row = dict.fromkeys(COLUMNS)
         row.update({"link": link, "interface": interface, "kind": proto, "part": "control",
-                    "packets": len(pkts), "retransmitted_packets": 0,
+                    "packets": len(pkts), "packet_share": float(len(pkts)), "retransmitted_packets": 0,
                     "wire_bytes": float(sum(p.wirelen for p in pkts)), "tcp_payload_bytes": 0.0,
                     "t_first": min(p.ts for p in pkts), "t_last": max(p.ts for p in pkts)})
         rows.append(row)
@@ -193,12 +195,14 @@ def flow_rows(link: str, interface: str, flows: dict[tuple, _Flow],
             message: _Message | None) -> None:
         row = acc.get(key)
         if row is None:
-            row = acc[key] = {"packets": 0.0, "retransmitted_packets": 0, "wire_bytes": 0.0,
+            row = acc[key] = {"packets": 0.0, "packet_share": 0.0, "retransmitted_packets": 0,
+                              "wire_bytes": 0.0,
                               "tcp_payload_bytes": 0.0, "t_first": pkt.ts, "t_last": pkt.ts,
                               "message_bytes": message.message_bytes if message else None,
                               "zmtp_bytes": (message.end - message.start) if message else None,
                               "message_index": message.index if message else None}
         row["packets"] += packets
+        row["packet_share"] += wire / pkt.wirelen if pkt.wirelen else 0.0
         row["retransmitted_packets"] += retrans
         row["wire_bytes"] += wire
         row["tcp_payload_bytes"] += payload
