@@ -200,7 +200,7 @@ class _Run:
     def _drive(self) -> None:
         """Follow the records until every request is recorded or the run's time is up."""
         total = len(self.planned)
-        deadline = self.t0 + self.planned[-1].at_s + self.scenario.run.timeout_s
+        deadline = self.t0 + max(r.at_s for r in self.planned) + self.scenario.run.timeout_s
         bar = tqdm(total=total, unit="req", desc="requests", disable=not self.progress, dynamic_ncols=True)
         counts = {"ok": 0, "failed": 0}
         dead: set[str] = set()
@@ -315,9 +315,11 @@ class _Run:
         from analysis.summary import format_accuracy, format_table, summarize
         from analysis.traffic import empty_traffic, parse_run_traffic
 
-        if self.planned and self.status == "completed":
-            self._collect_new()
-            self._fail_missing("run timeout: no record of this request when the run ended")
+        if self.planned and self.t0 is not None:
+            self._collect_new()  # what the devices recorded when they were stopped
+            why = {"completed": "run timeout: no record of this request when the run ended",
+                   "interrupted": "run interrupted before this request was recorded"}
+            self._fail_missing(why.get(self.status, f"run failed ({self.error})"))
         requests = self.write_requests()
         frame = empty_traffic()
         if traffic and (self.run_dir / "pcap").is_dir():
