@@ -155,15 +155,15 @@ class _Run:
             margin = max(5.0, 1.5 * infra_s * max(1.0, len(devices) / max(1, len(infra))))
             self.timings["infra_ready_s"] = round(infra_s, 3)
             self.timings["t0_margin_s"] = round(margin, 3)
+            if sc.capture.enabled:  # before any node connects: ZeroMQ connects on first send
+                self.capture = Capture(net, self.run_dir / "pcap", sc.capture.snaplen)
+                self.capture.start()
             self.t0 = time.time() + margin
             configs = build_configs(sc, net, self.run_dir, by_device(self.planned), self.t0)
             device_handles = [NodeHandle(net, configs[h]) for h in devices]
             self.handles += device_handles
             for handle in device_handles:
                 handle.start()
-            if sc.capture.enabled:
-                self.capture = Capture(net, self.run_dir / "pcap", sc.capture.snaplen)
-                self.capture.start()
             wait_ready(self.handles, sc.run.ready_timeout_s)
             self.timings["nodes_ready_s"] = round(time.monotonic() - started, 3)
             late = {h.host: round(h.ready_at - self.t0, 3) for h in device_handles if h.ready_at > self.t0}
@@ -178,7 +178,7 @@ class _Run:
             try:
                 self._drive()
                 if script is not None:
-                    script.join()
+                    script.join(timeout=sc.run.timeout_s)
             finally:
                 exit_codes = stop_all(self.handles)
                 self.manifest["node_exit_codes"] = exit_codes
