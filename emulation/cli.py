@@ -136,7 +136,7 @@ def _record_quality(frame, args: argparse.Namespace) -> None:
     for row in frame.to_dict(orient="records"):
         stages = parse_plan(row["plan"]).stages
         if len(stages) == 1 and stages[0].model in DENOISER_NAMES:
-            facts = {k: v for k, v in row.items() if k != "psnr_vs_large_db" or v is not None}
+            facts = {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
             record(PRETRAINED_DIR / stages[0].model, "quality", {**facts, "command": command})
 
 
