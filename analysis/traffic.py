@@ -210,15 +210,15 @@ def flow_rows(link: str, interface: str, flows: dict[tuple, _Flow],
 
     for (src, sport, dst, dport), flow in flows.items():
         reverse = flows.get((dst, dport, src, sport))
-        seen_bytes: set[int] = set()
+        seen = _Coverage()
         base = (src, dst, sport, dport)
         for pkt in flow.packets:
             if pkt.payload:
                 off = _offset(flow, pkt.seq)
                 pieces = [(None, len(pkt.payload))] if off is None else _split(flow, off, len(pkt.payload))
-                retrans = int(off is not None and off in seen_bytes)
-                if off is not None:
-                    seen_bytes.add(off)
+                # a retransmission carries bytes already sent (possibly cut at other boundaries);
+                # a segment that was only reordered by jitter carries new bytes
+                retrans = int(off is not None and seen.add(off, off + len(pkt.payload)))
                 for i, (message, nbytes) in enumerate(pieces):
                     share = nbytes / len(pkt.payload)
                     add((*base, *_ident(message), "data"), pkt, 1.0 if i == 0 else 0.0, pkt.wirelen * share,
@@ -240,6 +240,28 @@ def flow_rows(link: str, interface: str, flows: dict[tuple, _Flow],
                      "dport": dport, "request_id": request_id, "kind": kind, "stage": stage, "part": part,
                      **v})
     return rows
+
+
+class _Coverage:
+    """Byte ranges of a stream seen so far, merged and sorted."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def add(self, start: int, end: int) -> bool:
+        """Record [start, end); True if any of it had been seen before."""
+        i = bisect.bisect_right(self.starts, start)
+        overlaps = (i > 0 and self.ends[i - 1] > start) or (i < len(self.starts) and self.starts[i] < end)
+        lo = i - 1 if i > 0 and self.ends[i - 1] >= start else i
+        hi = i
+        while hi < len(self.starts) and self.starts[hi] <= end:
+            hi += 1
+        new_start = min([start, *self.starts[lo:hi]])
+        new_end = max([end, *self.ends[lo:hi]])
+        self.starts[lo:hi] = [new_start]
+        self.ends[lo:hi] = [new_end]
+        return overlaps
 
 
 def _ident(message: _Message | None) -> tuple:
