@@ -3,7 +3,7 @@
 Per strategy: requests done and failed, latency (mean / p50 / p95 of each ok request's total, from
 the device's send to the result's arrival), deadline hits, profiled-compute overruns, bytes on the
 wire per image (every packet of the strategy's requests on every link it crossed, ACKs included,
-divided by the images delivered), and quality of the delivered images pooled per strategy (FID,
+divided by the images delivered) and per link, and quality of the delivered images pooled per strategy (FID,
 KID, class accuracy: analysis/quality.py; FID on a few dozen images is biased upwards, compare
 strategies within a run, not with figures from larger sets).
 """
@@ -46,8 +46,11 @@ def summarize(requests: pd.DataFrame, traffic: pd.DataFrame, samples_dir: Path,
     if reqs.empty:
         return out
     wire = pd.Series(dtype=float)
+    by_link = pd.DataFrame()
     if traffic is not None and not traffic.empty:
-        wire = traffic.dropna(subset=["request_id"]).groupby("request_id")["wire_bytes"].sum()
+        attributed = traffic.dropna(subset=["request_id"])
+        wire = attributed.groupby("request_id")["wire_bytes"].sum()
+        by_link = attributed.groupby(["request_id", "link"])["wire_bytes"].sum().unstack(fill_value=0.0)
     for strategy, group in reqs.groupby("strategy", sort=False):
         ok = group[group["outcome"] == "ok"]
         totals = ok["total_s"].astype(float)
@@ -74,6 +77,9 @@ def summarize(requests: pd.DataFrame, traffic: pd.DataFrame, samples_dir: Path,
                                               + rows["result_message_bytes"].fillna(0).sum()) / images)
             if images else None,
         }
+        if not by_link.empty:  # where the strategy's bytes go: access links, backhaul ...
+            links = by_link.reindex(ok.index).fillna(0.0).sum()
+            entry["wire_bytes_by_link"] = {str(k): float(v) for k, v in links.items() if v > 0}
         if quality and images >= 2:
             entry.update(_quality(list(ok.index), samples_dir))
         out[str(strategy)] = {k: _clean(v) for k, v in entry.items()}
