@@ -284,8 +284,8 @@ class _Run:
             rows += [r.model_dump() for r in read_records(path)]
         frame = pd.DataFrame(rows, columns=list(StageRecord.model_fields))
         planned = pd.DataFrame([{"request_id": r.request_id, "repetition": r.repetition,
-                                 "at_s": r.at_s} for r in self.planned],
-                               columns=["request_id", "repetition", "at_s"])
+                                 "at_s": r.at_s, "warmup": r.warmup} for r in self.planned],
+                               columns=["request_id", "repetition", "at_s", "warmup"])
         frame = frame.merge(planned, on="request_id", how="left")
         return frame.sort_values(["t_scheduled", "request_id", "stage_index"], na_position="first",
                                  kind="stable").reset_index(drop=True)
@@ -328,9 +328,10 @@ class _Run:
             frame.to_parquet(self.run_dir / "traffic.parquet", index=False)
             self.timings["traffic_parse_s"] = round(time.monotonic() - began, 3)
         began = time.monotonic()
-        summary = summarize(requests, frame, self.run_dir / "samples", quality=quality)
+        measured = requests[requests["warmup"].ne(True)]  # warm-up requests only open connections
+        summary = summarize(measured, frame, self.run_dir / "samples", quality=quality)
         self.timings["quality_s"] = round(time.monotonic() - began, 3)
-        accuracy = accuracy_report(requests, frame, self.net_manifest)
+        accuracy = accuracy_report(measured, frame, self.net_manifest)
         (self.run_dir / "accuracy.json").write_text(json.dumps(accuracy, indent=1, default=_json))
         document = {"scenario": self.scenario.name, "status": self.status, "strategies": summary,
                     "accuracy": accuracy.get("headline", {})}

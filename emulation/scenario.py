@@ -27,6 +27,7 @@ Tables of a scenario file (every one but `[topology]` has defaults):
         labels = "cycle" | 7 | [..]     cycle 0-9, one digit, or one label per image
         deadline_s = 5.0                optional; recorded as met or not per request
         request_timeout_s = 60          a device gives a request up after this long
+        warmup = false                  true: one unmeasured request per (device, strategy) first
     [strategies.NAME]     kind = cloud_only|edge_only|device_only|fixed_split, model or split
                           (nodes/node_config.py StrategySpec); absent: the four defaults
     [generation]          scheduler = "dpm", steps = 20
@@ -96,6 +97,9 @@ class WorkloadSpec(_Model):
     labels: Literal["cycle"] | int | list[int] = "cycle"
     deadline_s: float | None = Field(None, gt=0)
     request_timeout_s: float = Field(60.0, gt=0, le=86_400)
+    # one request per (device, strategy) before the measured ones, half a second apart: ZeroMQ
+    # connects on first use, so these open every TCP connection the measured requests will use
+    warmup: bool = False
 
     @field_validator("labels")
     @classmethod

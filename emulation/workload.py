@@ -8,6 +8,12 @@ sends every strategy in turn.  Arrival times are fixed gaps of `interval_s` or a
 follow one another on the same arrival process.  Image seeds: `seed * 1_000_000 + index`, with
 index = repetition * requests + k, so every request draws different noise and a run is
 reproducible from its scenario alone.
+
+With `warmup = true`, one request per (device, strategy) goes first, WARMUP_GAP_S apart (ids
+`w-q...`, repetition -1, seeds counted down from the top of the scenario's seed range), and the
+measured workload starts WARMUP_SETTLE_S after the last of them: ZeroMQ opens a TCP connection on
+the first message to a peer, so without warm-up the first requests also pay TCP and ZMTP
+handshakes.  Warm-up requests are recorded like any other and left out of summaries.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import numpy as np
 from emulation.scenario import WorkloadSpec
 
 SEED_STRIDE = 1_000_000
+WARMUP_GAP_S = 0.5
+WARMUP_SETTLE_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,7 @@ class PlannedRequest:
     labels: list[int]
     seed: int
     deadline_s: float | None
+    warmup: bool = False  # opens connections; left out of summaries and accuracy figures
 
     def node_request(self) -> dict:
         """The device's `WorkloadRequest` (nodes/node_config.py)."""
@@ -68,6 +77,16 @@ def plan_workload(spec: WorkloadSpec, devices: list[str], strategies: list[str],
     times = arrival_times(spec, total)
     labels = labels_of(spec)
     out = []
+    if spec.warmup:
+        for k in range(len(devices) * len(strategies)):
+            out.append(PlannedRequest(
+                request_id=f"w-q{k:04d}", device=devices[k // len(strategies)],
+                strategy=strategies[k % len(strategies)], repetition=-1, at_s=round(k * WARMUP_GAP_S, 6),
+                n=spec.images_per_request, labels=labels, seed=spec.seed * SEED_STRIDE + SEED_STRIDE - 1 - k,
+                deadline_s=spec.deadline_s, warmup=True))
+        # the measured workload starts once the last warm-up request has had time to finish
+        shift = len(out) * WARMUP_GAP_S + WARMUP_SETTLE_S
+        times = [round(t + shift, 6) for t in times]
     for index in range(total):
         repetition, k = divmod(index, spec.requests)
         strategy = strategies[k % len(strategies)]

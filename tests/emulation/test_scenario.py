@@ -102,3 +102,16 @@ def test_cli_bad_scenario_exits_2_and_writes_nothing(tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("edgestage: error: ") and "run.repetitions" in lines[0]
     assert not out.exists()
+
+
+def test_warmup_opens_every_device_strategy_pair_first():
+    scenario = parse_scenario({
+        "topology": {"kind": "star", "num_devices": 2}, "nodes": {"cloud": {"models": []}},
+        "strategies": {"e": {"kind": "edge_only"}, "d": {"kind": "device_only"}},
+        "workload": {"requests": 4, "interval_s": 1.0, "warmup": True}})
+    planned = plan_workload(scenario.workload, ["d1", "d2"], ["e", "d"])
+    warm = [r for r in planned if r.warmup]
+    assert {(r.device, r.strategy) for r in warm} == {("d1", "e"), ("d1", "d"), ("d2", "e"), ("d2", "d")}
+    measured = [r for r in planned if not r.warmup]
+    assert len(measured) == 4 and min(r.at_s for r in measured) > max(r.at_s for r in warm)
+    assert len({r.seed for r in planned}) == len(planned) and all(r.repetition == -1 for r in warm)
