@@ -13,7 +13,7 @@ SYSTEM_PACKAGES := mininet iproute2 iptables tcpdump tshark iperf3 ethtool procp
 	libnetfilter-queue-dev python3-venv python3-dev build-essential
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages demo test lint bench clean-venv
+.PHONY: setup system-packages demo test lint bench
 
 setup: $(STAMP)
 
@@ -39,7 +39,7 @@ system-packages:
 	fi
 
 demo: setup
-	$(BIN)/edgestage demo
+	$(BIN)/edgestage run scenarios/default.toml
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -49,3 +49,5 @@ lint: setup
 
 bench: setup
 	$(BIN)/edgestage bench models
+	$(BIN)/edgestage bench topology
+	$(BIN)/edgestage bench fidelity

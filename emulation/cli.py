@@ -13,13 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 SUMMARY = "edgestage: multi-stage collaborative diffusion over emulated edge networks"
-DEMO_PLANS = (
-    "small:0-50",
-    "medium:0-50",
-    "large:0-50",
-    "large:0-20,small:20-50",
-    "large:0-10,medium:10-30,small:30-50",
-)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -163,13 +156,6 @@ def _bench_models(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- demo ---------------------------------------------------------------------------------------
-def _demo(args: argparse.Namespace) -> int:
-    print("edgestage demo: local multi-stage generation and quality (no emulated network yet)")
-    args.plans, args.record, args.json = list(DEMO_PLANS), False, False
-    return _quality_of_plans(args)
-
-
 # --- parser -------------------------------------------------------------------------------------
 def _positive_int(text: str) -> int:
     try:
@@ -230,10 +216,6 @@ def build_parser() -> argparse.ArgumentParser:
     from emulation.benchmarks import register_bench
 
     register_bench(bench)
-
-    p = sub.add_parser("demo", help="the main job on the embedded default")
-    _add_sampling_args(p, n_default=200)
-    p.set_defaults(func=_demo)
 
     from emulation import calibration, run_command
 

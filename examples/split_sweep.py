@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--out", default="split_sweep.csv")
     args = parser.parse_args()
     T = args.steps
-    handovers = [k for k in range(0, T + 1, T // 5)]
+    handovers = list(range(0, T + 1, T // 5))
     plans = [
         f"small:0-{T}" if k == 0 else f"large:0-{T}" if k == T else f"large:0-{k},small:{k}-{T}"
         for k in handovers
