@@ -67,10 +67,9 @@ class NodeHandle:
         self.net = net
         self.config = config
         self.host = config.host
-        run_dir = Path(config.run_dir)
-        self.config_path = run_dir / "configs" / f"{self.host}.json"
-        self.log_path = run_dir / "logs" / f"{self.host}.log"
-        self.status_path = run_dir / "nodes" / f"{self.host}.json"
+        self.config_path = config.config_file
+        self.log_path = config.log_file
+        self.status_path = config.status_file
         self.process: subprocess.Popen | None = None
         self.ready_at: float | None = None
         self.limited = False

@@ -48,7 +48,7 @@ class Device:
     def __init__(self, node: Node) -> None:
         self.node = node
         config = node.config
-        self.writer = RecordWriter(config.run_dir / "records" / f"{config.host}.jsonl")
+        self.writer = RecordWriter(config.records_file)
         self.samples_dir = config.run_dir / "samples"
         self.schedule = sorted(
             ((r.at_s, r.request_id or f"{config.host}-{i:04d}", r) for i, r in enumerate(config.workload)),

@@ -152,7 +152,7 @@ class Node:
         self._threads: list[threading.Thread] = []
         self._status_lock = threading.Lock()
         self.started = time.time()
-        self.status_path = config.run_dir / "nodes" / f"{self.host}.json"
+        self.status_path = config.status_file
         self.worker = None
         self.device = None
 

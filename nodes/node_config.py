@@ -153,6 +153,24 @@ class NodeConfig(_Strict):
 
     _bind = field_validator("bind")(check_endpoint)
 
+    # Where this node's files lie in the run directory (one layout for the node, the runner and
+    # the loopback cluster).
+    @property
+    def config_file(self) -> Path:
+        return self.run_dir / "configs" / f"{self.host}.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.run_dir / "logs" / f"{self.host}.log"
+
+    @property
+    def status_file(self) -> Path:
+        return self.run_dir / "nodes" / f"{self.host}.json"
+
+    @property
+    def records_file(self) -> Path:
+        return self.run_dir / "records" / f"{self.host}.jsonl"
+
     @field_validator("scheduler")
     @classmethod
     def _scheduler(cls, v: str) -> str:
