@@ -11,9 +11,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgestage-setup
 SYSTEM_PACKAGES := mininet iproute2 iptables tcpdump tshark iperf3 ethtool procps psmisc \
 	libnetfilter-queue-dev python3-venv python3-dev build-essential
+# for the CI checks of the Vagrantfile and its provisioning script (tests/test_vagrant.py); installed
+# where the distribution has them (Debian 13 dropped vagrant), the test skips where it does not
+CHECK_PACKAGES := vagrant shellcheck
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages demo test lint bench
+.PHONY: setup system-packages demo test lint bench check-vagrant
 
 setup: $(STAMP)
 
@@ -28,15 +31,30 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # Installs only what is missing, so a machine that has everything needs no network.
+# Optional, installed only where the package lists have them: CHECK_PACKAGES, and Ubuntu's
+# linux-modules-extra-$(uname -r), which holds the kernel's sch_netem (the netem backend), when
+# modinfo cannot find that module; sch_netem is then loaded best-effort.  On Debian 12 no such
+# package exists (and its kernel may not load modules), so that part does nothing and never fails.
 system-packages:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "make setup: run as root (sudo make setup) to install:$$missing" >&2; exit 2; fi; \
+		apt-get update -qq; \
+	fi; \
+	optional="$(CHECK_PACKAGES)"; \
+	modinfo sch_netem >/dev/null 2>&1 || optional="$$optional linux-modules-extra-$$(uname -r)"; \
+	for p in $$optional; do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" && continue; \
+		apt-cache show "$$p" >/dev/null 2>&1 && missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		if [ "$$(id -u)" != 0 ]; then echo "make setup: run as root (sudo make setup) to install:$$missing" >&2; exit 2; fi; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi; \
+	modprobe sch_netem >/dev/null 2>&1 || true
 
 demo: setup
 	$(BIN)/edgestage run scenarios/default.toml
@@ -51,3 +69,8 @@ bench: setup
 	$(BIN)/edgestage bench models
 	$(BIN)/edgestage bench topology
 	$(BIN)/edgestage bench fidelity
+
+# What CI can check of the VM without booting one (tests/test_vagrant.py runs the same).
+check-vagrant:
+	VAGRANT_DOTFILE_PATH="$$(mktemp -d)/vagrant" vagrant validate --ignore-provider
+	shellcheck .ci/provision-vm.sh
