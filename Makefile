@@ -72,5 +72,5 @@ bench: setup
 
 # What CI can check of the VM without booting one (tests/test_vagrant.py runs the same).
 check-vagrant:
-	VAGRANT_DOTFILE_PATH="$$(mktemp -d)/vagrant" vagrant validate --ignore-provider
+	@dot=$$(mktemp -d); VAGRANT_DOTFILE_PATH="$$dot" vagrant validate --ignore-provider; rc=$$?; rm -rf "$$dot"; exit $$rc
 	shellcheck .ci/provision-vm.sh
