@@ -45,7 +45,7 @@ class Coordinator:
     def run(self) -> None:
         from nodes.node import Outbox
 
-        outbox = Outbox(self.node.context, self.node.endpoints)
+        outbox = Outbox(self.node.context, self.node.endpoints, self.node.curve)
         try:
             while not self.node.stop.is_set():
                 try:

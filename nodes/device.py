@@ -70,7 +70,7 @@ class Device:
     def run(self) -> None:
         from nodes.node import Outbox
 
-        outbox = Outbox(self.node.context, self.node.endpoints)
+        outbox = Outbox(self.node.context, self.node.endpoints, self.node.curve)
         t0 = self.node.config.t0 if self.node.config.t0 is not None else time.time()
         upcoming = list(self.schedule)
         done_reported = False

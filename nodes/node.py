@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from nodes.node_config import NodeConfig, load_node_config
 from nodes.protocol import (
@@ -45,6 +46,14 @@ from nodes.protocol import (
     StageMsg,
     decode,
     encode,
+)
+from nodes.security import (
+    REFUSED_EVENTS,
+    CurveKeys,
+    load_curve_keys,
+    secure_client,
+    secure_server,
+    start_authenticator,
 )
 
 log = logging.getLogger("nodes.node")
@@ -93,11 +102,14 @@ class Stats:
 
 
 class Outbox:
-    """PUSH sockets to peers, created on first use, owned by the one thread that made the Outbox."""
+    """PUSH sockets to peers, created on first use, owned by the one thread that made the Outbox.
+    With `curve` (nodes/security.py) every socket is a CURVE client pinned to its peer's key."""
 
-    def __init__(self, context: zmq.Context, endpoints: dict[str, str]) -> None:
+    def __init__(self, context: zmq.Context, endpoints: dict[str, str],
+                 curve: CurveKeys | None = None) -> None:
         self._context = context
         self._endpoints = endpoints
+        self._curve = curve
         self._sockets: dict[str, zmq.Socket] = {}
 
     def send(self, host: str, frames: list) -> None:
@@ -109,6 +121,8 @@ class Outbox:
             sock = self._context.socket(zmq.PUSH)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+            if self._curve is not None:
+                secure_client(sock, self._curve, host)
             sock.connect(self._endpoints[host])
             self._sockets[host] = sock
         try:
@@ -155,6 +169,8 @@ class Node:
         self.status_path = config.status_file
         self.worker = None
         self.device = None
+        self.curve: CurveKeys | None = None  # set by prepare() when the config asks for CURVE
+        self._auth = None  # the ZAP authenticator thread, with CURVE
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -162,6 +178,7 @@ class Node:
         """Everything that can fail on a bad config, before any socket exists: ValueError."""
         from nodes.worker import StageWorker  # torch and diffusers: only once the config is good
 
+        self.curve = load_curve_keys(self.config)
         self.worker = StageWorker(self)
         if self.config.role == "device":
             from nodes.device import Device
@@ -169,6 +186,8 @@ class Node:
             self.device = Device(self)
 
     def start(self) -> None:
+        if self.curve is not None:
+            self._auth = start_authenticator(self.context, self.curve)
         self._spawn("receiver", self._receive)
         if not self._bound.wait(10) or self._bind_error:
             self.stop.set()
@@ -209,6 +228,8 @@ class Node:
         if alive:
             log.error("threads still running at exit: %s", ", ".join(alive))
             return False
+        if self._auth is not None:
+            self._auth.stop()
         self.context.term()
         return True
 
@@ -235,19 +256,32 @@ class Node:
         inbox.setsockopt(zmq.LINGER, 0)
         # a peer that sends a bigger frame than this is disconnected by ZeroMQ before we see it
         inbox.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
+        monitor = None
+        if self.curve is not None:
+            secure_server(inbox, self.curve)
+            # refused peers never produce a message: the handshake events are what shows them
+            monitor = inbox.get_monitor_socket(REFUSED_EVENTS)
         try:
             inbox.bind(self.config.bind)
         except zmq.ZMQError as exc:
             self._bind_error = f"cannot bind {self.config.bind}: {exc}"
+            if monitor is not None:
+                inbox.disable_monitor()
+                monitor.close(linger=0)
             inbox.close(linger=0)
             self._bound.set()
             return
         self._bound.set()
         poller = zmq.Poller()
         poller.register(inbox, zmq.POLLIN)
+        if monitor is not None:
+            poller.register(monitor, zmq.POLLIN)
         try:
             while not self.stop.is_set():
-                if not poller.poll(POLL_MS):
+                ready = dict(poller.poll(POLL_MS))
+                if monitor is not None and monitor in ready:
+                    self._refused(monitor)
+                if inbox not in ready:
                     continue
                 while True:
                     try:
@@ -256,7 +290,19 @@ class Node:
                         break
                     self._route(frames, time.time())
         finally:
+            if monitor is not None:
+                inbox.disable_monitor()
+                monitor.close(linger=0)
             inbox.close(linger=0)
+
+    def _refused(self, monitor: zmq.Socket) -> None:
+        while monitor.poll(0):
+            event = recv_monitor_message(monitor)
+            self.stats.count("handshake_refused")
+            # event: EVENT_HANDSHAKE_FAILED_AUTH (an unknown key; value: the ZAP status code) or
+            # _PROTOCOL / _NO_DETAIL (no CURVE, or not ZeroMQ at all)
+            log.warning("refused a peer on %s: handshake failed (event %#x, value %#x)",
+                        event["endpoint"].decode(errors="replace"), event["event"], event["value"])
 
     def _route(self, frames: list, received: float) -> None:
         self.stats.count("received")

@@ -63,6 +63,19 @@ class ComputeConfig(_Strict):
         return self
 
 
+class CurveConfig(_Strict):
+    """ZeroMQ CURVE between nodes (nodes/security.py): keys made per deployment by
+    `edgestage deploy-keys` (zmq.auth certificate files)."""
+
+    secret_key_file: Path  # this host's <host>.key_secret (mode 0600)
+    # <host>.key of every host allowed to connect; a peer's server key is read from <peer>.key here
+    public_keys_dir: Path
+
+
+class SecurityConfig(_Strict):
+    curve: CurveConfig | None = None  # None: plain TCP, as inside the emulated network
+
+
 class SplitStage(_Strict):
     """One stage of a fixed split: `model` on the host of `tier` for `share` of the T steps."""
 
@@ -150,6 +163,7 @@ class NodeConfig(_Strict):
     max_images: int = Field(MAX_IMAGES, ge=1, le=MAX_IMAGES)
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)  # ZMQ_MAXMSGSIZE of the inbox
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    security: SecurityConfig = SecurityConfig()
 
     _bind = field_validator("bind")(check_endpoint)
 
