@@ -1,0 +1,348 @@
+"""Deploy mode: the same node processes on real machines, addressed by IP instead of emulated.
+
+A deploy file (`scenarios/deploy-loopback.toml`) is a scenario whose `[topology]` is replaced by
+`[deploy]`: every host's role and the address the others reach it on, where its run directory is,
+and optionally the folder of its CURVE keys (nodes/security.py).  `[nodes.*]`, `[workload]`,
+`[strategies.*]` and `[generation]` mean what they mean in a scenario.  Every machine reads the
+same file and builds the same cluster view, so each can start its own hosts alone:
+
+    edgestage deploy-keys FILE              # once: a key pair per host under deploy.keys_dir
+    edgestage deploy FILE --host edge       # on the edge server (and likewise on the cloud host)
+    edgestage deploy FILE --host d1         # on a device: its workload runs, its records are written
+    edgestage deploy FILE --all             # every host on this machine (a loopback test)
+
+Servers (cloud, edge) run until Ctrl-C or SIGTERM; devices run their workload, then stop.  There is
+no link emulation, capture or CPU limit here: the network and the hardware are the real ones.
+Timestamps of different machines are compared in the records (transfer and queueing times), so
+their clocks must be synchronised (chrony / PTP); `total_s` is measured on the device alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import sys
+import threading
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import median
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from emulation.scenario import GenerationSpec, NodesSpec, WorkloadSpec, check_resources
+from nodes.node_config import (
+    ComputeConfig,
+    NodeConfig,
+    Peer,
+    SecurityConfig,
+    StrategySpec,
+    check_endpoint,
+    default_strategies,
+)
+
+_HOST = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+READY_TIMEOUT_S = 180.0
+WORKLOAD_MARGIN_S = 60.0  # past the last request's arrival and its timeout
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeployHost(_Model):
+    role: Literal["device", "edge", "cloud"]
+    address: str  # tcp://IP:PORT the other hosts connect to
+    bind: str | None = None  # what this host binds (e.g. tcp://*:PORT behind NAT); default: address
+
+    _address = field_validator("address", "bind")(lambda v: v if v is None else check_endpoint(v))
+
+
+class DeploySpec(_Model):
+    hosts: dict[str, DeployHost] = Field(min_length=2)
+    coordinator: str | None = None  # the edge host that plans; default: the first edge host
+    run_dir: Path = Path("runs/deploy")  # on each machine, relative to where the command runs
+    keys_dir: Path | None = None  # CURVE on: the folder `edgestage deploy-keys` wrote
+
+
+class Deployment(_Model):
+    name: str | None = None
+    description: str | None = None
+    deploy: DeploySpec
+    nodes: NodesSpec = NodesSpec()
+    workload: WorkloadSpec = WorkloadSpec()
+    strategies: dict[str, StrategySpec] = Field(default_factory=default_strategies, min_length=1)
+    generation: GenerationSpec = GenerationSpec()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Deployment:
+        hosts = self.deploy.hosts
+        for name in hosts:
+            if not _HOST.match(name):
+                raise ValueError(f"deploy.hosts: host name {name!r}: use [A-Za-z0-9_.-]{{1,32}}")
+        addresses = [h.address for h in hosts.values()]
+        if len(set(addresses)) != len(addresses):
+            raise ValueError("deploy.hosts: two hosts share one address")
+        if not any(h.role == "device" for h in hosts.values()):
+            raise ValueError("deploy.hosts: no host has role 'device'")
+        coordinator = self.coordinator
+        if coordinator not in hosts or hosts[coordinator].role != "edge":
+            raise ValueError(f"deploy.coordinator: {coordinator!r} is not an edge host of deploy.hosts")
+        return self
+
+    @property
+    def coordinator(self) -> str | None:
+        if self.deploy.coordinator:
+            return self.deploy.coordinator
+        return next((n for n, h in self.deploy.hosts.items() if h.role == "edge"), None)
+
+    @property
+    def devices(self) -> list[str]:
+        return [n for n, h in self.deploy.hosts.items() if h.role == "device"]
+
+
+def parse_deployment(data: dict, text: str = "", source: str = "deploy file") -> Deployment:
+    """Validate a deploy file's tables; ValueError naming the file, line and field."""
+    from emulation.scenario import _field_path, _message, line_of
+
+    try:
+        deployment = Deployment.model_validate(data)
+    except ValidationError as exc:
+        loc, msg = _message(exc)
+        line = line_of(text, loc) if text else None
+        where = f"{source}:{line}" if line else source
+        raise ValueError(f"{where}: {_field_path(loc) or 'deploy file'}: {msg}") from None
+    try:
+        check_resources(deployment)  # type: ignore[arg-type]  # reads .nodes only
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
+    return deployment
+
+
+def load_deployment(path: str | Path) -> Deployment:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read deploy file {p}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{p}: not TOML: {exc}") from None
+    return parse_deployment(data, text, str(p))
+
+
+def host_configs(deployment: Deployment, base: Path | None = None) -> dict[str, NodeConfig]:
+    """Every host's NodeConfig (each machine builds the same ones; it starts only its own).
+    Relative run_dir and keys_dir are taken from `base` (default: the current directory)."""
+    from emulation.workload import by_device, plan_workload
+    from nodes.security import curve_config
+
+    base = (base or Path.cwd()).resolve()
+    spec = deployment.deploy
+    run_dir = base / spec.run_dir
+    keys_dir = base / spec.keys_dir if spec.keys_dir is not None else None
+    hosts = spec.hosts
+    peers = {h: Peer(endpoint=d.address, role=d.role, models=deployment.nodes.role(d.role).models)
+             for h, d in hosts.items()}
+    requests = by_device(plan_workload(deployment.workload, deployment.devices, list(deployment.strategies)))
+    configs = {}
+    for host, d in hosts.items():
+        role_spec = deployment.nodes.role(d.role)
+        compute = ComputeConfig(mode=role_spec.compute, hardware=role_spec.hardware,
+                                threads=role_spec.threads, profiles_file=deployment.nodes.profiles_file)
+        security = SecurityConfig(curve=curve_config(keys_dir, host) if keys_dir is not None else None)
+        configs[host] = NodeConfig(
+            host=host, role=d.role, bind=d.bind or d.address, coordinator=deployment.coordinator,
+            peers={h: p for h, p in peers.items() if h != host}, models=role_spec.models, compute=compute,
+            run_dir=run_dir, scheduler=deployment.generation.scheduler, steps=deployment.generation.steps,
+            request_timeout_s=deployment.workload.request_timeout_s,
+            workload=[r.node_request() for r in requests.get(host, [])], strategies=deployment.strategies,
+            security=security,
+        )
+    return configs
+
+
+def make_keys(deployment: Deployment, base: Path | None = None) -> Path:
+    """A fresh CURVE key pair per host under deploy.keys_dir; the folder."""
+    from nodes.security import generate_keys
+
+    if deployment.deploy.keys_dir is None:
+        raise ValueError("deploy.keys_dir is not set: say where the keys go to turn CURVE on")
+    directory = (base or Path.cwd()).resolve() / deployment.deploy.keys_dir
+    generate_keys(directory, list(deployment.deploy.hosts))
+    return directory
+
+
+@dataclass
+class DeployResult:
+    run_dir: Path
+    statuses: dict[str, dict[str, Any]]  # the devices' last status files
+    summary: dict[str, dict[str, Any]]  # strategy -> done, failed, p50_s
+
+
+class DeployedHosts:
+    """The node processes of some hosts of a deployment, on this machine: servers first (ready
+    before any device issues a request), then devices.  Stopped by PID on exit, whatever happened."""
+
+    def __init__(self, configs: dict[str, NodeConfig], hosts: list[str]) -> None:
+        from nodes.local_cluster import NodeProcess
+
+        unknown = [h for h in hosts if h not in configs]
+        if unknown:
+            raise ValueError(f"host {unknown[0]!r} is not in deploy.hosts ({', '.join(configs)})")
+        order = sorted(hosts, key=lambda h: configs[h].role == "device")  # stable: servers first
+        self.nodes = {h: NodeProcess(configs[h]) for h in order}
+
+    def __enter__(self) -> DeployedHosts:
+        try:
+            for wave in (False, True):
+                started = [n for n in self.nodes.values() if (n.config.role == "device") == wave]
+                for node in started:
+                    node.start()
+                for node in started:
+                    node.wait_for({"ready", "running"}, timeout=READY_TIMEOUT_S)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> dict[str, int]:
+        # devices first, so that no request is left half-served by a server that went away
+        return {h: n.stop() for h, n in reversed(list(self.nodes.items()))}
+
+    @property
+    def devices(self) -> list[str]:
+        return [h for h, n in self.nodes.items() if n.config.role == "device" and n.config.workload]
+
+    def wait_workload(self, timeout: float) -> dict[str, dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        return {h: self.nodes[h].wait_for({"ready", "running"}, max(0.1, deadline - time.monotonic()),
+                                          workload_done=True) for h in self.devices}
+
+    def wait_stopped(self, stop: threading.Event) -> str | None:
+        """Until `stop` is set or a node exits; the host that exited, if one did."""
+        while not stop.wait(0.5):
+            for host, node in self.nodes.items():
+                if node.process is not None and node.process.poll() is not None:
+                    return host
+        return None
+
+
+def workload_timeout(deployment: Deployment) -> float:
+    last = max((r.at_s for r in deployment_requests(deployment)), default=0.0)
+    return last + deployment.workload.request_timeout_s + WORKLOAD_MARGIN_S
+
+
+def deployment_requests(deployment: Deployment) -> list:
+    from emulation.workload import plan_workload
+
+    return plan_workload(deployment.workload, deployment.devices, list(deployment.strategies))
+
+
+def summarise(run_dir: Path, devices: list[str]) -> dict[str, dict[str, Any]]:
+    """Per strategy: requests done and failed, median total latency (from the devices' records)."""
+    from nodes.records import read_records
+
+    totals: dict[str, list[float]] = {}
+    failed: dict[str, int] = {}
+    for device in devices:
+        rows = read_records(run_dir / "records" / f"{device}.jsonl")
+        for row in rows:
+            if row.stage_index not in (0, None):
+                continue  # one row per request
+            if row.outcome == "ok":
+                totals.setdefault(row.strategy, []).append(row.total_s)
+            else:
+                failed[row.strategy] = failed.get(row.strategy, 0) + 1
+    return {s: {"done": len(totals.get(s, [])), "failed": failed.get(s, 0),
+                "p50_s": round(median(totals[s]), 4) if totals.get(s) else None}
+            for s in sorted({*totals, *failed})}
+
+
+def run_hosts(deployment: Deployment, hosts: list[str], base: Path | None = None,
+              timeout: float | None = None) -> DeployResult:
+    """Start `hosts` here, run the workload of the devices among them, stop them; the result.
+    (Servers alone have no workload to wait for: use DeployedHosts to keep them up.)"""
+    configs = host_configs(deployment, base)
+    run_dir = next(iter(configs.values())).run_dir
+    with DeployedHosts(configs, hosts) as running:
+        statuses = running.wait_workload(timeout or workload_timeout(deployment))
+        devices = running.devices
+    return DeployResult(run_dir=run_dir, statuses=statuses, summary=summarise(run_dir, devices))
+
+
+# --- command line -------------------------------------------------------------------------------
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("deploy", help="run the node processes of a deploy file on this machine (no Mininet)")
+    p.add_argument("file", help="deploy file (.toml), e.g. scenarios/deploy-loopback.toml")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--host", action="append", help="a host of deploy.hosts to start here (repeatable)")
+    which.add_argument("--all", action="store_true", help="every host, on this machine (loopback test)")
+    which.add_argument("--check", action="store_true", help="validate the file and print the hosts")
+    p.add_argument("--timeout", type=float, help="seconds to wait for the devices' workloads")
+    p.set_defaults(func=_deploy)
+
+    p = sub.add_parser("deploy-keys", help="a CURVE key pair per host of a deploy file, in deploy.keys_dir")
+    p.add_argument("file", help="deploy file (.toml) with deploy.keys_dir set")
+    p.set_defaults(func=_deploy_keys)
+
+
+def _deploy_keys(args: argparse.Namespace) -> int:
+    deployment = load_deployment(args.file)
+    directory = make_keys(deployment)
+    print(f"{len(deployment.deploy.hosts)} key pairs -> {directory}: copy public/ to every machine and "
+          "secret/<host>.key_secret only to that host's machine")
+    return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    deployment = load_deployment(args.file)
+    hosts = deployment.deploy.hosts
+    if args.check:
+        curve = "on" if deployment.deploy.keys_dir else "off"
+        print(f"{args.file}: ok ({len(hosts)} hosts, coordinator {deployment.coordinator}, "
+              f"{len(deployment_requests(deployment))} requests, CURVE {curve})")
+        for name, h in hosts.items():
+            print(f"  {name:12} {h.role:7} {h.address}")
+        return 0
+    if args.timeout is not None and args.timeout <= 0:
+        raise ValueError(f"--timeout must be positive, got {args.timeout:g}")
+    chosen = list(hosts) if args.all else list(dict.fromkeys(args.host))
+    configs = host_configs(deployment)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    run_dir = next(iter(configs.values())).run_dir
+    try:
+        with DeployedHosts(configs, chosen) as running:
+            print(f"started {', '.join(running.nodes)} (pids "
+                  f"{', '.join(str(n.pid) for n in running.nodes.values())})", flush=True)
+            if running.devices:
+                running.wait_workload(args.timeout or workload_timeout(deployment))
+                _print_summary(summarise(run_dir, running.devices))
+            else:
+                print("serving; Ctrl-C or SIGTERM stops", flush=True)
+                exited = running.wait_stopped(stop)
+                if exited is not None:
+                    print(f"edgestage: node {exited} exited: {running.nodes[exited].log_tail()}")
+                    return 1
+    except (RuntimeError, TimeoutError) as exc:  # a node that failed to start or to finish in time
+        print(f"edgestage: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def _print_summary(summary: dict[str, dict[str, Any]]) -> None:
+    print(f"{'strategy':14} {'done':>5} {'failed':>7} {'p50_s':>8}")
+    for strategy, row in summary.items():
+        p50 = f"{row['p50_s']:.3f}" if row["p50_s"] is not None else "-"
+        print(f"{strategy:14} {row['done']:5d} {row['failed']:7d} {p50:>8}")
