@@ -1,18 +1,28 @@
-"""Deploy mode with CURVE on, real node processes on loopback: servers (edge, cloud) come up
-first; clients with an unknown key, without CURVE, or claiming a known device's public key
-without its secret send a valid request to the coordinator and none of them gets a message
-through; then the real device, started by `edgestage deploy FILE --host d1`, completes its
-workload against the same servers."""
+"""Deploy mode with CURVE on, real node processes on loopback.
+
+The servers (edge, cloud) come up first, started by `edgestage deploy FILE --host edge --host
+cloud` in a process of its own.  Clients with an unknown key, without CURVE, or claiming a known
+device's public key without its secret send a valid request to the coordinator: none of them
+gets a message through.  Then the real device, started by `edgestage deploy FILE --host d1`,
+completes its workload against the same servers; their traffic on the wire carries no
+plaintext; and SIGTERM stops the servers' command cleanly."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import zmq
 
-from emulation.deploy import DeployedHosts, host_configs, load_deployment, make_keys, register_cli
+from emulation.deploy import host_configs, load_deployment, make_keys, register_cli
 from nodes.local_cluster import free_ports
 from nodes.protocol import WIRE_VERSION, RequestMsg, RequestTimes, encode
 from nodes.records import read_records
@@ -20,6 +30,11 @@ from nodes.samples import load_samples
 from nodes.security import key_paths
 
 REQUESTS = 4
+ROOT = Path(__file__).resolve().parents[2]
+# `edgestage deploy ...` in a process of its own (the same code emulation/cli.py calls)
+CLI = ("import argparse, sys; from emulation.deploy import register_cli; p = argparse.ArgumentParser(); "
+       "register_cli(p.add_subparsers(required=True)); a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
+CAPTURE: dict[str, Path] = {}
 STRATEGIES = {"cloud_only", "edge_only", "device_only", "fixed_split"}
 
 
@@ -84,12 +99,52 @@ def deployment(tmp_path_factory):
     return path, deployment
 
 
+class Servers:
+    """`edgestage deploy FILE --host edge --host cloud`, serving until SIGTERM."""
+
+    def __init__(self, path: Path, configs: dict) -> None:
+        self.configs = configs
+        self.log = configs["edge"].run_dir / "servers.out"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", CLI, "deploy", str(path), "--host", "edge", "--host", "cloud"],
+                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def status(self, host: str) -> dict:
+        try:
+            return json.loads(self.configs[host].status_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def wait_serving(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while "serving" not in self.log.read_text():
+            assert self.process.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, "servers not up: " + self.log.read_text()
+            time.sleep(0.2)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
 @pytest.fixture(scope="module")
 def servers(deployment):
-    _, dep = deployment
+    path, dep = deployment
     configs = host_configs(dep)
-    with DeployedHosts(configs, ["edge", "cloud"]) as running:
+    running = Servers(path, configs)
+    try:
+        running.wait_serving()
         yield configs, running
+    finally:
+        running.stop()
 
 
 def _request(request_id: str) -> list:
@@ -98,9 +153,8 @@ def _request(request_id: str) -> list:
                              timestamps=RequestTimes(request_sent=time.time())))
 
 
-def _counts(running, host: str) -> dict:
-    status = running.nodes[host].status()
-    return status["counts"] if status else {}
+def _counts(running: Servers, host: str) -> dict:
+    return running.status(host).get("counts", {})
 
 
 def test_clients_without_a_known_key_get_nothing_through(servers, deployment):
@@ -135,7 +189,7 @@ def test_clients_without_a_known_key_get_nothing_through(servers, deployment):
     counts = _counts(running, "edge")
     # not one message got through: nothing was received, nothing planned, nothing dropped
     assert counts.get("received", 0) == 0 and counts.get("requests_planned", 0) == 0
-    assert running.nodes["edge"].status()["dropped"] == 0
+    assert running.status("edge")["dropped"] == 0
     log = configs["edge"].log_file.read_text()
     assert "refused a peer" in log
 
@@ -143,7 +197,20 @@ def test_clients_without_a_known_key_get_nothing_through(servers, deployment):
 def test_a_device_with_its_key_completes_its_workload_after_the_refusals(servers, deployment, capsys):
     configs, running = servers
     path, _ = deployment
-    assert cli(["deploy", str(path), "--host", "d1"]) == 0
+    tcpdump = shutil.which("tcpdump")
+    capture = None
+    if tcpdump and os.geteuid() == 0:  # what crosses loopback to and from the edge's inbox
+        CAPTURE["pcap"] = configs["d1"].run_dir / "edge.pcap"
+        port = configs["edge"].bind.rsplit(":", 1)[1]
+        capture = subprocess.Popen([tcpdump, "-i", "lo", "-U", "-s", "0", "-w", str(CAPTURE["pcap"]),
+                                    "tcp", "port", port], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(1.0)  # tcpdump opens the interface
+    try:
+        assert cli(["deploy", str(path), "--host", "d1"]) == 0
+    finally:
+        if capture is not None:
+            capture.send_signal(signal.SIGTERM)
+            capture.wait(10)
     out = capsys.readouterr().out
     assert "started d1" in out and "run directory:" in out
     run_dir = configs["d1"].run_dir
@@ -162,7 +229,18 @@ def test_a_device_with_its_key_completes_its_workload_after_the_refusals(servers
     assert counts["requests_planned"] == REQUESTS and counts["handshake_refused"] >= 3
 
 
-def test_servers_stop_cleanly(servers):
-    _, running = servers
-    assert running.stop() == {"cloud": 0, "edge": 0}
-    assert all(node.status()["state"] == "stopped" for node in running.nodes.values())
+@pytest.mark.root
+def test_the_wire_carries_no_plaintext(servers):
+    if "pcap" not in CAPTURE:
+        pytest.skip("tcpdump is not installed")
+    wire = CAPTURE["pcap"].read_bytes()
+    assert len(wire) > 10_000  # the requests and the stages to and from the edge were captured
+    for plaintext in (b'"kind":"request"', b'"strategy"', b"r0-q0000", b"edge_only", b'"origin"'):
+        assert plaintext not in wire
+
+
+def test_sigterm_stops_the_servers_command_cleanly(servers):
+    configs, running = servers
+    assert running.stop() == 0
+    assert all(running.status(h)["state"] == "stopped" for h in ("edge", "cloud"))
+    assert "run directory:" in running.log.read_text()
