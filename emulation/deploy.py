@@ -89,6 +89,8 @@ class Deployment(_Model):
         if not any(h.role == "device" for h in hosts.values()):
             raise ValueError("deploy.hosts: no host has role 'device'")
         coordinator = self.coordinator
+        if coordinator is None:
+            raise ValueError("deploy.hosts: no host has role 'edge' (the coordinator plans there)")
         if coordinator not in hosts or hosts[coordinator].role != "edge":
             raise ValueError(f"deploy.coordinator: {coordinator!r} is not an edge host of deploy.hosts")
         return self
@@ -114,7 +116,8 @@ def parse_deployment(data: dict, text: str = "", source: str = "deploy file") ->
         loc, msg = _message(exc)
         line = line_of(text, loc) if text else None
         where = f"{source}:{line}" if line else source
-        raise ValueError(f"{where}: {_field_path(loc) or 'deploy file'}: {msg}") from None
+        field = _field_path(loc)  # empty for the checks across fields, whose text names them
+        raise ValueError(f"{where}: {field}: {msg}" if field else f"{where}: {msg}") from None
     try:
         check_resources(deployment)  # type: ignore[arg-type]  # reads .nodes only
     except ValueError as exc:

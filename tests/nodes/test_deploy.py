@@ -68,6 +68,8 @@ def test_without_keys_dir_nodes_speak_plain_tcp(tmp_path):
                 "d1": {"role": "device", "address": "tcp://a:1"}}}, "two hosts share one address"),
     ({"hosts": {"edge": {"role": "edge", "address": "tcp://a:1"},
                 "c": {"role": "cloud", "address": "tcp://b:1"}}}, "no host has role 'device'"),
+    ({"hosts": {"c": {"role": "cloud", "address": "tcp://a:1"},
+                "d1": {"role": "device", "address": "tcp://b:1"}}}, "no host has role 'edge'"),
     ({"hosts": {"edge": {"role": "edge", "address": "10.0.0.1:5555"},
                 "d1": {"role": "device", "address": "tcp://b:1"}}}, "expected tcp://ADDRESS:PORT"),
     ({"hosts": {"edge": {"role": "router", "address": "tcp://a:1"},
