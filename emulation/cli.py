@@ -217,10 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_bench(bench)
 
-    from emulation import calibration, run_command
+    from emulation import calibration, deploy, run_command
 
     calibration.register_cli(sub)
     run_command.register_cli(sub)
+    deploy.register_cli(sub)
     return parser
 
 
