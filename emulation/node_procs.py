@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -75,10 +74,7 @@ class NodeHandle:
         self.limited = False
 
     def start(self) -> None:
-        self.config_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(self.config.model_dump_json(indent=1))
-        argv = [sys.executable, "-m", "nodes.node", "--config", str(self.config_path)]
+        argv = self.config.write_for_launch()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("ab") as log:
             self.process = self.net.popen(self.host, argv, cpu_limited=False, cwd=str(ROOT), env=env,

@@ -73,12 +73,10 @@ class NodeProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.config_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(self.config.model_dump_json(indent=1))
+        argv = self.config.write_for_launch()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "nodes.node", "--config", str(self.config_path)],
+                argv,
                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_die_with_parent,
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -184,6 +185,13 @@ class NodeConfig(_Strict):
     @property
     def records_file(self) -> Path:
         return self.run_dir / "records" / f"{self.host}.jsonl"
+
+    def write_for_launch(self) -> list[str]:
+        """Write this config where the node will read it; the argv that starts the node."""
+        self.config_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(self.model_dump_json(indent=1))
+        return [sys.executable, "-m", "nodes.node", "--config", str(self.config_file)]
 
     @field_validator("scheduler")
     @classmethod
