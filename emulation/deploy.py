@@ -108,16 +108,12 @@ class Deployment(_Model):
 
 def parse_deployment(data: dict, text: str = "", source: str = "deploy file") -> Deployment:
     """Validate a deploy file's tables; ValueError naming the file, line and field."""
-    from emulation.scenario import _field_path, _message, line_of
+    from emulation.scenario import one_line_error
 
     try:
         deployment = Deployment.model_validate(data)
     except ValidationError as exc:
-        loc, msg = _message(exc)
-        line = line_of(text, loc) if text else None
-        where = f"{source}:{line}" if line else source
-        field = _field_path(loc)  # empty for the checks across fields, whose text names them
-        raise ValueError(f"{where}: {field}: {msg}" if field else f"{where}: {msg}") from None
+        raise one_line_error(exc, text, source, whole=None) from None
     try:
         check_resources(deployment)  # type: ignore[arg-type]  # reads .nodes only
     except ValueError as exc:

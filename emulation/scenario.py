@@ -267,15 +267,22 @@ def line_of(text: str, loc: tuple) -> int | None:
     return start + 1 if start >= 0 else None
 
 
+def one_line_error(exc: ValidationError, text: str, source: str, whole: str | None) -> ValueError:
+    """`source:line: field: message` for a pydantic error; `whole` names a check across fields
+    (None: its message names the fields itself)."""
+    loc, msg = _message(exc)
+    line = line_of(text, loc) if text else None
+    where = f"{source}:{line}" if line else source
+    field = _field_path(loc) or whole
+    return ValueError(f"{where}: {field}: {msg}" if field else f"{where}: {msg}")
+
+
 def parse_scenario(data: dict, text: str = "", source: str = "scenario") -> Scenario:
     """Validate a scenario's tables (a dict as TOML gives it); ValueError naming the field."""
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        loc, msg = _message(exc)
-        line = line_of(text, loc) if text else None
-        where = f"{source}:{line}" if line else source
-        raise ValueError(f"{where}: {_field_path(loc) or 'scenario'}: {msg}") from None
+        raise one_line_error(exc, text, source, whole="scenario") from None
     try:
         return check_resources(scenario)
     except ValueError as exc:
