@@ -211,6 +211,10 @@ class EmulatedNetwork:
         """Run one shell command in the host's shell (not thread-safe: main thread only)."""
         return self.node(host).cmd(command)
 
+    def namespace_pid(self, host: str) -> int:
+        """The pid of the host's shell, whose namespaces are the host's (`mnexec -a PID`)."""
+        return self._shell_pids[host]
+
     def popen(self, host: str, argv: list[str], cpu_limited: bool = True,
               **kwargs: object) -> subprocess.Popen:
         """Start a process in the host's namespace (and cgroup); ended by pid at teardown."""

@@ -1,17 +1,18 @@
 """Node processes inside Mininet hosts: configs, start, readiness, CPU limits, stop by pid.
 
 The emulated counterpart of nodes/local_cluster.py.  Every host with a node role (device, edge,
-cloud; not the access point, which only forwards) runs `python -m nodes.node --config FILE`
-through `net.popen`, bound on its own address.  Start-up (importing torch, memory-mapping the
-weights) is not part of any measurement, so a node starts outside its host's CPU limit and is
-moved into the host's cgroup the moment it reports ready, before the workload's t0: the CPU
-share governs the run, not the import time.
+cloud; not the access point, which only forwards) runs a node (`nodes.node.main` on its config
+file), bound on its own address in the host's network namespace.  The nodes are forked from one
+launcher (nodes/launcher.py) that has imported torch and diffusers once, so that they share those
+pages rather than hold a copy each.  Start-up (loading the weights) is not part of any
+measurement, so a node starts outside its host's CPU limit and is moved into the host's cgroup
+the moment it reports ready, before the workload's t0: the CPU share governs the run, not the
+start-up.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -21,6 +22,7 @@ from typing import Any
 from emulation.network import EmulatedNetwork
 from emulation.scenario import NODE_ROLES, Scenario
 from emulation.workload import PlannedRequest
+from nodes.launcher import LaunchedNode, NodeLauncher
 from nodes.node_config import ComputeConfig, NodeConfig, Peer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,23 +64,22 @@ def build_configs(scenario: Scenario, net: EmulatedNetwork, run_dir: Path,
 class NodeHandle:
     """One node process in a Mininet host; its log is <run_dir>/logs/<host>.log."""
 
-    def __init__(self, net: EmulatedNetwork, config: NodeConfig) -> None:
+    def __init__(self, net: EmulatedNetwork, launcher: NodeLauncher, config: NodeConfig) -> None:
         self.net = net
+        self.launcher = launcher
         self.config = config
         self.host = config.host
         self.config_path = config.config_file
         self.log_path = config.log_file
         self.status_path = config.status_file
-        self.process: subprocess.Popen | None = None
+        self.process: LaunchedNode | None = None
         self.ready_at: float | None = None
         self.limited = False
 
     def start(self) -> None:
-        argv = self.config.write_for_launch()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with self.log_path.open("ab") as log:
-            self.process = self.net.popen(self.host, argv, cpu_limited=False, cwd=str(ROOT), env=env,
-                                          stdout=log, stderr=subprocess.STDOUT)
+        self.config.write_for_launch()
+        self.process = self.launcher.spawn(self.host, self.config_path, self.log_path,
+                                           netns_pid=self.net.namespace_pid(self.host))
 
     @property
     def pid(self) -> int | None:

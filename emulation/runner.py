@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from emulation.scenario import Scenario
 from emulation.workload import PlannedRequest, by_device, plan_workload
+from nodes.launcher import NodeLauncher
 from nodes.records import RecordWriter, StageRecord, failed_records, read_records
 
 if TYPE_CHECKING:
@@ -126,56 +127,28 @@ class _Run:
     # ---- the run -------------------------------------------------------------------------------
 
     def execute(self) -> None:
-        from emulation.capture import Capture
         from emulation.network import EmulatedNetwork
-        from emulation.node_procs import NodeHandle, build_configs, node_hosts, stop_all, wait_ready
+        from emulation.node_procs import node_hosts, stop_all
 
         sc = self.scenario
         self._write_manifest()
-        with EmulatedNetwork(sc.topology, run_dir=self.run_dir) as net:
+        # the launcher imports torch and diffusers while the network comes up; it outlives the
+        # network, but every node it forked is stopped before the network goes down
+        launcher = NodeLauncher(self.run_dir)
+        with launcher, EmulatedNetwork(sc.topology, run_dir=self.run_dir) as net:
             self.timings["network_up_s"] = round(time.monotonic() - self.began, 3)
             self.net_manifest = net.manifest()
             hosts = node_hosts(net)
             devices = [h for h, role in hosts.items() if role == "device"]
             self.planned = plan_workload(sc.workload, devices, sc.strategy_names(), sc.run.repetitions)
             self._write_manifest()
-            # infrastructure nodes first (the slow ones: bigger models), then the devices, whose
-            # common t0 is set from how long the infrastructure took to start
-            started = time.monotonic()
-            infra = [h for h, role in hosts.items() if role != "device"]
-            configs = build_configs(sc, net, self.run_dir, {}, None)
-            self.handles = [NodeHandle(net, configs[h]) for h in infra]
-            for handle in self.handles:
-                handle.start()
-            wait_ready(self.handles, sc.run.ready_timeout_s)
-            infra_s = time.monotonic() - started
-            # devices start together on the same CPUs: scale what the infrastructure took by how
-            # many more processes start now, with room to spare (a late device sends late, and
-            # the manifest says by how much)
-            margin = max(5.0, 1.5 * infra_s * max(1.0, len(devices) / max(1, len(infra))))
-            self.timings["infra_ready_s"] = round(infra_s, 3)
-            self.timings["t0_margin_s"] = round(margin, 3)
-            if sc.capture.enabled:  # before any node connects: ZeroMQ connects on first send
-                self.capture = Capture(net, self.run_dir / "pcap", sc.capture.snaplen)
-                self.capture.start()
-            self.t0 = time.time() + margin
-            configs = build_configs(sc, net, self.run_dir, by_device(self.planned), self.t0)
-            device_handles = [NodeHandle(net, configs[h]) for h in devices]
-            self.handles += device_handles
-            for handle in device_handles:
-                handle.start()
-            wait_ready(self.handles, sc.run.ready_timeout_s)
-            self.timings["nodes_ready_s"] = round(time.monotonic() - started, 3)
-            late = {h.host: round(h.ready_at - self.t0, 3) for h in device_handles if h.ready_at > self.t0}
-            if late:
-                log.warning("devices ready after t0 (their first requests go out late): %s", late)
-            self.manifest["devices_ready_after_t0_s"] = late
-            self._write_manifest()
-            script = None
-            if self.during is not None:
-                script = threading.Thread(target=self._run_during, args=(net,), name="during", daemon=True)
-                script.start()
             try:
+                self._start_nodes(net, launcher, hosts)
+                script = None
+                if self.during is not None:
+                    script = threading.Thread(target=self._run_during, args=(net,), name="during",
+                                              daemon=True)
+                    script.start()
                 self._drive()
                 if script is not None:
                     script.join(timeout=sc.run.timeout_s)
@@ -186,8 +159,50 @@ class _Run:
                     self.capture.stop()
                 self.manifest["capture"] = self.capture.manifest() if self.capture else []
                 self._node_statuses()
+                self.manifest["launcher"] = {"pid": launcher.pid, "import_s": launcher.import_s}
         self.timings["run_s"] = round(time.monotonic() - self.began, 3)
         self.status = "completed"
+
+    def _start_nodes(self, net: EmulatedNetwork, launcher: NodeLauncher, hosts: dict[str, str]) -> None:
+        """Infrastructure nodes first (the slow ones: bigger models), then the devices, whose
+        common t0 is set from how long the infrastructure took to start; capture in between."""
+        from emulation.capture import Capture
+        from emulation.node_procs import NodeHandle, build_configs, wait_ready
+
+        sc = self.scenario
+        devices = [h for h, role in hosts.items() if role == "device"]
+        infra = [h for h, role in hosts.items() if role != "device"]
+        launcher.wait_ready()
+        self.timings["launcher_ready_s"] = round(time.monotonic() - self.began, 3)
+        started = time.monotonic()
+        configs = build_configs(sc, net, self.run_dir, {}, None)
+        self.handles = [NodeHandle(net, launcher, configs[h]) for h in infra]
+        for handle in self.handles:
+            handle.start()
+        wait_ready(self.handles, sc.run.ready_timeout_s)
+        infra_s = time.monotonic() - started
+        # devices start together on the same CPUs: scale what the infrastructure took by how
+        # many more processes start now, with room to spare (a late device sends late, and the
+        # manifest says by how much)
+        margin = max(5.0, 1.5 * infra_s * max(1.0, len(devices) / max(1, len(infra))))
+        self.timings["infra_ready_s"] = round(infra_s, 3)
+        self.timings["t0_margin_s"] = round(margin, 3)
+        if sc.capture.enabled:  # before any node connects: ZeroMQ connects on first send
+            self.capture = Capture(net, self.run_dir / "pcap", sc.capture.snaplen)
+            self.capture.start()
+        self.t0 = time.time() + margin
+        configs = build_configs(sc, net, self.run_dir, by_device(self.planned), self.t0)
+        device_handles = [NodeHandle(net, launcher, configs[h]) for h in devices]
+        self.handles += device_handles
+        for handle in device_handles:
+            handle.start()
+        wait_ready(self.handles, sc.run.ready_timeout_s)
+        self.timings["nodes_ready_s"] = round(time.monotonic() - started, 3)
+        late = {h.host: round(h.ready_at - self.t0, 3) for h in device_handles if h.ready_at > self.t0}
+        if late:
+            log.warning("devices ready after t0 (their first requests go out late): %s", late)
+        self.manifest["devices_ready_after_t0_s"] = late
+        self._write_manifest()
 
     def _run_during(self, net: EmulatedNetwork) -> None:
         time.sleep(max(0.0, (self.t0 or 0.0) - time.time()))
@@ -302,7 +317,8 @@ class _Run:
         statuses = {}
         for handle in self.handles:
             s = handle.status() or {}
-            statuses[handle.host] = {k: s.get(k) for k in ("state", "rss_bytes", "uss_bytes", "counts",
+            statuses[handle.host] = {k: s.get(k) for k in ("state", "rss_bytes", "pss_bytes", "uss_bytes",
+                                                           "rss_peak_bytes", "counts",
                                                            "dropped", "model_load_s", "workload")}
             statuses[handle.host]["ready_at"] = handle.ready_at
             statuses[handle.host]["cpu_limited"] = handle.limited

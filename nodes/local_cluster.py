@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from nodes.launcher import LaunchedNode, NodeLauncher
 from nodes.node_config import NodeConfig, Peer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,10 +71,14 @@ class NodeProcess:
         self.config_path = config.config_file
         self.log_path = config.log_file
         self.status_path = config.status_file
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen | LaunchedNode | None = None
 
-    def start(self) -> None:
+    def start(self, launcher: NodeLauncher | None = None) -> None:
+        """A process of its own, or (with `launcher`) one forked from the shared imports."""
         argv = self.config.write_for_launch()
+        if launcher is not None:
+            self.process = launcher.spawn(self.host, self.config_path, self.log_path)
+            return
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 argv,
@@ -137,15 +142,25 @@ class NodeProcess:
 
 
 class LocalCluster:
-    """Start every node, wait until all are ready; stop them all on exit, whatever happened."""
+    """Start every node, wait until all are ready; stop them all on exit, whatever happened.
+    `shared_imports`: fork the nodes from one launcher (nodes/launcher.py) rather than start a
+    process each, as the emulated runner does."""
 
-    def __init__(self, configs: dict[str, NodeConfig]) -> None:
+    def __init__(self, configs: dict[str, NodeConfig], shared_imports: bool = False) -> None:
         self.nodes = {host: NodeProcess(config) for host, config in configs.items()}
+        self.launcher: NodeLauncher | None = None
+        if shared_imports:
+            run_dirs = {config.run_dir for config in configs.values()}
+            if len(run_dirs) != 1:
+                raise ValueError("shared_imports needs every node in one run directory")
+            self.launcher = NodeLauncher(run_dirs.pop())
 
     def __enter__(self) -> LocalCluster:
         try:
+            if self.launcher is not None:
+                self.launcher.start()
             for node in self.nodes.values():
-                node.start()
+                node.start(self.launcher)
             for node in self.nodes.values():
                 node.wait_for({"ready", "running"}, timeout=120)
         except BaseException:
@@ -157,7 +172,10 @@ class LocalCluster:
         self.stop()
 
     def stop(self) -> dict[str, int]:
-        return {host: node.stop() for host, node in self.nodes.items()}
+        codes = {host: node.stop() for host, node in self.nodes.items()}
+        if self.launcher is not None:
+            self.launcher.close()
+        return codes
 
     def wait_workload(self, timeout: float) -> dict[str, dict[str, Any]]:
         """The status of every device once its workload has ended (all requests recorded)."""

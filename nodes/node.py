@@ -19,6 +19,7 @@ and at exit). SIGTERM or SIGINT: every thread stops, sockets close with linger 0
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -142,10 +143,18 @@ def connect_endpoint(bind: str) -> str:
 
 
 def rss_figures() -> dict[str, int]:
+    """Resident memory: all of it (RSS, which counts pages shared with other processes in full),
+    this process's proportional share (PSS), what only it holds (USS), and the RSS high-water mark."""
     import psutil
 
-    info = psutil.Process().memory_full_info()
-    return {"rss_bytes": info.rss, "uss_bytes": info.uss, "pss_bytes": getattr(info, "pss", 0)}
+    process = psutil.Process()
+    info = process.memory_full_info()
+    figures = {"rss_bytes": info.rss, "uss_bytes": info.uss, "pss_bytes": getattr(info, "pss", 0)}
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open(f"/proc/{process.pid}/status") as f:
+            status = f.read()
+        figures["rss_peak_bytes"] = int(status.split("VmHWM:")[1].split()[0]) * 1024
+    return figures
 
 
 class Node:
