@@ -50,8 +50,10 @@ class Capture:
         for li in self.net.links:
             cap = LinkCapture(li.name, li.a, li.intf_a, self.dir / f"{li.name}.{li.intf_a}.pcap",
                               self.dir / f"{li.name}.{li.intf_a}.log")
-            argv = [tcpdump, "-i", cap.interface, "-n", "-U", "-Z", "root", "-s", str(self.snaplen),
-                    "-w", str(cap.path)]
+            # --immediate-mode: otherwise TPACKET_V3 hands packets over per block or after a 1 s
+            # timeout, and those of the last second are still in the ring when tcpdump is stopped
+            argv = [tcpdump, "-i", cap.interface, "-n", "-U", "--immediate-mode", "-Z", "root",
+                    "-s", str(self.snaplen), "-w", str(cap.path)]
             with cap.log_path.open("wb") as log:
                 cap.process = self.net.popen(cap.host, argv, cpu_limited=False, stdout=log, stderr=log)
             self.links.append(cap)

@@ -115,6 +115,8 @@ def test_traffic_accounting(run):
     assert report["ratio"]["mean"] == pytest.approx(1.0, abs=0.10)
     messages = result.traffic.dropna(subset=["request_id"])
     assert set(messages["request_id"]) == set(result.requests["request_id"])  # every request on the wire
+    for link in result.manifest["capture"]:  # none left in the kernel's ring when tcpdump stopped
+        assert link["captured"] == link["received_by_filter"] and link["dropped_by_kernel"] == 0, link
     # recomputed here for the state-carrying messages without a retransmission, from the records
     from analysis.run_report import HEADER_BYTES, _records_bytes, message_traffic
 
