@@ -1,4 +1,4 @@
-"""`edgestage bench topology` and `edgestage bench fidelity`: wiring for the CLI's bench group.
+"""`edgestage bench topology|fidelity|memory`: wiring for the CLI's bench group.
 
 The CLI calls `register_bench(bench)` with its `bench` sub-parsers; each command prints a
 human-readable summary, or JSON with `--json`.
@@ -20,6 +20,11 @@ def register_bench(bench: argparse._SubParsersAction) -> None:
     f.add_argument("--duration", type=float, default=2.0)
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=_fidelity)
+    m = bench.add_parser("memory", help="node processes' memory: forked from the launcher vs one by one")
+    m.add_argument("--devices", type=int, default=4)
+    m.add_argument("--mode", choices=("shared", "separate", "both"), default="both")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=_memory)
 
 
 def _topology(args: argparse.Namespace) -> int:
@@ -38,3 +43,20 @@ def _fidelity(args: argparse.Namespace) -> int:
         raise ValueError(f"--duration: {args.duration} is outside (0, 60] seconds")
     argv = ["--impairment", args.impairment, "--duration", str(args.duration)]
     return bench_fidelity.main(argv + (["--json"] if args.json else []))
+
+
+def _memory(args: argparse.Namespace) -> int:
+    import json
+
+    import pandas as pd
+
+    from nodes.memory_bench import MODES, bench_memory
+
+    if not 1 <= args.devices <= 64:
+        raise ValueError(f"--devices must be in 1..64, got {args.devices}")
+    rows = bench_memory(args.devices, MODES if args.mode == "both" else (args.mode,))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(pd.DataFrame(rows).set_index("mode").T.to_string())
+    return 0

@@ -8,9 +8,9 @@ node; the children share the imported pages copy-on-write and own only what they
 child enters its Mininet host's network namespace (setns) before it runs `nodes.node.main`, so
 it is the same node process, on the same address, as `python -m nodes.node` started in the host.
 
-Node processes also do without two packages that diffusers imports eagerly when they are
-installed but that no stage uses (`UNUSED_IN_NODES`): diffusers treats them as absent, as on an
-install without them, which saves about 60 MB in the launcher and in every child.
+Node processes also do without scipy, which diffusers imports eagerly when it is installed (for
+optional sigma schedules) but which no stage uses: diffusers treats it as absent, as on an
+install without it, which saves about 55 MB in the launcher and in every child.
 
 The launcher is driven over its stdin and stdout, one JSON object per line:
     in:  {"op": "spawn", "host": NAME, "config": FILE, "log": FILE, "netns_pid": PID or null}
@@ -45,9 +45,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# diffusers imports these when it finds them (scipy.stats for optional beta sigmas, accelerate
-# for quantizer helpers); no stage runs either, and a None entry in sys.modules makes them absent
-UNUSED_IN_NODES = ("scipy", "accelerate")
+# a None entry in sys.modules makes a package absent to importlib.util.find_spec and to import
+UNUSED_IN_NODES = ("scipy",)
 # everything a node imports, also lazily: after the fork nothing heavy is imported again
 PRELOAD = ("nodes.node", "nodes.worker", "nodes.device", "nodes.coordinator", "nodes.executor",
            "nodes.model_zoo", "nodes.schedulers", "nodes.samples", "nodes.records", "nodes.compute",
