@@ -135,3 +135,12 @@ def format_accuracy(headline: dict[str, Any]) -> str:
             f"latency parts add up (within 2 %): {headline.get('latency_parts_within_2pct', '-')}\n"
             f"wire bytes / (payload + 66 B per packet), p50: "
             f"{fmt(headline.get('wire_accounting_ratio_p50'), '.3f')}  (details: accuracy.json)")
+
+
+def format_memory(memory: dict[str, Any]) -> str:
+    """One line: the node processes' memory while all were up (summary.json's node_memory)."""
+    if not memory:
+        return "node memory: not measured (no node was running)"
+    return (f"node memory, MB, all nodes up: PSS per node median {memory['node_pss_median_mb']:.0f}, "
+            f"max {memory['node_pss_max_mb']:.0f} (RSS max {memory['node_rss_max_mb']:.0f}, shared pages "
+            f"counted in full); nodes and launcher together {memory['total_pss_mb']:.0f}")

@@ -30,10 +30,11 @@ def _run(args: argparse.Namespace) -> int:
     result = run_scenario(scenario, Path(args.out) if args.out else None, progress=not args.quiet,
                           quality=not args.no_quality)
     if args.quiet:
-        from analysis.summary import format_accuracy, format_table
+        from analysis.summary import format_accuracy, format_memory, format_table
 
         title = f"{scenario.name}: {result.summary['status']}"
         print(format_table(result.summary["strategies"], title=title))
         print(format_accuracy(result.summary["accuracy"]))
+        print(format_memory(result.summary["node_memory"]))
     print(f"run directory: {result.run_dir}")
     return 0

@@ -41,6 +41,7 @@ from tqdm import tqdm
 from emulation.scenario import Scenario
 from emulation.workload import PlannedRequest, by_device, plan_workload
 from nodes.launcher import NodeLauncher
+from nodes.memory import nodes_memory
 from nodes.records import RecordWriter, StageRecord, failed_records, read_records
 
 if TYPE_CHECKING:
@@ -121,6 +122,7 @@ class _Run:
         self.t0: float | None = None
         self._seen: set[str] = set()
         self._offsets: dict[Path, int] = {}
+        self.memory: dict[str, Any] = {}
         self._runner_writer: RecordWriter | None = None
         self._last_parquet = 0.0
 
@@ -153,6 +155,10 @@ class _Run:
                 if script is not None:
                     script.join(timeout=sc.run.timeout_s)
             finally:
+                # the nodes' memory while all of them are still up (nodes/memory.py)
+                self.memory = nodes_memory({h.host: h.pid for h in self.handles if h.pid is not None},
+                                           launcher.pid)
+                self.manifest["memory"] = self.memory
                 exit_codes = stop_all(self.handles)
                 self.manifest["node_exit_codes"] = exit_codes
                 if self.capture is not None:
@@ -328,7 +334,7 @@ class _Run:
 
     def finish(self, quality: bool, traffic: bool) -> RunResult:
         from analysis.run_report import accuracy_report
-        from analysis.summary import format_accuracy, format_table, summarize
+        from analysis.summary import format_accuracy, format_memory, format_table, summarize
         from analysis.traffic import empty_traffic, parse_run_traffic
 
         if self.planned and self.t0 is not None:
@@ -350,7 +356,8 @@ class _Run:
         accuracy = accuracy_report(measured, frame, self.net_manifest)
         (self.run_dir / "accuracy.json").write_text(json.dumps(accuracy, indent=1, default=_json))
         document = {"scenario": self.scenario.name, "status": self.status, "strategies": summary,
-                    "accuracy": accuracy.get("headline", {})}
+                    "accuracy": accuracy.get("headline", {}),
+                    "node_memory": {k: v for k, v in self.memory.items() if k not in ("nodes", "launcher")}}
         (self.run_dir / "summary.json").write_text(json.dumps(document, indent=1, default=_json))
         with contextlib.suppress(OSError, ValueError):  # written by the network's teardown
             self.manifest["cpu_stats"] = json.loads((self.run_dir / "cpu_stats.json").read_text())
@@ -358,6 +365,7 @@ class _Run:
         if self.progress or self.status != "completed":
             print(format_table(summary, title=f"{self.scenario.name}: {self.status}"))
             print(format_accuracy(accuracy.get("headline", {})))
+            print(format_memory(document["node_memory"]))
         return RunResult(self.run_dir, requests, frame, document, self.manifest, accuracy, self.planned)
 
     def _write_manifest(self) -> None:

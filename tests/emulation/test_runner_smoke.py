@@ -81,6 +81,20 @@ def test_run_directory_contents(run):
         assert 0 <= entry["class_accuracy"] <= 1 and entry["fid"] is not None
 
 
+def test_nodes_are_forked_from_one_launcher_and_share_its_pages(run):
+    _, result, _ = run
+    memory = result.manifest["memory"]
+    hosts = result.manifest["network"]["hosts"]
+    node_hosts = {h["name"] for h in hosts if h["role"] in ("device", "edge", "cloud")}
+    assert set(memory["nodes"]) == node_hosts and memory["launcher"]["pss_mb"] > 0
+    # every node maps torch and diffusers, but the launcher's copy: its own share is a fraction
+    assert memory["node_pss_max_mb"] < memory["node_rss_median_mb"] / 2, memory
+    assert memory["total_pss_mb"] < memory["node_rss_median_mb"] * len(node_hosts) / 2, memory
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["node_memory"]["total_pss_mb"] == memory["total_pss_mb"]
+    assert result.manifest["launcher"]["import_s"] > 0
+
+
 def test_pcaps_are_readable_by_tshark(run):
     _, result, _ = run
     for cap in result.manifest["capture"]:

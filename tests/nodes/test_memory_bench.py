@@ -15,7 +15,7 @@ def test_shared_nodes_take_a_fraction_of_the_memory_of_separate_ones():
     assert shared["requests_failed"] == separate["requests_failed"] == 0
     # the imports (~300 MB) are held once rather than once per node
     assert shared["total_pss_mb"] < 0.6 * separate["total_pss_mb"], (shared, separate)
-    assert shared["uss_max_mb"] < separate["uss_median_mb"] / 3, (shared, separate)
+    assert shared["node_uss_max_mb"] < separate["node_uss_median_mb"] / 3, (shared, separate)
     assert shared["launcher_pss_mb"] > 0 and separate["launcher_pss_mb"] is None
 
 
