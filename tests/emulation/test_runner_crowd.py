@@ -1,0 +1,28 @@
+"""64 devices on one machine (root): scenarios/crowd.toml brings up 64 device hosts plus the access
+point, edge server and cloud, forks 66 node processes from one launcher into their namespaces, and
+every device's requests (one per strategy) are served; together the nodes take a fraction of 66 separate processes."""
+
+from pathlib import Path
+
+import pytest
+
+from emulation.runner import run_scenario
+from emulation.scenario import load_scenario
+
+pytestmark = pytest.mark.root
+ROOT = Path(__file__).resolve().parents[2]
+CROWD = ROOT / "scenarios" / "crowd.toml"
+
+
+def test_64_devices_each_with_a_node_all_served(tmp_path, nothing_left_after):
+    result = run_scenario(load_scenario(CROWD), tmp_path / "run", progress=False, quality=False)
+    hosts = {h["name"] for h in result.manifest["network"]["hosts"]}
+    nothing_left_after.update(hosts)
+    requests = result.requests.groupby("request_id").first()
+    assert len(requests) == 256 and set(requests["device"]) == {f"d{i}" for i in range(1, 65)}
+    assert (requests["outcome"] == "ok").all(), requests["reason"].dropna().tolist()
+    memory = result.manifest["memory"]
+    assert len(memory["nodes"]) == 66
+    # 66 processes that each map ~300 MB of torch and diffusers, held about once
+    assert memory["total_pss_mb"] < 66 * memory["node_rss_median_mb"] / 4, memory
+    assert set(result.manifest["node_exit_codes"].values()) == {0}
