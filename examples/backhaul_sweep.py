@@ -32,6 +32,7 @@ def main() -> None:
     for rate in args.rates:
         data = copy.deepcopy(base)
         data["topology"]["backhaul"]["bw"] = rate
+        data["name"] = f"backhaul-{rate:g}mbit"
         result = run_scenario(parse_scenario(data), Path(args.out) / f"bw-{rate:g}", quality=False)
         per_request = result.requests.drop_duplicates("request_id")
         done = per_request[per_request["outcome"] == "ok"]
