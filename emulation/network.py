@@ -6,7 +6,8 @@
     spec = load_topology("scenarios/default.toml")
     with EmulatedNetwork(spec, run_dir="runs/x") as net:
         net.hosts["d1"]                    # HostInfo(name, role, ip, cpu)
-        p = net.popen("edge", ["python", "-m", "nodes.node", ...])   # tracked, CPU-limited
+        p = net.popen("edge", ["iperf3", "-s"])   # in edge's namespace: tracked, CPU-limited
+        net.namespace_pid("edge")          # whose namespaces are edge's (the node launcher uses it)
         net.cmd("d1", "ip route")          # one shell command in d1's namespace (main thread)
         net.set_link("d1", "ap", bw=5, delay_ms=30)    # live, logged with a timestamp
         net.link_down("d1", "ap"); net.link_up("d1", "ap")

@@ -63,7 +63,8 @@ def loopback_configs(run_dir: Path, hosts: dict[str, dict[str, Any]], coordinato
 
 
 class NodeProcess:
-    """One `python -m nodes.node` process; its log goes to <run_dir>/logs/<host>.log."""
+    """One node process, `python -m nodes.node` or forked from a launcher; its log goes to
+    <run_dir>/logs/<host>.log."""
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config

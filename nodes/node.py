@@ -1,4 +1,5 @@
-"""The node process: one per Mininet host, `python -m nodes.node --config FILE.json`.
+"""The node process: one per Mininet host, `python -m nodes.node --config FILE.json`, or `main()`
+in a child forked by the node launcher (nodes/launcher.py), as the runner does.
 
 Threads, each with its own ZeroMQ sockets (a socket is never shared across threads):
     receiver     the PULL inbox bound on this host's endpoint; stamps the arrival time, checks the

@@ -1,6 +1,7 @@
 """64 devices on one machine (root): scenarios/crowd.toml brings up 64 device hosts plus the access
 point, edge server and cloud, forks 66 node processes from one launcher into their namespaces, and
-every device's requests (one per strategy) are served; together the nodes take a fraction of 66 separate processes."""
+every device's requests (one per strategy) are served; together the nodes take a fraction of what
+66 separate processes would."""
 
 from pathlib import Path
 
