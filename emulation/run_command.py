@@ -1,4 +1,5 @@
-"""`edgestage run SCENARIO [--out DIR]`: a thin layer over emulation.runner.run_scenario."""
+"""`edgestage run SCENARIO [--out DIR]` and `edgestage report RUN_DIR`: thin layers over
+emulation.runner.run_scenario and analysis.report.write_report."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--check", action="store_true", help="validate the scenario and exit")
     p.set_defaults(func=_run)
+    p = sub.add_parser("report", help="(re)write a run directory's report.md and plots/")
+    p.add_argument("run_dir", help="a run directory, e.g. runs/default-20261127-120000")
+    p.set_defaults(func=_report)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -37,4 +41,11 @@ def _run(args: argparse.Namespace) -> int:
         print(format_accuracy(result.summary["accuracy"]))
         print(format_memory(result.summary["node_memory"]))
     print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from analysis.report import write_report
+
+    print(write_report(args.run_dir))  # ValueError on a directory that holds no run: exit 2
     return 0

@@ -333,6 +333,7 @@ class _Run:
     # ---- the end -------------------------------------------------------------------------------------
 
     def finish(self, quality: bool, traffic: bool) -> RunResult:
+        from analysis.report import write_report
         from analysis.run_report import accuracy_report
         from analysis.summary import format_accuracy, format_memory, format_table, summarize
         from analysis.traffic import empty_traffic, parse_run_traffic
@@ -362,6 +363,10 @@ class _Run:
         with contextlib.suppress(OSError, ValueError):  # written by the network's teardown
             self.manifest["cpu_stats"] = json.loads((self.run_dir / "cpu_stats.json").read_text())
         self._write_manifest()
+        try:
+            write_report(self.run_dir)
+        except Exception as exc:  # the run's data is written; a failed figure must not lose it
+            log.warning("report.md not written: %s (edgestage report %s)", exc, self.run_dir)
         if self.progress or self.status != "completed":
             print(format_table(summary, title=f"{self.scenario.name}: {self.status}"))
             print(format_accuracy(accuracy.get("headline", {})))

@@ -106,6 +106,11 @@ def test_doctor_json_reports_machine_and_models():
     assert all(len(m["sha256"]) == 64 and m["weights_bytes"] > 0 for m in report["models"])
 
 
+def test_report_of_a_directory_without_a_run_is_exit_2_nothing_written(tmp_path):
+    assert_bad_input(run("report", str(tmp_path)), "is not a run directory")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unknown_subcommand_is_exit_2():
     done = run("frobnicate")
     assert done.returncode == 2 and "invalid choice" in done.stderr

@@ -6,7 +6,9 @@ model: its images must equal the unsplit local run's (nothing lost in transit)."
 
 import json
 import os
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -79,6 +81,24 @@ def test_run_directory_contents(run):
         assert entry["done"] == 2 and entry["failed"] == 0, name
         assert entry["latency_p50_s"] > 0 and entry["wire_bytes_per_image"] > 0
         assert 0 <= entry["class_accuracy"] <= 1 and entry["fid"] is not None
+
+
+def test_the_report_shows_every_strategy_and_links_its_figures(run):
+    scenario, result, _ = run
+    report = (result.run_dir / "report.md").read_text()
+    for name in scenario.strategies:
+        assert f"| {name} " in report, name
+    figures = re.findall(r"!\[[^]]*\]\(([^)]+)\)", report)
+    names = ("cost_and_quality", "latency_cdf", "latency_parts")
+    assert sorted(figures) == [f"plots/{name}.png" for name in names]
+    for figure in figures:
+        assert (result.run_dir / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    before = (result.run_dir / "report.md").stat().st_mtime_ns
+    done = subprocess.run([sys.executable, "-m", "emulation.cli", "report", str(result.run_dir)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == str(result.run_dir / "report.md")
+    assert (result.run_dir / "report.md").stat().st_mtime_ns >= before
+    assert (result.run_dir / "report.md").read_text() == report  # the same run, the same report
 
 
 def test_nodes_are_forked_from_one_launcher_and_share_its_pages(run):
