@@ -1,5 +1,6 @@
-"""`edgestage run SCENARIO [--out DIR]` and `edgestage report RUN_DIR`: thin layers over
-emulation.runner.run_scenario and analysis.report.write_report."""
+"""`edgestage run SCENARIO`, `edgestage sweep SCENARIO --set FIELD=V1,V2` and `edgestage report
+RUN_DIR`: thin layers over emulation.runner.run_scenario, emulation.sweep.run_sweep and
+analysis.report.write_report."""
 
 from __future__ import annotations
 
@@ -16,6 +17,14 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--check", action="store_true", help="validate the scenario and exit")
     p.set_defaults(func=_run)
+    p = sub.add_parser("sweep", help="one run per value of a scenario field, a table across them (root)")
+    p.add_argument("scenario", help="scenario file (.toml)")
+    p.add_argument("--set", required=True, dest="assignment", metavar="FIELD=V1,V2,...",
+                   help="a dotted scenario field and its values, e.g. topology.backhaul.bw=2,10,50")
+    p.add_argument("--out", help="sweep directory to create (default: runs/<scenario>-sweep-<time>)")
+    p.add_argument("--no-quality", action="store_true", help="skip FID/KID/class accuracy")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_sweep)
     p = sub.add_parser("report", help="(re)write a run directory's report.md and plots/")
     p.add_argument("run_dir", help="a run directory, e.g. runs/default-20261127-120000")
     p.set_defaults(func=_report)
@@ -48,4 +57,20 @@ def _report(args: argparse.Namespace) -> int:
     from analysis.report import write_report
 
     print(write_report(args.run_dir))  # ValueError on a directory that holds no run: exit 2
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    import time
+
+    from emulation.sweep import parse_assignment, run_sweep, variants
+
+    field, values = parse_assignment(args.assignment)
+    variants(args.scenario, field, values)  # every value checked before anything starts
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else Path("runs") / f"{Path(args.scenario).stem}-sweep-{stamp}"
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    table = run_sweep(args.scenario, field, values, out, quality=not args.no_quality, progress=not args.quiet)
+    print(table.drop(columns="run_dir").to_string(index=False))
+    print(f"sweep directory: {out} (sweep.csv, sweep.png, one run directory per value)")
     return 0

@@ -294,6 +294,12 @@ def parse_scenario(data: dict, text: str = "", source: str = "scenario") -> Scen
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read and check a scenario file; nothing is started."""
+    data, text = scenario_tables(path)
+    return parse_scenario(data, text, str(path))
+
+
+def scenario_tables(path: str | Path) -> tuple[dict, str]:
+    """A scenario file's tables, with its relative paths resolved, and its text (not yet checked)."""
     from topologies.spec import _resolve_traces  # trace paths are relative to the file
 
     p = Path(path)
@@ -316,7 +322,7 @@ def load_scenario(path: str | Path) -> Scenario:
         if not prof.is_absolute() and not prof.exists() and (p.parent / prof).exists():
             nodes_table["profiles_file"] = str(p.parent / prof)
     data.setdefault("name", p.stem)
-    return parse_scenario(data, text, str(p))
+    return data, text
 
 
-__all__ = ["Scenario", "load_scenario", "parse_scenario", "line_of", "NODE_ROLES"]
+__all__ = ["Scenario", "load_scenario", "parse_scenario", "scenario_tables", "line_of", "NODE_ROLES"]
