@@ -138,7 +138,8 @@ def plot_latency_parts(requests: pd.DataFrame, path: Path) -> Path:
 
 
 def plot_cost_and_quality(strategies: dict[str, dict[str, Any]], path: Path) -> Path:
-    frame = pd.DataFrame.from_dict(strategies, orient="index")
+    frame = pd.DataFrame.from_dict(strategies, orient="index").reindex(
+        columns=["latency_p50_s", "wire_bytes_per_image", "fid", "class_accuracy"])  # quality may be off
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, (cost, cost_label) in zip(axes, (("latency_p50_s", "p50 latency (s)"),
                                              ("wire_bytes_per_image", "bytes on the wire per image")),
