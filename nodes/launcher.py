@@ -358,7 +358,9 @@ class NodeLauncher:
         return node
 
     def signal(self, node: LaunchedNode, sig: int) -> None:
-        self._send({"op": "signal", "pid": node.pid, "signal": int(sig)})
+        # a launcher that is gone has taken its children with it: nothing left to signal
+        with contextlib.suppress(RuntimeError, OSError, ValueError):
+            self._send({"op": "signal", "pid": node.pid, "signal": int(sig)})
 
     def close(self, timeout: float = STOP_GRACE_S + 10) -> int | None:
         """End of input: the launcher stops every node it forked, then exits."""
