@@ -69,6 +69,7 @@ bench: setup
 	$(BIN)/edgestage bench models
 	$(BIN)/edgestage bench topology
 	$(BIN)/edgestage bench fidelity
+	$(BIN)/edgestage bench memory
 
 # What CI can check of the VM without booting one (tests/test_vagrant.py runs the same).
 check-vagrant:
