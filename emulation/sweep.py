@@ -125,6 +125,8 @@ def plot_sweep(table: pd.DataFrame, field: str, path: Path) -> Path:
               ("fid", "FID (lower is better)"))
     positions = {v: i for i, v in enumerate(dict.fromkeys(table[field]))}
     for ax, (column, label) in zip(axes, panels, strict=True):
+        if table[column].isna().all():
+            ax.text(0.5, 0.5, "not measured in these runs", ha="center", va="center", transform=ax.transAxes)
         for strategy, group in table.groupby("strategy", sort=False):
             x = group[field] if numeric else group[field].map(positions)
             ax.plot(x, group[column].astype(float), marker="o", label=strategy)
