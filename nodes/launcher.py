@@ -61,7 +61,8 @@ def _libc() -> ctypes.CDLL:
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
-    """This process gets `sig` when the thread that started it exits (Linux)."""
+    """This process gets `sig` when the thread that started it exits (Linux); as a `preexec_fn`,
+    a killed test run or runner cannot leave the process it starts behind."""
     _libc().prctl(_PR_SET_PDEATHSIG, sig)
 
 

@@ -12,13 +12,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from nodes.launcher import LaunchedNode, NodeLauncher
+from nodes.launcher import LaunchedNode, NodeLauncher, die_with_parent
 from nodes.node_config import NodeConfig, Peer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,16 +33,6 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the process that started us dies (Linux), so that a
-    killed test run cannot leave node processes behind."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def loopback_configs(run_dir: Path, hosts: dict[str, dict[str, Any]], coordinator: str = "edge",
@@ -84,7 +73,7 @@ class NodeProcess:
             self.process = subprocess.Popen(
                 argv,
                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_die_with_parent,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=die_with_parent,
             )
 
     @property

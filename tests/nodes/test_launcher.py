@@ -16,6 +16,7 @@ import pytest
 from nodes.generation import generate
 from nodes.launcher import NodeLauncher
 from nodes.local_cluster import ROOT, LocalCluster, Probe, loopback_configs
+from nodes.memory import process_memory
 from nodes.plan import parse_plan
 from nodes.samples import load_samples
 
@@ -32,16 +33,6 @@ EXPECTED_UNSPLIT = {"cloud_only": "large:0-8", "edge_only": "small:0-8", "fixed_
 def _workload() -> list[dict]:
     strategies = 2 * list(STRATEGIES)
     return [{"at_s": 0.2 * i, "n": 4, "seed": 40 + i, "strategy": s} for i, s in enumerate(strategies)]
-
-
-def _memory(pid: int) -> dict[str, float]:
-    """MB from /proc/PID/smaps_rollup: Rss, Pss and Uss (private clean + dirty)."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        name, value, *_ = line.split()
-        fields[name.rstrip(":")] = int(value) / 1024
-    uss = fields["Private_Clean"] + fields["Private_Dirty"]
-    return {"rss": fields["Rss"], "pss": fields["Pss"], "uss": uss}
 
 
 def _alive(pid: int) -> bool:
@@ -90,7 +81,7 @@ def test_forked_nodes_serve_the_same_images_as_an_unsplit_local_run(cluster):
 
 def test_nodes_share_the_imported_pages(cluster):
     for node in cluster.nodes.values():
-        memory = _memory(node.pid)
+        memory = process_memory(node.pid)
         # torch and diffusers are mapped in every node, but held once: a node owns a small part
         assert memory["uss"] < memory["rss"] / 3, (node.host, memory)
         assert memory["pss"] < memory["rss"] / 2, (node.host, memory)
