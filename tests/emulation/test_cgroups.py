@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from emulation.cgroups import PERIOD_US, CgroupV2, cgroup_version, make_cpu_limiter
+from emulation.cgroups import (
+    PERIOD_US,
+    CgroupV2,
+    cgroup_version,
+    group_name,
+    make_cpu_limiter,
+    owner_alive,
+    process_start,
+    remove_stale,
+)
 from emulation.network import EmulatedNetwork
 from topologies.spec import parse_topology
 
@@ -85,3 +95,60 @@ def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_group_names_are_unique_and_say_whether_their_owner_lives() -> None:
+    a, b = group_name(), group_name()
+    assert a != b and a.startswith(f"edgestage-{os.getpid()}.")
+    assert owner_alive(a)
+    pid, start = os.getpid(), process_start(os.getpid())
+    assert not owner_alive(f"edgestage-{pid}.{start + 1}-1")  # same pid, another process: pids wrap
+    dead = _dead_pid()
+    assert not owner_alive(f"edgestage-{dead}.{start}-3")
+    assert not owner_alive(f"edgestage-{dead}-3")  # the names of earlier versions
+    assert owner_alive("edgestage-something-else")  # not a name of ours: never touched
+
+
+def test_stale_groups_of_owners_that_are_gone_are_removed(tmp_path: Path) -> None:
+    root = tmp_path / "cpu"
+    stale = root / f"edgestage-{_dead_pid()}.1-1"
+    (stale / "d1").mkdir(parents=True)
+    live = root / group_name()
+    (live / "d1").mkdir(parents=True)
+    foreign = root / "other-tool"
+    foreign.mkdir()
+    assert remove_stale(root) == [stale.name]
+    assert not stale.exists() and live.exists() and foreign.exists()
+
+
+@pytest.mark.root
+def test_a_killed_owner_leaves_no_cgroup_behind() -> None:
+    """SIGKILL of the process that made the groups (e.g. `edgestage run`): its watcher ends
+    the processes in them and removes the tree."""
+    if cgroup_version() == "none":
+        pytest.skip("no cgroup CPU controller on this machine")
+    script = ("import subprocess, sys, time\n"
+              "from emulation.cgroups import make_cpu_limiter\n"
+              "lim = make_cpu_limiter()\n"
+              "lim.limit('h1', 0.5)\n"
+              "member = subprocess.Popen(lim.wrap('h1', ['sleep', '600']))\n"
+              "time.sleep(0.5)\n"
+              "print(lim.group, member.pid, flush=True)\n"
+              "time.sleep(600)\n")
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parents[2])
+    group, member = owner.stdout.readline().split()
+    assert Path(group, "h1").is_dir() and member in Path(group, "h1", "cgroup.procs").read_text().split()
+    owner.kill()
+    owner.wait()
+    deadline = time.monotonic() + 15
+    while Path(group).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(group).exists()
+    assert process_start(int(member)) is None
