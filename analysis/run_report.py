@@ -187,13 +187,15 @@ def accuracy_report(requests: pd.DataFrame, traffic: pd.DataFrame, network: dict
     if requests.empty or not network:
         return {"headline": {}}
     tr = transfers(requests, network, cold_messages(traffic))
-    warm = tr[~tr["cold_connection"]]
+    # astype(bool): an empty object column would otherwise be read as a list of column names
+    cold = tr["cold_connection"].astype(bool)
+    warm = tr[~cold]
     state = warm[warm["transfer"].isin(["state", "result"])]
     report["transfer_ratio"] = {
         "note": "measured / (message bytes / bottleneck bw + sum of one-way delays); warm: the "
                 "message was not the first on its TCP connection (cold ones include the handshakes)",
         "warm": _stats(warm["ratio"]),
-        "cold": _stats(tr[tr["cold_connection"]]["ratio"]),
+        "cold": _stats(tr[cold]["ratio"]),
         "warm_by_transfer": {k: _stats(g["ratio"]) for k, g in warm.groupby("transfer")},
         "warm_state_by_path": {k: {**_stats(g["ratio"]),
                                    "message_bytes_mean": g["message_bytes"].astype(float).mean()}
