@@ -1,0 +1,34 @@
+"""accuracy.json on runs in which nothing, or not everything, was done (no root needed)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analysis.run_report import accuracy_report
+from nodes.records import StageRecord, failed_records
+
+NETWORK = {"hosts": [{"name": "edge", "role": "edge"}, {"name": "cloud", "role": "cloud"},
+                     {"name": "d1", "role": "device"}],
+           "links": [{"link": "d1-edge", "a": "d1", "b": "edge", "bw": 10, "delay": "5ms"},
+                     {"link": "edge-cloud", "a": "edge", "b": "cloud", "bw": 50, "delay": "10ms"}]}
+
+
+def _failed(request_id: str, plan: str | None) -> list[dict]:
+    note = {"request_id": request_id, "device": "d1", "strategy": "cloud_only", "n": 2, "seed": 1,
+            "scheduler": "ddim", "steps": 10, "deadline_s": None, "t_scheduled": 1.0, "t_request_sent": 1.0}
+    return [r.model_dump() for r in failed_records(note, "timeout: no result within 5 s", plan)]
+
+
+def test_a_run_in_which_every_request_failed_has_an_accuracy_report() -> None:
+    rows = _failed("r0", "large:0-10@cloud") + _failed("r1", None)
+    frame = pd.DataFrame(rows, columns=list(StageRecord.model_fields))
+    report = accuracy_report(frame, pd.DataFrame(), NETWORK)
+    assert report["transfers"] == []
+    assert report["latency_parts"] == {"requests": 0, "within_2pct": 0, "max_relative_error": None}
+    assert report["headline"]["latency_parts_within_2pct"] == "0/0"
+    assert report["headline"]["state_transfer_ratio_warm_p50"] is None
+
+
+def test_an_empty_run_has_an_empty_headline() -> None:
+    frame = pd.DataFrame(columns=list(StageRecord.model_fields))
+    assert accuracy_report(frame, pd.DataFrame(), NETWORK) == {"headline": {}}
