@@ -90,12 +90,19 @@ class RandomWaypoint:
 
 
 class LinkDynamics(threading.Thread):
-    """Applies scheduled link changes of one EmulatedNetwork until stopped."""
+    """Applies scheduled link changes of one EmulatedNetwork until stopped.
+
+    Times (events, trace steps, channel updates) count from the clock's origin, a wall-clock
+    time given by `set_origin`: a run sets it to its first measured request, so an event at
+    `at = 12` happens 12 s into the measured workload whatever the start-up and warm-up took.
+    Until the origin is set nothing changes and the links are as configured."""
 
     def __init__(self, net: object) -> None:
         super().__init__(name="edgestage-link-dynamics", daemon=True)
         self.net = net
         self._stop_event = threading.Event()
+        self._origin_set = threading.Event()
+        self.origin: float | None = None  # time.time() of t = 0
         self._heap: list[tuple[float, int, str, object]] = []
         self._seq = itertools.count()
         self.errors: list[str] = []
@@ -125,13 +132,23 @@ class LinkDynamics(threading.Thread):
     def _push(self, t: float, kind: str, payload: object) -> None:
         heapq.heappush(self._heap, (t, next(self._seq), kind, payload))
 
+    def set_origin(self, origin: float) -> None:
+        """Start the clock: t = 0 is `origin` (time.time()), which may lie in the future."""
+        self.origin = origin
+        self._origin_set.set()
+
     def stop(self) -> None:
         self._stop_event.set()
+        self._origin_set.set()
         if self.is_alive():
             self.join(timeout=5)
 
     def run(self) -> None:
-        t0 = time.monotonic()
+        self._origin_set.wait()
+        if self._stop_event.is_set() or self.origin is None:
+            return
+        # a monotonic clock from here on: the wall clock may be stepped during a run
+        t0 = time.monotonic() + (self.origin - time.time())
         while self._heap and not self._stop_event.is_set():
             t, _, kind, payload = self._heap[0]
             if self._stop_event.wait(max(0.0, t0 + t - time.monotonic())):

@@ -33,7 +33,10 @@ those signals; signals are held off while it runs.  `atexit` is a last resort.
 
 Link changes (API, traces, channel model, faults) are appended to `net.link_log` and, with a
 `run_dir`, to `run_dir/link_events.jsonl`: one JSON object per change with `t` (Unix time),
-`t_rel` (seconds since the network came up), `link`, `source` and the new values.
+`t_rel` (seconds since the network came up), `t_clock` (seconds on the clock of events and
+traces: from the network coming up, or from `start_clock(origin)` for a network made with
+`hold_dynamics=True`, as a run's is, whose clock starts at its first measured request), `link`,
+`source` and the new values.
 """
 
 from __future__ import annotations
@@ -86,10 +89,14 @@ class EmulatedNetwork:
     """A running emulated edge network (see the module docstring)."""
 
     def __init__(self, spec: TopologySpec, run_dir: str | Path | None = None,
-                 dynamics: bool = True, cpu_limits: bool = True) -> None:
+                 dynamics: bool = True, cpu_limits: bool = True, hold_dynamics: bool = False) -> None:
         self.spec = spec
         self.run_dir = Path(run_dir) if run_dir else None
         self.dynamics_enabled = dynamics
+        # held: link changes wait for start_clock() (a run's clock starts at its first measured
+        # request); otherwise they count from the network coming up
+        self.hold_dynamics = hold_dynamics
+        self.clock_origin: float | None = None
         self.cpu_limits = cpu_limits
         self.backend = choose_backend(spec.impairment)
         self.topo: EdgeTopo = topology_from_spec(spec)  # validates link names before anything runs
@@ -161,7 +168,15 @@ class EmulatedNetwork:
             self.dynamics = LinkDynamics(self)
             if self.dynamics.has_work():
                 self.dynamics.start()
+        if not self.hold_dynamics:
+            self.start_clock(self.t0)
         return self
+
+    def start_clock(self, origin: float) -> None:
+        """t = 0 of events, traces and the channel model: `origin` (time.time(), may be ahead)."""
+        self.clock_origin = origin
+        if self.dynamics is not None:
+            self.dynamics.set_origin(origin)
 
     def stop(self) -> None:
         """Tear down everything this network created; safe to call more than once."""
@@ -422,6 +437,7 @@ class EmulatedNetwork:
     def _log_change(self, li: LinkInfo | None, source: str, **values: object) -> None:
         now = time.time()
         entry = {"t": now, "t_rel": round(now - self.t0, 6) if self.t0 else 0.0,
+                 "t_clock": round(now - self.clock_origin, 6) if self.clock_origin else None,
                  "link": li.name if li else None, "source": source, **values}
         with self._log_lock:
             self.link_log.append(entry)
