@@ -180,13 +180,16 @@ def _iptables_restore(host: object, rules: list[str]) -> None:
 
 def _readline(proc: subprocess.Popen, deadline: float) -> str:
     fd = proc.stdout.fileno()
+    # poll, not select: a network of a few hundred hosts holds more than 1024 descriptors in
+    # this process, and select() cannot watch one numbered above that.
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
     buf = b""
     while not buf.endswith(b"\n"):
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
+        if not poller.poll(left * 1000):
             break
         chunk = os.read(fd, 1)
         if not chunk:
