@@ -5,11 +5,15 @@ editing the analysis, say). Figures:
     latency_cdf.png        each strategy's request latencies as a CDF
     latency_parts.png      where a request's time goes, per strategy (mean seconds)
     cost_and_quality.png   per strategy, what it costs (p50 latency, bytes on the wire per image)
-                           against what it buys (FID, class accuracy)
+                           against what it buys (FID and class accuracy of the plans it used)
+Quality is shown per plan, from analysis/plan_quality.py's figures (n images each, n beside every
+figure); the run's own few images give only the `run-sample` columns, labelled as such. A run in
+which nothing was done still gets its report: what failed and why, no figures.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -31,30 +35,44 @@ SUMMARY_COLUMNS = {"done": ("done", "{:.0f}"), "failed": ("failed", "{:.0f}"),
                    "latency_p50_s": ("p50 latency (s)", "{:.3f}"),
                    "latency_p95_s": ("p95 latency (s)", "{:.3f}"), "fid": ("FID", "{:.2f}"),
                    "kid": ("KID", "{:.4f}"), "class_accuracy": ("class accuracy", "{:.3f}"),
-                   "wire_bytes_per_image": ("wire bytes / image", "{:,.0f}")}
+                   "n_quality": ("n (quality, per plan)", "{:.0f}"),
+                   "wire_bytes_per_image": ("wire bytes / image", "{:,.0f}"),
+                   "run_sample_fid": ("run-sample FID", "{:.2f}"),
+                   "run_sample_class_accuracy": ("run-sample class accuracy", "{:.3f}"),
+                   "run_sample_images": ("run-sample n", "{:.0f}")}
+# a strategy's plan_quality rows -> (column heading, format)
+PLAN_COLUMNS = {"plan": ("plan", "{}"), "scheduler": ("scheduler", "{}"), "steps": ("steps", "{:.0f}"),
+                "requests": ("requests", "{:.0f}"), "n_images": ("n", "{:.0f}"), "fid": ("FID", "{:.2f}"),
+                "kid": ("KID", "{:.4f}"), "class_accuracy": ("class accuracy", "{:.3f}"),
+                "psnr_vs_large_db": ("PSNR vs large (dB)", "{:.2f}")}
+# summary.json written before per-plan quality: its pooled figures were the run's own sample
+_OLD_QUALITY_KEYS = {"fid": "run_sample_fid", "kid": "run_sample_kid", "kid_std": "run_sample_kid_std",
+                     "class_accuracy": "run_sample_class_accuracy", "quality_images": "run_sample_images"}
+_DOCUMENTS = ("summary", "manifest", "accuracy")
 
 
 def write_report(run_dir: str | Path) -> Path:
     """Write <run_dir>/report.md and <run_dir>/plots/*.png; the report's path.
-    ValueError if the directory holds no run (requests.parquet and summary.json)."""
+    ValueError, naming the file, if the directory holds no run (requests.parquet and summary.json)
+    or one of its JSON documents is not a JSON object; then nothing is written."""
     d = Path(run_dir)
+    check_documents(d)
     run = load_run(d)
     if "requests" not in run or "summary" not in run:
         raise ValueError(f"{d} is not a run directory (no requests.parquet or summary.json)")
-    plots = d / "plots"
-    plots.mkdir(exist_ok=True)
     requests = run["requests"]
     if "warmup" in requests.columns:
         requests = requests[requests["warmup"].ne(True)]
-    strategies = run["summary"].get("strategies", {})
-    figures = []
-    if not requests.empty:
-        figures.append(("Latency", plot_latency_cdf(requests, plots / "latency_cdf.png")))
-        figures.append(("Where the time goes", plot_latency_parts(requests, plots / "latency_parts.png")))
-    if strategies:
-        figure = plot_cost_and_quality(strategies, plots / "cost_and_quality.png")
-        figures.append(("Cost and quality", figure))
-    text = report_markdown(run, [(title, path.relative_to(d)) for title, path in figures])
+    strategies = current_strategies(run["summary"].get("strategies") or {})
+    plots = d / "plots"
+    created = not plots.exists()
+    plots.mkdir(exist_ok=True)
+    try:
+        figures = write_figures(requests, strategies, plots)
+    finally:
+        if created and not any(plots.iterdir()):
+            plots.rmdir()  # nothing to show: leave no empty folder behind
+    text = report_markdown({**run, "requests": requests}, [(t, p.relative_to(d)) for t, p in figures])
     path = d / "report.md"
     tmp = d / ".report.md.tmp"
     tmp.write_text(text)
@@ -62,14 +80,126 @@ def write_report(run_dir: str | Path) -> Path:
     return path
 
 
+def check_documents(d: Path) -> None:
+    """ValueError naming the file unless each JSON document present is an object (summary.json's
+    strategies an object of objects)."""
+    for name in _DOCUMENTS:
+        path = d / f"{name}.json"
+        if not path.is_file():
+            continue
+        try:
+            document = json.loads(path.read_bytes())
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(document, dict):
+            raise ValueError(f"{path}: expected a JSON object, found {type(document).__name__}")
+        strategies = document.get("strategies") if name == "summary" else None
+        if strategies is not None and not (isinstance(strategies, dict)
+                                           and all(isinstance(e, dict) for e in strategies.values())):
+            raise ValueError(f"{path}: 'strategies' must map each strategy to an object")
+
+
+def current_strategies(strategies: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Entries as this version writes them: an old run's pooled figures become run_sample_*."""
+    out = {}
+    for name, entry in strategies.items():
+        if "quality_images" in entry and "n_quality" not in entry:
+            entry = {_OLD_QUALITY_KEYS.get(k, k): v for k, v in entry.items()}
+        out[name] = entry
+    return out
+
+
+def ok_requests(requests: pd.DataFrame) -> pd.DataFrame:
+    if requests.empty or "outcome" not in requests.columns:
+        return requests.iloc[0:0]
+    return requests[requests["outcome"] == "ok"]
+
+
+def write_figures(requests: pd.DataFrame, strategies: dict[str, dict[str, Any]],
+                  plots: Path) -> list[tuple[str, Path]]:
+    """The figures there is something to draw for: none when no request was done."""
+    ok = ok_requests(requests)
+    if ok.empty:
+        return []
+    figures = [("Latency", plot_latency_cdf(requests, plots / "latency_cdf.png"))]
+    if ok["stage_index"].notna().any():
+        figures.append(("Where the time goes", plot_latency_parts(requests, plots / "latency_parts.png")))
+    if any(e.get("done") for e in strategies.values()):
+        figure = plot_cost_and_quality(strategies, plots / "cost_and_quality.png")
+        figures.append(("Cost and quality", figure))
+    return figures
+
+
 def summary_frame(strategies: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """The per-strategy table of report.md, formatted ("-" where a figure is missing)."""
-    frame = pd.DataFrame.from_dict(strategies, orient="index").reindex(columns=list(SUMMARY_COLUMNS))
+    return _formatted(pd.DataFrame.from_dict(strategies, orient="index"), SUMMARY_COLUMNS, "strategy")
+
+
+def plan_quality_frame(strategies: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One row per strategy and plan it used: the plan's figures from n images of its own."""
+    rows = [{"strategy": name, **row} for name, e in strategies.items()
+            for row in e.get("plan_quality") or []]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    return _formatted(frame.set_index("strategy"), PLAN_COLUMNS, "strategy")
+
+
+def _formatted(frame: pd.DataFrame, columns: dict[str, tuple[str, str]], index: str) -> pd.DataFrame:
+    frame = frame.reindex(columns=list(columns))
     out = pd.DataFrame(index=frame.index)
-    for key, (heading, fmt) in SUMMARY_COLUMNS.items():
-        out[heading] = [("-" if pd.isna(v) else fmt.format(v)) for v in frame[key]]
-    out.index.name = "strategy"
+    for key, (heading, fmt) in columns.items():
+        out[heading] = [("-" if _missing(v) else fmt.format(v)) for v in frame[key]]
+    out.index.name = index
     return out
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _markdown(table: pd.DataFrame, text_columns: tuple[str, ...] = ()) -> str:
+    align = ("left",) + tuple("left" if c in text_columns else "right" for c in table.columns)
+    return table.to_markdown(colalign=align, disable_numparse=True)
+
+
+def outcome_lines(requests: pd.DataFrame, strategies: dict[str, dict[str, Any]]) -> list[str]:
+    """What was done, and when nothing was, why: every failure reason with its count."""
+    if not strategies:
+        recorded = len(per_request(requests)) if not requests.empty else 0
+        return [f"**Nothing was done: no request was recorded** ({recorded} measured requests in "
+                "requests.parquet, no strategy in summary.json).", ""]
+    done = sum(int(e.get("done") or 0) for e in strategies.values())
+    total = sum(int(e.get("requests") or 0) for e in strategies.values())
+    lines = []
+    if done == 0:
+        lines += [f"**Nothing was done: all {total} requests failed**, for the reasons below; there is no "
+                  "latency, byte or quality figure for this run.", ""]
+    reasons = [(name, reason, count) for name, e in strategies.items()
+               for reason, count in (e.get("failure_reasons") or {}).items()]
+    if reasons:
+        frame = pd.DataFrame(reasons, columns=["strategy", "reason", "requests"]).set_index("strategy")
+        lines += ["## Failures", "", frame.to_markdown(), ""]
+    return lines
+
+
+def quality_lines(strategies: dict[str, dict[str, Any]]) -> list[str]:
+    table = plan_quality_frame(strategies)
+    lines = []
+    if not table.empty:
+        sources = sorted({str(Path(r["cache_file"]).parent) for e in strategies.values()
+                          for r in e.get("plan_quality") or [] if r.get("cache_file")})
+        lines += ["## Quality per plan", "", _markdown(table, ("plan", "scheduler")), "",
+                  "Each plan a strategy used, judged on n images of its own, generated locally with that "
+                  "plan, scheduler and steps (labels cycling 0-9, fixed seed: exactly what the nodes "
+                  "compute); the strategy's FID, KID and class accuracy above are these weighted by "
+                  "requests. PSNR is against the large-only plan (none for large-only itself). "
+                  f"Cached in {', '.join(f'`{s}`' for s in sources) or '(not recorded)'}; each figure's "
+                  "file is in summary.json (`plan_quality`).", ""]
+    if any(e.get("run_sample_images") for e in strategies.values()):
+        lines += ["The run-sample columns pool the run's own delivered images (run-sample n): too few for "
+                  "FID to rank strategies by; they show that the delivered images look like the plan's.", ""]
+    return lines
 
 
 def report_markdown(run: dict[str, Any], figures: list[tuple[str, Path]]) -> str:
@@ -79,13 +209,11 @@ def report_markdown(run: dict[str, Any], figures: list[tuple[str, Path]]) -> str
     backend = manifest.get("network", {}).get("impairment_backend")
     lines += [f"Run {created or '(time unknown)'}, impairment backend {backend or '?'}, "
               f"kernel {manifest.get('kernel', '?')}; settings and versions in `manifest.json`.", ""]
-    strategies = summary.get("strategies", {})
+    strategies = current_strategies(summary.get("strategies") or {})
+    lines += outcome_lines(run.get("requests", pd.DataFrame()), strategies)
     if strategies:
-        table = summary_frame(strategies)
-        align = ("left",) + ("right",) * table.shape[1]
-        lines += ["## Per strategy", "", table.to_markdown(colalign=align, disable_numparse=True), ""]
-        lines += ["FID and KID pool each strategy's images; on a few dozen images they are biased: "
-                  "compare strategies within this run.", ""]
+        lines += ["## Per strategy", "", _markdown(summary_frame(strategies)), ""]
+        lines += quality_lines(strategies)
     accuracy = summary.get("accuracy") or {}
     if accuracy:
         frame = pd.Series({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in accuracy.items()},
@@ -139,7 +267,10 @@ def plot_latency_parts(requests: pd.DataFrame, path: Path) -> Path:
 
 def plot_cost_and_quality(strategies: dict[str, dict[str, Any]], path: Path) -> Path:
     frame = pd.DataFrame.from_dict(strategies, orient="index").reindex(
-        columns=["latency_p50_s", "wire_bytes_per_image", "fid", "class_accuracy"])  # quality may be off
+        columns=["latency_p50_s", "wire_bytes_per_image", "fid", "class_accuracy", "n_quality"])  # may be off
+    n = frame["n_quality"].dropna()
+    fid_label = (f"FID of its plans, n={int(n.min())} each (lower is better)" if len(n)
+                 else "FID (not measured)")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, (cost, cost_label) in zip(axes, (("latency_p50_s", "p50 latency (s)"),
                                              ("wire_bytes_per_image", "bytes on the wire per image")),
@@ -150,7 +281,7 @@ def plot_cost_and_quality(strategies: dict[str, dict[str, Any]], path: Path) -> 
         twin.bar([i + 0.2 for i in x], frame["fid"].astype(float), width=0.4, color="tab:orange")
         ax.set_xticks(list(x), frame.index, fontsize=8)
         ax.set_ylabel(cost_label, color="tab:blue")
-        twin.set_ylabel("FID (lower is better)", color="tab:orange")
+        twin.set_ylabel(fid_label, color="tab:orange")
         for i, accuracy in enumerate(frame["class_accuracy"]):
             if pd.notna(accuracy):
                 twin.annotate(f"acc {accuracy:.2f}", (i + 0.2, 0), textcoords="offset points",

@@ -3,9 +3,15 @@
 Per strategy: requests done and failed, latency (mean / p50 / p95 of each ok request's total, from
 the device's send to the result's arrival), deadline hits, profiled-compute overruns, bytes on the
 wire per image (every packet of the strategy's requests on every link it crossed, ACKs included,
-divided by the images delivered) and per link, and quality of the delivered images pooled per strategy (FID,
-KID, class accuracy: analysis/quality.py; FID on a few dozen images is biased upwards, compare
-strategies within a run, not with figures from larger sets).
+divided by the images delivered) and per link, and quality.
+
+Quality, per strategy: each distinct plan it used (with its request count) is judged on
+PLAN_QUALITY_IMAGES (500) images of its own, generated locally with that plan, scheduler and steps
+and cached (analysis/plan_quality.py); the strategy's `fid`, `kid`, `class_accuracy` and
+`psnr_vs_large_db` are those per-plan figures weighted by the plan's ok requests, with `n_quality`
+the images behind each per-plan figure. The run's own delivered images, pooled per strategy, are
+kept as `run_sample_*`: a few dozen images, whose FID is dominated by small-sample bias and can
+rank strategies the wrong way round, so they are not a figure to rank by.
 """
 
 from __future__ import annotations
@@ -20,8 +26,15 @@ TABLE_COLUMNS = [
     ("strategy", "strategy", "{}"), ("done", "done", "{}"), ("failed", "failed", "{}"),
     ("mean_s", "latency_mean_s", "{:.3f}"), ("p50_s", "latency_p50_s", "{:.3f}"),
     ("p95_s", "latency_p95_s", "{:.3f}"), ("fid", "fid", "{:.2f}"), ("kid", "kid", "{:.4f}"),
-    ("class_acc", "class_accuracy", "{:.3f}"), ("wire_B/img", "wire_bytes_per_image", "{:,.0f}"),
+    ("class_acc", "class_accuracy", "{:.3f}"), ("n_quality", "n_quality", "{}"),
+    ("wire_B/img", "wire_bytes_per_image", "{:,.0f}"), ("run_sample_fid", "run_sample_fid", "{:.2f}"),
+    ("run_sample_acc", "run_sample_class_accuracy", "{:.3f}"), ("run_sample_n", "run_sample_images", "{}"),
 ]
+QUALITY_NOTE = ("fid, kid, class_acc: each plan the strategy used, judged on n_quality images of its own "
+                "(generated locally, cached), weighted by the plan's requests; run_sample_*: the run's own "
+                "delivered images, too few to rank strategies by")
+NO_REASON = "(no reason recorded)"
+PLAN_FIGURES = ("fid", "kid", "class_accuracy", "psnr_vs_large_db")
 
 
 def per_request(requests: pd.DataFrame) -> pd.DataFrame:
@@ -32,6 +45,11 @@ def per_request(requests: pd.DataFrame) -> pd.DataFrame:
 
 
 def _clean(value: Any) -> Any:
+    """JSON-safe: NaN and infinities become None, numpy scalars Python ones, all the way down."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if hasattr(value, "item"):
@@ -39,54 +57,136 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def summarize(requests: pd.DataFrame, traffic: pd.DataFrame, samples_dir: Path,
-              quality: bool = True) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
+def summarize(requests: pd.DataFrame, traffic: pd.DataFrame | None, samples_dir: Path,
+              quality: bool = True, *, plan_images: int | None = None, cache_dir: Path | None = None,
+              progress: bool | None = None) -> dict[str, dict[str, Any]]:
+    """Per strategy, the aggregates of the module docstring; {} for a frame with no request.
+
+    `plan_images` and `cache_dir` override analysis.plan_quality's defaults (500 images,
+    $EDGESTAGE_CACHE); `progress` (default: stderr is a terminal) shows the generation's bars."""
     reqs = per_request(requests)
     if reqs.empty:
-        return out
-    wire = pd.Series(dtype=float)
-    by_link = pd.DataFrame()
-    if traffic is not None and not traffic.empty:
-        attributed = traffic.dropna(subset=["request_id"])
-        wire = attributed.groupby("request_id")["wire_bytes"].sum()
-        by_link = attributed.groupby(["request_id", "link"])["wire_bytes"].sum().unstack(fill_value=0.0)
+        return {}
+    wire, by_link = _wire(traffic)
+    ok_all = reqs[reqs["outcome"] == "ok"]
+    per_plan = (_plans_quality(ok_all, plan_images, cache_dir, progress)
+                if quality and len(ok_all) else {})
+    out: dict[str, dict[str, Any]] = {}
     for strategy, group in reqs.groupby("strategy", sort=False):
         ok = group[group["outcome"] == "ok"]
-        totals = ok["total_s"].astype(float)
-        images = int(ok["n_images"].sum())
-        rows = requests[requests["request_id"].isin(ok.index)]
-        entry: dict[str, Any] = {
-            "requests": len(group), "done": len(ok), "failed": int((group["outcome"] == "failed").sum()),
-            "images": images,
-            "failure_reasons": group.loc[group["outcome"] == "failed", "reason"].value_counts().to_dict(),
-            "plans": ok["plan"].value_counts().to_dict(),
-            "latency_mean_s": totals.mean() if len(ok) else None,
-            "latency_p50_s": totals.quantile(0.5) if len(ok) else None,
-            "latency_p95_s": totals.quantile(0.95) if len(ok) else None,
-            "compute_s_mean": rows.groupby("request_id")["compute_s"].sum().mean() if len(ok) else None,
-            "transfer_s_mean": (rows.groupby("request_id")[["transfer_s", "result_transfer_s"]].sum()
-                                .sum(axis=1).mean()) if len(ok) else None,
-            "deadline_met": int(ok["deadline_met"].fillna(False).astype(bool).sum())
-            if ok["deadline_met"].notna().any() else None,
-            "overrun_steps": int(rows["overrun_steps"].fillna(0).sum()),
-            "wire_bytes": float(wire.reindex(ok.index).fillna(0).sum()) if len(wire) else None,
-            "wire_bytes_per_image": (float(wire.reindex(ok.index).fillna(0).sum()) / images)
-            if len(wire) and images else None,
-            "payload_bytes_per_image": (float(rows["message_bytes"].fillna(0).sum()
-                                              + rows["result_message_bytes"].fillna(0).sum()) / images)
-            if images else None,
-        }
-        if not by_link.empty:  # where the strategy's bytes go: access links, backhaul ...
-            links = by_link.reindex(ok.index).fillna(0.0).sum()
-            entry["wire_bytes_by_link"] = {str(k): float(v) for k, v in links.items() if v > 0}
-        if quality and images >= 2:
-            entry.update(_quality(list(ok.index), samples_dir))
-        out[str(strategy)] = {k: _clean(v) for k, v in entry.items()}
+        entry = _costs(group, ok, requests, wire, by_link)
+        if quality and len(ok):
+            entry.update(_strategy_quality(ok, per_plan))
+        if quality and entry["images"] >= 2:
+            entry.update(_run_sample_quality(list(ok.index), samples_dir))
+        out[str(strategy)] = _clean(entry)
     return out
 
 
-def _quality(request_ids: list[str], samples_dir: Path) -> dict[str, Any]:
+def _wire(traffic: pd.DataFrame | None) -> tuple[pd.Series, pd.DataFrame]:
+    """Wire bytes per request, and per request and link, of the packets attributed to a request."""
+    if traffic is None or traffic.empty:
+        return pd.Series(dtype=float), pd.DataFrame()
+    attributed = traffic.dropna(subset=["request_id"])
+    wire = attributed.groupby("request_id")["wire_bytes"].sum()
+    by_link = attributed.groupby(["request_id", "link"])["wire_bytes"].sum().unstack(fill_value=0.0)
+    return wire, by_link
+
+
+def _failures(group: pd.DataFrame) -> pd.DataFrame:
+    failed = group[group["outcome"] == "failed"]
+    reasons = failed["reason"].astype(object).where(failed["reason"].notna(), NO_REASON)
+    return pd.DataFrame({"request_id": failed.index.astype(str), "reason": reasons.astype(str)})
+
+
+def _costs(group: pd.DataFrame, ok: pd.DataFrame, requests: pd.DataFrame, wire: pd.Series,
+           by_link: pd.DataFrame) -> dict[str, Any]:
+    """Counts, failures with their reasons, latency, deadlines, overruns and bytes of one strategy."""
+    totals = ok["total_s"].astype(float)
+    images = int(ok["n_images"].sum())
+    rows = requests[requests["request_id"].isin(ok.index)]
+    failures = _failures(group)
+    done = len(ok) > 0
+    entry: dict[str, Any] = {
+        "requests": len(group), "done": len(ok), "failed": len(failures), "images": images,
+        "failure_reasons": failures["reason"].value_counts().to_dict(),
+        "failures": failures.to_dict("records"),  # every failed request, with its reason
+        "plans": ok["plan"].value_counts().to_dict(),
+        "latency_mean_s": totals.mean() if done else None,
+        "latency_p50_s": totals.quantile(0.5) if done else None,
+        "latency_p95_s": totals.quantile(0.95) if done else None,
+        "compute_s_mean": rows.groupby("request_id")["compute_s"].sum().mean() if done else None,
+        "transfer_s_mean": (rows.groupby("request_id")[["transfer_s", "result_transfer_s"]].sum()
+                            .sum(axis=1).mean()) if done else None,
+        "deadline_met": int(ok["deadline_met"].fillna(False).astype(bool).sum())
+        if ok["deadline_met"].notna().any() else None,
+        "overrun_steps": int(rows["overrun_steps"].fillna(0).sum()),
+        "wire_bytes": float(wire.reindex(ok.index).fillna(0).sum()) if len(wire) else None,
+        "wire_bytes_per_image": (float(wire.reindex(ok.index).fillna(0).sum()) / images)
+        if len(wire) and images else None,
+        "payload_bytes_per_image": (float(rows["message_bytes"].fillna(0).sum()
+                                          + rows["result_message_bytes"].fillna(0).sum()) / images)
+        if images else None,
+    }
+    if not by_link.empty:  # where the strategy's bytes go: access links, backhaul ...
+        links = by_link.reindex(ok.index).fillna(0.0).sum()
+        entry["wire_bytes_by_link"] = {str(k): float(v) for k, v in links.items() if v > 0}
+    return entry
+
+
+def _plan_usage(ok: pd.DataFrame) -> pd.DataFrame:
+    """(plan without hosts, scheduler, steps) -> ok requests, one row per distinct triple."""
+    from analysis.plan_quality import without_hosts
+
+    ok = ok[ok["plan"].notna()]
+    frame = pd.DataFrame({"plan": [str(without_hosts(p)) for p in ok["plan"]],
+                          "scheduler": ok["scheduler"].astype(str).to_numpy(),
+                          "steps": ok["steps"].astype(int).to_numpy()})
+    return frame.value_counts(sort=False).rename("requests").reset_index()
+
+
+def _plans_quality(ok: pd.DataFrame, n: int | None, cache_dir: Path | None,
+                   progress: bool | None) -> PlanFigures:
+    """Figures of every plan any strategy used, one plans_quality call per (scheduler, steps) so
+    that the large-only reference is generated once."""
+    import sys
+
+    from analysis.plan_quality import plans_quality
+
+    progress = sys.stderr.isatty() if progress is None else progress
+    usage = _plan_usage(ok)
+    out: PlanFigures = {}
+    for (scheduler, steps), group in usage.groupby(["scheduler", "steps"], sort=False):
+        figures = plans_quality(group["plan"], str(scheduler), int(steps), n=n, cache_dir=cache_dir,
+                                progress=progress)
+        out.update({(plan, str(scheduler), int(steps)): f for plan, f in figures.items()})
+    return out
+
+
+PlanFigures = dict[tuple[str, str, int], dict[str, Any]]  # (plan, scheduler, steps) -> figures
+
+
+def _strategy_quality(ok: pd.DataFrame, per_plan: PlanFigures) -> dict[str, Any]:
+    """The plans a strategy used with their figures, and those figures weighted by requests."""
+    plans = []
+    for row in _plan_usage(ok).to_dict("records"):
+        figures = per_plan[(row["plan"], row["scheduler"], row["steps"])]
+        plans.append({**row, "n_images": figures["n_images"], **{k: figures.get(k) for k in PLAN_FIGURES},
+                      "cache_file": figures.get("cache_file")})
+    if not plans:
+        return {}
+    weights = [p["requests"] for p in plans]
+    entry: dict[str, Any] = {"plan_quality": plans, "n_quality": min(p["n_images"] for p in plans)}
+    for key in PLAN_FIGURES:
+        values = [p[key] for p in plans]
+        # None where a plan has no figure (PSNR of large-only: it is the reference)
+        entry[key] = (None if any(v is None for v in values)
+                      else sum(w * v for w, v in zip(weights, values, strict=True)) / sum(weights))
+    return entry
+
+
+def _run_sample_quality(request_ids: list[str], samples_dir: Path) -> dict[str, Any]:
+    """Quality of the run's own delivered images, pooled: few, so only named as what they are."""
     import torch
 
     from analysis.quality import quality_table
@@ -102,8 +202,9 @@ def _quality(request_ids: list[str], samples_dir: Path) -> dict[str, Any]:
     if sum(len(x) for x in images) < 2:
         return {}
     table = quality_table(torch.cat(images), torch.cat(labels))
-    return {"fid": table["fid"], "kid": table["kid"], "kid_std": table["kid_std"],
-            "class_accuracy": table["class_accuracy"], "quality_images": table["n"]}
+    return {"run_sample_fid": table["fid"], "run_sample_kid": table["kid"],
+            "run_sample_kid_std": table["kid_std"], "run_sample_class_accuracy": table["class_accuracy"],
+            "run_sample_images": table["n"]}
 
 
 def format_table(summary: dict[str, dict[str, Any]], title: str = "") -> str:
@@ -122,7 +223,18 @@ def format_table(summary: dict[str, dict[str, Any]], title: str = "") -> str:
     for r in body:
         lines.append("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths,
                                                                                                 strict=True))))
+    if not summary:
+        lines.append("no request was recorded")
+    if any("n_quality" in e or "run_sample_images" in e for e in summary.values()):
+        lines.append(QUALITY_NOTE)
+    lines += [f"{strategy} failures: {format_reasons(e['failure_reasons'])}"
+              for strategy, e in summary.items() if e.get("failure_reasons")]
     return "\n".join(lines)
+
+
+def format_reasons(reasons: dict[str, int]) -> str:
+    """`timeout (3); node down (1)`: each reason a request failed for, with how many."""
+    return "; ".join(f"{reason} ({count})" for reason, count in reasons.items())
 
 
 def format_accuracy(headline: dict[str, Any]) -> str:

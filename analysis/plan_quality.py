@@ -1,0 +1,173 @@
+"""Quality of a plan from enough images to rank by: FID, KID, class accuracy and PSNR vs large-only.
+
+A run delivers a few dozen images per strategy; FID over so few is dominated by its small-sample
+bias and can rank strategies the wrong way round. A plan's images depend only on the plan (models
+and step ranges, not hosts), the scheduler, the steps, the labels and the seed, and generating
+them locally (nodes/generation.py) gives exactly what the nodes compute. So each distinct plan is
+judged on PLAN_QUALITY_IMAGES images of its own (labels cycling 0-9, a fixed seed), and the
+figures are cached on disk, one small JSON per key:
+
+    (plan without hosts, scheduler, steps, seed, n, checksums of the plan's models, of the
+     large reference model and of the classifier)
+
+Cache directory: $EDGESTAGE_CACHE, else ~/.cache/edgestage/plan-quality. Every figure carries
+`n_images` and the cache file it came from.
+
+    figures = plans_quality(["large:0-30,small:30-50", "small:0-50"], "ddim", 50)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from analysis.compare import REFERENCE_MODEL, is_reference_plan
+from analysis.quality import quality_table
+from nodes.generation import generate, request_labels
+from nodes.model_zoo import CLASSIFIER_NAME, resolve_model_dir, sha256_of, weights_file
+from nodes.plan import Plan, Stage, parse_plan, single_model_plan
+from nodes.schedulers import check_scheduler_name
+
+PLAN_QUALITY_IMAGES = 500  # FID's small-sample bias is small next to the gaps between plans here
+PLAN_QUALITY_SEED = 0
+CACHE_FORMAT = 1  # bump when what a cached figure means changes
+FIGURES = ("fid", "kid", "kid_std", "class_accuracy", "psnr_vs_large_db")
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("EDGESTAGE_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "edgestage" / "plan-quality"
+
+
+def without_hosts(plan: Plan | str) -> Plan:
+    """The plan as generation sees it: where a stage ran does not change what it computes."""
+    parsed = parse_plan(plan) if isinstance(plan, str) else plan
+    return Plan(tuple(Stage(s.model, s.start, s.end) for s in parsed.stages))
+
+
+@lru_cache(maxsize=64)
+def _checksum(weights: Path, size: int, mtime_ns: int) -> str:
+    # size and mtime in the cache key: a retrained model in the same place is hashed again
+    return sha256_of(weights)
+
+
+def model_checksum(name_or_path: str) -> str:
+    weights = weights_file(resolve_model_dir(name_or_path))
+    stat = weights.stat()
+    return _checksum(weights, stat.st_size, stat.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class PlanQualityKey:
+    plan: str
+    scheduler: str
+    steps: int
+    seed: int
+    n: int
+    models: tuple[tuple[str, str], ...]  # (model, sha256 of its weights), reference and classifier too
+
+    @classmethod
+    def of(cls, plan: Plan | str, scheduler: str, steps: int, seed: int, n: int) -> PlanQualityKey:
+        bare = without_hosts(plan)
+        if bare.total_steps != steps:
+            raise ValueError(f"plan {bare} does not tile [0, {steps})")
+        if n < 2:
+            raise ValueError(f"plan quality needs at least 2 images, got n={n}")
+        names = sorted({*bare.models(), REFERENCE_MODEL, CLASSIFIER_NAME})
+        return cls(str(bare), check_scheduler_name(scheduler), steps, seed, n,
+                   tuple((name, model_checksum(name)) for name in names))
+
+    def digest(self) -> str:
+        text = json.dumps({"format": CACHE_FORMAT, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    def path(self, cache_dir: Path) -> Path:
+        return Path(cache_dir) / f"{self.digest()}.json"
+
+
+def read_cached(key: PlanQualityKey, cache_dir: Path) -> dict[str, Any] | None:
+    """The cached figures of `key`, or None (absent, unreadable or for another key)."""
+    path = key.path(cache_dir)
+    try:
+        entry = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entry, dict) or entry.get("key") != json.loads(json.dumps(asdict(key))):
+        return None  # a truncated write or a digest collision: measure again
+    return {**entry, "cache_file": str(path), "cached": True}
+
+
+def _write_cached(key: PlanQualityKey, cache_dir: Path, figures: dict[str, Any]) -> Path:
+    path = key.path(cache_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # atomic: a reader never sees half a file
+    tmp.write_text(json.dumps({**figures, "key": asdict(key)}, indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def _finite_or_none(value: float | int | None) -> float | None:
+    return None if value is None or value != value or value in (float("inf"), float("-inf")) else float(value)
+
+
+def measure(key: PlanQualityKey, labels: torch.Tensor, reference: torch.Tensor | None,
+            progress: bool) -> dict[str, Any]:
+    """Generate the key's images and judge them (no cache)."""
+    plan = parse_plan(key.plan, key.steps)
+    started = time.perf_counter()
+    images = generate(plan, labels, key.seed, key.scheduler, progress=progress)
+    generate_s = time.perf_counter() - started
+    table = quality_table(images, labels, None if is_reference_plan(plan) else reference)
+    return {"plan": key.plan, "scheduler": key.scheduler, "steps": key.steps, "seed": key.seed,
+            "n_images": int(table["n"]), "fid": table["fid"], "kid": table["kid"],
+            "kid_std": table["kid_std"], "class_accuracy": table["class_accuracy"],
+            # large-only is the reference itself: no PSNR (it would be infinite)
+            "psnr_vs_large_db": _finite_or_none(table.get("psnr_vs_large")),
+            "generate_s": round(generate_s, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def plans_quality(plans: Iterable[Plan | str], scheduler: str, steps: int, *, n: int | None = None,
+                  seed: int = PLAN_QUALITY_SEED, cache_dir: Path | None = None,
+                  progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Figures per distinct plan (hosts dropped), keyed by the plan's text without hosts.
+
+    Cached plans cost a file read; the others are generated (n images, labels cycling 0-9,
+    `seed`), sharing one large-only reference for PSNR."""
+    n = PLAN_QUALITY_IMAGES if n is None else n
+    cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir)
+    keys = {str(without_hosts(p)): None for p in plans}
+    out: dict[str, dict[str, Any]] = {}
+    missing: list[PlanQualityKey] = []
+    for text in keys:
+        key = PlanQualityKey.of(text, scheduler, steps, seed, n)
+        cached = read_cached(key, cache_dir)
+        if cached is None:
+            missing.append(key)
+        else:
+            out[text] = cached
+    if missing:
+        labels = request_labels(n)
+        reference = None
+        if not all(is_reference_plan(parse_plan(k.plan)) for k in missing):
+            reference = generate(single_model_plan(REFERENCE_MODEL, steps), labels, seed, scheduler,
+                                 progress=progress)
+        for key in tqdm(missing, desc=f"plan quality ({n} images each)", unit="plan", disable=not progress):
+            figures = measure(key, labels, reference, progress)
+            path = _write_cached(key, cache_dir, figures)
+            out[key.plan] = {**figures, "cache_file": str(path), "cached": False}
+    return {text: out[text] for text in keys}
+
+
+def plan_quality(plan: Plan | str, scheduler: str, steps: int, **kwargs: Any) -> dict[str, Any]:
+    """Figures of one plan; keyword arguments as plans_quality."""
+    return next(iter(plans_quality([plan], scheduler, steps, **kwargs).values()))

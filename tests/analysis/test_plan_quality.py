@@ -1,0 +1,85 @@
+"""Per-plan quality from images of its own: real generation (small model, few steps, small n),
+cached on disk by what determines the images."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import analysis.plan_quality as pq
+from nodes.model_zoo import default_models
+
+PLAN = "small:0-2@d1,small:2-3@edge"  # hosts do not change what is computed
+BARE = "small:0-2,small:2-3"
+
+
+def key(plan: str = BARE, scheduler: str = "ddim", steps: int = 3, seed: int = 0, n: int = 12) -> str:
+    return pq.PlanQualityKey.of(plan, scheduler, steps, seed, n).digest()
+
+
+def test_key_changes_with_what_changes_the_images_and_not_with_hosts():
+    base = key()
+    assert key(PLAN) == base
+    changed = [key(scheduler="dpm"), key(plan="small:0-5", steps=5), key(seed=1), key(n=13),
+               key(plan="small:0-3"), key(plan="medium:0-2,small:2-3")]
+    assert base not in changed
+    assert len(set(changed)) == len(changed)
+
+
+def test_key_names_the_models_checksums():
+    models = dict(pq.PlanQualityKey.of("medium:0-2,small:2-3", "ddim", 3, 0, 12).models)
+    shipped = {m["name"]: m["sha256"] for m in default_models()}
+    # the plan's models, the PSNR reference and the classifier the figures depend on
+    assert models == {name: shipped[name] for name in ("classifier", "large", "medium", "small")}
+
+
+def test_bad_plans_are_refused():
+    with pytest.raises(ValueError, match="does not tile"):
+        pq.PlanQualityKey.of("small:0-3", "ddim", 5, 0, 12)
+    with pytest.raises(ValueError, match="unknown scheduler"):
+        pq.PlanQualityKey.of("small:0-3", "euler", 3, 0, 12)
+    with pytest.raises(ValueError, match="at least 2"):
+        pq.PlanQualityKey.of("small:0-3", "ddim", 3, 0, 1)
+
+
+def test_figures_come_from_n_images_and_a_cache_hit_does_not_generate(tmp_path, monkeypatch):
+    first = pq.plan_quality(PLAN, "ddim", 3, n=12, cache_dir=tmp_path, progress=False)
+    assert first["plan"] == BARE and first["n_images"] == 12 and first["cached"] is False
+    assert first["fid"] > 0 and first["kid_std"] >= 0 and 0 <= first["class_accuracy"] <= 1
+    assert 0 < first["psnr_vs_large_db"] < 60  # against large-only, same seed, labels and steps
+    stored = json.loads((tmp_path / f"{key()}.json").read_text())
+    assert first["cache_file"] == str(tmp_path / f"{key()}.json") and stored["key"]["plan"] == BARE
+
+    def no_generation(*_args, **_kwargs):
+        raise AssertionError("a cached plan must not be generated again")
+
+    monkeypatch.setattr(pq, "generate", no_generation)
+    again = pq.plan_quality(BARE, "ddim", 3, n=12, cache_dir=tmp_path, progress=False)
+    assert again["cached"] is True
+    assert {k: again[k] for k in pq.FIGURES} == {k: first[k] for k in pq.FIGURES}
+
+
+def test_module_default_n_is_honoured_and_a_bad_cache_file_is_measured_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(pq, "PLAN_QUALITY_IMAGES", 10)
+    path = tmp_path / f"{key(plan='small:0-3', n=10)}.json"
+    path.write_text('{"fid": 0.0, "trunc')  # an interrupted writer
+    figures = pq.plan_quality("small:0-3", "ddim", 3, cache_dir=tmp_path, progress=False)
+    assert figures["n_images"] == 10 and figures["cached"] is False and figures["fid"] > 0
+    assert json.loads(path.read_text())["n_images"] == 10
+
+
+def test_several_plans_share_one_call_and_large_only_has_no_psnr(tmp_path):
+    figures = pq.plans_quality(["large:0-3@cloud", "small:0-3@d1", "small:0-3@d2"], "ddim", 3, n=10,
+                               cache_dir=tmp_path, progress=False)
+    assert list(figures) == ["large:0-3", "small:0-3"]  # one entry per plan without hosts
+    assert figures["large:0-3"]["psnr_vs_large_db"] is None  # the reference itself
+    assert figures["small:0-3"]["psnr_vs_large_db"] is not None
+    assert len(list(tmp_path.glob("*.json"))) == 2
+
+
+def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("EDGESTAGE_CACHE", str(tmp_path))
+    assert pq.default_cache_dir() == tmp_path
+    monkeypatch.delenv("EDGESTAGE_CACHE")
+    assert pq.default_cache_dir().parts[-3:] == (".cache", "edgestage", "plan-quality")
