@@ -46,6 +46,7 @@ import contextlib
 import json
 import logging
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -67,6 +68,11 @@ from topologies.spec import TopologySpec
 
 log = logging.getLogger(__name__)
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Largest network whose reachability() checks every pair by default (see reachability).
+ALL_PAIRS_MAX = 32
+# Descriptors this process holds per host: the shell's pty (both ends), the impairment
+# process's three pipes, the probers' and popen()s' pipes; measured about 6, rounded up.
+_FDS_PER_HOST = 8
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,7 @@ class EmulatedNetwork:
         self.backend = choose_backend(spec.impairment)
         self.topo: EdgeTopo = topology_from_spec(spec)  # validates link names before anything runs
         self.links: list[LinkInfo] = list(self.topo.link_infos)
+        _raise_fd_limit(len(self.topo.hosts()) * _FDS_PER_HOST + 256)
         self.hosts: dict[str, HostInfo] = {}
         self.link_log: list[dict] = []
         self.cpu_stats: dict[str, dict[str, int]] = {}
@@ -244,32 +251,48 @@ class EmulatedNetwork:
         self._procs.append(proc)
         return proc
 
-    def reachability(self, port: int = 7999) -> dict[str, dict[str, int]]:
-        """From every host to every other host's address: echoes back out of 3 (UDP)."""
-        py = [sys.executable, "-m", "emulation.probe"]
-        servers = [self.popen(h, [*py, "serve", str(port)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, cpu_limited=False) for h in self.hosts]
-        try:
-            for srv in servers:
-                srv.stdout.readline()  # "ready"
-            clients = {
-                h: self.popen(h, [*py, "reach", str(port)]
-                              + [o.ip for o in self.hosts.values() if o.name != h],
-                              stdout=subprocess.PIPE, cpu_limited=False)
-                for h in self.hosts
-            }
-            by_ip = {o.ip: o.name for o in self.hosts.values()}
-            out = {}
-            for h, proc in clients.items():
-                raw = json.loads(proc.communicate(timeout=30)[0])
-                out[h] = {by_ip[ip]: n for ip, n in raw.items()}
-            return out
-        finally:
-            for srv in servers:
-                with contextlib.suppress(OSError):
-                    srv.stdin.close()
-                srv.wait(timeout=5)
-                srv.stdout.close()
+    def hub(self) -> str:
+        """The host with the most links (star: edge, two_tier: ap): every host is reachable
+        from it."""
+        return self.topo.hub()
+
+    def reachability(self, sources: str | list[str] | None = None, tries: int = 3,
+                     timeout: float = 3.0) -> dict[str, dict[str, int]]:
+        """ICMP echoes back out of `tries`, {source: {target: n}}, from each source to every
+        other host's address.
+
+        `sources`: "all" (every pair: one prober per host, for small networks only), "hub"
+        (one prober in `hub()`, the check at scale), or a list of host names.  None means
+        "all" up to ALL_PAIRS_MAX hosts and "hub" beyond: every pair of 128 hosts is 49,000
+        echoes, all through the hub's one userspace impairment process, which cannot clear
+        them within any sensible timeout on two cores (that was the 128-device failure)."""
+        names = self._probe_sources(sources)
+        py = [sys.executable, "-m", "emulation.probe", "ping", "--tries", str(tries),
+              "--timeout", str(timeout)]
+        by_ip = {h.ip: h.name for h in self.hosts.values()}
+        # every prober first, then every answer: they run at the same time
+        procs = {h: self.popen(h, [*py, *[o.ip for o in self.hosts.values() if o.name != h]],
+                               stdout=subprocess.PIPE, cpu_limited=False) for h in names}
+        out = {}
+        for h, proc in procs.items():
+            raw = json.loads(proc.communicate(timeout=timeout + 60)[0])
+            out[h] = {by_ip[ip]: n for ip, n in raw.items()}
+        return out
+
+    def _probe_sources(self, sources: str | list[str] | None) -> list[str]:
+        if sources is None:
+            sources = "all" if len(self.hosts) <= ALL_PAIRS_MAX else "hub"
+        if sources == "hub":
+            return [self.hub()]
+        if sources == "all":
+            if len(self.hosts) > ALL_PAIRS_MAX:
+                raise ValueError(f"reachability: every pair of {len(self.hosts)} hosts is too "
+                                 f"many (at most {ALL_PAIRS_MAX}); check from the hub")
+            return list(self.hosts)
+        unknown = [h for h in sources if h not in self.hosts]
+        if unknown:
+            raise ValueError(f"reachability: no host {unknown}")
+        return list(sources)
 
     def manifest(self) -> dict:
         return {
@@ -502,11 +525,33 @@ class EmulatedNetwork:
     def _stop_mininet(self) -> None:
         if self.net is None:
             return
+        self._delete_links()
         self.net.stop()
         for node in self.net.hosts:  # reap the shells so they leave their cgroups now
             if node.shell is not None:
                 with contextlib.suppress(Exception):
                     node.shell.wait(timeout=5)
+
+    def _delete_links(self) -> None:
+        """Delete every veth pair with one `ip -batch` per host, all hosts at once, then let
+        Mininet's stop() skip its links: it deletes each interface through the host's shell,
+        one round trip per end (7 s for 256 links on two busy cores)."""
+        degree = {h: len(self.topo.neighbours(h)) for h in self.hosts}
+        batches: dict[str, list[str]] = {}
+        for li in self.links:
+            # deleting one end takes the pair; the busier end gathers most links in one batch
+            host, intf = ((li.a, li.intf_a) if degree.get(li.a, 0) >= degree.get(li.b, 0)
+                          else (li.b, li.intf_b))
+            batches.setdefault(host, []).append(f"link del dev {intf}")
+        procs = {h: subprocess.Popen(["mnexec", "-a", str(self._shell_pids[h]), "ip", "-force",
+                                      "-batch", "-"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for h in batches if h in self._shell_pids}
+        for h, proc in procs.items():
+            _, err = proc.communicate("\n".join(batches[h]) + "\n", timeout=60)
+            if proc.returncode != 0:
+                log.warning("deleting links: %s", err.strip())
+        self.net.links = []  # gone with their veths; a failure above is caught by the sweep
 
     def _remove_cgroups(self) -> None:
         if self.limiter is not None:
@@ -545,6 +590,19 @@ class EmulatedNetwork:
         for sig, handler in self._prev_handlers.items():
             signal.signal(sig, handler)
         self._prev_handlers.clear()
+
+
+def _raise_fd_limit(needed: int) -> None:
+    """Let this process hold `needed` descriptors: a few hundred hosts pass the usual soft
+    limit of 1024 (raised up to the hard limit, or past it where we may)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    new_hard = hard if hard == resource.RLIM_INFINITY or hard >= needed else needed
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, new_hard))
+    except (ValueError, OSError) as exc:
+        log.warning("open files limit %d < %d needed for this network: %s", soft, needed, exc)
 
 
 def _check_live_values(bw: float | None, delay: float | None, jitter: float | None,

@@ -9,6 +9,10 @@ direction is measured exactly: `t_server_recv - t_client_send` forward and
     python -m emulation.probe serve PORT          # prints "ready"; ends on stdin EOF
     python -m emulation.probe send HOST PORT --count N --interval S   # prints one JSON object
     python -m emulation.probe reach PORT IP [IP ...]   # {"IP": echoes out of 3, ...}
+    python -m emulation.probe ping IP [IP ...] [--tries 3] [--timeout 3]   # same, ICMP echo
+
+`ping` is the reachability check at scale: the kernel of every target answers ICMP echo itself,
+so one process in one host checks hundreds of hosts, and no echo server is started anywhere.
 
 Loss per direction: the server counts what it received for each test id; at the end the client
 asks for that count (repeated until answered) so forward and return losses are told apart.
@@ -131,6 +135,62 @@ def reach(port: int, targets: list[str], tries: int = 3, timeout: float = 2.0) -
     return dict(zip(targets, got, strict=True))
 
 
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _echo_request(ident: int, seq: int) -> bytes:
+    head = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
+    payload = b"edgestage-reach".ljust(32, b"\0")
+    return struct.pack("!BBHHH", 8, 0, _checksum(head + payload), ident, seq) + payload
+
+
+def ping(targets: list[str], tries: int = 3, timeout: float = 3.0) -> dict:
+    """Reachability by ICMP echo: how many of `tries` echoes came back from each target.
+
+    One raw socket (root) sends every request at once and collects the replies; a reply is
+    matched by identifier and sequence number (sequence = target index x tries + try), not by
+    source address, as in `reach`.  Ends as soon as every echo is back, or after `timeout`."""
+    if len(targets) * tries > 0xFFFF:
+        raise ValueError(f"ping: {len(targets)} targets x {tries} tries do not fit 16-bit seqs")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    # a few hundred replies can arrive in one burst: keep them all
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    ident = int.from_bytes(os.urandom(2), "big")
+    got = [0] * len(targets)
+    seen: set[int] = set()
+    for k in range(tries):
+        for i, ip in enumerate(targets):
+            with contextlib.suppress(OSError):  # no route: that target simply misses
+                sock.sendto(_echo_request(ident, i * tries + k), (ip, 0))
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    deadline = time.monotonic() + timeout
+    while len(seen) < tries * len(targets):
+        left = deadline - time.monotonic()
+        if left <= 0 or not poller.poll(left * 1000):
+            break
+        seq = _echo_reply_seq(sock.recv(2048), ident)
+        if seq is not None and seq < tries * len(targets) and seq not in seen:
+            seen.add(seq)
+            got[seq // tries] += 1
+    return dict(zip(targets, got, strict=True))
+
+
+def _echo_reply_seq(packet: bytes, ident: int) -> int | None:
+    """The sequence number of an echo reply to us (raw sockets see every ICMP packet)."""
+    icmp = packet[(packet[0] & 0x0F) * 4:]
+    if len(icmp) < 8:
+        return None
+    kind, _, _, r_ident, seq = struct.unpack_from("!BBHHH", icmp)
+    return seq if kind == 0 and r_ident == ident else None
+
+
 def _ms_stats(values: list[float]) -> dict:
     ms = [v * 1000 for v in values]
     if not ms:
@@ -171,7 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("reach")
     r.add_argument("port", type=int)
     r.add_argument("targets", nargs="+")
+    g = sub.add_parser("ping")
+    g.add_argument("targets", nargs="+")
+    g.add_argument("--tries", type=int, default=3)
+    g.add_argument("--timeout", type=float, default=3.0)
     args = parser.parse_args(argv)
+    if args.mode == "ping":
+        print(json.dumps(ping(args.targets, args.tries, args.timeout)))
+        return 0
     if args.mode == "serve":
         return serve(args.port)
     if args.mode == "reach":

@@ -114,6 +114,12 @@ class EdgeTopo(Topo):
             table[host] = rows
         return table
 
+    def hub(self) -> str:
+        """The host with the most links (star: edge, two_tier: ap, multi_cell: ap1): every
+        other host is reachable from it, so a reachability check at scale starts there."""
+        hosts = self.hosts()  # in insertion order: ties go to the first
+        return max(hosts, key=lambda h: (len(self.neighbours(h)), -hosts.index(h)))
+
     def forwarders(self) -> list[str]:
         return [h for h in self.hosts() if len(self.neighbours(h)) > 1]
 
