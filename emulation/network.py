@@ -124,6 +124,7 @@ class EmulatedNetwork:
         self._prev_handlers: dict[int, object] = {}
         self._started = False
         self._stopped = False
+        self._machine_lock: int | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -148,6 +149,7 @@ class EmulatedNetwork:
         self._started = True
         self._install_signal_handlers()
         atexit.register(self.stop)
+        self._machine_lock = hold_machine_lock()
         if lg.getEffectiveLevel() < logging.WARNING:  # Mininet prints "*** ..." otherwise
             lg.setLevel(logging.WARNING)
         log.info("impairment backend: %s (asked: %s)", self.backend, self.spec.impairment)
@@ -200,6 +202,8 @@ class EmulatedNetwork:
             _unblock_signals(blocked)
 
     def _teardown(self) -> None:
+        if self._machine_lock is None:
+            return  # never came up: nothing of ours exists
         steps = [
             ("dynamics", self._stop_dynamics),
             ("processes", self._stop_processes),
@@ -215,6 +219,8 @@ class EmulatedNetwork:
                 step()
             except Exception as exc:  # keep going: the next steps still have things to remove
                 log.warning("teardown %s: %s", what, exc)
+        os.close(self._machine_lock)  # the next network may come up
+        self._machine_lock = None
         if self.run_dir is not None:
             with contextlib.suppress(OSError):
                 self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -603,6 +609,28 @@ def _raise_fd_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, new_hard))
     except (ValueError, OSError) as exc:
         log.warning("open files limit %d < %d needed for this network: %s", soft, needed, exc)
+
+
+MACHINE_LOCK = Path("/run/lock/edgestage-network.lock")
+
+
+def hold_machine_lock() -> int:
+    """One emulated network per machine: two collide (interface names, cgroups, Mininet's
+    shells).  Waits, saying so once, while another process of ours holds the lock; the kernel
+    releases it when that process ends, however it ends.  Returns the locked descriptor."""
+    import fcntl
+
+    MACHINE_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(MACHINE_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        log.warning("another edgestage network is up (pid %s): waiting for it to come down", holder)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
 
 
 def _check_live_values(bw: float | None, delay: float | None, jitter: float | None,
