@@ -27,6 +27,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_sweep)
     p = sub.add_parser("report", help="(re)write a run directory's report.md and plots/")
     p.add_argument("run_dir", help="a run directory, e.g. runs/default-20261127-120000")
+    p.add_argument("--no-quality", action="store_true",
+                   help="an unfinished (killed) run is finished without FID/KID/class accuracy")
     p.set_defaults(func=_report)
 
 
@@ -54,8 +56,22 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from analysis.report import write_report
+    import json
 
+    from analysis.report import write_report
+    from emulation.runner import finish_killed_run
+
+    manifest = Path(args.run_dir) / "manifest.json"
+    try:
+        unfinished = json.loads(manifest.read_text()).get("status") == "running"
+    except (OSError, ValueError, AttributeError):
+        unfinished = False  # write_report names what is missing
+    if unfinished:  # killed before it wrote its tables: they are rebuilt from the records first
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        result = finish_killed_run(args.run_dir, quality=not args.no_quality)
+        print(f"{args.run_dir}: unfinished run (its runner is gone) finished from its records: "
+              f"{result.summary['requests']['recorded']} of {result.summary['requests']['planned']} "
+              "requests recorded")
     print(write_report(args.run_dir))  # ValueError on a directory that holds no run: exit 2
     return 0
 

@@ -14,10 +14,18 @@ files -> all requests recorded, or the run's timeout -> nodes stopped (SIGTERM: 
 what is unfinished as failed) -> capture stopped -> network down -> run directory written
 (requests.parquet, traffic.parquet, summary.json, accuracy figures, manifest.json).
 
-A request nobody recorded (its device's node died, or the run timed out before it was sent) is
-recorded by the runner as failed with the reason.  `requests.parquet` is rewritten from the
-records while the run goes and once more at the end, also after Ctrl-C or SIGTERM, so an
-interrupted run keeps what it did.
+A request nobody recorded (its device's node died, or the run timed out or was interrupted
+before it was sent) is recorded by the runner as failed with the reason.  The per-device records
+files are the durable source (analysis/run_tables.py): `requests.parquet` is rewritten from them
+while the run goes and once more at the end, also after Ctrl-C or SIGTERM; after a SIGKILL,
+`edgestage report RUN_DIR` rebuilds it.  Every run that got as far as its workload ends with
+`summary.json`, its report and a final status in the manifest, also one in which every request
+failed or that was interrupted.
+
+The run's clock: link events, traces and the channel model count from the first measured
+request (t = 0 of the measured workload), not from the network coming up, so an event hits the
+requests its time says whatever start-up and warm-up took; an event after the last measured
+request is sent is warned about (it may hit nothing measured).
 """
 
 from __future__ import annotations
@@ -38,11 +46,13 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from tqdm import tqdm
 
+from analysis.run_tables import requests_frame, unrecorded_failures, write_requests
+from emulation.cgroups import process_start
 from emulation.scenario import Scenario
 from emulation.workload import PlannedRequest, by_device, plan_workload
 from nodes.launcher import NodeLauncher
 from nodes.memory import nodes_memory
-from nodes.records import RecordWriter, StageRecord, failed_records, read_records
+from nodes.records import RecordWriter
 
 if TYPE_CHECKING:
     from emulation.network import EmulatedNetwork
@@ -72,8 +82,24 @@ def check_can_run(out_dir: Path) -> None:
     """What must hold before anything is created; ValueError (one line) otherwise."""
     if os.geteuid() != 0:
         raise ValueError("run needs root (network namespaces, qdiscs, cgroups): use sudo")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir}: exists and is not a directory")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(f"--out {out_dir}: exists and is not empty (choose a new directory)")
+    parent = next((p for p in out_dir.absolute().parents if p.exists()), Path("/"))
+    if not parent.is_dir():
+        raise ValueError(f"--out {out_dir}: {parent} is not a directory")
+    if parent.resolve().parts[1:2] in (("proc",), ("sys",), ("dev",)):
+        raise ValueError(f"--out {out_dir}: under {parent.resolve()}, a kernel file system")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out_dir}: cannot create it under {parent} (not writable)")
+
+
+def make_run_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out {out_dir}: cannot create it ({exc.strerror})") from None
 
 
 During = Callable[["EmulatedNetwork", Path], None]
@@ -90,17 +116,46 @@ def run_scenario(scenario: Scenario, out_dir: str | Path | None = None, progress
     before stopping the nodes; an exception it raises is logged and goes into the manifest."""
     out = Path(out_dir) if out_dir is not None else default_out_dir(scenario)
     check_can_run(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_run_dir(out)
     run = _Run(scenario, out.resolve(), progress, during)
     try:
         run.execute()
     except BaseException as exc:
         run.status = "interrupted" if isinstance(exc, KeyboardInterrupt | SystemExit) else "failed"
         run.error = f"{type(exc).__name__}: {exc}"
-        with contextlib.suppress(Exception):
+        try:
             run.finish(quality=False, traffic=False)
+        except Exception:  # the first exception is the one to report; this one is logged
+            log.exception("finishing the %s run failed", run.status)
         raise
     return run.finish(quality=quality, traffic=scenario.capture.enabled)
+
+
+def finish_killed_run(run_dir: str | Path, quality: bool = True) -> RunResult:
+    """Finish a run whose runner died without finishing it (SIGKILL, a crash): requests.parquet
+    from the records (requests without a record are failed rows that say so), traffic, summary,
+    report, and status `killed` in the manifest.  ValueError if it is not such a run."""
+    from emulation.scenario import parse_scenario
+
+    d = Path(run_dir).resolve()
+    try:
+        manifest = json.loads((d / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{d}: no readable manifest.json ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("status") != "running":
+        raise ValueError(f"{d}: not an unfinished run")
+    runner = manifest.get("runner") or {}
+    if runner.get("pid") and process_start(runner["pid"]) == runner.get("start_ticks"):
+        raise ValueError(f"{d}: the run is still going (runner pid {runner['pid']})")
+    run = _Run(parse_scenario(manifest["scenario"]), d, progress=False)
+    run.manifest = manifest
+    run.planned = [PlannedRequest(**row) for row in manifest.get("workload") or []]
+    run.t0 = manifest.get("t0")
+    run.net_manifest = manifest.get("network") or {}
+    run.memory = manifest.get("memory") or {}
+    run.status = "killed"
+    run.error = "the runner ended without finishing the run; finished by finish_killed_run"
+    return run.finish(quality=quality, traffic=run.scenario.capture.enabled)
 
 
 class _Run:
@@ -123,6 +178,8 @@ class _Run:
         self._seen: set[str] = set()
         self._offsets: dict[Path, int] = {}
         self.memory: dict[str, Any] = {}
+        self.warnings: list[str] = []
+        self.launcher: NodeLauncher | None = None
         self._runner_writer: RecordWriter | None = None
         self._last_parquet = 0.0
 
@@ -136,13 +193,14 @@ class _Run:
         self._write_manifest()
         # the launcher imports torch and diffusers while the network comes up; it outlives the
         # network, but every node it forked is stopped before the network goes down
-        launcher = NodeLauncher(self.run_dir)
-        with launcher, EmulatedNetwork(sc.topology, run_dir=self.run_dir) as net:
+        launcher = self.launcher = NodeLauncher(self.run_dir)
+        with launcher, EmulatedNetwork(sc.topology, run_dir=self.run_dir, hold_dynamics=True) as net:
             self.timings["network_up_s"] = round(time.monotonic() - self.began, 3)
             self.net_manifest = net.manifest()
             hosts = node_hosts(net)
             devices = [h for h, role in hosts.items() if role == "device"]
             self.planned = plan_workload(sc.workload, devices, sc.strategy_names(), sc.run.repetitions)
+            self._warn_outside_window()
             self._write_manifest()
             try:
                 self._start_nodes(net, launcher, hosts)
@@ -155,9 +213,7 @@ class _Run:
                 if script is not None:
                     script.join(timeout=sc.run.timeout_s)
             finally:
-                # the nodes' memory while all of them are still up (nodes/memory.py)
-                self.memory = nodes_memory({h.host: h.pid for h in self.handles if h.pid is not None},
-                                           launcher.pid)
+                self._measure_memory(launcher)
                 self.manifest["memory"] = self.memory
                 exit_codes = stop_all(self.handles)
                 self.manifest["node_exit_codes"] = exit_codes
@@ -197,6 +253,11 @@ class _Run:
             self.capture = Capture(net, self.run_dir / "pcap", sc.capture.snaplen)
             self.capture.start()
         self.t0 = time.time() + margin
+        net.start_clock(self.t0 + self.measured_start_s())
+        self.manifest["clock"] = {
+            "origin": net.clock_origin, "measured_start_after_t0_s": self.measured_start_s(),
+            "note": "link events, traces and the channel model count from origin: the first measured "
+                    "request (warm-up requests go before it)"}
         configs = build_configs(sc, net, self.run_dir, by_device(self.planned), self.t0)
         device_handles = [NodeHandle(net, launcher, configs[h]) for h in devices]
         self.handles += device_handles
@@ -209,6 +270,31 @@ class _Run:
             log.warning("devices ready after t0 (their first requests go out late): %s", late)
         self.manifest["devices_ready_after_t0_s"] = late
         self._write_manifest()
+
+    def measured_start_s(self) -> float:
+        """When, after t0, the first measured (not warm-up) request goes: t = 0 of the clock."""
+        return min((r.at_s for r in self.planned if not r.warmup), default=0.0)
+
+    def _warn_outside_window(self) -> None:
+        """Link events after the last measured request is sent may hit nothing measured."""
+        measured = [r.at_s for r in self.planned if not r.warmup]
+        if not measured:
+            return
+        window = max(measured) - self.measured_start_s()
+        for ev in self.scenario.topology.events:
+            if ev.at > window:
+                text = (f"link event {ev.action} {'-'.join(ev.link)} at {ev.at:g} s comes after the last "
+                        f"measured request is sent ({window:.3g} s on the workload's clock): it may affect "
+                        "no measured request")
+                log.warning(text)
+                self.warnings.append(text)
+
+    def _measure_memory(self, launcher: NodeLauncher | None) -> None:
+        """The nodes' memory, kept only from a moment when every node was alive (nodes/memory.py)."""
+        if launcher is None or not self.handles or any(h.exit_code() is not None for h in self.handles):
+            return  # a node is gone: keep the last figure taken with all of them up
+        self.memory = nodes_memory({h.host: h.pid for h in self.handles if h.pid is not None}, launcher.pid)
+        self.memory["taken_after_t0_s"] = round(time.time() - (self.t0 or time.time()), 3)
 
     def _run_during(self, net: EmulatedNetwork) -> None:
         time.sleep(max(0.0, (self.t0 or 0.0) - time.time()))
@@ -245,6 +331,7 @@ class _Run:
                 bar.update(len(new))
                 if time.monotonic() - self._last_parquet > PARQUET_EVERY_S:
                     self.write_requests()
+                    self._measure_memory(self.launcher)
                 if len(self._seen) >= total:
                     break
                 if time.time() > deadline:
@@ -283,39 +370,21 @@ class _Run:
         """Record every planned request (of `device`) that no node recorded, as failed."""
         if self._runner_writer is None:
             self._runner_writer = RecordWriter(self.run_dir / "records" / RUNNER_RECORDS)
-        rows: list[StageRecord] = []
-        sc = self.scenario
-        for r in self.planned:
-            if r.request_id in self._seen or (device is not None and r.device != device):
-                continue
-            scheduled = (self.t0 or time.time()) + r.at_s
-            # when (or whether) it was sent is unknown: the device that knew is gone
-            note = {"request_id": r.request_id, "device": r.device, "strategy": r.strategy, "n": r.n,
-                    "seed": r.seed, "scheduler": sc.generation.scheduler, "steps": sc.generation.steps,
-                    "deadline_s": r.deadline_s, "t_scheduled": scheduled, "t_request_sent": scheduled}
-            rows += failed_records(note, reason, None)
-            self._seen.add(r.request_id)
+        planned = [r.as_row() for r in self.planned if device is None or r.device == device]
+        gen = self.scenario.generation
+        rows = unrecorded_failures(self._seen, planned, gen.scheduler, gen.steps, self.t0, reason)
         if rows:
             self._runner_writer.write(rows)
-        return len({row.request_id for row in rows})
+        failed = {row.request_id for row in rows}
+        self._seen |= failed
+        return len(failed)
 
     def requests_frame(self) -> pd.DataFrame:
-        rows: list[dict] = []
-        for path in sorted((self.run_dir / "records").glob("*.jsonl")):
-            rows += [r.model_dump() for r in read_records(path)]
-        frame = pd.DataFrame(rows, columns=list(StageRecord.model_fields))
-        planned = pd.DataFrame([{"request_id": r.request_id, "repetition": r.repetition,
-                                 "at_s": r.at_s, "warmup": r.warmup} for r in self.planned],
-                               columns=["request_id", "repetition", "at_s", "warmup"])
-        frame = frame.merge(planned, on="request_id", how="left")
-        return frame.sort_values(["t_scheduled", "request_id", "stage_index"], na_position="first",
-                                 kind="stable").reset_index(drop=True)
+        return requests_frame(self.run_dir, [r.as_row() for r in self.planned])
 
     def write_requests(self) -> pd.DataFrame:
         frame = self.requests_frame()
-        tmp = self.run_dir / ".requests.parquet.tmp"
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, self.run_dir / "requests.parquet")
+        write_requests(self.run_dir, frame)
         self._last_parquet = time.monotonic()
         return frame
 
@@ -333,45 +402,82 @@ class _Run:
     # ---- the end -------------------------------------------------------------------------------------
 
     def finish(self, quality: bool, traffic: bool) -> RunResult:
-        from analysis.report import write_report
-        from analysis.run_report import accuracy_report
-        from analysis.summary import format_accuracy, format_memory, format_table, summarize
-        from analysis.traffic import empty_traffic, parse_run_traffic
+        """Records, then the final status in the manifest, then each figure on its own: a step
+        that fails is logged and named in the manifest, and the next ones still run."""
+        from analysis.summary import format_accuracy, format_memory, format_table
 
-        if self.planned and self.t0 is not None:
+        if self.planned:
             self._collect_new()  # what the devices recorded when they were stopped
             why = {"completed": "run timeout: no record of this request when the run ended",
-                   "interrupted": "run interrupted before this request was recorded"}
+                   "interrupted": "run interrupted before this request was recorded",
+                   "killed": "the run was killed before this request was recorded"}
             self._fail_missing(why.get(self.status, f"run failed ({self.error})"))
         requests = self.write_requests()
-        frame = empty_traffic()
-        if traffic and (self.run_dir / "pcap").is_dir():
-            began = time.monotonic()
-            frame = parse_run_traffic(self.run_dir / "pcap", self.net_manifest)
-            frame.to_parquet(self.run_dir / "traffic.parquet", index=False)
-            self.timings["traffic_parse_s"] = round(time.monotonic() - began, 3)
-        began = time.monotonic()
-        measured = requests[requests["warmup"].ne(True)]  # warm-up requests only open connections
-        summary = summarize(measured, frame, self.run_dir / "samples", quality=quality)
-        self.timings["quality_s"] = round(time.monotonic() - began, 3)
-        accuracy = accuracy_report(measured, frame, self.net_manifest)
-        (self.run_dir / "accuracy.json").write_text(json.dumps(accuracy, indent=1, default=_json))
-        document = {"scenario": self.scenario.name, "status": self.status, "strategies": summary,
-                    "accuracy": accuracy.get("headline", {}),
-                    "node_memory": {k: v for k, v in self.memory.items() if k not in ("nodes", "launcher")}}
-        (self.run_dir / "summary.json").write_text(json.dumps(document, indent=1, default=_json))
         with contextlib.suppress(OSError, ValueError):  # written by the network's teardown
             self.manifest["cpu_stats"] = json.loads((self.run_dir / "cpu_stats.json").read_text())
+        self.manifest["warnings"] = self.warnings
+        self._write_manifest()  # the final status, before anything else can fail
+        traffic_frame = self._step("traffic", self._traffic, traffic)
+        measured = requests[requests["warmup"].ne(True)]  # warm-up requests only open connections
+        summary = self._step("summary", self._summary, measured, traffic_frame, quality) or {}
+        accuracy = self._step("accuracy", self._accuracy, measured, traffic_frame) or {"headline": {}}
+        ok = requests.loc[requests["outcome"] == "ok", "request_id"]
+        counts = {"planned": len(self.planned), "recorded": int(requests["request_id"].nunique()),
+                  "ok": int(ok.nunique())}
+        document = {"scenario": self.scenario.name, "status": self.status, "error": self.error,
+                    "requests": counts,
+                    "strategies": summary, "accuracy": accuracy.get("headline", {}),
+                    "node_memory": {k: v for k, v in self.memory.items() if k not in ("nodes", "launcher")},
+                    "warnings": self.warnings}
+        (self.run_dir / "summary.json").write_text(json.dumps(document, indent=1, default=_json))
+        self._step("report", self._report)
         self._write_manifest()
-        try:
-            write_report(self.run_dir)
-        except Exception as exc:  # the run's data is written; a failed figure must not lose it
-            log.warning("report.md not written: %s (edgestage report %s)", exc, self.run_dir)
         if self.progress or self.status != "completed":
             print(format_table(summary, title=f"{self.scenario.name}: {self.status}"))
             print(format_accuracy(accuracy.get("headline", {})))
             print(format_memory(document["node_memory"]))
+        frame = traffic_frame if traffic_frame is not None else _empty_traffic()
         return RunResult(self.run_dir, requests, frame, document, self.manifest, accuracy, self.planned)
+
+    def _step(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        began = time.monotonic()
+        try:
+            return fn(*args)
+        except Exception as exc:  # the run's records are written; a failed figure must not lose them
+            log.warning("%s not written: %s: %s (edgestage report %s)", name, type(exc).__name__, exc,
+                        self.run_dir)
+            self.manifest.setdefault("finish_errors", {})[name] = f"{type(exc).__name__}: {exc}"
+            return None
+        finally:
+            self.timings[f"{name}_s"] = round(time.monotonic() - began, 3)
+
+    def _traffic(self, traffic: bool) -> pd.DataFrame:
+        from analysis.traffic import parse_run_traffic
+
+        if not traffic or not (self.run_dir / "pcap").is_dir():
+            return _empty_traffic()
+        frame = parse_run_traffic(self.run_dir / "pcap", self.net_manifest)
+        frame.to_parquet(self.run_dir / "traffic.parquet", index=False)
+        return frame
+
+    def _summary(self, measured: pd.DataFrame, traffic: pd.DataFrame | None, quality: bool) -> dict:
+        from analysis.summary import summarize
+
+        return summarize(measured, traffic if traffic is not None else _empty_traffic(),
+                         self.run_dir / "samples", quality=quality)
+
+    def _accuracy(self, measured: pd.DataFrame, traffic: pd.DataFrame | None) -> dict:
+        from analysis.run_report import accuracy_report
+
+        accuracy = accuracy_report(measured, traffic if traffic is not None else _empty_traffic(),
+                                   self.net_manifest)
+        (self.run_dir / "accuracy.json").write_text(json.dumps(accuracy, indent=1, default=_json))
+        return accuracy
+
+    def _report(self) -> None:
+        from analysis.report import write_report
+
+        write_report(self.run_dir)
 
     def _write_manifest(self) -> None:
         sc = self.scenario
@@ -379,6 +485,7 @@ class _Run:
             "status": self.status,
             "error": self.error,
             "run_dir": str(self.run_dir),
+            "runner": {"pid": os.getpid(), "start_ticks": process_start(os.getpid())},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": versions(),
             "kernel": platform.release(),
@@ -396,6 +503,12 @@ class _Run:
         tmp = self.run_dir / ".manifest.json.tmp"
         tmp.write_text(json.dumps(self.manifest, indent=1, default=_json))
         os.replace(tmp, self.run_dir / "manifest.json")
+
+
+def _empty_traffic() -> pd.DataFrame:
+    from analysis.traffic import empty_traffic
+
+    return empty_traffic()
 
 
 def compute_manifest(sc: Scenario) -> dict[str, Any]:

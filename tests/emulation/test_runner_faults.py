@@ -107,3 +107,134 @@ def test_sigint_leaves_partial_results_and_nothing_running(tmp_path, nothing_lef
         res = subprocess.run(["tshark", "-r", str(pcap), "-c", "1"], capture_output=True, timeout=60)
         assert res.returncode == 0, res.stderr
     assert not _our_processes(out)
+
+
+def _smoke_variant(tmp_path: Path, extra: str, timeout_s: int = 5, warmup: bool = False) -> Path:
+    """smoke.toml with a short request timeout, warm-up on or off, and `extra` TOML appended."""
+    text = SMOKE.read_text().replace("request_timeout_s = 30",
+                                     f"request_timeout_s = {timeout_s}\nwarmup = {str(warmup).lower()}")
+    path = tmp_path / "scenario.toml"
+    path.write_text(text + "\n" + extra)
+    return path
+
+
+def _wait_for(condition, proc: subprocess.Popen, what: str, limit: float = 240) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{what}: not in {limit:g} s"
+        time.sleep(0.05)
+
+
+def _nodes_ready(out: Path, count: int) -> bool:
+    return len(list((out / "nodes").glob("*.json"))) >= count
+
+
+@needs_large
+def test_a_run_in_which_every_measured_request_fails_ends_with_its_summary(tmp_path, nothing_left_after):
+    """The access link goes down at t = 0 of the workload's clock (the first measured request):
+    the warm-up requests before it are served, every measured one fails, and the run still ends
+    with its summary, report and final status.  An event at 0.0 also no longer stops capture."""
+    path = _smoke_variant(tmp_path, '[[topology.events]]\nat = 0.0\nlink = ["ap", "edge"]\naction = "down"\n',
+                          warmup=True)
+    result = run_scenario(load_scenario(path), tmp_path / "run", progress=False, quality=False)
+    out = result.run_dir
+    nothing_left_after.update(h["name"] for h in result.manifest["network"]["hosts"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and result.manifest["status"] == "completed"
+    assert summary["requests"] == {"planned": 16, "recorded": 16, "ok": 8}  # the 8 warm-up ones
+    measured = result.requests[result.requests["warmup"].ne(True)].groupby("request_id").first()
+    assert len(measured) == 8 and (measured["outcome"] == "failed").all()
+    assert measured["reason"].str.contains("timeout").all(), measured["reason"].tolist()
+    for entry in summary["strategies"].values():
+        assert entry["done"] == 0 and entry["failed"] == 2 and sum(entry["failure_reasons"].values()) == 2
+    assert (out / "report.md").is_file()
+    # the event happened on the workload's clock: at the first measured request, after warm-up
+    events = [json.loads(line) for line in (out / "link_events.jsonl").read_text().splitlines()]
+    down = next(e for e in events if e.get("state") == "down")
+    assert -0.05 <= down["t_clock"] < 1.0, down
+    first_measured = measured["t_request_sent"].min()
+    assert down["t"] <= first_measured + 1.0
+    warm = result.requests[result.requests["warmup"].eq(True)]
+    assert warm["t_result_received"].max() < down["t"]  # every warm-up request ended before it
+    assert all(c.get("captured", 0) > 0 for c in result.manifest["capture"])
+
+
+@needs_large
+def test_sigint_before_the_first_result_still_writes_the_summary(tmp_path, nothing_left_after):
+    """Ctrl-C once the nodes are up and before any request is recorded: exit 130, and the run
+    ends with every planned request failed with the reason, a summary and a final status."""
+    out = tmp_path / "run"
+    path = _smoke_variant(tmp_path, "", timeout_s=30)
+    proc = subprocess.Popen([sys.executable, "-m", "emulation.cli", "run", str(path), "--out", str(out),
+                             "--quiet", "--no-quality"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: _nodes_ready(out, 4), proc, "nodes ready")  # cloud, edge, d1, d2
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    nothing_left_after.update(h["name"] for h in manifest["network"]["hosts"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert manifest["status"] == summary["status"] == "interrupted"
+    requests = pd.read_parquet(out / "requests.parquet").groupby("request_id").first()
+    assert len(requests) == summary["requests"]["planned"] == 8
+    failed = requests[requests["outcome"] == "failed"]
+    assert len(failed) + (requests["outcome"] == "ok").sum() == 8 and len(failed) >= 1
+    assert failed["reason"].str.contains("interrupted|stopped").all(), failed["reason"].tolist()
+    assert (out / "report.md").is_file()
+    assert not _our_processes(out)
+
+
+@needs_large
+@pytest.mark.slow
+def test_sigkill_of_the_runner_leaves_nothing_and_report_finishes_the_run(tmp_path, nothing_left_after):
+    """SIGKILL of `edgestage run` mid-run: nothing of ours is left (the cgroup watcher removes
+    the CPU groups, the nodes die with their launcher), and `edgestage report` rebuilds the
+    requests table from the devices' records, every planned request in it."""
+    out = tmp_path / "run"
+    path = _smoke_variant(tmp_path, "", timeout_s=30)
+    proc = subprocess.Popen([sys.executable, "-m", "emulation.cli", "run", str(path), "--out", str(out),
+                             "--quiet", "--no-quality"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: sum(_lines(p) for p in (out / "records").glob("*.jsonl")) >= 1, proc,
+                  "a recorded request")
+        recorded = {json.loads(line)["request_id"] for p in (out / "records").glob("*.jsonl")
+                    for line in p.read_text().splitlines() if line.endswith("}")}
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "running"
+    nothing_left_after.update(h["name"] for h in manifest["network"]["hosts"])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (_our_processes(out) or _cgroups_of(manifest)):
+        time.sleep(0.2)
+    assert not _our_processes(out) and not _cgroups_of(manifest)
+    res = subprocess.run([sys.executable, "-m", "emulation.cli", "report", str(out), "--no-quality"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "killed"
+    assert json.loads((out / "manifest.json").read_text())["status"] == "killed"
+    requests = pd.read_parquet(out / "requests.parquet").groupby("request_id").first()
+    assert len(requests) == 8 and recorded <= set(requests.index)
+    unrecorded = requests[~requests.index.isin(recorded) & (requests["outcome"] == "failed")]
+    assert unrecorded["reason"].str.contains("killed|stopped|no record").all(), unrecorded["reason"].tolist()
+
+
+def _cgroups_of(manifest: dict) -> list[str]:
+    """CPU cgroups whose name holds the runner's pid (they are named edgestage-<pid>.<start>-<n>)."""
+    pid = manifest["runner"]["pid"]
+    root = Path("/sys/fs/cgroup/cpu")
+    return [p.name for p in root.glob(f"edgestage-{pid}.*")] if root.is_dir() else []
