@@ -77,6 +77,10 @@ def test_killed_device_fails_its_requests_and_the_others_complete(tmp_path, noth
     assert len(failed) >= 1 and failed["reason"].str.contains("d2 exited").all(), failed["reason"].tolist()
     assert result.manifest["status"] == "completed" and result.manifest["node_exit_codes"]["d2"] == -9
     assert not _our_processes(out)
+    # the "all nodes up" memory figure was taken while d2 was still alive, not after it died
+    memory = result.manifest["memory"]
+    assert set(memory["nodes"]) == {"cloud", "edge", "d1", "d2"}
+    assert result.manifest["t0"] + memory["taken_after_t0_s"] < killed["at"]
 
 
 @needs_large
