@@ -76,6 +76,7 @@ class Device:
         done_reported = False
         try:
             while not self.node.stop.is_set():
+                outbox.poll_events()  # a dead coordinator is known before a request goes to it
                 now = time.time()
                 while upcoming and t0 + upcoming[0][0] <= now:
                     at_s, request_id, request = upcoming.pop(0)

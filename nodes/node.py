@@ -30,14 +30,16 @@ import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from nodes.node_config import NodeConfig, load_node_config
+from nodes.plan import Plan, Stage
 from nodes.protocol import (
+    MAX_ENVELOPE_BYTES,
     WIRE_VERSION,
     AcceptedMsg,
     ErrorMsg,
@@ -57,13 +59,24 @@ from nodes.security import (
     secure_server,
     start_authenticator,
 )
+from nodes.state import MAX_HEADER_BYTES
 
 log = logging.getLogger("nodes.node")
 POLL_MS = 100
 STATUS_INTERVAL_S = 2.0
 SEND_HWM = 1000
+# What a peer can make this node hold before anything is checked: ZeroMQ queues up to RECV_HWM
+# messages per connected peer while the receiver is busy, each of at most MAX_FRAMES frames of the
+# inbox's frame limit (inbox_frame_limit); checked stage messages then wait in the WorkQueue.
+RECV_HWM = 16
 WORK_QUEUE_MAX = 1000
+# The largest legitimate stage message (MAX_IMAGES images: envelope, state header and 16 tensors of
+# 256 images x 16 x 16 float32) is 4.25 MB: this holds 60 of them, and far more of the usual ones.
+WORK_QUEUE_BYTES = 256 * 1024 * 1024
 LOGGED_DROPS = 50  # log every drop up to this many, then one line per 1000
+# a connection that comes back within this long was a blip; one that does not is a dead host
+DOWN_GRACE_S = 0.3
+_PEER_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
 
 
 class Stopping(Exception):
@@ -74,6 +87,51 @@ class Stopping(Exception):
 class Inbound:
     message: Message
     received: float  # time.time() when the receiver got it
+    checked: tuple[Plan, Stage] | None = None  # a stage message's plan and stage, once checked
+
+
+class QueueFull(Exception):
+    """The work queue cannot take a message; `category` is the drop counter it goes to."""
+
+    def __init__(self, category: str, reason: str) -> None:
+        super().__init__(reason)
+        self.category = category
+
+
+class WorkQueue:
+    """The checked stage messages waiting for the worker, bounded in count and in bytes: a few
+    large messages hold as much memory as many small ones."""
+
+    def __init__(self, max_items: int = WORK_QUEUE_MAX, max_bytes: int = WORK_QUEUE_BYTES) -> None:
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self._queue: queue.Queue[tuple[Any, int]] = queue.Queue()
+        self._lock = threading.Lock()
+        self._bytes = 0
+
+    @property
+    def bytes(self) -> int:
+        with self._lock:
+            return self._bytes
+
+    def put_nowait(self, item: Any, nbytes: int) -> None:
+        """Raises QueueFull (category `overload` or `overload_bytes`) rather than wait."""
+        with self._lock:
+            count = self._queue.qsize()
+            if count >= self.max_items:
+                raise QueueFull("overload", f"work queue full ({count} messages)")
+            if self._bytes + nbytes > self.max_bytes:
+                raise QueueFull("overload_bytes", f"work queue full ({self._bytes} + {nbytes} bytes exceed "
+                                                  f"{self.max_bytes})")
+            self._bytes += nbytes
+            self._queue.put((item, nbytes))
+
+    def get(self, timeout: float) -> Any:
+        """Raises queue.Empty after `timeout` seconds without an item."""
+        item, nbytes = self._queue.get(timeout=timeout)
+        with self._lock:
+            self._bytes -= nbytes
+        return item
 
 
 class Stats:
@@ -103,9 +161,23 @@ class Stats:
             return {"counts": dict(self.counts), "dropped": dropped, "drops": dict(self.drops)}
 
 
+class PeerDown(RuntimeError):
+    """A send to a host whose connection closed and has not come back."""
+
+
+def clock(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t % 1 * 1000):03d}"
+
+
 class Outbox:
-    """PUSH sockets to peers, created on first use, owned by the one thread that made the Outbox.
-    With `curve` (nodes/security.py) every socket is a CURVE client pinned to its peer's key."""
+    """PUSH sockets to peers, created on first use (or by `connect`), owned by the one thread that
+    made the Outbox. With `curve` (nodes/security.py) every socket is a CURVE client pinned to its
+    peer's key.
+
+    Each socket has a monitor: a killed peer's TCP connections are closed by its kernel, so the
+    DISCONNECTED event comes at once. A host whose connection closed and has not completed a
+    handshake again within DOWN_GRACE_S is down: sends to it raise PeerDown at once rather than
+    queue for a peer that may never come back."""
 
     def __init__(self, context: zmq.Context, endpoints: dict[str, str],
                  curve: CurveKeys | None = None) -> None:
@@ -113,9 +185,12 @@ class Outbox:
         self._endpoints = endpoints
         self._curve = curve
         self._sockets: dict[str, zmq.Socket] = {}
+        self._monitors: dict[str, zmq.Socket] = {}
+        self._lost: dict[str, float] = {}  # host -> when its connection closed (not back since)
+        self._reported: set[str] = set()
 
-    def send(self, host: str, frames: list) -> None:
-        """Raises RuntimeError if `host` is unknown or its send queue is full (peer gone for long)."""
+    def connect(self, host: str) -> zmq.Socket:
+        """The socket to `host`, connecting it now if need be (to watch a peer before sending)."""
         if host not in self._endpoints:
             raise RuntimeError(f"no endpoint known for host {host!r}")
         sock = self._sockets.get(host)
@@ -125,17 +200,66 @@ class Outbox:
             sock.setsockopt(zmq.SNDHWM, SEND_HWM)
             if self._curve is not None:
                 secure_client(sock, self._curve, host)
+            self._monitors[host] = sock.get_monitor_socket(_PEER_EVENTS)
             sock.connect(self._endpoints[host])
             self._sockets[host] = sock
+        return sock
+
+    def send(self, host: str, frames: list) -> None:
+        """Raises RuntimeError if `host` is unknown, down (PeerDown), or its send queue is full."""
+        sock = self.connect(host)
+        self.poll_events()
+        reason = self.down_reason(host)
+        if reason is not None:
+            raise PeerDown(reason)
         try:
             sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
         except zmq.Again:
             raise RuntimeError(f"send queue to {host} is full (peer unreachable?)") from None
 
+    def poll_events(self) -> list[str]:
+        """Take in the monitors' events; the hosts found down since the last call."""
+        now = time.time()
+        for host, monitor in self._monitors.items():
+            while monitor.poll(0):
+                event = recv_monitor_message(monitor)["event"]
+                if event == zmq.EVENT_DISCONNECTED:
+                    self._lost.setdefault(host, now)
+                elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    if host in self._reported:
+                        log.info("host %s is back", host)
+                    self._lost.pop(host, None)
+                    self._reported.discard(host)
+        down = [h for h, t in self._lost.items() if now - t >= DOWN_GRACE_S and h not in self._reported]
+        for host in down:
+            log.warning("%s", self.down_reason(host))
+        self._reported.update(down)
+        return down
+
+    def down_reason(self, host: str) -> str | None:
+        """Why `host` is down (its connection closed over DOWN_GRACE_S ago), or None."""
+        lost = self._lost.get(host)
+        if lost is None or time.time() - lost < DOWN_GRACE_S:
+            return None
+        return f"host {host} is down: its connection closed at {clock(lost)} and has not come back"
+
     def close(self) -> None:
-        for sock in self._sockets.values():
+        for host, sock in self._sockets.items():
+            sock.disable_monitor()
+            self._monitors[host].close(linger=0)
             sock.close(linger=0)
         self._sockets.clear()
+        self._monitors.clear()
+
+
+def inbox_frame_limit(config: NodeConfig) -> int:
+    """ZMQ_MAXMSGSIZE of the inbox (it bounds each frame, not the message): no legitimate frame is
+    bigger than an envelope, a state header or one tensor of max_images images, so a bigger one
+    (its sender is disconnected) is never buffered, whatever max_message_bytes allows."""
+    from nodes.worker import largest_tensor_bytes
+
+    legitimate = max(MAX_ENVELOPE_BYTES, MAX_HEADER_BYTES, largest_tensor_bytes(config.max_images))
+    return min(config.max_message_bytes, legitimate)
 
 
 def connect_endpoint(bind: str) -> str:
@@ -168,7 +292,7 @@ class Node:
         self.endpoints = {h: p.endpoint for h, p in config.peers.items()}
         self.endpoints[self.host] = connect_endpoint(config.bind)
         self.roles = config.roles()
-        self.work: queue.Queue[Inbound] = queue.Queue(maxsize=WORK_QUEUE_MAX)
+        self.work = WorkQueue()
         self.requests: queue.Queue[Inbound] = queue.Queue()
         self.replies: queue.Queue[Inbound] = queue.Queue()
         self._bound = threading.Event()
@@ -265,7 +389,8 @@ class Node:
         inbox = self.context.socket(zmq.PULL)
         inbox.setsockopt(zmq.LINGER, 0)
         # a peer that sends a bigger frame than this is disconnected by ZeroMQ before we see it
-        inbox.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
+        inbox.setsockopt(zmq.MAXMSGSIZE, inbox_frame_limit(self.config))
+        inbox.setsockopt(zmq.RCVHWM, RECV_HWM)
         monitor = None
         if self.curve is not None:
             secure_server(inbox, self.curve)
@@ -286,6 +411,7 @@ class Node:
         poller.register(inbox, zmq.POLLIN)
         if monitor is not None:
             poller.register(monitor, zmq.POLLIN)
+        refusals = Outbox(self.context, self.endpoints, self.curve)  # errors for refused stages
         try:
             while not self.stop.is_set():
                 ready = dict(poller.poll(POLL_MS))
@@ -298,8 +424,9 @@ class Node:
                         frames = inbox.recv_multipart(copy=False, flags=zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    self._route(frames, time.time())
+                    self._route(frames, time.time(), refusals)
         finally:
+            refusals.close()
             if monitor is not None:
                 inbox.disable_monitor()
                 monitor.close(linger=0)
@@ -314,7 +441,7 @@ class Node:
             log.warning("refused a peer on %s: handshake failed (event %#x, value %#x)",
                         event["endpoint"].decode(errors="replace"), event["event"], event["value"])
 
-    def _route(self, frames: list, received: float) -> None:
+    def _route(self, frames: list, received: float, refusals: Outbox) -> None:
         self.stats.count("received")
         try:
             message = decode([f.buffer for f in frames])
@@ -335,16 +462,42 @@ class Node:
                 return
             self.requests.put(item)
         elif isinstance(envelope, StageMsg):
-            try:
-                self.work.put_nowait(item)
-            except queue.Full:
-                self.stats.drop("overload", f"work queue full, stage {envelope.request_id}")
+            self._admit(item, refusals)
         elif isinstance(envelope, AcceptedMsg | ResultMsg | ErrorMsg):
             if self.device is None or envelope.origin != self.host:
                 reason = f"{envelope.kind} for {envelope.origin} arrived at {self.host}"
                 self.stats.drop("misdirected", reason)
                 return
             self.replies.put(item)
+
+    def _admit(self, item: Inbound, refusals: Outbox) -> None:
+        """Check a stage message against this node (plan, models, tensor shapes) before it is
+        queued, so that a message the worker would refuse never waits in memory."""
+        from nodes.worker import Rejected
+
+        envelope: StageMsg = item.message.envelope  # type: ignore[assignment]
+        try:
+            checked = self.worker.check(envelope, item.message.state)
+        except Exception as exc:  # Rejected, or a checker bug: either way the message goes, not the node
+            category = f"rejected_{exc.part}" if isinstance(exc, Rejected) else "checker_error"
+            self._refuse(refusals, category, envelope, f"stage {envelope.stage} rejected: {exc}")
+            return
+        try:
+            self.work.put_nowait(replace(item, checked=checked), item.message.message_bytes)
+        except QueueFull as exc:
+            reason = f"stage {envelope.stage} dropped on {self.host}: {exc}"
+            self._refuse(refusals, exc.category, envelope, reason)
+
+    def _refuse(self, refusals: Outbox, category: str, envelope: StageMsg, reason: str) -> None:
+        """Count and log the drop; the request's device hears why, as from the worker."""
+        self.stats.drop(category, f"{envelope.request_id}: {reason}")
+        frames = self.error_frames(envelope.origin, envelope.request_id, reason, envelope.plan,
+                                   envelope.stage)
+        try:
+            refusals.send(envelope.origin, frames)
+            self.stats.count("errors_sent")
+        except RuntimeError:  # a flood of refusals must not become a flood of log lines too
+            self.stats.count("errors_unsent")
 
     # --- helpers for the other threads --------------------------------------------------------
 

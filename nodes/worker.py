@@ -28,7 +28,18 @@ _META_KEYS = {"scheduler", "steps", "next_step", "seed", "lower_order_nums"}
 
 
 class Rejected(ValueError):
-    """A well-formed stage message this node cannot run; the reason goes back to the device."""
+    """A well-formed stage message this node cannot run; the reason goes back to the device.
+    `part`: what is wrong with it, "plan" (its plan, stage, model or hops) or "state" (its tensors)."""
+
+    def __init__(self, reason: str, part: str = "plan") -> None:
+        super().__init__(reason)
+        self.part = part
+
+
+def largest_tensor_bytes(max_images: int) -> int:
+    """The largest tensor a legitimate state holds: a float32 sample (or solver history) of
+    max_images images, each 1 x IMAGE_SIZE x IMAGE_SIZE, as _check_state demands."""
+    return max_images * IMAGE_SIZE * IMAGE_SIZE * 4
 
 
 class StageWorker:
@@ -63,6 +74,7 @@ class StageWorker:
         outbox = Outbox(self.node.context, self.node.endpoints, self.node.curve)
         try:
             while not self.node.stop.is_set():
+                outbox.poll_events()  # so that a dead next host is known by the time we forward
                 try:
                     item = self.node.work.get(timeout=0.1)
                 except queue.Empty:
@@ -76,10 +88,10 @@ class StageWorker:
 
         envelope: StageMsg = item.message.envelope  # type: ignore[assignment]
         node = self.node
-        try:
-            plan, stage = self.check(envelope, item.message.state)
+        try:  # the receiver checked it before queueing (Node._admit); check anything that was not
+            plan, stage = item.checked or self.check(envelope, item.message.state)
         except Exception as exc:  # Rejected, or a checker bug: either way the message goes, not the node
-            category = "rejected" if isinstance(exc, Rejected) else "checker_error"
+            category = f"rejected_{exc.part}" if isinstance(exc, Rejected) else "checker_error"
             node.stats.drop(category, f"stage {envelope.stage} of {envelope.request_id}: {exc}")
             self._error(outbox, envelope, f"stage {envelope.stage} rejected: {exc}")
             return
@@ -124,30 +136,32 @@ class StageWorker:
     def _check_state(self, envelope: StageMsg, state: StateBundle) -> None:
         meta = state.meta
         if set(meta) - _META_KEYS:
-            raise Rejected(f"unexpected state fields: {', '.join(sorted(set(meta) - _META_KEYS))}")
+            unexpected = ", ".join(sorted(set(meta) - _META_KEYS))
+            raise Rejected(f"unexpected state fields: {unexpected}", "state")
         expected = {"scheduler": self.config.scheduler, "steps": self.config.steps,
                     "next_step": envelope.start, "seed": envelope.seed}
         for key, value in expected.items():
             if meta.get(key) != value or isinstance(meta.get(key), bool):
-                raise Rejected(f"state {key} is {meta.get(key)!r}, expected {value!r}")
+                raise Rejected(f"state {key} is {meta.get(key)!r}, expected {value!r}", "state")
         lower = meta.get("lower_order_nums", 0)
         if not isinstance(lower, int) or isinstance(lower, bool) or not 0 <= lower <= 8:
-            raise Rejected(f"state lower_order_nums {lower!r} out of range")
+            raise Rejected(f"state lower_order_nums {lower!r} out of range", "state")
         shape = (envelope.n, 1, IMAGE_SIZE, IMAGE_SIZE)
         for name, tensor in state.tensors.items():
             if name == LABELS:
-                if tensor.dtype != torch.int64 or tensor.tolist() != envelope.labels:
-                    raise Rejected("state labels differ from the request's")
+                if (tensor.dtype != torch.int64 or tensor.shape != (envelope.n,)
+                        or tensor.tolist() != envelope.labels):
+                    raise Rejected("state labels differ from the request's", "state")
             elif name == SAMPLE or name.startswith("history_"):
                 if tensor.dtype != torch.float32 or tuple(tensor.shape) != shape:
                     found = f"{tensor.dtype} {tuple(tensor.shape)}"
-                    raise Rejected(f"tensor {name} is {found}, expected float32 {shape}")
+                    raise Rejected(f"tensor {name} is {found}, expected float32 {shape}", "state")
                 if not torch.isfinite(tensor).all():
-                    raise Rejected(f"tensor {name} holds non-finite values")
+                    raise Rejected(f"tensor {name} holds non-finite values", "state")
             else:
-                raise Rejected(f"unexpected tensor {name!r}")
+                raise Rejected(f"unexpected tensor {name!r}", "state")
         if SAMPLE not in state.tensors or LABELS not in state.tensors:
-            raise Rejected("state lacks sample or labels")
+            raise Rejected("state lacks sample or labels", "state")
 
     def compute(self, envelope: StageMsg, item: Inbound, stage: Stage) -> tuple[StateBundle, Hop]:
         from nodes.node import Stopping
