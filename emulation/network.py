@@ -55,6 +55,9 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from mininet.link import Intf
+from mininet.node import Host
+
 from emulation.cgroups import CpuLimiter, cgroup_version, make_cpu_limiter
 from emulation.impairment import Ingress, UserspaceImpairment, choose_backend
 from emulation.shaping import (
@@ -106,6 +109,7 @@ class EmulatedNetwork:
         self.cpu_limits = cpu_limits
         self.backend = choose_backend(spec.impairment)
         self.topo: EdgeTopo = topology_from_spec(spec)  # validates link names before anything runs
+        _configure_quietly(self.topo)
         self.links: list[LinkInfo] = list(self.topo.link_infos)
         _raise_fd_limit(len(self.topo.hosts()) * _FDS_PER_HOST + 256)
         self.hosts: dict[str, HostInfo] = {}
@@ -209,7 +213,8 @@ class EmulatedNetwork:
             ("processes", self._stop_processes),
             ("cpu stats", self._collect_cpu_stats),
             ("cgroup processes", self._kill_cgroup_members),
-            ("impairment", self.impair.stop),
+            # rules go with the namespaces (see _stop_mininet): end the processes only
+            ("impairment", lambda: self.impair.stop(delete_rules=False)),
             ("mininet", self._stop_mininet),
             ("cgroups", self._remove_cgroups),
             ("interfaces", self._delete_stray_interfaces),
@@ -412,6 +417,7 @@ class EmulatedNetwork:
         dynamic = self._dynamic_links()
         scripts: dict[str, list[str]] = {h: [] for h in self.hosts}
         tc: dict[str, list[str]] = {h: [] for h in self.hosts}
+        addresses = self._address_lines()
         for index, li in enumerate(self.links):
             s = li.spec
             for k, (src, src_intf, dst, dst_intf) in enumerate(self.directions(li)):
@@ -432,9 +438,10 @@ class EmulatedNetwork:
         for h in self.hosts:
             if h in forwarders:
                 scripts[h].append("sysctl -qw net.ipv4.ip_forward=1")
-            if routes[h]:
-                batch = "\n".join(f"route add {dst} via {via}" for dst, via in routes[h])
-                scripts[h].append(f"ip -batch - <<'EOF'\n{batch}\nEOF")
+            # addresses and links up first: a route needs its interface up
+            lines = addresses[h] + [f"route add {dst} via {via}" for dst, via in routes[h]]
+            batch = "\n".join(lines)
+            scripts[h].append(f"ip -batch - <<'EOF'\n{batch}\nEOF")
             if tc[h]:
                 scripts[h].append("tc -batch - <<'EOF'\n" + "\n".join(tc[h]) + "\nEOF")
         procs = {
@@ -448,6 +455,16 @@ class EmulatedNetwork:
                 failed.append(f"{h}: {(err or out).decode(errors='replace').strip()}")
         if failed:
             raise RuntimeError("configuring hosts failed: " + "; ".join(failed))
+
+    def _address_lines(self) -> dict[str, list[str]]:
+        """`ip -batch` lines per host: loopback up, each interface's address, each up.  Done
+        here, in the parallel per-host scripts, instead of by Mininet (see _QuietIntf)."""
+        out = {h: ["link set dev lo up"] for h in self.hosts}
+        for li in self.links:
+            prefix = li.subnet.split("/")[1]
+            for host, intf, ip in ((li.a, li.intf_a, li.ip_a), (li.b, li.intf_b, li.ip_b)):
+                out[host] += [f"address add {ip}/{prefix} dev {intf}", f"link set dev {intf} up"]
+        return out
 
     def _dynamic_links(self) -> set[str]:
         names = {li.name for li in self.links if li.spec.trace}
@@ -531,33 +548,16 @@ class EmulatedNetwork:
     def _stop_mininet(self) -> None:
         if self.net is None:
             return
-        self._delete_links()
+        # Each host's veth ends and iptables rules go with its namespace when its shell, the
+        # last process in it, exits: the kernel deletes all of them in one batch.  Mininet's
+        # stop() would delete every interface through the host's shell first, one at a time
+        # (a veth deletion waits for an RCU grace period: 5-7 s for 256 links).
+        self.net.links = []
         self.net.stop()
         for node in self.net.hosts:  # reap the shells so they leave their cgroups now
             if node.shell is not None:
                 with contextlib.suppress(Exception):
                     node.shell.wait(timeout=5)
-
-    def _delete_links(self) -> None:
-        """Delete every veth pair with one `ip -batch` per host, all hosts at once, then let
-        Mininet's stop() skip its links: it deletes each interface through the host's shell,
-        one round trip per end (7 s for 256 links on two busy cores)."""
-        degree = {h: len(self.topo.neighbours(h)) for h in self.hosts}
-        batches: dict[str, list[str]] = {}
-        for li in self.links:
-            # deleting one end takes the pair; the busier end gathers most links in one batch
-            host, intf = ((li.a, li.intf_a) if degree.get(li.a, 0) >= degree.get(li.b, 0)
-                          else (li.b, li.intf_b))
-            batches.setdefault(host, []).append(f"link del dev {intf}")
-        procs = {h: subprocess.Popen(["mnexec", "-a", str(self._shell_pids[h]), "ip", "-force",
-                                      "-batch", "-"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                 for h in batches if h in self._shell_pids}
-        for h, proc in procs.items():
-            _, err = proc.communicate("\n".join(batches[h]) + "\n", timeout=60)
-            if proc.returncode != 0:
-                log.warning("deleting links: %s", err.strip())
-        self.net.links = []  # gone with their veths; a failure above is caught by the sweep
 
     def _remove_cgroups(self) -> None:
         if self.limiter is not None:
@@ -596,6 +596,39 @@ class EmulatedNetwork:
         for sig, handler in self._prev_handlers.items():
             signal.signal(sig, handler)
         self._prev_handlers.clear()
+
+
+class _QuietIntf(Intf):
+    """An interface Mininet creates but does not configure: it records its address, and the
+    per-host scripts of `_configure_hosts` set addresses and bring links up, all hosts at once.
+    Mininet's own configuration is a few commands per interface through the host's shell, one
+    round trip each, one host after another (4 s of a 256-device bring-up)."""
+
+    def config(self, mac: str | None = None, ip: str | None = None, **_params: object) -> dict:
+        if ip is not None:
+            self.ip, self.prefixLen = ip.split("/") if "/" in ip else (ip, None)
+        self.mac = mac
+        return {}
+
+
+class _QuietHost(Host):
+    """A Mininet host whose default configuration (address of its first interface, loopback
+    up) is left to the per-host scripts, like its interfaces' (see _QuietIntf)."""
+
+    def config(self, mac: str | None = None, ip: str | None = None, **_params: object) -> dict:
+        intf = self.defaultIntf()
+        if intf is not None and ip is not None:
+            intf.config(ip=ip)
+        return {}
+
+
+def _configure_quietly(topo: EdgeTopo) -> None:
+    """Have Mininet build the topology's hosts and links with the quiet classes (a topology's
+    node and link options may name the classes Mininet builds them with)."""
+    for name in topo.hosts():
+        topo.nodeInfo(name)["cls"] = _QuietHost
+    for _a, _b, info in topo.links(withInfo=True):
+        info["intf"] = _QuietIntf
 
 
 def _raise_fd_limit(needed: int) -> None:
