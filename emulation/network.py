@@ -12,22 +12,25 @@
         net.set_link("d1", "ap", bw=5, delay_ms=30)    # live, logged with a timestamp
         net.link_down("d1", "ap"); net.link_up("d1", "ap")
         net.manifest()                     # backend, seed, hosts, links, cgroup version
+        net.reachability()                 # ICMP echoes back: every pair, or from the hub
     # here: processes ended, rules, qdiscs, interfaces, namespaces and cgroups removed
 
 What `start()` does, in order: choose the impairment backend (logged); build Mininet with
 routed `Host`s, plain `Link`s (veth) and `controller=None` (no switch at all, so no OVS and no
-bridge); put every host's shell in its own cgroup (a CPU quota where the spec gives a share; a
-process tracker either way); per host, in parallel: `ip_forward` where it forwards, static
-routes (`ip -batch`), HTB on every egress (`tc -batch`, emulation.shaping); then the
+bridge; Mininet creates the veths but configures nothing, see `_QuietIntf`); put every host's
+shell in its own cgroup (a CPU quota where the spec gives a share; a process tracker either
+way); per host, in parallel: `ip_forward` where it forwards, addresses, interfaces up and static
+routes (one `ip -batch`), HTB on every egress (`tc -batch`, emulation.shaping); then the
 impairment (netem leaves, or NFQUEUE processes and rules, emulation.impairment); finally the
 time-varying behaviour (traces, channel model and mobility, scheduled down/up;
 emulation.dynamics) unless `dynamics=False`.
 
 `stop()` undoes it by id, each step guarded so one failure does not skip the rest: dynamics
 thread; processes started with `popen()` (their process group, by pid) and anything else left
-in a host's cgroup (by pid); NFQUEUE rules (by their exact spec) and processes; Mininet's
-`net.stop()` (links, host shells); cgroups (the directories created); any interface of ours
-still in the root namespace (by name).  It runs on normal exit, on exceptions, and — because
+in a host's cgroup (by pid); NFQUEUE processes; Mininet's `net.stop()` (host shells: with the
+last process in a namespace gone, the kernel deletes its veth ends and iptables rules in one
+batch); cgroups (the directories created); any interface of ours still in the root namespace
+(by name).  It runs on normal exit, on exceptions, and — because
 `start()` turns SIGTERM and SIGHUP into `SystemExit` and SIGINT is a `KeyboardInterrupt` — on
 those signals; signals are held off while it runs.  `atexit` is a last resort.
 
