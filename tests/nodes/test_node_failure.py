@@ -1,5 +1,6 @@
-"""A worker killed mid-run: the device records the requests it would have served as failed, with
-the reason, while the others complete; the survivors still stop cleanly on SIGTERM."""
+"""A worker killed mid-run: the device records the requests it would have served as failed, with a
+reason naming the dead host, long before its request timeout, while the others complete; the
+survivors still stop cleanly on SIGTERM."""
 
 import os
 import time
@@ -9,9 +10,10 @@ import pytest
 from nodes.local_cluster import LocalCluster, loopback_configs
 from nodes.records import read_records
 
-TIMEOUT_S = 4.0
+TIMEOUT_S = 60.0  # far more than the whole workload takes: a dead host must not cost a timeout
 
 
+@pytest.mark.slow
 def test_killing_the_cloud_fails_its_requests_and_spares_the_others(tmp_path):
     workload = []
     for index in range(4):
@@ -36,7 +38,9 @@ def test_killing_the_cloud_fails_its_requests_and_spares_the_others(tmp_path):
         cluster.nodes["cloud"].kill()
         with pytest.raises(ProcessLookupError):
             os.kill(cloud_pid, 0)
-        cluster.wait_workload(timeout=60)
+        killed = time.monotonic()
+        cluster.wait_workload(timeout=TIMEOUT_S / 2)
+        ended_s = time.monotonic() - killed  # the last request is issued 4.7 s into the workload
         codes = cluster.stop()
     assert codes["d1"] == 0 and codes["edge"] == 0
     rows = {r.request_id: r for r in read_records(records_file)}
@@ -48,7 +52,8 @@ def test_killing_the_cloud_fails_its_requests_and_spares_the_others(tmp_path):
     failed = [r for r in cloud if r.outcome == "failed"]
     assert len(failed) == 3
     for r in failed:
-        assert r.reason == f"timeout: no result within {TIMEOUT_S:g} s (plan small:0-8@cloud)"
-        assert (r.host, r.stage_index, r.total_s) == ("cloud", 0, None)
+        assert r.reason.startswith("edge: host cloud is down: its connection closed at "), r.reason
+        assert (r.plan, r.host, r.stage_index, r.total_s) == ("small:0-8@cloud", "cloud", 0, None)
+    assert ended_s < 15
     assert not (tmp_path / "samples" / f"{failed[0].request_id}.npz").exists()
     assert (tmp_path / "samples" / f"{edge[-1].request_id}.npz").exists()
