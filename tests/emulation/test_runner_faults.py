@@ -86,21 +86,9 @@ def test_killed_device_fails_its_requests_and_the_others_complete(tmp_path, noth
 @needs_large
 def test_sigint_leaves_partial_results_and_nothing_running(tmp_path, nothing_left_after):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "emulation.cli", "run", str(SMOKE), "--out", str(out),
-                             "--quiet"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 240
-        while sum(_lines(p) for p in (out / "records").glob("*.jsonl")) < 1:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no request was recorded in time"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err
+    recorded = lambda: sum(_lines(p) for p in (out / "records").glob("*.jsonl")) >= 1  # noqa: E731
+    returncode, err = _interrupt_when(SMOKE, out, recorded, "a recorded request")
+    assert returncode == 130, err
     manifest = json.loads((out / "manifest.json").read_text())
     nothing_left_after.update(h["name"] for h in manifest["network"]["hosts"])
     assert manifest["status"] == "interrupted"
@@ -128,6 +116,23 @@ def _wait_for(condition, proc: subprocess.Popen, what: str, limit: float = 240) 
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, f"{what}: not in {limit:g} s"
         time.sleep(0.05)
+
+
+def _interrupt_when(scenario: Path, out: Path, condition, what: str) -> tuple[int, str]:
+    """`edgestage run` in a subprocess, SIGINT once `condition()` holds: (exit code, stderr).
+    (An interrupted run computes no quality figures either way.)"""
+    argv = [sys.executable, "-m", "emulation.cli", "run", str(scenario), "--out", str(out), "--quiet",
+            "--no-quality"]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(condition, proc, what)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err
 
 
 def _nodes_ready(out: Path, count: int) -> bool:
@@ -170,18 +175,9 @@ def test_sigint_before_the_first_result_still_writes_the_summary(tmp_path, nothi
     ends with every planned request failed with the reason, a summary and a final status."""
     out = tmp_path / "run"
     path = _smoke_variant(tmp_path, "", timeout_s=30)
-    proc = subprocess.Popen([sys.executable, "-m", "emulation.cli", "run", str(path), "--out", str(out),
-                             "--quiet", "--no-quality"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_for(lambda: _nodes_ready(out, 4), proc, "nodes ready")  # cloud, edge, d1, d2
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err
+    ready = lambda: _nodes_ready(out, 4)  # noqa: E731  (cloud, edge, d1, d2)
+    returncode, err = _interrupt_when(path, out, ready, "nodes ready")
+    assert returncode == 130, err
     assert "Traceback" not in err, err
     manifest = json.loads((out / "manifest.json").read_text())
     nothing_left_after.update(h["name"] for h in manifest["network"]["hosts"])
@@ -225,8 +221,8 @@ def test_sigkill_of_the_runner_leaves_nothing_and_report_finishes_the_run(tmp_pa
     while time.monotonic() < deadline and (_our_processes(out) or _cgroups_of(manifest)):
         time.sleep(0.2)
     assert not _our_processes(out) and not _cgroups_of(manifest)
-    res = subprocess.run([sys.executable, "-m", "emulation.cli", "report", str(out), "--no-quality"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run([sys.executable, "-m", "emulation.cli", "report", str(out), "--no-quality"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "killed"
