@@ -120,14 +120,33 @@ def _finite_or_none(value: float | int | None) -> float | None:
     return None if value is None or value != value or value in (float("inf"), float("-inf")) else float(value)
 
 
-def measure(key: PlanQualityKey, labels: torch.Tensor, reference: torch.Tensor | None,
+@dataclass
+class Reference:
+    """The large-only images of one (labels, seed, scheduler, steps): PSNR's reference, and the
+    images of the large-only plan itself (generated once, not twice)."""
+
+    images: torch.Tensor
+    generate_s: float
+
+    @classmethod
+    def make(cls, labels: torch.Tensor, seed: int, scheduler: str, steps: int, progress: bool) -> Reference:
+        started = time.perf_counter()
+        plan = single_model_plan(REFERENCE_MODEL, steps)
+        images = generate(plan, labels, seed, scheduler, progress=progress)
+        return cls(images, time.perf_counter() - started)
+
+
+def measure(key: PlanQualityKey, labels: torch.Tensor, reference: Reference,
             progress: bool) -> dict[str, Any]:
     """Generate the key's images and judge them (no cache)."""
     plan = parse_plan(key.plan, key.steps)
-    started = time.perf_counter()
-    images = generate(plan, labels, key.seed, key.scheduler, progress=progress)
-    generate_s = time.perf_counter() - started
-    table = quality_table(images, labels, None if is_reference_plan(plan) else reference)
+    if plan == single_model_plan(REFERENCE_MODEL, key.steps):
+        images, generate_s = reference.images, reference.generate_s
+    else:
+        started = time.perf_counter()
+        images = generate(plan, labels, key.seed, key.scheduler, progress=progress)
+        generate_s = time.perf_counter() - started
+    table = quality_table(images, labels, None if is_reference_plan(plan) else reference.images)
     return {"plan": key.plan, "scheduler": key.scheduler, "steps": key.steps, "seed": key.seed,
             "n_images": int(table["n"]), "fid": table["fid"], "kid": table["kid"],
             "kid_std": table["kid_std"], "class_accuracy": table["class_accuracy"],
@@ -157,10 +176,7 @@ def plans_quality(plans: Iterable[Plan | str], scheduler: str, steps: int, *, n:
             out[text] = cached
     if missing:
         labels = request_labels(n)
-        reference = None
-        if not all(is_reference_plan(parse_plan(k.plan)) for k in missing):
-            reference = generate(single_model_plan(REFERENCE_MODEL, steps), labels, seed, scheduler,
-                                 progress=progress)
+        reference = Reference.make(labels, seed, scheduler, steps, progress)
         for key in tqdm(missing, desc=f"plan quality ({n} images each)", unit="plan", disable=not progress):
             figures = measure(key, labels, reference, progress)
             path = _write_cached(key, cache_dir, figures)

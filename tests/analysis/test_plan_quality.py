@@ -69,13 +69,22 @@ def test_module_default_n_is_honoured_and_a_bad_cache_file_is_measured_again(tmp
     assert json.loads(path.read_text())["n_images"] == 10
 
 
-def test_several_plans_share_one_call_and_large_only_has_no_psnr(tmp_path):
+def test_several_plans_share_one_call_and_large_only_has_no_psnr(tmp_path, monkeypatch):
+    generated = []
+
+    def counting(plan, *args, **kwargs):  # the real generation, counted
+        generated.append(str(plan))
+        return real_generate(plan, *args, **kwargs)
+
+    real_generate = pq.generate
+    monkeypatch.setattr(pq, "generate", counting)
     figures = pq.plans_quality(["large:0-3@cloud", "small:0-3@d1", "small:0-3@d2"], "ddim", 3, n=10,
                                cache_dir=tmp_path, progress=False)
     assert list(figures) == ["large:0-3", "small:0-3"]  # one entry per plan without hosts
     assert figures["large:0-3"]["psnr_vs_large_db"] is None  # the reference itself
     assert figures["small:0-3"]["psnr_vs_large_db"] is not None
     assert len(list(tmp_path.glob("*.json"))) == 2
+    assert generated == ["large:0-3", "small:0-3"]  # large-only is the PSNR reference, made once
 
 
 def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
@@ -83,3 +92,13 @@ def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     assert pq.default_cache_dir() == tmp_path
     monkeypatch.delenv("EDGESTAGE_CACHE")
     assert pq.default_cache_dir().parts[-3:] == (".cache", "edgestage", "plan-quality")
+
+
+def test_figures_agree_with_edgestage_quality_plans(tmp_path):
+    from analysis.compare import compare_plans
+
+    ours = pq.plan_quality("medium:0-2,small:2-3", "ddim", 3, n=10, cache_dir=tmp_path, progress=False)
+    theirs = compare_plans(["medium:0-2,small:2-3"], n=10, seed=pq.PLAN_QUALITY_SEED, scheduler="ddim",
+                           steps=3).iloc[0]
+    for figure in ("fid", "kid", "class_accuracy", "psnr_vs_large_db"):
+        assert ours[figure] == pytest.approx(theirs[figure], rel=1e-6), figure
