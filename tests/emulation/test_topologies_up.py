@@ -26,9 +26,14 @@ def test_topology_connects_every_pair(kind: str, nothing_left_after: set) -> Non
         assert set(net.hosts) == set(spec.host_names())
         roles = {h.role for h in net.hosts.values()}
         assert "device" in roles and "edge" in roles
-        reach = net.reachability()
+        reach = net.reachability("all")
+        assert set(reach) == set(net.hosts)
         unreachable = [(s, d) for s, row in reach.items() for d, n in row.items() if n == 0]
         assert not unreachable
+        from_hub = net.reachability("hub")
+        assert list(from_hub) == [net.hub()]
+        assert set(from_hub[net.hub()]) == set(net.hosts) - {net.hub()}
+        assert all(n > 0 for n in from_hub[net.hub()].values())
         manifest = net.manifest()
         assert manifest["impairment_backend"] in ("netem", "userspace")
         assert len(manifest["links"]) == len(net.links)
