@@ -4,7 +4,10 @@ in a child forked by the node launcher (nodes/launcher.py), as the runner does.
 Threads, each with its own ZeroMQ sockets (a socket is never shared across threads):
     receiver     the PULL inbox bound on this host's endpoint; stamps the arrival time, checks the
                  message completely (nodes/protocol.py) and hands it to the thread it is for;
-                 a malformed message is dropped, logged and counted, never fatal
+                 a malformed message is dropped, logged and counted, never fatal. A stage message
+                 is also checked against this node (plan, models, tensor shapes) before it is
+                 queued, within a byte bound (WorkQueue); a refused one is counted by reason and
+                 its device told why
     worker       runs stages (any node that holds models), forwards the state to the next
                  stage's host, or the result to the requesting device, over its PUSH sockets
     coordinator  (the edge host named `coordinator`) plans each request with its strategy and
