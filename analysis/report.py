@@ -196,6 +196,9 @@ def quality_lines(strategies: dict[str, dict[str, Any]]) -> list[str]:
                   "requests. PSNR is against the large-only plan (none for large-only itself). "
                   f"Cached in {', '.join(f'`{s}`' for s in sources) or '(not recorded)'}; each figure's "
                   "file is in summary.json (`plan_quality`).", ""]
+    for name, entry in strategies.items():
+        if entry.get("quality_error"):
+            lines += [f"Quality of `{name}` not measured: {entry['quality_error']}", ""]
     if any(e.get("run_sample_images") for e in strategies.values()):
         lines += ["The run-sample columns pool the run's own delivered images (run-sample n): too few for "
                   "FID to rank strategies by; they show that the delivered images look like the plan's.", ""]

@@ -37,6 +37,9 @@ NO_REASON = "(no reason recorded)"
 PLAN_FIGURES = ("fid", "kid", "class_accuracy", "psnr_vs_large_db")
 
 
+PlanFigures = dict[tuple[str, str, int], dict[str, Any]]  # (plan, scheduler, steps) -> figures
+
+
 def per_request(requests: pd.DataFrame) -> pd.DataFrame:
     """One row per request (its first stage row carries the request-level fields)."""
     if requests.empty:
@@ -151,19 +154,24 @@ def _plans_quality(ok: pd.DataFrame, n: int | None, cache_dir: Path | None,
     that the large-only reference is generated once."""
     import sys
 
-    from analysis.plan_quality import plans_quality
+    from analysis.plan_quality import PLAN_QUALITY_SEED, PlanQualityKey, plans_quality
 
     progress = sys.stderr.isatty() if progress is None else progress
     usage = _plan_usage(ok)
     out: PlanFigures = {}
     for (scheduler, steps), group in usage.groupby(["scheduler", "steps"], sort=False):
-        figures = plans_quality(group["plan"], str(scheduler), int(steps), n=n, cache_dir=cache_dir,
-                                progress=progress)
+        figures, good = {}, []
+        for plan in group["plan"]:
+            try:  # a model not on this machine, say: that plan unjudged, the others still are
+                PlanQualityKey.of(plan, str(scheduler), int(steps), PLAN_QUALITY_SEED, 2)
+                good.append(plan)
+            except (ValueError, OSError) as exc:
+                figures[plan] = {"error": str(exc)}
+        if good:
+            figures.update(plans_quality(good, str(scheduler), int(steps), n=n, cache_dir=cache_dir,
+                                         progress=progress))
         out.update({(plan, str(scheduler), int(steps)): f for plan, f in figures.items()})
     return out
-
-
-PlanFigures = dict[tuple[str, str, int], dict[str, Any]]  # (plan, scheduler, steps) -> figures
 
 
 def _strategy_quality(ok: pd.DataFrame, per_plan: PlanFigures) -> dict[str, Any]:
@@ -171,6 +179,8 @@ def _strategy_quality(ok: pd.DataFrame, per_plan: PlanFigures) -> dict[str, Any]
     plans = []
     for row in _plan_usage(ok).to_dict("records"):
         figures = per_plan[(row["plan"], row["scheduler"], row["steps"])]
+        if "error" in figures:
+            return {"quality_error": f"{row['plan']}: {figures['error']}"}
         plans.append({**row, "n_images": figures["n_images"], **{k: figures.get(k) for k in PLAN_FIGURES},
                       "cache_file": figures.get("cache_file")})
     if not plans:

@@ -177,3 +177,14 @@ def test_report_of_an_old_summary_labels_its_pooled_figures_as_the_run_sample(do
     assert cells[header.index("FID")] == "-" and cells[header.index("run-sample FID")] == "11.30"
     assert cells[header.index("run-sample n")] == "12"
 
+
+
+def test_a_plan_whose_model_is_not_here_leaves_the_rest_of_the_summary(tmp_path):
+    rows = ok_rows("a", "elsewhere", "huge:0-3@cloud", 0.0) + ok_rows("b", "local", "small:0-3@d1", 1.0)
+    summary = summarize(frame(rows), None, tmp_path, plan_images=10, cache_dir=tmp_path / "c", progress=False)
+    assert "unknown model 'huge'" in summary["elsewhere"]["quality_error"]
+    assert summary["elsewhere"]["done"] == 1 and summary["elsewhere"]["latency_p50_s"] == pytest.approx(0.2)
+    assert summary["local"]["n_quality"] == 10 and "quality_error" not in summary["local"]
+    d = write_run(tmp_path / "run", frame(rows), summary)
+    text = write_report(d).read_text()
+    assert "Quality of `elsewhere` not measured: huge:0-3: unknown model 'huge'" in text
