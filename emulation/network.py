@@ -76,8 +76,8 @@ log = logging.getLogger(__name__)
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # Largest network whose reachability() checks every pair by default (see reachability).
 ALL_PAIRS_MAX = 32
-# Descriptors this process holds per host: the shell's pty (both ends), the impairment
-# process's three pipes, the probers' and popen()s' pipes; measured about 6, rounded up.
+# Descriptors this process holds per host: five (the shell's pty, both ends; the impairment
+# process's three pipes), plus popen()s' pipes: with room for those, eight.
 _FDS_PER_HOST = 8
 
 
