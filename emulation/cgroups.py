@@ -345,6 +345,8 @@ def _watch(group: Path, owner: int) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     while sys.stdin.buffer.read(4096):
         pass
+    if not group.exists():
+        return 0  # the owner removed it: the normal end
     deadline = time.monotonic() + 10
     while process_start(owner) is not None and time.monotonic() < deadline:
         time.sleep(0.1)  # the pipe closed before the owner was reaped: give it a moment
