@@ -481,12 +481,12 @@ class _Run:
 
     def _write_manifest(self) -> None:
         sc = self.scenario
+        self.manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))  # once: when it began
         self.manifest.update({
             "status": self.status,
             "error": self.error,
             "run_dir": str(self.run_dir),
             "runner": {"pid": os.getpid(), "start_ticks": process_start(os.getpid())},
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": versions(),
             "kernel": platform.release(),
             "platform": platform.platform(),
