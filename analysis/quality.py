@@ -95,6 +95,11 @@ def quality_table(
     """The figures `edgestage quality --json` prints; psnr_vs_large only where a reference applies."""
     if len(images) < 2:
         raise ValueError("quality needs at least 2 images (FID needs a covariance)")
+    if len(labels) != len(images):
+        raise ValueError(f"quality: {len(images)} images but {len(labels)} labels")
+    if not torch.isfinite(images).all():  # FID would be nan (and LAPACK complains on stdout)
+        bad = int((~torch.isfinite(images)).sum())
+        raise ValueError(f"quality: {bad} image values are NaN or infinite")
     fid, kid, kid_std = fid_kid(images)
     table: dict[str, float | int | None] = {
         "n": len(images),

@@ -51,7 +51,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
 def _cli(args: argparse.Namespace) -> int:
     from topologies.spec import load_topology
 
-    if args.duration <= 0 or args.duration > 60:
+    if not 0 < args.duration <= 60:  # (nan is outside too)
         raise ValueError(f"--duration: {args.duration} is outside (0, 60] seconds")
     spec = load_topology(args.scenario)
     if args.impairment:

@@ -1,6 +1,9 @@
 """The `edgestage` command line: a thin layer over the Python calls of each folder.
 
-Bad input anywhere (a ValueError, including pydantic's) ends in one line on stderr and exit 2.
+Bad input anywhere (a ValueError, including pydantic's) ends in one line on stderr and exit 2, and
+is found before anything is written.  Ctrl-C, at any point, ends in one line and exit 130 (what
+runs below cleans up on the way: the runner takes its network down, a samples file is not left
+half-written).
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,9 +49,13 @@ def _doctor(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from nodes.model_cards import render_card
     from nodes.model_zoo import PRETRAINED_DIR
+    from nodes.samples import check_output_path
     from nodes.training import train_classifier, train_denoiser
 
     out = Path(args.out) if args.out else PRETRAINED_DIR / args.model
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"cannot write model directory {out}: it is a file")
+    check_output_path(out / "config.json", what="model directory file")
     facts = train_classifier(out) if args.model == "classifier" else train_denoiser(args.model, out)
     render_card(out)
     print(f"trained {args.model}: {facts['parameters']:,} parameters in {facts['wall_time_s']} s -> {out}")
@@ -56,11 +64,13 @@ def _train(args: argparse.Namespace) -> int:
 
 # --- generate -----------------------------------------------------------------------------------
 def _generate(args: argparse.Namespace) -> int:
-    from nodes.generation import generate, request_labels
+    from nodes.generation import check_fits, check_plan_models, generate, request_labels
     from nodes.plan import parse_plan
-    from nodes.samples import Samples, load_samples, save_samples
+    from nodes.samples import Samples, check_output_path, load_samples, save_samples
     from nodes.schedulers import check_scheduler_name
 
+    if args.out.endswith(("/", "\\")):
+        raise ValueError(f"--out {args.out}: give a file name (.npz), not a folder")
     if args.replay:
         old = load_samples(Path(args.replay))
         plan, labels, seed, scheduler, steps = old.plan, old.labels, old.seed, old.scheduler, old.steps
@@ -70,8 +80,15 @@ def _generate(args: argparse.Namespace) -> int:
         if args.steps <= 0:
             raise ValueError(f"--steps must be positive, got {args.steps}")
         plan = parse_plan(args.plan, args.steps)
+        hosted = [stage for stage in plan.stages if stage.host]
+        if hosted:
+            raise ValueError(f"--plan stage {hosted[0]}: generate runs every stage on this machine, so "
+                             f"@{hosted[0].host} means nothing here (hosts are for emulated runs)")
         labels = request_labels(args.n, args.label)
         seed, scheduler, steps = args.seed, check_scheduler_name(args.scheduler), args.steps
+    check_output_path(Path(args.out))  # before any work: a path that cannot be written fails now
+    check_plan_models(plan)
+    check_fits(plan.models(), len(labels), None if not args.replay else f"--replay {args.replay}")
     images = generate(plan, labels, seed, scheduler, progress=sys.stderr.isatty())
     save_samples(Path(args.out), Samples(images, labels, plan, seed, scheduler, steps))
     print(f"{len(images)} images, plan {plan}, {scheduler} {steps} steps, seed {seed} -> {args.out}")
@@ -104,8 +121,12 @@ def _quality(args: argparse.Namespace) -> int:
 
 
 def _quality_of_plans(args: argparse.Namespace) -> int:
-    from analysis.compare import compare_plans
+    from analysis.compare import REFERENCE_MODEL, compare_plans
+    from nodes.generation import check_fits
+    from nodes.plan import parse_plan
 
+    plans = [parse_plan(text, args.steps) for text in args.plans]
+    check_fits([REFERENCE_MODEL, *(m for plan in plans for m in plan.models())], args.n)
     frame = compare_plans(args.plans, n=args.n, seed=args.seed, scheduler=args.scheduler, steps=args.steps)
     if args.record:
         _record_quality(frame, args)
@@ -157,23 +178,56 @@ def _bench_models(args: argparse.Namespace) -> int:
 
 
 # --- parser -------------------------------------------------------------------------------------
-def _positive_int(text: str) -> int:
+MAX_SEED = 2**63  # seeds lie in [0, 2**63): what a torch generator and a node request take
+MAX_STEPS = 1000  # the noise schedule's training timesteps
+
+
+def _integer(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _integer(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
     return value
 
 
-def _add_sampling_args(p: argparse.ArgumentParser, n_default: int) -> None:
-    from nodes.schedulers import SCHEDULERS
+def _image_count(text: str) -> int:
+    from nodes.generation import MAX_IMAGES  # torch: imported only where --n is given
 
-    p.add_argument("--n", type=_positive_int, default=n_default, help="number of images")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim")
-    p.add_argument("--steps", type=_positive_int, default=50, help="T, steps of the schedule")
+    value = _positive_int(text)
+    if value > MAX_IMAGES:
+        raise argparse.ArgumentTypeError(f"at most {MAX_IMAGES:,} images in one call, got {value:,} "
+                                         "(each model takes them all as one batch)")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _integer(text)
+    if not 0 <= value < MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must lie in 0 to 2**63 - 1, got {text}")
+    return value
+
+
+def _steps(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_STEPS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_STEPS} (the models' noise schedule has "
+                                         f"{MAX_STEPS} timesteps), got {value}")
+    return value
+
+
+def _add_sampling_args(p: argparse.ArgumentParser, n_default: int) -> None:
+    from nodes.node_config import SCHEDULER_NAMES  # nodes.schedulers' names, without diffusers
+
+    p.add_argument("--n", type=_image_count, default=n_default, help="number of images")
+    p.add_argument("--seed", type=_seed, default=0, help="0 to 2**63 - 1")
+    p.add_argument("--scheduler", choices=SCHEDULER_NAMES, default="ddim")
+    p.add_argument("--steps", type=_steps, default=50, help="T, steps of the schedule (at most 1000)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("generate", help="generate images along a plan, locally")
-    p.add_argument("--plan", help="MODEL:START-END[@HOST],... e.g. large:0-30,small:30-50")
+    p.add_argument("--plan", help="MODEL:START-END,... e.g. large:0-30,small:30-50")
     _add_sampling_args(p, n_default=64)
     p.add_argument("--label", type=int, help="digit 0-9 (default: cycle through 0-9)")
     p.add_argument("--replay", help="regenerate the images of this samples file")
@@ -209,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks that print figures")
     bench = p.add_subparsers(dest="target", required=True, parser_class=_Parser)
     b = bench.add_parser("models", help="per-step latency and resident memory of each model")
-    b.add_argument("--repeats", type=int, default=15)
+    b.add_argument("--repeats", type=_positive_int, default=15)
     b.add_argument("--record", action="store_true", help="write the figures to the model cards")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=_bench_models)
@@ -226,16 +280,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except ValueError as exc:  # bad input: scenario, plan, samples file, argument value
-        text = str(exc).strip()
-        first = text.splitlines()[0] if text else type(exc).__name__
-        print(f"edgestage: error: {first}", file=sys.stderr)
-        return 2
+    try:  # Ctrl-C while the parser imports what it needs is an interrupt like any other
+        try:
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            return int(args.func(args) or 0)
+        except ValueError as exc:  # bad input: scenario, plan, samples file, argument value
+            text = str(exc).strip()
+            first = text.splitlines()[0] if text else type(exc).__name__
+            print(f"edgestage: error: {first}", file=sys.stderr)
+            return 2
     except KeyboardInterrupt:
+        # everything below has cleaned up on the way out; a second Ctrl-C while the interpreter
+        # shuts down ends it at once (the default action), not with a traceback
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         print("edgestage: interrupted", file=sys.stderr)
         return 130
 

@@ -25,7 +25,6 @@ import signal
 import sys
 import threading
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -50,7 +49,7 @@ WORKLOAD_MARGIN_S = 60.0  # past the last request's arrival and its timeout
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DeployHost(_Model):
@@ -108,7 +107,7 @@ class Deployment(_Model):
 
 def parse_deployment(data: dict, text: str = "", source: str = "deploy file") -> Deployment:
     """Validate a deploy file's tables; ValueError naming the file, line and field."""
-    from emulation.scenario import one_line_error
+    from emulation.scenario import located, one_line_error
 
     try:
         deployment = Deployment.model_validate(data)
@@ -117,21 +116,15 @@ def parse_deployment(data: dict, text: str = "", source: str = "deploy file") ->
     try:
         check_resources(deployment)  # type: ignore[arg-type]  # reads .nodes only
     except ValueError as exc:
-        raise ValueError(f"{source}: {exc}") from None
+        raise located(str(exc), text, source) from None
     return deployment
 
 
 def load_deployment(path: str | Path) -> Deployment:
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ValueError(f"cannot read deploy file {p}: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{p}: not TOML: {exc}") from None
-    return parse_deployment(data, text, str(p))
+    from topologies.spec import read_toml
+
+    data, text = read_toml(path, what="deploy file")
+    return parse_deployment(data, text, str(path))
 
 
 def host_configs(deployment: Deployment, base: Path | None = None) -> dict[str, NodeConfig]:
@@ -285,12 +278,22 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--host", action="append", help="a host of deploy.hosts to start here (repeatable)")
     which.add_argument("--all", action="store_true", help="every host, on this machine (loopback test)")
     which.add_argument("--check", action="store_true", help="validate the file and print the hosts")
-    p.add_argument("--timeout", type=float, help="seconds to wait for the devices' workloads")
+    p.add_argument("--timeout", type=_seconds, help="seconds to wait for the devices' workloads")
     p.set_defaults(func=_deploy)
 
     p = sub.add_parser("deploy-keys", help="a CURVE key pair per host of a deploy file, in deploy.keys_dir")
     p.add_argument("file", help="deploy file (.toml) with deploy.keys_dir set")
     p.set_defaults(func=_deploy_keys)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number of seconds, got {text}")
+    return value
 
 
 def _deploy_keys(args: argparse.Namespace) -> int:

@@ -35,31 +35,42 @@ Tables of a scenario file (every one but `[topology]` has defaults):
     [run]                 repetitions = 1, timeout_s = 600, ready_timeout_s = 180
 
 `load_scenario(path)` checks everything that can be checked without starting anything (models on
-disk, profile entries, strategies served by the roles' models) and raises ValueError with one
-line naming the file, the line where it could be found, and the field.
+disk and loadable, profile entries, strategies served by the roles' models) and raises ValueError
+with one line naming the file, the line where it could be found, and the field.  Types are strict:
+`requests = "8"`, `requests = 8.0` and `warmup = 1` are refused rather than coerced, and numbers
+must be finite (`nan`, `inf` are refused by name).
 """
 
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-import nodes
+from nodes.model_zoo import DENOISER_NAMES, check_denoiser_dir
 from nodes.node_config import MAX_IMAGES, SCHEDULER_NAMES, StrategySpec, default_strategies
-from topologies.spec import TopologySpec
+from topologies.spec import TopologySpec, error_loc, error_text, line_of, read_toml
 
-PRETRAINED_DIR = Path(nodes.__file__).resolve().parent / "pretrained"
-DEFAULT_DENOISERS = ("small", "medium", "large")
+DEFAULT_DENOISERS = DENOISER_NAMES
 NODE_ROLES = ("cloud", "edge", "device")
 _STRATEGY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+TABLES = ("topology", "nodes", "workload", "strategies", "generation", "capture", "run", "deploy")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class RoleNodes(_Model):
@@ -69,7 +80,7 @@ class RoleNodes(_Model):
     models: list[str] = Field(default_factory=list, max_length=8)
     compute: Literal["native", "profiled"] = "native"
     hardware: str | None = None
-    threads: int = Field(1, ge=1, le=64)
+    threads: StrictInt = Field(1, ge=1, le=64)
 
     @model_validator(mode="after")
     def _hardware(self) -> RoleNodes:
@@ -89,25 +100,28 @@ class NodesSpec(_Model):
 
 
 class WorkloadSpec(_Model):
-    requests: int = Field(32, ge=1, le=100_000)
+    requests: StrictInt = Field(32, ge=1, le=100_000)
     arrival: Literal["fixed", "poisson"] = "fixed"
-    interval_s: float = Field(1.0, gt=0, le=3600)
-    seed: int = Field(0, ge=0, lt=2**31)
-    images_per_request: int = Field(4, ge=1, le=MAX_IMAGES)
-    labels: Literal["cycle"] | int | list[int] = "cycle"
-    deadline_s: float | None = Field(None, gt=0)
-    request_timeout_s: float = Field(60.0, gt=0, le=86_400)
+    interval_s: StrictFloat = Field(1.0, gt=0, le=3600)
+    seed: StrictInt = Field(0, ge=0, lt=2**31)
+    images_per_request: StrictInt = Field(4, ge=1, le=MAX_IMAGES)
+    labels: Literal["cycle"] | StrictInt | list[StrictInt] = "cycle"
+    deadline_s: StrictFloat | None = Field(None, gt=0, le=86_400)
+    request_timeout_s: StrictFloat = Field(60.0, gt=0, le=86_400)
     # one request per (device, strategy) before the measured ones, half a second apart: ZeroMQ
     # connects on first use, so these open every TCP connection the measured requests will use
-    warmup: bool = False
+    warmup: StrictBool = False
 
-    @field_validator("labels")
+    @field_validator("labels", mode="before")
     @classmethod
     def _labels(cls, v: object) -> object:
-        values = v if isinstance(v, list) else [v] if isinstance(v, int) else []
-        if any(isinstance(x, bool) or not 0 <= x <= 9 for x in values):
-            raise ValueError("labels must lie in 0-9")
-        return v
+        def digit(x: object) -> bool:
+            return isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 9
+
+        if v == "cycle" or digit(v) or (isinstance(v, list) and v and all(digit(x) for x in v)):
+            return v
+        shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
+        raise ValueError(f'labels must be "cycle", a digit 0-9 or a list of digits 0-9 (got {shown})')
 
     @model_validator(mode="after")
     def _label_count(self) -> WorkloadSpec:
@@ -119,7 +133,7 @@ class WorkloadSpec(_Model):
 
 class GenerationSpec(_Model):
     scheduler: str = "dpm"
-    steps: int = Field(20, ge=1, le=1000)
+    steps: StrictInt = Field(20, ge=1, le=1000)
 
     @field_validator("scheduler")
     @classmethod
@@ -130,15 +144,15 @@ class GenerationSpec(_Model):
 
 
 class CaptureSpec(_Model):
-    enabled: bool = True
+    enabled: StrictBool = True
     # whole packets by default: traffic attribution reads the ZeroMQ framing inside TCP
-    snaplen: int = Field(0, ge=0, le=262_144)
+    snaplen: StrictInt = Field(0, ge=0, le=262_144)
 
 
 class RunSpec(_Model):
-    repetitions: int = Field(1, ge=1, le=1000)
-    timeout_s: float = Field(600.0, gt=0, le=7 * 86_400)
-    ready_timeout_s: float = Field(180.0, gt=0, le=3600)
+    repetitions: StrictInt = Field(1, ge=1, le=1000)
+    timeout_s: StrictFloat = Field(600.0, gt=0, le=7 * 86_400)
+    ready_timeout_s: StrictFloat = Field(180.0, gt=0, le=3600)
 
 
 class Scenario(_Model):
@@ -162,17 +176,25 @@ class Scenario(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
+        check_models(self.nodes)  # first: a strategy's complaint about a model that is not there misleads
         roles = {r for r in NODE_ROLES if any(self._hosts_of(r))}
         if "edge" not in roles:
             raise ValueError("topology: the runner needs an edge host (it runs the coordinator)")
         if "device" not in roles:
             raise ValueError("topology: no device hosts, so nobody issues requests")
+        given = "strategies" in self.model_fields_set
         for name, spec in self.strategies.items():
-            for tier, model in _strategy_needs(spec):
+            for tier, model, default in _strategy_needs(spec):
                 if tier not in roles:
                     raise ValueError(f"strategies.{name}: needs a {tier} host, the topology has none")
-                if model not in self.nodes.role(tier).models:
-                    raise ValueError(f"strategies.{name}: model {model!r} is not in nodes.{tier}.models")
+                held = self.nodes.role(tier).models
+                if model in held:
+                    continue
+                if not given:  # the default strategies: the file has no [strategies.*] to point at
+                    raise ValueError(f"nodes.{tier}.models: the default strategy {name} needs model "
+                                     f"{model!r} here (holds {held}); add it, or give [strategies.*]")
+                which = f"its default model {model!r} (no `model` given)" if default else f"model {model!r}"
+                raise ValueError(f"strategies.{name}: {which} is not in nodes.{tier}.models {held}")
         return self
 
     def _hosts_of(self, role: str) -> list[str]:
@@ -186,31 +208,46 @@ class Scenario(_Model):
         return list(self.strategies)
 
 
-def _strategy_needs(spec: StrategySpec) -> list[tuple[str, str]]:
-    """(tier, model) pairs a strategy needs, with the node strategies' default models."""
+def _strategy_needs(spec: StrategySpec) -> list[tuple[str, str, bool]]:
+    """(tier, model, whether it is the default model) a strategy needs, with the node strategies'
+    default models."""
     from nodes.strategies import DEFAULT_MODEL
 
     if spec.kind == "fixed_split":
-        return [(s.tier, s.model) for s in spec.split or []]
+        return [(s.tier, s.model, False) for s in spec.split or []]
     tier = spec.kind.removesuffix("_only")
-    return [(tier, spec.model or DEFAULT_MODEL[spec.kind])]
+    return [(tier, spec.model or DEFAULT_MODEL[spec.kind], spec.model is None)]
+
+
+def check_models(nodes_spec: NodesSpec) -> None:
+    """Every model of every role is a default one or a denoiser directory that looks loadable
+    (nodes/model_zoo.py check_denoiser_dir: no torch).  ValueError naming the field."""
+    for role in NODE_ROLES:
+        for i, model in enumerate(nodes_spec.role(role).models):
+            try:
+                check_denoiser_dir(model)
+            except ValueError as exc:
+                raise ValueError(f"nodes.{role}.models[{i}]: {exc}") from None
 
 
 def check_resources(scenario: Scenario, base: Path | None = None) -> Scenario:
-    """Models on disk and profile entries: what pydantic cannot see.  ValueError, one line."""
+    """Models on disk (a model directory of one's own is loaded once, so that one that does not
+    load is refused here and not on a node after the network is up) and profile entries: what
+    pydantic cannot see.  ValueError, one line."""
     from nodes.compute import load_profiles, profile_for
 
+    check_models(scenario.nodes)
     profiles = None
     for role in NODE_ROLES:
         spec = scenario.nodes.role(role)
         for i, model in enumerate(spec.models):
-            if model in DEFAULT_DENOISERS:
-                if not (PRETRAINED_DIR / model / "config.json").is_file():
-                    raise ValueError(f"nodes.{role}.models[{i}]: default model {model!r} is missing "
-                                     f"from {PRETRAINED_DIR} (edgestage train {model})")
-            elif not (Path(model) / "config.json").is_file():
-                raise ValueError(f"nodes.{role}.models[{i}]: {model!r} is neither small, medium, large "
-                                 "nor a model directory with config.json")
+            if model not in DEFAULT_DENOISERS:  # the shipped ones load (tests/nodes/test_models.py)
+                from nodes.model_zoo import load_denoiser
+
+                try:
+                    load_denoiser(model)
+                except ValueError as exc:
+                    raise ValueError(f"nodes.{role}.models[{i}]: {exc}") from None
         if spec.compute == "profiled":
             if profiles is None:
                 profiles = load_profiles(scenario.nodes.profiles_file)
@@ -227,54 +264,48 @@ def _field_path(loc: tuple) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part not in ("function-after", "function-before"):
+        else:
             out += ("." if out else "") + str(part)
     return out
 
 
+_NAMED_FIELD = re.compile(r"^(?P<field>[A-Za-z_][\w-]*(?:\.[\w-]+|\[\d+\])*): (?P<rest>.+)$")
+
+
+def _path_loc(field: str) -> tuple:
+    """`strategies.a.split[1]` -> ('strategies', 'a', 'split', 1)."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", field) if p)
+
+
 def _message(exc: ValidationError) -> tuple[tuple, str]:
     err = exc.errors()[0]
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))  # union branch tags
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown field"
-    elif err["type"] == "literal_error":
-        msg = f"{msg} (got {err.get('input')!r})"
-    return loc, msg.splitlines()[0]
+    return error_loc(err), error_text(err)
 
 
-def line_of(text: str, loc: tuple) -> int | None:
-    """The line of the TOML text where the field at `loc` is written (or its table starts)."""
-    keys = [p for p in loc if isinstance(p, str)]
-    lines = text.splitlines()
-    header = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.\"-]+)\s*\]\]?")
-    best: tuple[int, int] | None = None  # (depth of the matching table, line index)
-    for index, line in enumerate(lines):
-        m = header.match(line)
-        if not m:
-            continue
-        parts = m.group(1).replace('"', "").split(".")
-        if parts == keys[: len(parts)] and (best is None or len(parts) > best[0]):
-            best = (len(parts), index)
-    depth, start = best if best else (0, -1)
-    if depth < len(keys):
-        key = re.compile(rf"^\s*{re.escape(keys[depth])}\s*=")
-        for index in range(start + 1, len(lines)):
-            if depth and header.match(lines[index]) and index > start:
-                break
-            if key.match(lines[index]):
-                return index + 1
-    return start + 1 if start >= 0 else None
+def _named_field(message: str) -> str | None:
+    """The field a message begins with (`strategies.a: ...`), if it begins with one."""
+    m = _NAMED_FIELD.match(message)
+    return m["field"] if m and re.split(r"[.\[]", m["field"])[0] in TABLES else None
+
+
+def located(message: str, text: str, source: str, loc: tuple = ()) -> ValueError:
+    """`source:line: message` where the line of `loc` (or of the field `message` begins with,
+    `strategies.a: ...`) can be found in the text; `source: message` where it cannot."""
+    named = _named_field(message)
+    if not loc and named:
+        loc = _path_loc(named)
+    line = line_of(text, loc) if text and loc else None
+    return ValueError(f"{source}:{line}: {message}" if line else f"{source}: {message}")
 
 
 def one_line_error(exc: ValidationError, text: str, source: str, whole: str | None) -> ValueError:
     """`source:line: field: message` for a pydantic error; `whole` names a check across fields
-    (None: its message names the fields itself)."""
+    whose message does not begin with the field it is about (None: its message names them)."""
     loc, msg = _message(exc)
-    line = line_of(text, loc) if text else None
-    where = f"{source}:{line}" if line else source
-    field = _field_path(loc) or whole
-    return ValueError(f"{where}: {field}: {msg}" if field else f"{where}: {msg}")
+    field = _field_path(loc)
+    if not field and not _named_field(msg):
+        field = whole or ""
+    return located(f"{field}: {msg}" if field else msg, text, source, loc)
 
 
 def parse_scenario(data: dict, text: str = "", source: str = "scenario") -> Scenario:
@@ -286,10 +317,7 @@ def parse_scenario(data: dict, text: str = "", source: str = "scenario") -> Scen
     try:
         return check_resources(scenario)
     except ValueError as exc:
-        field = str(exc).split(":", 1)[0]
-        line = line_of(text, tuple(re.split(r"[.\[\]]+", field))) if text else None
-        where = f"{source}:{line}" if line else source
-        raise ValueError(f"{where}: {exc}") from None
+        raise located(str(exc), text, source) from None
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -303,18 +331,11 @@ def scenario_tables(path: str | Path) -> tuple[dict, str]:
     from topologies.spec import _resolve_traces  # trace paths are relative to the file
 
     p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise ValueError(f"scenario file not found: {p}") from None
-    except OSError as exc:
-        raise ValueError(f"cannot read scenario file {p}: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{p}: not valid TOML: {exc}") from None
+    data, text = read_toml(p)
     if "topology" not in data:
         raise ValueError(f"{p}: no [topology] table")
+    if not isinstance(data["topology"], dict):
+        raise ValueError(f"{p}:{line_of(text, ('topology',)) or 1}: topology: must be a table")
     data["topology"] = _resolve_traces(data["topology"], p.parent)
     nodes_table = data.get("nodes")
     if isinstance(nodes_table, dict) and isinstance(nodes_table.get("profiles_file"), str):

@@ -2,20 +2,33 @@
 
 Every model is a diffusers `save_pretrained` directory (config.json + safetensors). A denoiser
 directory also carries the `scheduler_config.json` of the noise schedule it was trained on.
+
+`check_denoiser_dir` looks at a denoiser directory without loading it (no torch, no diffusers:
+scenario validation calls it for every model of every role), so that a directory that cannot
+load is refused before anything starts; `load_denoiser` checks the same first.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from diffusers import DDPMScheduler, UNet2DModel
+if TYPE_CHECKING:  # torch and diffusers are imported where a model is loaded, not to check one
+    from diffusers import DDPMScheduler, UNet2DModel
 
-from nodes.architectures import DENOISER_NAMES, DigitClassifier
+    from nodes.architectures import DigitClassifier
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 CLASSIFIER_NAME = "classifier"
+# nodes.architectures.DENOISER_NAMES, spelled out so that checking a model needs no torch (a test
+# keeps them in step)
+DENOISER_NAMES = ("small", "medium", "large")
+# what every denoiser of the testbed draws: one grey channel of nodes.digits.IMAGE_SIZE pixels,
+# conditioned on nodes.digits.NUM_CLASSES labels
+_DENOISER_SHAPE = {"in_channels": 1, "out_channels": 1, "sample_size": 16, "num_class_embeds": 10}
 
 
 def resolve_model_dir(name_or_path: str) -> Path:
@@ -23,7 +36,8 @@ def resolve_model_dir(name_or_path: str) -> Path:
     if name_or_path in (*DENOISER_NAMES, CLASSIFIER_NAME):
         path = PRETRAINED_DIR / name_or_path
         if not (path / "config.json").is_file():
-            raise ValueError(f"default model {name_or_path!r} is missing from {PRETRAINED_DIR}")
+            raise ValueError(f"default model {name_or_path!r} is missing from {PRETRAINED_DIR} "
+                             f"(edgestage train {name_or_path})")
         return path
     path = Path(name_or_path)
     if (path / "config.json").is_file():
@@ -34,25 +48,76 @@ def resolve_model_dir(name_or_path: str) -> Path:
     )
 
 
+def _json_object(path: Path, name: str) -> dict:
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise ValueError(f"model {name!r}: cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"model {name!r}: {path} is not JSON (not UTF-8 text)") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"model {name!r}: {path} is not JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"model {name!r}: {path} is not a JSON object")
+    return data
+
+
+def check_denoiser_dir(name_or_path: str) -> Path:
+    """The directory of a denoiser that looks loadable: config.json a UNet2DModel of the testbed's
+    shape, safetensors weights, scheduler_config.json.  ValueError naming the model otherwise."""
+    path = resolve_model_dir(name_or_path)
+    config = _json_object(path / "config.json", name_or_path)
+    if config.get("_class_name") != "UNet2DModel":
+        raise ValueError(f"model {name_or_path!r}: {path / 'config.json'} describes "
+                         f"{config.get('_class_name')!r}, not a UNet2DModel denoiser")
+    for key, expected in _DENOISER_SHAPE.items():
+        if config.get(key) != expected or isinstance(config.get(key), bool):
+            raise ValueError(f"model {name_or_path!r}: {path / 'config.json'} has {key} = "
+                             f"{config.get(key)!r}; the testbed's denoisers have {expected}")
+    if not any(path.glob("*.safetensors")):
+        raise ValueError(f"model {name_or_path!r}: no weights (*.safetensors) in {path}")
+    _json_object(path / "scheduler_config.json", name_or_path)
+    return path
+
+
 @lru_cache(maxsize=8)
 def load_denoiser(name_or_path: str) -> UNet2DModel:
-    path = resolve_model_dir(name_or_path)
+    from diffusers import UNet2DModel
+
+    path = check_denoiser_dir(name_or_path)
     try:
-        model = UNet2DModel.from_pretrained(path)
-    except (OSError, TypeError, KeyError) as exc:
-        raise ValueError(f"model {name_or_path!r} at {path} does not load as a UNet2DModel: {exc}") from exc
+        model = UNet2DModel.from_pretrained(path, use_safetensors=True)
+    except (OSError, TypeError, KeyError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"model {name_or_path!r} at {path} does not load as a UNet2DModel: "
+                         f"{_first_sentence(exc)}") from exc
     return model.eval().requires_grad_(False)
 
 
 def load_noise_schedule(name_or_path: str) -> DDPMScheduler:
+    from diffusers import DDPMScheduler
+
     path = resolve_model_dir(name_or_path)
     if not (path / "scheduler_config.json").is_file():
         raise ValueError(f"model {name_or_path!r} has no scheduler_config.json at {path}")
-    return DDPMScheduler.from_pretrained(path)
+    try:
+        return DDPMScheduler.from_pretrained(path)
+    except (OSError, TypeError, KeyError, ValueError) as exc:
+        raise ValueError(f"model {name_or_path!r}: its scheduler_config.json does not load: "
+                         f"{_first_sentence(exc)}") from exc
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """The gist of a library's error: its first line, cut after the first sentence."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    cut = first.find(". ")
+    return first[: cut + 1] if cut > 0 else first
 
 
 @lru_cache(maxsize=1)
 def load_classifier(name_or_path: str = CLASSIFIER_NAME) -> DigitClassifier:
+    from nodes.architectures import DigitClassifier
+
     path = resolve_model_dir(name_or_path)
     return DigitClassifier.from_pretrained(path).eval().requires_grad_(False)
 

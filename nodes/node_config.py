@@ -7,6 +7,7 @@ every stage host can forward the state to the next one directly.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import re
@@ -14,7 +15,15 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 Role = Literal["device", "edge", "cloud"]
 Tier = Literal["cloud", "edge", "device"]
@@ -25,6 +34,7 @@ SCHEDULER_NAMES = ("ddim", "dpm", "ddpm")
 
 _HOST = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 _ENDPOINT = re.compile(r"^tcp://(?P<addr>[A-Za-z0-9_.:*-]+):(?P<port>\d{1,5})$")
+_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_IMAGES = 256  # per request: bounds what a receiver accepts and what one stage may cost
 
@@ -34,9 +44,23 @@ class _Strict(BaseModel):
 
 
 def check_endpoint(value: str) -> str:
+    """tcp://ADDRESS:PORT, ADDRESS an IPv4 address, `*` (bind to all) or a host or interface name;
+    a port in 1-65535."""
     match = _ENDPOINT.match(value)
     if not match or not 0 < int(match["port"]) < 65536:
-        raise ValueError(f"endpoint {value!r}: expected tcp://ADDRESS:PORT")
+        raise ValueError(f"endpoint {value!r}: expected tcp://ADDRESS:PORT (port 1-65535)")
+    addr = match["addr"]
+    if addr == "*":
+        return value
+    if re.fullmatch(r"[0-9.]+", addr):  # looks like an IPv4 address, so it must be one
+        try:
+            ipaddress.IPv4Address(addr)
+        except ValueError:
+            raise ValueError(f"endpoint {value!r}: {addr} is not an IPv4 address") from None
+        return value
+    labels = addr.split(".")
+    if ":" in addr or len(addr) > 253 or not all(_DNS_LABEL.match(label) for label in labels):
+        raise ValueError(f"endpoint {value!r}: {addr} is neither an IPv4 address nor a host name")
     return value
 
 
@@ -80,9 +104,11 @@ class SecurityConfig(_Strict):
 class SplitStage(_Strict):
     """One stage of a fixed split: `model` on the host of `tier` for `share` of the T steps."""
 
+    model_config = ConfigDict(allow_inf_nan=False)  # with extra="forbid", frozen=True from _Strict
+
     model: str
     tier: Tier
-    share: float = Field(gt=0, le=1)
+    share: StrictFloat = Field(gt=0, le=1)
 
 
 class StrategySpec(_Strict):

@@ -19,17 +19,31 @@ Example (see scenarios/default.toml):
     bw = 100
     delay = "20ms"
 
-Bad input raises `ValueError` with one line naming the field (`topology.devices[2].bw: ...`).
+Bad input raises `ValueError` with one line naming the field (`topology.devices[2].bw: ...`);
+`load_topology` also names the file and the line.  Types are strict: a number where a number is
+meant (`bw = "5"` and `bw = true` are refused, not coerced), finite (no `nan`, `inf`), an integer
+where an integer is meant (`cells = 2.0` is refused).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ROLES = ("device", "edge", "cloud", "ap")
 MAX_BW_MBIT = 100_000.0  # 100 Gbit/s: anything above is a typo, not an edge network
@@ -40,32 +54,34 @@ _NAME = re.compile(r"^[a-z][a-z0-9]{0,9}$")  # Mininet names interfaces NAME-eth
 
 def parse_duration_ms(value: str | float | int) -> float:
     """'10ms' -> 10.0, '1.5s' -> 1500.0, '250us' -> 0.25; a bare number is milliseconds."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r}")
-    if isinstance(value, int | float):
+    if isinstance(value, int | float) and not isinstance(value, bool):
         ms = float(value)
-    else:
-        m = _DURATION.match(str(value))
+    elif isinstance(value, str):
+        m = _DURATION.match(value)
         if not m:
             raise ValueError(f"not a duration: {value!r} (use e.g. '10ms')")
         ms = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0, None: 1.0}[m.group(2)]
-    if ms < 0 or ms > MAX_DELAY_MS:
+    else:
+        raise ValueError(f"not a duration: {value!r} (use e.g. '10ms')")
+    if not math.isfinite(ms) or ms < 0 or ms > MAX_DELAY_MS:
         raise ValueError(f"{value!r} is outside 0..{MAX_DELAY_MS:g} ms")
     return ms
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # numbers must be finite: a `nan` would pass every bound check (nan <= 3600 is false, but so is
+    # nan > 3600), so it is refused by name
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class LinkParams(_Model):
     """One link's behaviour, the same in both directions (as Mininet's TCLink applies it)."""
 
-    bw: float | None = Field(None, gt=0, le=MAX_BW_MBIT, description="Mbit/s; None: unshaped")
+    bw: StrictFloat | None = Field(None, gt=0, le=MAX_BW_MBIT, description="Mbit/s; None: unshaped")
     delay: str = "0ms"
     jitter: str = "0ms"
-    loss: float = Field(0.0, ge=0, le=100, description="percent, per direction")
-    max_queue_size: int | None = Field(None, ge=1, le=1_000_000, description="packets")
+    loss: StrictFloat = Field(0.0, ge=0, le=100, description="percent, per direction")
+    max_queue_size: StrictInt | None = Field(None, ge=1, le=1_000_000, description="packets")
     trace: str | None = Field(None, description="mahimahi .trace or CSV file replayed on the link")
 
     @field_validator("delay", "jitter", mode="before")
@@ -100,9 +116,9 @@ class DeviceSpec(LinkParams):
     """A mobile device and its wireless-like link to its access point."""
 
     name: str | None = None
-    cell: int = Field(0, ge=0, description="multi_cell: index of the cell the device joins")
-    cpu: float | None = Field(None, gt=0, le=1, description="share of the machine's CPU")
-    position: tuple[float, float] | None = Field(None, description="metres, channel model")
+    cell: StrictInt = Field(0, ge=0, description="multi_cell: index of the cell the device joins")
+    cpu: StrictFloat | None = Field(None, gt=0, le=1, description="share of the machine's CPU")
+    position: tuple[StrictFloat, StrictFloat] | None = Field(None, description="metres, channel model")
 
 
 class LinkOverride(LinkParams):
@@ -114,7 +130,7 @@ class LinkOverride(LinkParams):
 class LinkEvent(_Model):
     """A scheduled fault: take the link between two hosts down or bring it back up."""
 
-    at: float = Field(ge=0, le=86_400, description="seconds after the network came up")
+    at: StrictFloat = Field(ge=0, le=86_400, description="seconds after the network came up")
     link: tuple[str, str]
     action: Literal["down", "up"]
 
@@ -128,22 +144,22 @@ class ChannelSpec(_Model):
     Devices move by random waypoint inside `area` (metres) and links update every `interval_s`.
     """
 
-    enabled: bool = True
-    interval_s: float = Field(1.0, ge=0.05, le=3600)
-    area: tuple[float, float] = (200.0, 200.0)
-    speed: tuple[float, float] = (0.5, 2.0)  # m/s, walking
-    pause_s: float = Field(0.0, ge=0)
-    tx_power_dbm: float = 20.0
-    noise_dbm: float = -95.0
-    ref_loss_db: float = 40.0
-    exponent: float = Field(3.0, gt=0, le=8)
-    bandwidth_mhz: float = Field(20.0, gt=0, le=1000)
-    efficiency: float = Field(0.6, gt=0, le=1)
-    max_rate_mbit: float = Field(100.0, gt=0, le=MAX_BW_MBIT)
-    min_rate_mbit: float = Field(0.1, gt=0, le=MAX_BW_MBIT)
-    snr_half_loss_db: float = 3.0
-    steepness: float = Field(1.0, gt=0)
-    ap_positions: list[tuple[float, float]] | None = None  # default: centre of the area
+    enabled: StrictBool = True
+    interval_s: StrictFloat = Field(1.0, ge=0.05, le=3600)
+    area: tuple[StrictFloat, StrictFloat] = (200.0, 200.0)
+    speed: tuple[StrictFloat, StrictFloat] = (0.5, 2.0)  # m/s, walking
+    pause_s: StrictFloat = Field(0.0, ge=0)
+    tx_power_dbm: StrictFloat = 20.0
+    noise_dbm: StrictFloat = -95.0
+    ref_loss_db: StrictFloat = 40.0
+    exponent: StrictFloat = Field(3.0, gt=0, le=8)
+    bandwidth_mhz: StrictFloat = Field(20.0, gt=0, le=1000)
+    efficiency: StrictFloat = Field(0.6, gt=0, le=1)
+    max_rate_mbit: StrictFloat = Field(100.0, gt=0, le=MAX_BW_MBIT)
+    min_rate_mbit: StrictFloat = Field(0.1, gt=0, le=MAX_BW_MBIT)
+    snr_half_loss_db: StrictFloat = 3.0
+    steepness: StrictFloat = Field(1.0, gt=0)
+    ap_positions: list[tuple[StrictFloat, StrictFloat]] | None = None  # default: centre of the area
 
 
 class TopologySpec(_Model):
@@ -152,15 +168,15 @@ class TopologySpec(_Model):
 
     kind: Literal["star", "two_tier", "multi_cell"]
     impairment: Literal["auto", "netem", "userspace"] = "auto"
-    seed: int = 0
+    seed: StrictInt = Field(0, ge=0, lt=2**63)
     devices: list[DeviceSpec] = Field(default_factory=list, max_length=1024)
-    num_devices: int | None = Field(None, ge=1, le=1024, description="devices from device_link")
+    num_devices: StrictInt | None = Field(None, ge=1, le=1024, description="devices from device_link")
     device_link: LinkParams = LinkParams(bw=20, delay="10ms")
     access: LinkParams = LinkParams(bw=1000)  # ap <-> edge server (wired)
     backhaul: LinkParams | None = LinkParams(bw=100, delay="20ms")  # edge <-> cloud
     inter_edge: LinkParams = LinkParams(bw=1000, delay="2ms")  # multi_cell: edge <-> edge
-    cells: int = Field(1, ge=1, le=64)
-    compute: dict[str, float] = Field(default_factory=dict, description="role -> CPU share")
+    cells: StrictInt = Field(1, ge=1, le=64)
+    compute: dict[str, StrictFloat] = Field(default_factory=dict, description="role -> CPU share")
     links: list[LinkOverride] = Field(default_factory=list)
     events: list[LinkEvent] = Field(default_factory=list)
     channel: ChannelSpec | None = None
@@ -235,40 +251,134 @@ def _field_path(loc: tuple) -> str:
     return out
 
 
+def error_loc(err: dict) -> tuple:
+    """The field path of one pydantic error, without pydantic's wrapper and union-branch tags."""
+    return tuple(p for p in err["loc"]
+                 if p not in ("function-after", "function-before", "function-plain")
+                 and not (isinstance(p, str) and "[" in p))
+
+
+def error_text(err: dict) -> str:
+    """One pydantic error's message, saying what was given where a type or choice was wrong."""
+    msg = err["msg"].removeprefix("Value error, ")
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        msg = "unknown field"
+    elif kind in ("literal_error", "finite_number") or (kind.endswith("_type") and "input" in err):
+        given = err.get("input")
+        what = {bool: "a boolean", str: "a string", int: "an integer", float: "a number",
+                list: "a list", dict: "a table"}.get(type(given))
+        shown = repr(given) if len(repr(given)) <= 40 else repr(given)[:37] + "..."
+        msg = f"{msg} (got {shown}{', ' + what if what and kind.endswith('_type') else ''})"
+    return msg.splitlines()[0] if msg else kind
+
+
 def validation_message(exc: ValidationError, prefix: str = "topology") -> str:
     """One line naming the first bad field, e.g. `topology.devices[1].bw: must be > 0`."""
     err = exc.errors()[0]
-    loc = tuple(p for p in err["loc"] if p not in ("function-after", "function-before"))
+    loc = error_loc(err)
     path = _field_path((prefix, *loc)) if loc else prefix
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown field"
-    elif err["type"] == "literal_error":
-        msg = f"{msg} (got {err.get('input')!r})"
-    return f"{path}: {msg}".splitlines()[0]
+    return f"{path}: {error_text(err)}".splitlines()[0]
 
 
 def parse_topology(data: dict) -> TopologySpec:
     """Validate a `[topology]` table; ValueError with one line naming the field otherwise."""
+    if not isinstance(data, dict):
+        raise ValueError(f"topology: must be a table, not {type(data).__name__}")
     try:
         return TopologySpec.model_validate(data)
     except ValidationError as exc:
         raise ValueError(validation_message(exc)) from None
 
 
-def load_topology(path: str | Path) -> TopologySpec:
-    """Read the `[topology]` table of a scenario TOML file (other tables are ignored)."""
+def read_toml(path: str | Path, what: str = "scenario file") -> tuple[dict, str]:
+    """A TOML file's tables and its text; ValueError naming the file for anything unreadable
+    (missing, a directory, not UTF-8 text, not TOML)."""
     p = Path(path)
     try:
-        data = tomllib.loads(p.read_text())
+        raw = p.read_bytes()
     except FileNotFoundError:
-        raise ValueError(f"scenario file not found: {p}") from None
+        raise ValueError(f"{what} not found: {p}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{p}: not a text file (byte {exc.start} is not UTF-8); "
+                         f"a {what} is TOML text") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{p}: not valid TOML: {exc}") from None
+    return data, text
+
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\"' -]+?)\s*\]\]?\s*(#.*)?$")
+
+
+def line_of(text: str, loc: tuple) -> int | None:
+    """The line of the TOML text where the field at `loc` is written (or, failing that, where its
+    table starts).  Integers in `loc` pick the entry of an array of tables (`[[topology.devices]]`)."""
+    lines = text.splitlines()
+    seen: dict[str, int] = {}  # array-of-tables header -> entries so far
+    best: tuple[int, int] | None = None  # (elements of loc the table accounts for, line index)
+    for index, line in enumerate(lines):
+        m = _HEADER.match(line)
+        if not m:
+            continue
+        name = m.group(2).replace('"', "").replace("'", "").replace(" ", "")
+        parts = name.split(".")
+        entry = None
+        if m.group(1) == "[[":
+            entry = seen.get(name, 0)
+            seen[name] = entry + 1
+        used = _consumed(loc, parts, entry)
+        if used is not None and (best is None or used > best[0]):
+            best = (used, index)
+    used, start = best if best else (0, -1)
+    rest = [p for p in loc[used:] if isinstance(p, str)]
+    if rest:
+        key = re.compile(rf"^\s*[\"']?{re.escape(rest[0])}[\"']?\s*=")
+        for index in range(start + 1, len(lines)):
+            if _HEADER.match(lines[index]):
+                break
+            if key.match(lines[index]):
+                return index + 1
+    return start + 1 if start >= 0 else None
+
+
+def _consumed(loc: tuple, parts: list[str], entry: int | None) -> int | None:
+    """How many elements of `loc` the table header `parts` accounts for (None: another table)."""
+    i = 0
+    for part in parts:
+        while i < len(loc) and isinstance(loc[i], int):  # an index into an inline array: skip
+            i += 1
+        if i >= len(loc) or loc[i] != part:
+            return None
+        i += 1
+    if entry is not None:  # an array of tables: loc must go on with this entry's index
+        if i >= len(loc) or loc[i] != entry:
+            return None
+        i += 1
+    return i
+
+
+def load_topology(path: str | Path) -> TopologySpec:
+    """Read the `[topology]` table of a scenario TOML file (other tables are ignored); ValueError
+    with one line naming the file, the line and the field."""
+    p = Path(path)
+    data, text = read_toml(p)
     if "topology" not in data:
         raise ValueError(f"{p}: no [topology] table")
-    base = p.parent
-    return parse_topology(_resolve_traces(data["topology"], base))
+    table = data["topology"]
+    if not isinstance(table, dict):
+        raise ValueError(f"{p}:{line_of(text, ('topology',)) or 1}: topology: must be a table")
+    try:
+        return TopologySpec.model_validate(_resolve_traces(table, p.parent))
+    except ValidationError as exc:
+        line = line_of(text, ("topology", *error_loc(exc.errors()[0])))
+        where = f"{p}:{line}" if line else str(p)
+        raise ValueError(f"{where}: {validation_message(exc)}") from None
 
 
 def _resolve_traces(table: dict, base: Path) -> dict:
