@@ -10,10 +10,17 @@ figures are cached on disk, one small JSON per key:
     (plan without hosts, scheduler, steps, seed, n, checksums of the plan's models, of the
      large reference model and of the classifier)
 
-Cache directory: $EDGESTAGE_CACHE, else ~/.cache/edgestage/plan-quality. Every figure carries
-`n_images` and the cache file it came from.
+Cache directory: $EDGESTAGE_CACHE, else ~/.cache/edgestage/plan-quality. Figures for the plans
+of the shipped scenarios ship, measured, beside the models (nodes/pretrained/plan-quality/, read
+first, never written by a run; the key holds the models' checksums, so a retrained model is
+measured anew), so that `make demo` and the tests do not spend minutes generating them. Every
+figure carries `n_images` and the file it came from.
 
     figures = plans_quality(["large:0-30,small:30-50", "small:0-50"], "ddim", 50)
+
+Regenerate the shipped figures (what nodes/pretrained/plan-quality/README.md lists):
+    python -m analysis.plan_quality --scheduler dpm --steps 10 --plans large:0-10 ... \
+        --cache-dir nodes/pretrained/plan-quality
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from tqdm import tqdm
 from analysis.compare import REFERENCE_MODEL, is_reference_plan
 from analysis.quality import quality_table
 from nodes.generation import generate, request_labels
-from nodes.model_zoo import CLASSIFIER_NAME, resolve_model_dir, sha256_of, weights_file
+from nodes.model_zoo import CLASSIFIER_NAME, PRETRAINED_DIR, resolve_model_dir, sha256_of, weights_file
 from nodes.plan import Plan, Stage, parse_plan, single_model_plan
 from nodes.schedulers import check_scheduler_name
 
@@ -42,6 +49,7 @@ PLAN_QUALITY_IMAGES = 500  # FID's small-sample bias is small next to the gaps b
 PLAN_QUALITY_SEED = 0
 CACHE_FORMAT = 1  # bump when what a cached figure means changes
 FIGURES = ("fid", "kid", "kid_std", "class_accuracy", "psnr_vs_large_db")
+SHIPPED_DIR = PRETRAINED_DIR / "plan-quality"
 
 
 def default_cache_dir() -> Path:
@@ -163,13 +171,15 @@ def plans_quality(plans: Iterable[Plan | str], scheduler: str, steps: int, *, n:
     Cached plans cost a file read; the others are generated (n images, labels cycling 0-9,
     `seed`), sharing one large-only reference for PSNR."""
     n = PLAN_QUALITY_IMAGES if n is None else n
-    cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir)
+    # a cache given by the caller is the only one; by default the shipped figures come first
+    lookup = [Path(cache_dir)] if cache_dir is not None else [SHIPPED_DIR, default_cache_dir()]
+    cache_dir = lookup[-1]
     keys = {str(without_hosts(p)): None for p in plans}
     out: dict[str, dict[str, Any]] = {}
     missing: list[PlanQualityKey] = []
     for text in keys:
         key = PlanQualityKey.of(text, scheduler, steps, seed, n)
-        cached = read_cached(key, cache_dir)
+        cached = next((c for d in lookup if (c := read_cached(key, d)) is not None), None)
         if cached is None:
             missing.append(key)
         else:
@@ -187,3 +197,26 @@ def plans_quality(plans: Iterable[Plan | str], scheduler: str, steps: int, *, n:
 def plan_quality(plan: Plan | str, scheduler: str, steps: int, **kwargs: Any) -> dict[str, Any]:
     """Figures of one plan; keyword arguments as plans_quality."""
     return next(iter(plans_quality([plan], scheduler, steps, **kwargs).values()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure plans into a cache directory (the shipped one: see the module docstring)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m analysis.plan_quality", description=main.__doc__)
+    parser.add_argument("--scheduler", required=True)
+    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--plans", nargs="+", required=True, metavar="PLAN")
+    parser.add_argument("--n", type=int, default=PLAN_QUALITY_IMAGES)
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    figures = plans_quality(args.plans, args.scheduler, args.steps, n=args.n,
+                            cache_dir=args.cache_dir or default_cache_dir())
+    for plan, f in figures.items():
+        print(f"{plan}: n={f['n_images']} fid={f['fid']:.3f} class_accuracy={f['class_accuracy']:.3f} "
+              f"generate_s={f['generate_s']} -> {f['cache_file']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,9 +10,11 @@ import argparse
 
 
 def register_bench(bench: argparse._SubParsersAction) -> None:
-    t = bench.add_parser("topology", help="64-device star: bring-up and teardown times")
+    t = bench.add_parser("topology", help="a star of N devices (default 64, up to 1024): bring-up, "
+                         "reachability and teardown times")
     t.add_argument("--devices", type=int, default=64)
     t.add_argument("--reps", type=int, default=3)
+    t.add_argument("--all-pairs", action="store_true", help="check every pair (small networks)")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=_topology)
     f = bench.add_parser("fidelity", help="configured vs measured links over the target ranges")
@@ -33,6 +35,7 @@ def _topology(args: argparse.Namespace) -> int:
     if not 1 <= args.devices <= 1024 or not 1 <= args.reps <= 100:
         raise ValueError("--devices must be in 1..1024 and --reps in 1..100")
     argv = ["--devices", str(args.devices), "--reps", str(args.reps)]
+    argv += ["--all-pairs"] if args.all_pairs else []
     return bench_topology.main(argv + (["--json"] if args.json else []))
 
 

@@ -188,7 +188,9 @@ class NodeConfig(_Strict):
     workload: list[WorkloadRequest] = []
     strategies: dict[str, StrategySpec] = Field(default_factory=default_strategies)
     max_images: int = Field(MAX_IMAGES, ge=1, le=MAX_IMAGES)
-    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)  # ZMQ_MAXMSGSIZE of the inbox
+    # an upper bound for ZMQ_MAXMSGSIZE of the inbox: the node lowers it to its largest legitimate
+    # frame (256 KiB at 256 images), so a bogus message is dropped by ZeroMQ before it is buffered
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     security: SecurityConfig = SecurityConfig()
 

@@ -126,7 +126,8 @@ def _scalar(path: Path, key: str, value: np.ndarray, kind: str) -> int | str:
     ok = value.ndim == 0 and (np.issubdtype(value.dtype, np.integer) if kind == "int"
                               else value.dtype.kind == "U")
     if not ok:
-        raise ValueError(f"samples file {path}: {key} must be one {'integer' if kind == 'int' else 'string'}, "
+        what = "integer" if kind == "int" else "string"
+        raise ValueError(f"samples file {path}: {key} must be one {what}, "
                          f"got an array of shape {value.shape} and dtype {value.dtype}")
     return int(value) if kind == "int" else str(value)
 

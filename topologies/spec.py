@@ -130,7 +130,9 @@ class LinkOverride(LinkParams):
 class LinkEvent(_Model):
     """A scheduled fault: take the link between two hosts down or bring it back up."""
 
-    at: StrictFloat = Field(ge=0, le=86_400, description="seconds after the network came up")
+    at: StrictFloat = Field(ge=0, le=86_400, description=(
+        "seconds on the workload's clock: t = 0 when its first measured request is sent "
+        "(README: the clock of events and traces)"))
     link: tuple[str, str]
     action: Literal["down", "up"]
 
