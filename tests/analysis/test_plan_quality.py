@@ -102,3 +102,35 @@ def test_figures_agree_with_edgestage_quality_plans(tmp_path):
                            steps=3).iloc[0]
     for figure in ("fid", "kid", "class_accuracy", "psnr_vs_large_db"):
         assert ours[figure] == pytest.approx(theirs[figure], rel=1e-6), figure
+
+
+SHIPPED_SCENARIOS = {"smoke.toml": ("dpm", 10), "default.toml": ("dpm", 30)}
+
+
+@pytest.mark.parametrize("scenario", SHIPPED_SCENARIOS)
+def test_the_shipped_scenarios_plans_are_judged_from_the_shipped_figures(scenario, tmp_path, monkeypatch):
+    """The figures beside the models match the shipped models' checksums and the scenarios' plans,
+    so `make demo` and the smoke tests judge quality on 500 images without generating any."""
+    from emulation.scenario import load_scenario
+    from nodes.strategies import Cluster, PlanRequest, build_strategies
+
+    loaded = load_scenario(pq.Path(__file__).resolve().parents[2] / "scenarios" / scenario)
+    steps = loaded.generation.steps
+    assert (loaded.generation.scheduler, steps) == SHIPPED_SCENARIOS[scenario]
+    roles = {"cloud": "cloud", "edge": "edge", "d1": "device"}
+    held = {host: tuple(loaded.nodes.role(role).models) for host, role in roles.items()}
+    cluster = Cluster("edge", roles, held, steps)
+    request = PlanRequest("r", "d1", 1, "any")
+    plans = {str(pq.without_hosts(s.plan_for(request, cluster)))
+             for s in build_strategies(loaded.strategies).values()}
+
+    def no_generation(*_args, **_kwargs):
+        raise AssertionError("a plan of a shipped scenario must come from the shipped figures")
+
+    monkeypatch.setattr(pq, "generate", no_generation)
+    monkeypatch.setenv("EDGESTAGE_CACHE", str(tmp_path))  # the user's cache is empty
+    figures = pq.plans_quality(sorted(plans), loaded.generation.scheduler, steps, progress=False)
+    assert set(figures) == plans
+    for f in figures.values():
+        assert f["n_images"] == pq.PLAN_QUALITY_IMAGES and f["cached"] is True
+        assert pq.Path(f["cache_file"]).parent == pq.SHIPPED_DIR
