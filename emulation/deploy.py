@@ -20,7 +20,6 @@ their clocks must be synchronised (chrony / PTP); `total_s` is measured on the d
 from __future__ import annotations
 
 import argparse
-import re
 import signal
 import sys
 import threading
@@ -28,11 +27,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from emulation.scenario import GenerationSpec, NodesSpec, WorkloadSpec, check_resources
+from emulation.scenario import TABLES, GenerationSpec, NodesSpec, WorkloadSpec, check_resources
 from nodes.node_config import (
     ComputeConfig,
     NodeConfig,
@@ -42,32 +41,28 @@ from nodes.node_config import (
     check_endpoint,
     default_strategies,
 )
+from nodes.schema import HOST_NAME, HOST_NAME_RULE, Role, StrictModel, file_error, located, read_toml
 
-_HOST = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 READY_TIMEOUT_S = 180.0
 WORKLOAD_MARGIN_S = 60.0  # past the last request's arrival and its timeout
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class DeployHost(_Model):
-    role: Literal["device", "edge", "cloud"]
+class DeployHost(StrictModel):
+    role: Role
     address: str  # tcp://IP:PORT the other hosts connect to
     bind: str | None = None  # what this host binds (e.g. tcp://*:PORT behind NAT); default: address
 
     _address = field_validator("address", "bind")(lambda v: v if v is None else check_endpoint(v))
 
 
-class DeploySpec(_Model):
+class DeploySpec(StrictModel):
     hosts: dict[str, DeployHost] = Field(min_length=2)
     coordinator: str | None = None  # the edge host that plans; default: the first edge host
     run_dir: Path = Path("runs/deploy")  # on each machine, relative to where the command runs
     keys_dir: Path | None = None  # CURVE on: the folder `edgestage deploy-keys` wrote
 
 
-class Deployment(_Model):
+class Deployment(StrictModel):
     name: str | None = None
     description: str | None = None
     deploy: DeploySpec
@@ -80,8 +75,8 @@ class Deployment(_Model):
     def _consistent(self) -> Deployment:
         hosts = self.deploy.hosts
         for name in hosts:
-            if not _HOST.match(name):
-                raise ValueError(f"deploy.hosts: host name {name!r}: use [A-Za-z0-9_.-]{{1,32}}")
+            if not HOST_NAME.match(name):
+                raise ValueError(f"deploy.hosts: host name {name!r}: use {HOST_NAME_RULE}")
         addresses = [h.address for h in hosts.values()]
         if len(set(addresses)) != len(addresses):
             raise ValueError("deploy.hosts: two hosts share one address")
@@ -107,22 +102,18 @@ class Deployment(_Model):
 
 def parse_deployment(data: dict, text: str = "", source: str = "deploy file") -> Deployment:
     """Validate a deploy file's tables; ValueError naming the file, line and field."""
-    from emulation.scenario import located, one_line_error
-
     try:
         deployment = Deployment.model_validate(data)
     except ValidationError as exc:
-        raise one_line_error(exc, text, source, whole=None) from None
+        raise file_error(exc, text, source, TABLES) from None
     try:
         check_resources(deployment)  # type: ignore[arg-type]  # reads .nodes only
     except ValueError as exc:
-        raise located(str(exc), text, source) from None
+        raise located(str(exc), text, source, TABLES) from None
     return deployment
 
 
 def load_deployment(path: str | Path) -> Deployment:
-    from topologies.spec import read_toml
-
     data, text = read_toml(path, what="deploy file")
     return parse_deployment(data, text, str(path))
 

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from emulation.network import EmulatedNetwork
-from emulation.scenario import NODE_ROLES, Scenario
+from emulation.scenario import Scenario
 from emulation.workload import PlannedRequest
 from nodes.launcher import LaunchedNode, NodeLauncher
 from nodes.node_config import ComputeConfig, NodeConfig, Peer
+from nodes.schema import NODE_ROLES
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_PORT = 5555  # every host has its own namespace, so one port number for all

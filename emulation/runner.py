@@ -513,8 +513,8 @@ def _empty_traffic() -> pd.DataFrame:
 
 def compute_manifest(sc: Scenario) -> dict[str, Any]:
     """CPU shares (from [topology.compute]) and, for profiled roles, the profile entries used."""
-    from emulation.scenario import NODE_ROLES
     from nodes.compute import load_profiles
+    from nodes.schema import NODE_ROLES
 
     out: dict[str, Any] = {}
     profiles = None

@@ -48,8 +48,6 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     StrictBool,
     StrictFloat,
@@ -61,19 +59,16 @@ from pydantic import (
 
 from nodes.model_zoo import DENOISER_NAMES, check_denoiser_dir
 from nodes.node_config import MAX_IMAGES, SCHEDULER_NAMES, StrategySpec, default_strategies
-from topologies.spec import TopologySpec, error_loc, error_text, line_of, read_toml
+from nodes.schema import NODE_ROLES, StrictModel, file_error, line_of, located, read_toml
+from topologies.spec import TopologySpec
 
 DEFAULT_DENOISERS = DENOISER_NAMES
-NODE_ROLES = ("cloud", "edge", "device")
 _STRATEGY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# the tables of a scenario file, and of a deploy file (emulation/deploy.py), which extends it
 TABLES = ("topology", "nodes", "workload", "strategies", "generation", "capture", "run", "deploy")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class RoleNodes(_Model):
+class RoleNodes(StrictModel):
     """What the node process of every host of one role holds and how it computes.  The CPU share
     of the role is `[topology.compute]` (one place for it)."""
 
@@ -89,7 +84,7 @@ class RoleNodes(_Model):
         return self
 
 
-class NodesSpec(_Model):
+class NodesSpec(StrictModel):
     cloud: RoleNodes = RoleNodes(models=["large"])
     edge: RoleNodes = RoleNodes(models=["medium"])
     device: RoleNodes = RoleNodes(models=["small"])
@@ -99,7 +94,7 @@ class NodesSpec(_Model):
         return getattr(self, role)
 
 
-class WorkloadSpec(_Model):
+class WorkloadSpec(StrictModel):
     requests: StrictInt = Field(32, ge=1, le=100_000)
     arrival: Literal["fixed", "poisson"] = "fixed"
     interval_s: StrictFloat = Field(1.0, gt=0, le=3600)
@@ -131,7 +126,7 @@ class WorkloadSpec(_Model):
         return self
 
 
-class GenerationSpec(_Model):
+class GenerationSpec(StrictModel):
     scheduler: str = "dpm"
     steps: StrictInt = Field(20, ge=1, le=1000)
 
@@ -143,19 +138,19 @@ class GenerationSpec(_Model):
         return v
 
 
-class CaptureSpec(_Model):
+class CaptureSpec(StrictModel):
     enabled: StrictBool = True
     # whole packets by default: traffic attribution reads the ZeroMQ framing inside TCP
     snaplen: StrictInt = Field(0, ge=0, le=262_144)
 
 
-class RunSpec(_Model):
+class RunSpec(StrictModel):
     repetitions: StrictInt = Field(1, ge=1, le=1000)
     timeout_s: StrictFloat = Field(600.0, gt=0, le=7 * 86_400)
     ready_timeout_s: StrictFloat = Field(180.0, gt=0, le=3600)
 
 
-class Scenario(_Model):
+class Scenario(StrictModel):
     name: str | None = None
     description: str | None = None
     topology: TopologySpec
@@ -259,65 +254,16 @@ def check_resources(scenario: Scenario, base: Path | None = None) -> Scenario:
     return scenario
 
 
-def _field_path(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-_NAMED_FIELD = re.compile(r"^(?P<field>[A-Za-z_][\w-]*(?:\.[\w-]+|\[\d+\])*): (?P<rest>.+)$")
-
-
-def _path_loc(field: str) -> tuple:
-    """`strategies.a.split[1]` -> ('strategies', 'a', 'split', 1)."""
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", field) if p)
-
-
-def _message(exc: ValidationError) -> tuple[tuple, str]:
-    err = exc.errors()[0]
-    return error_loc(err), error_text(err)
-
-
-def _named_field(message: str) -> str | None:
-    """The field a message begins with (`strategies.a: ...`), if it begins with one."""
-    m = _NAMED_FIELD.match(message)
-    return m["field"] if m and re.split(r"[.\[]", m["field"])[0] in TABLES else None
-
-
-def located(message: str, text: str, source: str, loc: tuple = ()) -> ValueError:
-    """`source:line: message` where the line of `loc` (or of the field `message` begins with,
-    `strategies.a: ...`) can be found in the text; `source: message` where it cannot."""
-    named = _named_field(message)
-    if not loc and named:
-        loc = _path_loc(named)
-    line = line_of(text, loc) if text and loc else None
-    return ValueError(f"{source}:{line}: {message}" if line else f"{source}: {message}")
-
-
-def one_line_error(exc: ValidationError, text: str, source: str, whole: str | None) -> ValueError:
-    """`source:line: field: message` for a pydantic error; `whole` names a check across fields
-    whose message does not begin with the field it is about (None: its message names them)."""
-    loc, msg = _message(exc)
-    field = _field_path(loc)
-    if not field and not _named_field(msg):
-        field = whole or ""
-    return located(f"{field}: {msg}" if field else msg, text, source, loc)
-
-
 def parse_scenario(data: dict, text: str = "", source: str = "scenario") -> Scenario:
     """Validate a scenario's tables (a dict as TOML gives it); ValueError naming the field."""
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        raise one_line_error(exc, text, source, whole="scenario") from None
+        raise file_error(exc, text, source, TABLES, whole="scenario") from None
     try:
         return check_resources(scenario)
     except ValueError as exc:
-        raise located(str(exc), text, source) from None
+        raise located(str(exc), text, source, TABLES) from None
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -346,4 +292,4 @@ def scenario_tables(path: str | Path) -> tuple[dict, str]:
     return data, text
 
 
-__all__ = ["Scenario", "load_scenario", "parse_scenario", "scenario_tables", "line_of", "NODE_ROLES"]
+__all__ = ["Scenario", "load_scenario", "parse_scenario", "scenario_tables"]

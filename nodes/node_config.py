@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     StrictFloat,
     ValidationError,
@@ -25,22 +23,18 @@ from pydantic import (
     model_validator,
 )
 
-Role = Literal["device", "edge", "cloud"]
-Tier = Literal["cloud", "edge", "device"]
+from nodes.schema import HOST_NAME, HOST_NAME_RULE, Role, StrictModel, validation_message
+
+Tier = Role  # where a strategy puts a stage: the host of that role
 StrategyKind = Literal["cloud_only", "edge_only", "device_only", "fixed_split"]
 # the names of nodes.schedulers.SCHEDULERS, spelled out so that building and checking a config
 # (which the runner does for every host) does not import diffusers; a test keeps them in step
 SCHEDULER_NAMES = ("ddim", "dpm", "ddpm")
 
-_HOST = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 _ENDPOINT = re.compile(r"^tcp://(?P<addr>[A-Za-z0-9_.:*-]+):(?P<port>\d{1,5})$")
 _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_IMAGES = 256  # per request: bounds what a receiver accepts and what one stage may cost
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def check_endpoint(value: str) -> str:
@@ -64,7 +58,7 @@ def check_endpoint(value: str) -> str:
     return value
 
 
-class Peer(_Strict):
+class Peer(StrictModel):
     endpoint: str
     role: Role
     models: list[str] = []
@@ -72,7 +66,7 @@ class Peer(_Strict):
     _endpoint = field_validator("endpoint")(check_endpoint)
 
 
-class ComputeConfig(_Strict):
+class ComputeConfig(StrictModel):
     """`native`: real computation at the host's CPU share. `profiled`: every denoising step takes
     the time `nodes/profiles.toml` (or `profiles_file`) gives for (hardware, model), by pacing."""
 
@@ -88,7 +82,7 @@ class ComputeConfig(_Strict):
         return self
 
 
-class CurveConfig(_Strict):
+class CurveConfig(StrictModel):
     """ZeroMQ CURVE between nodes (nodes/security.py): keys made per deployment by
     `edgestage deploy-keys` (zmq.auth certificate files)."""
 
@@ -97,21 +91,19 @@ class CurveConfig(_Strict):
     public_keys_dir: Path
 
 
-class SecurityConfig(_Strict):
+class SecurityConfig(StrictModel):
     curve: CurveConfig | None = None  # None: plain TCP, as inside the emulated network
 
 
-class SplitStage(_Strict):
+class SplitStage(StrictModel):
     """One stage of a fixed split: `model` on the host of `tier` for `share` of the T steps."""
-
-    model_config = ConfigDict(allow_inf_nan=False)  # with extra="forbid", frozen=True from _Strict
 
     model: str
     tier: Tier
     share: StrictFloat = Field(gt=0, le=1)
 
 
-class StrategySpec(_Strict):
+class StrategySpec(StrictModel):
     kind: StrategyKind
     model: str | None = None  # for the single-tier kinds; defaults: large, medium, small
     split: list[SplitStage] | None = None  # for fixed_split
@@ -146,7 +138,7 @@ def default_strategies() -> dict[str, StrategySpec]:
     }
 
 
-class WorkloadRequest(_Strict):
+class WorkloadRequest(StrictModel):
     """One request a device issues at t0 + `at_s`."""
 
     at_s: float = Field(ge=0)
@@ -172,7 +164,7 @@ class WorkloadRequest(_Strict):
         return self
 
 
-class NodeConfig(_Strict):
+class NodeConfig(StrictModel):
     host: str
     role: Role
     bind: str  # tcp://IP:PORT on this host's own address (the runner gives the Mininet host IP)
@@ -231,8 +223,8 @@ class NodeConfig(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> NodeConfig:
         for name in (self.host, *self.peers):
-            if not _HOST.match(name):
-                raise ValueError(f"host name {name!r}: use [A-Za-z0-9_.-]{{1,32}}")
+            if not HOST_NAME.match(name):
+                raise ValueError(f"host name {name!r}: use {HOST_NAME_RULE}")
         if self.host in self.peers:
             raise ValueError(f"peers must not list this node's own host {self.host!r}")
         coordinator_role = self.role if self.coordinator == self.host else None
@@ -262,18 +254,6 @@ class NodeConfig(_Strict):
         return {self.host: tuple(self.models), **{h: tuple(p.models) for h, p in self.peers.items()}}
 
 
-def _field_path(loc: tuple) -> str:
-    return ".".join(str(part) for part in loc) or "config"
-
-
-def config_error_message(exc: ValidationError) -> str:
-    """One line: the first problem, with the path of the field it is in."""
-    error = exc.errors()[0]
-    message = error["msg"].removeprefix("Value error, ")
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{_field_path(error['loc'])}: {message}{more}"
-
-
 def load_node_config(path: str | Path) -> NodeConfig:
     """Parse and check a node config file; ValueError with one line naming the problem."""
     path = Path(path)
@@ -288,4 +268,4 @@ def load_node_config(path: str | Path) -> NodeConfig:
     try:
         return NodeConfig.model_validate(data)
     except ValidationError as exc:
-        raise ValueError(f"node config {path}: {config_error_message(exc)}") from None
+        raise ValueError(f"node config {path}: {validation_message(exc, more=True)}") from None

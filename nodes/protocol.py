@@ -32,7 +32,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from nodes.node_config import MAX_IMAGES, config_error_message
+from nodes.node_config import MAX_IMAGES
+from nodes.schema import validation_message
 from nodes.state import StateBundle
 
 WIRE_VERSION = 1
@@ -184,7 +185,7 @@ def decode(frames: Sequence[object]) -> Message:
     try:
         envelope = _KINDS[kind].model_validate_json(raw)
     except ValidationError as exc:
-        raise ProtocolError(f"{kind} envelope: {config_error_message(exc)}") from None
+        raise ProtocolError(f"{kind} envelope: {validation_message(exc, more=True)}") from None
     state = None
     if len(views) > 1:
         if not _CARRIES_STATE.get(kind, True):

@@ -29,13 +29,10 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     StrictBool,
     StrictFloat,
@@ -45,7 +42,9 @@ from pydantic import (
     model_validator,
 )
 
-ROLES = ("device", "edge", "cloud", "ap")
+from nodes.schema import NODE_ROLES, StrictModel, error_loc, line_of, read_toml, validation_message
+
+ROLES = (*NODE_ROLES, "ap")  # the access point runs no node process
 MAX_BW_MBIT = 100_000.0  # 100 Gbit/s: anything above is a typo, not an edge network
 MAX_DELAY_MS = 10_000.0
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(us|ms|s)?\s*$")
@@ -68,13 +67,7 @@ def parse_duration_ms(value: str | float | int) -> float:
     return ms
 
 
-class _Model(BaseModel):
-    # numbers must be finite: a `nan` would pass every bound check (nan <= 3600 is false, but so is
-    # nan > 3600), so it is refused by name
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class LinkParams(_Model):
+class LinkParams(StrictModel):
     """One link's behaviour, the same in both directions (as Mininet's TCLink applies it)."""
 
     bw: StrictFloat | None = Field(None, gt=0, le=MAX_BW_MBIT, description="Mbit/s; None: unshaped")
@@ -127,7 +120,7 @@ class LinkOverride(LinkParams):
     endpoints: tuple[str, str]
 
 
-class LinkEvent(_Model):
+class LinkEvent(StrictModel):
     """A scheduled fault: take the link between two hosts down or bring it back up."""
 
     at: StrictFloat = Field(ge=0, le=86_400, description=(
@@ -137,7 +130,7 @@ class LinkEvent(_Model):
     action: Literal["down", "up"]
 
 
-class ChannelSpec(_Model):
+class ChannelSpec(StrictModel):
     """Wireless channel: distance -> log-distance path loss -> SNR -> rate and loss.
 
     PL(d) = ref_loss_db + 10 * exponent * log10(d / 1 m); SNR = tx_power_dbm - PL - noise_dbm;
@@ -164,7 +157,7 @@ class ChannelSpec(_Model):
     ap_positions: list[tuple[StrictFloat, StrictFloat]] | None = None  # default: centre of the area
 
 
-class TopologySpec(_Model):
+class TopologySpec(StrictModel):
     """A whole edge network.  Host names: devices `d1..dN` (or as given), `ap`, `edge`, `cloud`;
     multi_cell: `ap1..apK`, `edge1..edgeK` (and `cloud` when `backhaul` is set)."""
 
@@ -243,46 +236,6 @@ class TopologySpec(_Model):
         return devices + infra
 
 
-def _field_path(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-def error_loc(err: dict) -> tuple:
-    """The field path of one pydantic error, without pydantic's wrapper and union-branch tags."""
-    return tuple(p for p in err["loc"]
-                 if p not in ("function-after", "function-before", "function-plain")
-                 and not (isinstance(p, str) and "[" in p))
-
-
-def error_text(err: dict) -> str:
-    """One pydantic error's message, saying what was given where a type or choice was wrong."""
-    msg = err["msg"].removeprefix("Value error, ")
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        msg = "unknown field"
-    elif kind in ("literal_error", "finite_number") or (kind.endswith("_type") and "input" in err):
-        given = err.get("input")
-        what = {bool: "a boolean", str: "a string", int: "an integer", float: "a number",
-                list: "a list", dict: "a table"}.get(type(given))
-        shown = repr(given) if len(repr(given)) <= 40 else repr(given)[:37] + "..."
-        msg = f"{msg} (got {shown}{', ' + what if what and kind.endswith('_type') else ''})"
-    return msg.splitlines()[0] if msg else kind
-
-
-def validation_message(exc: ValidationError, prefix: str = "topology") -> str:
-    """One line naming the first bad field, e.g. `topology.devices[1].bw: must be > 0`."""
-    err = exc.errors()[0]
-    loc = error_loc(err)
-    path = _field_path((prefix, *loc)) if loc else prefix
-    return f"{path}: {error_text(err)}".splitlines()[0]
-
-
 def parse_topology(data: dict) -> TopologySpec:
     """Validate a `[topology]` table; ValueError with one line naming the field otherwise."""
     if not isinstance(data, dict):
@@ -290,79 +243,7 @@ def parse_topology(data: dict) -> TopologySpec:
     try:
         return TopologySpec.model_validate(data)
     except ValidationError as exc:
-        raise ValueError(validation_message(exc)) from None
-
-
-def read_toml(path: str | Path, what: str = "scenario file") -> tuple[dict, str]:
-    """A TOML file's tables and its text; ValueError naming the file for anything unreadable
-    (missing, a directory, not UTF-8 text, not TOML)."""
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise ValueError(f"{what} not found: {p}") from None
-    except OSError as exc:
-        raise ValueError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{p}: not a text file (byte {exc.start} is not UTF-8); "
-                         f"a {what} is TOML text") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{p}: not valid TOML: {exc}") from None
-    return data, text
-
-
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\"' -]+?)\s*\]\]?\s*(#.*)?$")
-
-
-def line_of(text: str, loc: tuple) -> int | None:
-    """The line of the TOML text where the field at `loc` is written (or, failing that, where its
-    table starts).  Integers in `loc` pick the entry of an array of tables (`[[topology.devices]]`)."""
-    lines = text.splitlines()
-    seen: dict[str, int] = {}  # array-of-tables header -> entries so far
-    best: tuple[int, int] | None = None  # (elements of loc the table accounts for, line index)
-    for index, line in enumerate(lines):
-        m = _HEADER.match(line)
-        if not m:
-            continue
-        name = m.group(2).replace('"', "").replace("'", "").replace(" ", "")
-        parts = name.split(".")
-        entry = None
-        if m.group(1) == "[[":
-            entry = seen.get(name, 0)
-            seen[name] = entry + 1
-        used = _consumed(loc, parts, entry)
-        if used is not None and (best is None or used > best[0]):
-            best = (used, index)
-    used, start = best if best else (0, -1)
-    rest = [p for p in loc[used:] if isinstance(p, str)]
-    if rest:
-        key = re.compile(rf"^\s*[\"']?{re.escape(rest[0])}[\"']?\s*=")
-        for index in range(start + 1, len(lines)):
-            if _HEADER.match(lines[index]):
-                break
-            if key.match(lines[index]):
-                return index + 1
-    return start + 1 if start >= 0 else None
-
-
-def _consumed(loc: tuple, parts: list[str], entry: int | None) -> int | None:
-    """How many elements of `loc` the table header `parts` accounts for (None: another table)."""
-    i = 0
-    for part in parts:
-        while i < len(loc) and isinstance(loc[i], int):  # an index into an inline array: skip
-            i += 1
-        if i >= len(loc) or loc[i] != part:
-            return None
-        i += 1
-    if entry is not None:  # an array of tables: loc must go on with this entry's index
-        if i >= len(loc) or loc[i] != entry:
-            return None
-        i += 1
-    return i
+        raise ValueError(validation_message(exc, "topology")) from None
 
 
 def load_topology(path: str | Path) -> TopologySpec:
@@ -380,7 +261,7 @@ def load_topology(path: str | Path) -> TopologySpec:
     except ValidationError as exc:
         line = line_of(text, ("topology", *error_loc(exc.errors()[0])))
         where = f"{p}:{line}" if line else str(p)
-        raise ValueError(f"{where}: {validation_message(exc)}") from None
+        raise ValueError(f"{where}: {validation_message(exc, 'topology')}") from None
 
 
 def _resolve_traces(table: dict, base: Path) -> dict:

@@ -99,7 +99,7 @@ def test_an_unknown_host_and_a_missing_file_exit_2(tmp_path, capsys):
     assert run_cli(["deploy", str(path), "--host", "mallory"]) == 2
     assert "host 'mallory' is not in deploy.hosts (edge, d1)" in capsys.readouterr().err
     assert run_cli(["deploy", str(tmp_path / "nope.toml"), "--all"]) == 2
-    assert "cannot read deploy file" in capsys.readouterr().err
+    assert "deploy file not found" in capsys.readouterr().err
     assert run_cli(["deploy-keys", str(path)]) == 2
     assert "deploy.keys_dir is not set" in capsys.readouterr().err
 
