@@ -178,8 +178,6 @@ def _bench_models(args: argparse.Namespace) -> int:
 
 
 # --- parser -------------------------------------------------------------------------------------
-MAX_SEED = 2**63  # seeds lie in [0, 2**63): what a torch generator and a node request take
-MAX_STEPS = 1000  # the noise schedule's training timesteps
 
 
 def _integer(text: str) -> int:
@@ -207,6 +205,8 @@ def _image_count(text: str) -> int:
 
 
 def _seed(text: str) -> int:
+    from nodes.schema import MAX_SEED  # pydantic: imported after the parser is up (see main)
+
     value = _integer(text)
     if not 0 <= value < MAX_SEED:
         raise argparse.ArgumentTypeError(f"must lie in 0 to 2**63 - 1, got {text}")
@@ -214,6 +214,8 @@ def _seed(text: str) -> int:
 
 
 def _steps(text: str) -> int:
+    from nodes.schema import MAX_STEPS
+
     value = _positive_int(text)
     if value > MAX_STEPS:
         raise argparse.ArgumentTypeError(f"at most {MAX_STEPS} (the models' noise schedule has "

@@ -5,31 +5,58 @@ This one function is what every node runs for its stage; the unsplit run is the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 from nodes import schedulers
-from nodes.digits import IMAGE_SIZE, NUM_CLASSES
 from nodes.state import StateBundle
 
 SAMPLE = "sample"
 LABELS = "labels"
 
 
-def initial_state(labels: torch.Tensor, seed: int, scheduler: str, steps: int) -> StateBundle:
-    """Pure noise for each requested label, drawn from the request's seed."""
+@dataclass(frozen=True)
+class SampleShape:
+    """What a denoiser draws, read from its config (diffusers: the config travels with the
+    weights): channels x height x width per image, and how many class labels it is conditioned on."""
+
+    channels: int
+    height: int
+    width: int
+    classes: int
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any]) -> SampleShape:
+        size = config["sample_size"]
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        return cls(int(config["in_channels"]), int(height), int(width), int(config["num_class_embeds"]))
+
+    def batch(self, n: int) -> tuple[int, int, int, int]:
+        return (n, self.channels, self.height, self.width)
+
+    def tensor_bytes(self, n: int) -> int:
+        """A float32 batch of n samples."""
+        return n * self.channels * self.height * self.width * 4
+
+
+def initial_state(labels: torch.Tensor, seed: int, scheduler: str, steps: int,
+                  shape: SampleShape) -> StateBundle:
+    """Pure noise of the first stage's model's `shape` for each requested label, drawn from the
+    request's seed."""
     schedulers.check_scheduler_name(scheduler)
     if steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")
     labels = labels.to(torch.int64)
     if labels.ndim != 1 or len(labels) == 0:
         raise ValueError("labels must be a non-empty 1-D tensor")
-    if int(labels.min()) < 0 or int(labels.max()) >= NUM_CLASSES:
-        raise ValueError(f"labels must lie in 0-{NUM_CLASSES - 1}")
+    if int(labels.min()) < 0 or int(labels.max()) >= shape.classes:
+        raise ValueError(f"labels must lie in 0-{shape.classes - 1}")
     generator = torch.Generator().manual_seed(seed)
-    noise = torch.randn((len(labels), 1, IMAGE_SIZE, IMAGE_SIZE), generator=generator)
+    noise = torch.randn(shape.batch(len(labels)), generator=generator)
     meta = {"scheduler": scheduler, "steps": steps, "next_step": 0, "seed": seed}
     return StateBundle(meta=meta, tensors={SAMPLE: noise, LABELS: labels})
 

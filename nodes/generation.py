@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from nodes.digits import NUM_CLASSES
-from nodes.executor import SAMPLE, initial_state, run_stage
+from nodes.executor import SAMPLE, SampleShape, initial_state, run_stage
 from nodes.model_zoo import check_denoiser_dir, load_denoiser, load_noise_schedule
 from nodes.plan import Plan
 from nodes.schedulers import SCHEDULE_KEYS
@@ -92,18 +92,22 @@ def check_fits(models: Sequence[str], n: int, what: str | None = None) -> None:
 
 
 def check_plan_models(plan: Plan) -> None:
-    """Every model loads, and all were trained on one noise schedule (else a handoff is wrong)."""
+    """Every model loads, and all draw one sample shape and were trained on one noise schedule
+    (else a handoff is wrong)."""
     reference = None
     for model in plan.models():
-        load_denoiser(model)
+        shape = SampleShape.of(load_denoiser(model).config)
         config = load_noise_schedule(model).config
         schedule = {key: config.get(key) for key in SCHEDULE_KEYS}
         if reference is None:
-            reference = (model, schedule)
+            reference = (model, schedule, shape)
         elif schedule != reference[1]:
             raise ValueError(
                 f"models {reference[0]!r} and {model!r} were trained on different noise schedules"
             )
+        elif shape != reference[2]:
+            raise ValueError(f"models {reference[0]!r} and {model!r} draw different samples "
+                             f"({reference[2]} and {shape})")
 
 
 def generate(
@@ -113,10 +117,12 @@ def generate(
     scheduler: str,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Images (N x 1 x 16 x 16 float32 in [-1, 1]) for `labels`, following `plan` step by step."""
+    """Images (N x C x H x W float32 in [-1, 1], the shape the plan's models' configs give) for
+    `labels`, following `plan` step by step."""
     check_plan_models(plan)
     labels = torch.as_tensor(labels, dtype=torch.int64)
-    state = initial_state(labels, seed, scheduler, plan.total_steps)
+    shape = SampleShape.of(load_denoiser(plan.stages[0].model).config)
+    state = initial_state(labels, seed, scheduler, plan.total_steps, shape)
     bar = tqdm(total=plan.total_steps, desc=str(plan), unit="step", disable=not progress, leave=False)
     for stage in plan.stages:
         state = run_stage(

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from nodes.architectures import DENOISER_NAMES, count_parameters
-from nodes.digits import IMAGE_SIZE
+from nodes.executor import SampleShape
 from nodes.model_zoo import load_denoiser
 
 BATCHES = (1, 16, 64)
@@ -26,12 +26,14 @@ WARMUP = 3
 
 _RSS_PROBE = """
 import json, sys, psutil, torch
+from nodes.executor import SampleShape
 from nodes.model_zoo import load_denoiser
 name = sys.argv[1]
 if name != "-":
     model = load_denoiser(name)
     with torch.no_grad():
-        model(torch.zeros(1, 1, 16, 16), torch.tensor([500]), class_labels=torch.tensor([0]))
+        model(torch.zeros(SampleShape.of(model.config).batch(1)), torch.tensor([500]),
+              class_labels=torch.tensor([0]))
 print(json.dumps({"rss_bytes": psutil.Process().memory_info().rss}))
 """
 
@@ -39,9 +41,10 @@ print(json.dumps({"rss_bytes": psutil.Process().memory_info().rss}))
 @torch.no_grad()
 def step_latency_s(name: str, batch: int, repeats: int) -> float:
     model = load_denoiser(name)
-    x = torch.randn(batch, 1, IMAGE_SIZE, IMAGE_SIZE)
+    shape = SampleShape.of(model.config)
+    x = torch.randn(shape.batch(batch))
     t = torch.full((batch,), 500)
-    labels = torch.arange(batch) % 10
+    labels = torch.arange(batch) % shape.classes
     times = []
     for i in range(WARMUP + repeats):
         started = time.perf_counter()

@@ -66,6 +66,17 @@ def check_denoiser_dir(name_or_path: str) -> Path:
     """The directory of a denoiser that looks loadable: config.json a UNet2DModel of the testbed's
     shape, safetensors weights, scheduler_config.json.  ValueError naming the model otherwise."""
     path = resolve_model_dir(name_or_path)
+    denoiser_config(name_or_path)
+    if not any(path.glob("*.safetensors")):
+        raise ValueError(f"model {name_or_path!r}: no weights (*.safetensors) in {path}")
+    _json_object(path / "scheduler_config.json", name_or_path)
+    return path
+
+
+def denoiser_config(name_or_path: str) -> dict:
+    """A denoiser's config.json, checked to be a UNet2DModel of the testbed's shape (no torch:
+    nodes.executor.SampleShape.of reads the shape from it).  ValueError naming the model."""
+    path = resolve_model_dir(name_or_path)
     config = _json_object(path / "config.json", name_or_path)
     if config.get("_class_name") != "UNet2DModel":
         raise ValueError(f"model {name_or_path!r}: {path / 'config.json'} describes "
@@ -74,10 +85,7 @@ def check_denoiser_dir(name_or_path: str) -> Path:
         if config.get(key) != expected or isinstance(config.get(key), bool):
             raise ValueError(f"model {name_or_path!r}: {path / 'config.json'} has {key} = "
                              f"{config.get(key)!r}; the testbed's denoisers have {expected}")
-    if not any(path.glob("*.safetensors")):
-        raise ValueError(f"model {name_or_path!r}: no weights (*.safetensors) in {path}")
-    _json_object(path / "scheduler_config.json", name_or_path)
-    return path
+    return config
 
 
 @lru_cache(maxsize=8)

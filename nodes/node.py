@@ -257,11 +257,13 @@ class Outbox:
 
 def inbox_frame_limit(config: NodeConfig) -> int:
     """ZMQ_MAXMSGSIZE of the inbox (it bounds each frame, not the message): no legitimate frame is
-    bigger than an envelope, a state header or one tensor of max_images images, so a bigger one
-    (its sender is disconnected) is never buffered, whatever max_message_bytes allows."""
+    bigger than an envelope, a state header or one tensor of max_images images of any model in
+    the cluster (a device receives the images of whichever model ran last), so a bigger one (its
+    sender is disconnected) is never buffered, whatever max_message_bytes allows."""
     from nodes.worker import largest_tensor_bytes
 
-    legitimate = max(MAX_ENVELOPE_BYTES, MAX_HEADER_BYTES, largest_tensor_bytes(config.max_images))
+    models = {m for held in config.models_by_host().values() for m in held}
+    legitimate = max(MAX_ENVELOPE_BYTES, MAX_HEADER_BYTES, largest_tensor_bytes(models, config.max_images))
     return min(config.max_message_bytes, legitimate)
 
 

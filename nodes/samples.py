@@ -17,14 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nodes.digits import IMAGE_SIZE, NUM_CLASSES
 from nodes.plan import Plan, parse_plan
 from nodes.schedulers import check_scheduler_name
+from nodes.schema import MAX_SEED, MAX_STEPS
 
 REQUIRED_KEYS = ("images", "labels", "plan", "seed", "scheduler", "steps")
-IMAGE_SHAPE = (1, 16, 16)  # nodes.digits: one grey channel, IMAGE_SIZE x IMAGE_SIZE
-NUM_CLASSES = 10
-MAX_SEED = 2**63  # seeds lie in [0, 2**63): what a torch generator and a node request take
-MAX_STEPS = 1000  # the noise schedule's training timesteps
+IMAGE_SHAPE = (1, IMAGE_SIZE, IMAGE_SIZE)  # what the digit classifier judges: one grey channel
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,14 @@ import logging
 import math
 import queue
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from nodes.compute import Pacer, load_profiles, profile_for
-from nodes.digits import IMAGE_SIZE
-from nodes.executor import LABELS, SAMPLE, initial_state, run_stage
-from nodes.model_zoo import load_denoiser, load_noise_schedule
+from nodes.executor import LABELS, SAMPLE, SampleShape, initial_state, run_stage
+from nodes.model_zoo import denoiser_config, load_denoiser, load_noise_schedule
 from nodes.plan import Plan, Stage, parse_plan
 from nodes.protocol import WIRE_VERSION, Hop, ResultMsg, StageMsg, encode
 from nodes.schedulers import SCHEDULE_KEYS
@@ -36,10 +36,11 @@ class Rejected(ValueError):
         self.part = part
 
 
-def largest_tensor_bytes(max_images: int) -> int:
-    """The largest tensor a legitimate state holds: a float32 sample (or solver history) of
-    max_images images, each 1 x IMAGE_SIZE x IMAGE_SIZE, as _check_state demands."""
-    return max_images * IMAGE_SIZE * IMAGE_SIZE * 4
+def largest_tensor_bytes(models: Iterable[str], max_images: int) -> int:
+    """The largest tensor a legitimate state for these models holds: a float32 sample (or solver
+    history) of max_images images of the largest sample shape their configs give, as _check_state
+    demands (no torch: the configs are read as JSON)."""
+    return max((SampleShape.of(denoiser_config(m)).tensor_bytes(max_images) for m in models), default=0)
 
 
 class StageWorker:
@@ -58,6 +59,7 @@ class StageWorker:
                                  "schedules")
             reference = reference or (name, current)
             self.models[name] = (denoiser, schedule)
+        self.shapes = {name: SampleShape.of(denoiser.config) for name, (denoiser, _) in self.models.items()}
         self.load_s = time.perf_counter() - started
         self.profiles = {}
         if self.config.compute.mode == "profiled":
@@ -130,10 +132,10 @@ class StageWorker:
             if hop.stage != index or hop.host != earlier.host or hop.model != earlier.model:
                 raise Rejected(f"hop {index} ({hop.host}, {hop.model}) does not match the plan's {earlier}")
         if state is not None:
-            self._check_state(envelope, state)
+            self._check_state(envelope, state, self.shapes[stage.model])
         return plan, stage
 
-    def _check_state(self, envelope: StageMsg, state: StateBundle) -> None:
+    def _check_state(self, envelope: StageMsg, state: StateBundle, sample: SampleShape) -> None:
         meta = state.meta
         if set(meta) - _META_KEYS:
             unexpected = ", ".join(sorted(set(meta) - _META_KEYS))
@@ -146,7 +148,7 @@ class StageWorker:
         lower = meta.get("lower_order_nums", 0)
         if not isinstance(lower, int) or isinstance(lower, bool) or not 0 <= lower <= 8:
             raise Rejected(f"state lower_order_nums {lower!r} out of range", "state")
-        shape = (envelope.n, 1, IMAGE_SIZE, IMAGE_SIZE)
+        shape = sample.batch(envelope.n)
         for name, tensor in state.tensors.items():
             if name == LABELS:
                 if (tensor.dtype != torch.int64 or tensor.shape != (envelope.n,)
@@ -181,7 +183,7 @@ class StageWorker:
         state = item.message.state
         if state is None:  # stage 0: the noise comes from the request's seed, not the wire
             state = initial_state(torch.tensor(envelope.labels), envelope.seed, self.config.scheduler,
-                                  self.config.steps)
+                                  self.config.steps, self.shapes[stage.model])
         state = run_stage(denoiser, schedule, state, stage.start, stage.end, on_step=on_step)
         compute_end = time.time()
         report = pacer.report

@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from nodes.compute import DEFAULT_PROFILES, Pacer, StepProfile, load_profiles, profile_for
-from nodes.executor import initial_state, run_stage
-from nodes.model_zoo import load_denoiser, load_noise_schedule
+from nodes.executor import SampleShape, initial_state, run_stage
+from nodes.model_zoo import denoiser_config, load_denoiser, load_noise_schedule
+
+SHAPE = SampleShape.of(denoiser_config("small"))  # every shipped denoiser draws this
 
 
 def test_the_shipped_profiles_cover_every_default_model_and_say_where_figures_come_from():
@@ -61,7 +63,7 @@ def test_a_slow_step_is_an_overrun_and_is_not_absorbed_by_fast_ones():
 
 
 def test_a_paced_stage_still_computes_the_real_images():
-    state = initial_state(torch.tensor([1, 2]), 5, "ddim", 6)
+    state = initial_state(torch.tensor([1, 2]), 5, "ddim", 6, SHAPE)
     model, schedule = load_denoiser("small"), load_noise_schedule("small")
     unpaced = run_stage(model, schedule, state, 0, 6).tensors["sample"]
     pacer = Pacer(step_s=0.05, steps=6)

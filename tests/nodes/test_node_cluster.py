@@ -16,13 +16,16 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nodes.executor import initial_state
+from nodes.executor import SampleShape, initial_state
 from nodes.generation import generate
 from nodes.local_cluster import LocalCluster, Probe, loopback_configs
+from nodes.model_zoo import denoiser_config
 from nodes.plan import parse_plan
 from nodes.protocol import WIRE_VERSION, Hop, RequestTimes, StageMsg, encode
 from nodes.records import read_records
 from nodes.samples import load_samples
+
+SHAPE = SampleShape.of(denoiser_config("small"))  # every shipped denoiser draws this
 
 STEPS = 10
 N = 4
@@ -174,7 +177,7 @@ def test_fuzzed_frames_do_not_stop_a_node_from_serving(cluster):
         pushers[host] = context.socket(zmq.PUSH)
         pushers[host].setsockopt(zmq.LINGER, 1000)
         pushers[host].connect(cluster.endpoints[host])
-    state = initial_state(torch.tensor([0, 1, 2, 3]), 5, "dpm", STEPS)
+    state = initial_state(torch.tensor([0, 1, 2, 3]), 5, "dpm", STEPS, SHAPE)
     good_state = state.to_frames()
     sent = valid = 0
 

@@ -23,6 +23,9 @@ N = 256  # the most images a message may carry: the biggest legitimate tensors
 RSS_GROWTH_BOUND = 64 * 1024 * 1024  # the bogus messages below total about 250 MB
 
 
+SHIPPED = ("small", "medium", "large")
+
+
 def test_the_work_queue_is_bounded_in_bytes_as_well_as_in_count():
     work = WorkQueue(max_items=3, max_bytes=1000)
     work.put_nowait("a", 600)
@@ -43,11 +46,15 @@ def test_the_work_queue_is_bounded_in_bytes_as_well_as_in_count():
 
 
 def test_the_bounds_are_derived_from_the_largest_legitimate_state(tmp_path):
-    largest_stage = MAX_ENVELOPE_BYTES + MAX_HEADER_BYTES + MAX_TENSORS * largest_tensor_bytes(MAX_IMAGES)
+    tensors = MAX_TENSORS * largest_tensor_bytes(SHIPPED, MAX_IMAGES)
+    largest_stage = MAX_ENVELOPE_BYTES + MAX_HEADER_BYTES + tensors
     assert 32 * largest_stage <= WORK_QUEUE_BYTES  # dozens of the biggest legitimate stages still fit
-    hosts = {"d1": {"role": "device"}, "edge": {"role": "edge"}}
+    hosts = {"d1": {"role": "device", "models": ["small"]}, "edge": {"role": "edge", "models": ["medium"]}}
     config = loopback_configs(tmp_path, hosts)["edge"]
     assert inbox_frame_limit(config) == 256 * 16 * 16 * 4  # not the 64 MiB of max_message_bytes
+    # the shapes come from the models' configs; a cluster without models carries no tensors
+    bare = loopback_configs(tmp_path, {"d1": {"role": "device"}, "edge": {"role": "edge"}})["edge"]
+    assert inbox_frame_limit(bare) == MAX_ENVELOPE_BYTES
     small = config.model_copy(update={"max_images": 4})
     assert inbox_frame_limit(small) == MAX_ENVELOPE_BYTES
 

@@ -9,7 +9,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nodes.executor import initial_state
+from nodes.executor import SampleShape, initial_state
+from nodes.model_zoo import denoiser_config
 from nodes.protocol import (
     MAX_ENVELOPE_BYTES,
     MAX_FRAMES,
@@ -23,6 +24,8 @@ from nodes.protocol import (
     decode,
     encode,
 )
+
+SHAPE = SampleShape.of(denoiser_config("small"))  # every shipped denoiser draws this
 
 T0 = 1.7e9
 LABELS = [0, 3, 7, 9]
@@ -45,7 +48,7 @@ def _stage(stage: int = 1) -> StageMsg:
 
 
 def _state():
-    return initial_state(torch.tensor(LABELS), 3, "dpm", 10)
+    return initial_state(torch.tensor(LABELS), 3, "dpm", 10, SHAPE)
 
 
 def test_stage_message_round_trips_with_its_tensors():

@@ -9,10 +9,12 @@ import functools
 import pytest
 import torch
 
-from nodes.executor import SAMPLE, initial_state, run_stage
-from nodes.model_zoo import load_denoiser, load_noise_schedule
+from nodes.executor import SAMPLE, SampleShape, initial_state, run_stage
+from nodes.model_zoo import denoiser_config, load_denoiser, load_noise_schedule
 from nodes.schedulers import SCHEDULERS
 from nodes.state import StateBundle
+
+SHAPE = SampleShape.of(denoiser_config("small"))  # every shipped denoiser draws this
 
 STEPS = 20
 LABELS = torch.tensor([0, 3, 7, 9])
@@ -20,7 +22,7 @@ SEED = 11
 
 
 def _run(model: str, scheduler: str, cuts: list[int], restart_solver: bool = False) -> torch.Tensor:
-    state = initial_state(LABELS, SEED, scheduler, STEPS)
+    state = initial_state(LABELS, SEED, scheduler, STEPS, SHAPE)
     bounds = [0, *cuts, STEPS]
     for start, end in zip(bounds, bounds[1:], strict=False):
         state = StateBundle.from_bytes(state.to_bytes())
@@ -54,7 +56,7 @@ def test_dpm_history_matters_so_the_test_has_teeth():
 
 def test_dpm_state_without_its_history_is_refused():
     state = run_stage(load_denoiser("small"), load_noise_schedule("small"),
-                      initial_state(LABELS, SEED, "dpm", STEPS), 0, 5)
+                      initial_state(LABELS, SEED, "dpm", STEPS, SHAPE), 0, 5)
     state.tensors.pop("history_1")
     with pytest.raises(ValueError, match="lacks its history: history_1"):
         run_stage(load_denoiser("small"), load_noise_schedule("small"), state, 5, STEPS)
@@ -62,12 +64,12 @@ def test_dpm_state_without_its_history_is_refused():
 
 def test_ddpm_noise_depends_on_the_seed():
     a = _unsplit("small", "ddpm")
-    state = initial_state(LABELS, SEED + 1, "ddpm", STEPS)
+    state = initial_state(LABELS, SEED + 1, "ddpm", STEPS, SHAPE)
     b = run_stage(load_denoiser("small"), load_noise_schedule("small"), state, 0, STEPS)
     assert (a - b.tensors[SAMPLE]).abs().max().item() > 1e-2
 
 
 def test_stage_must_start_where_the_state_is():
-    state = initial_state(LABELS, SEED, "ddim", STEPS)
+    state = initial_state(LABELS, SEED, "ddim", STEPS, SHAPE)
     with pytest.raises(ValueError, match="state is at step 0"):
         run_stage(load_denoiser("small"), load_noise_schedule("small"), state, 5, 10)
