@@ -224,7 +224,7 @@ def _steps(text: str) -> int:
 
 
 def _add_sampling_args(p: argparse.ArgumentParser, n_default: int) -> None:
-    from nodes.node_config import SCHEDULER_NAMES  # nodes.schedulers' names, without diffusers
+    from nodes.schema import SCHEDULER_NAMES  # nodes.schedulers' names, without diffusers
 
     p.add_argument("--n", type=_image_count, default=n_default, help="number of images")
     p.add_argument("--seed", type=_seed, default=0, help="0 to 2**63 - 1")

@@ -58,8 +58,8 @@ from pydantic import (
 )
 
 from nodes.model_zoo import DENOISER_NAMES, check_denoiser_dir
-from nodes.node_config import MAX_IMAGES, SCHEDULER_NAMES, StrategySpec, default_strategies
-from nodes.schema import NODE_ROLES, StrictModel, file_error, line_of, located, read_toml
+from nodes.node_config import MAX_IMAGES, StrategySpec, default_strategies
+from nodes.schema import NODE_ROLES, SCHEDULER_NAMES, StrictModel, file_error, line_of, located, read_toml
 from topologies.spec import TopologySpec
 
 DEFAULT_DENOISERS = DENOISER_NAMES

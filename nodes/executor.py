@@ -76,17 +76,18 @@ def run_stage(
         raise ValueError(f"stage starts at step {start} but the state is at step {meta.get('next_step')}")
     if not 0 <= start < end <= steps:
         raise ValueError(f"stage step range [{start}, {end}) is outside [0, {steps})")
-    scheduler = schedulers.build_scheduler(meta["scheduler"], noise_schedule, steps)
-    schedulers.prepare_resume(scheduler, start, meta, state.tensors)
+    handoff = schedulers.adapter(meta["scheduler"])
+    scheduler = handoff.build(noise_schedule, steps)
+    handoff.resume(scheduler, start, meta, state.tensors)
     sample, labels = state.tensors[SAMPLE], state.tensors[LABELS]
     for index in range(start, end):
         timestep = scheduler.timesteps[index]
         batch_t = timestep.expand(len(labels))
         prediction = model(sample, batch_t, class_labels=labels).sample
-        sample = schedulers.step(scheduler, prediction, timestep, sample, index, int(meta["seed"]))
+        sample = handoff.step(scheduler, prediction, timestep, sample, index, int(meta["seed"]))
         if on_step:
             on_step(index)
-    carried_meta, carried = schedulers.export_state(scheduler)
+    carried_meta, carried = handoff.export(scheduler)
     new_meta = {k: v for k, v in meta.items() if k != "lower_order_nums"}
     new_meta.update(carried_meta, next_step=end)
     return StateBundle(meta=new_meta, tensors={SAMPLE: sample, LABELS: labels, **carried})

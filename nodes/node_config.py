@@ -23,13 +23,10 @@ from pydantic import (
     model_validator,
 )
 
-from nodes.schema import HOST_NAME, HOST_NAME_RULE, Role, StrictModel, validation_message
+from nodes.schema import HOST_NAME, HOST_NAME_RULE, SCHEDULER_NAMES, Role, StrictModel, validation_message
 
 Tier = Role  # where a strategy puts a stage: the host of that role
 StrategyKind = Literal["cloud_only", "edge_only", "device_only", "fixed_split"]
-# the names of nodes.schedulers.SCHEDULERS, spelled out so that building and checking a config
-# (which the runner does for every host) does not import diffusers; a test keeps them in step
-SCHEDULER_NAMES = ("ddim", "dpm", "ddpm")
 
 _ENDPOINT = re.compile(r"^tcp://(?P<addr>[A-Za-z0-9_.:*-]+):(?P<port>\d{1,5})$")
 _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
