@@ -7,6 +7,10 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from emulation.runner import RunResult
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
@@ -42,17 +46,21 @@ def _run(args: argparse.Namespace) -> int:
               f"{scenario.workload.requests * scenario.run.repetitions} requests)")
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    result = run_scenario(scenario, Path(args.out) if args.out else None, progress=not args.quiet,
-                          quality=not args.no_quality)
-    if args.quiet:
-        from analysis.summary import format_accuracy, format_memory, format_table
-
-        title = f"{scenario.name}: {result.summary['status']}"
-        print(format_table(result.summary["strategies"], title=title))
-        print(format_accuracy(result.summary["accuracy"]))
-        print(format_memory(result.summary["node_memory"]))
-    print(f"run directory: {result.run_dir}")
+    run_scenario(scenario, Path(args.out) if args.out else None, progress=not args.quiet,
+                 quality=not args.no_quality, on_finish=_print_run)
     return 0
+
+
+def _print_run(result: RunResult) -> None:
+    """The run's table, how far its figures hold, its nodes' memory, and where it lies; also for
+    an interrupted or failed run."""
+    from analysis.summary import format_accuracy, format_memory, format_table
+
+    summary = result.summary
+    print(format_table(summary["strategies"], title=f"{summary['scenario']}: {summary['status']}"))
+    print(format_accuracy(summary["accuracy"]))
+    print(format_memory(summary["node_memory"]))
+    print(f"run directory: {result.run_dir}", flush=True)
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -106,14 +106,18 @@ During = Callable[["EmulatedNetwork", Path], None]
 
 
 def run_scenario(scenario: Scenario, out_dir: str | Path | None = None, progress: bool = True,
-                 quality: bool = True, during: During | None = None) -> RunResult:
+                 quality: bool = True, during: During | None = None,
+                 on_finish: Callable[[RunResult], None] | None = None) -> RunResult:
     """Run a validated scenario; returns the run's tables. Raises ValueError before starting if the
     run cannot start (not root, output directory in use).
 
     `during(net, run_dir)`, if given, runs in a thread from t0 while the workload goes: a script
     of what happens to the network mid-run (`net.set_link`, `net.link_down`, `net.popen` of a
     traffic source ...; not `net.cmd`, which belongs to the main thread).  The run waits for it
-    before stopping the nodes; an exception it raises is logged and goes into the manifest."""
+    before stopping the nodes; an exception it raises is logged and goes into the manifest.
+
+    `on_finish(result)`, if given, is called once the run directory is complete, also for a run
+    that was interrupted or failed (before the exception goes on): the CLI prints its table there."""
     out = Path(out_dir) if out_dir is not None else default_out_dir(scenario)
     check_can_run(out)
     make_run_dir(out)
@@ -124,11 +128,16 @@ def run_scenario(scenario: Scenario, out_dir: str | Path | None = None, progress
         run.status = "interrupted" if isinstance(exc, KeyboardInterrupt | SystemExit) else "failed"
         run.error = f"{type(exc).__name__}: {exc}"
         try:
-            run.finish(quality=False, traffic=False)
+            result = run.finish(quality=False, traffic=False)
+            if on_finish:
+                on_finish(result)
         except Exception:  # the first exception is the one to report; this one is logged
             log.exception("finishing the %s run failed", run.status)
         raise
-    return run.finish(quality=quality, traffic=scenario.capture.enabled)
+    result = run.finish(quality=quality, traffic=scenario.capture.enabled)
+    if on_finish:
+        on_finish(result)
+    return result
 
 
 def finish_killed_run(run_dir: str | Path, quality: bool = True) -> RunResult:
@@ -404,7 +413,6 @@ class _Run:
     def finish(self, quality: bool, traffic: bool) -> RunResult:
         """Records, then the final status in the manifest, then each figure on its own: a step
         that fails is logged and named in the manifest, and the next ones still run."""
-        from analysis.summary import format_accuracy, format_memory, format_table
 
         if self.planned:
             self._collect_new()  # what the devices recorded when they were stopped
@@ -432,10 +440,6 @@ class _Run:
         (self.run_dir / "summary.json").write_text(json.dumps(document, indent=1, default=_json))
         self._step("report", self._report)
         self._write_manifest()
-        if self.progress or self.status != "completed":
-            print(format_table(summary, title=f"{self.scenario.name}: {self.status}"))
-            print(format_accuracy(accuracy.get("headline", {})))
-            print(format_memory(document["node_memory"]))
         frame = traffic_frame if traffic_frame is not None else _empty_traffic()
         return RunResult(self.run_dir, requests, frame, document, self.manifest, accuracy, self.planned)
 
