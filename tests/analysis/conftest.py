@@ -77,3 +77,7 @@ def all_failed() -> pd.DataFrame:
 @pytest.fixture
 def no_requests() -> pd.DataFrame:
     return frame([])
+
+
+# a real smoke run (scenarios/smoke.toml), trimmed to what the analysis reads: see its README.md
+SMOKE_RUN = Path(__file__).resolve().parents[1] / "data" / "smoke-run"

@@ -41,6 +41,7 @@ def single_model_images():
     }
 
 
+@pytest.mark.slow  # 200 images of 50 steps generated first (~30 s on 2 cores)
 def test_large_only_beats_small_only(single_model_images):
     labels, images = single_model_images
     small = quality_table(images["small"], labels)
@@ -50,6 +51,7 @@ def test_large_only_beats_small_only(single_model_images):
     assert large["class_accuracy"] > small["class_accuracy"]
 
 
+@pytest.mark.slow  # 200 images of 50 steps generated first (~30 s on 2 cores)
 def test_psnr_vs_large_is_infinite_for_itself_and_finite_otherwise(single_model_images):
     _, images = single_model_images
     assert psnr(images["large"], images["large"]) == float("inf")

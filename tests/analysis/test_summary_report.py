@@ -1,25 +1,31 @@
 """summarize and write_report on canned run directories: a run where every request failed, one
 with no request at all, one with done requests (real images, per-plan quality from a small n),
-and run directories whose summary.json is not an object."""
+run directories whose summary.json is not an object, and a real smoke run (tests/data/smoke-run:
+its records, captures and delivered images) checked against its requests table."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.image
+import numpy as np
+import pandas as pd
 import pytest
 
-from analysis.report import write_report
+from analysis.report import latency_parts_frame, write_report
 from analysis.summary import NO_REASON, format_table, summarize
+from analysis.traffic import parse_run_traffic
 from nodes.generation import generate, request_labels
 from nodes.plan import parse_plan
 from nodes.samples import Samples, save_samples
 
-from .conftest import frame, ok_rows, write_run
+from .conftest import SMOKE_RUN, frame, ok_rows, write_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -188,3 +194,192 @@ def test_a_plan_whose_model_is_not_here_leaves_the_rest_of_the_summary(tmp_path)
     d = write_run(tmp_path / "run", frame(rows), summary)
     text = write_report(d).read_text()
     assert "Quality of `elsewhere` not measured: huge:0-3: unknown model 'huge'" in text
+
+
+# ---- a real run: tests/data/smoke-run, copied before anything is written ------------------------
+
+COST_KEYS = ("requests", "done", "failed", "images", "plans", "latency_mean_s", "latency_p50_s",
+             "latency_p95_s", "compute_s_mean", "transfer_s_mean", "overrun_steps", "wire_bytes",
+             "wire_bytes_per_image", "payload_bytes_per_image", "wire_bytes_by_link")
+FIGURES = ["cost_and_quality.png", "latency_cdf.png", "latency_parts.png"]
+
+
+@pytest.fixture
+def smoke_run(tmp_path) -> Path:
+    d = tmp_path / "smoke-run"
+    shutil.copytree(SMOKE_RUN, d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def smoke_requests() -> pd.DataFrame:
+    return pd.read_parquet(SMOKE_RUN / "requests.parquet")
+
+
+@pytest.fixture(scope="module")
+def smoke_traffic() -> pd.DataFrame:
+    return parse_run_traffic(SMOKE_RUN / "pcap", json.loads((SMOKE_RUN / "network.json").read_text()))
+
+
+def first_rows(requests: pd.DataFrame) -> pd.DataFrame:
+    """One row per request, computed here rather than with analysis.summary.per_request."""
+    return requests[requests["stage_index"] == 0].set_index("request_id")
+
+
+def crossing_bytes(stages: pd.DataFrame) -> int:
+    """The nodes' count of the bytes they sent from one host to another (a device_only result
+    stays on its device)."""
+    total = 0
+    for _, group in stages.groupby("request_id"):
+        rows = group.sort_values("stage_index").to_dict("records")
+        for k, row in enumerate(rows):
+            total += row["message_bytes"] if row["host"] != ("edge" if k == 0 else rows[k - 1]["host"]) else 0
+        total += rows[-1]["result_message_bytes"] if rows[-1]["host"] != rows[0]["device"] else 0
+    return total
+
+
+def markdown_table(text: str, heading: str) -> dict[str, dict[str, str]]:
+    """The first table under `## heading`, as {first cell: {column: cell}}."""
+    lines = text.splitlines()
+    start = lines.index(f"## {heading}")
+    table = []
+    for line in lines[start + 1:]:
+        if line.startswith("|"):
+            table.append([c.strip() for c in line.strip("|").split("|")])
+        elif table:
+            break
+    header, body = table[0], table[2:]
+    return {row[0]: dict(zip(header, row, strict=True)) for row in body}
+
+
+def test_summary_of_a_real_run_agrees_with_its_requests_and_captures(smoke_requests, smoke_traffic):
+    summary = summarize(smoke_requests, smoke_traffic, SMOKE_RUN / "samples", quality=False)
+    firsts = first_rows(smoke_requests)
+    assert list(summary) == ["cloud_only", "edge_only", "device_only", "fixed_split"]
+    attributed = smoke_traffic.dropna(subset=["request_id"])
+    for strategy, group in firsts.groupby("strategy"):
+        entry = summary[strategy]
+        ok = group[group["outcome"] == "ok"]
+        totals = ok["total_s"].to_numpy()
+        images = int(ok["n_images"].sum())
+        assert (entry["requests"], entry["done"], entry["failed"], entry["images"]) == (2, 2, 0, 8)
+        assert entry["latency_p50_s"] == pytest.approx(np.median(totals))
+        assert entry["latency_mean_s"] == pytest.approx(totals.mean())
+        assert entry["latency_p95_s"] == pytest.approx(np.percentile(totals, 95))
+        assert entry["plans"] == ok["plan"].value_counts().to_dict()
+        stages = smoke_requests[smoke_requests["request_id"].isin(ok.index)]
+        compute = stages.groupby("request_id")["compute_s"].sum()
+        assert entry["compute_s_mean"] == pytest.approx(compute.mean())
+        sent = stages["message_bytes"].sum() + stages["result_message_bytes"].sum()
+        assert entry["payload_bytes_per_image"] == pytest.approx(sent / images)
+        # every packet of the strategy's requests on every link, ACKs included, per image delivered
+        mine = attributed[attributed["request_id"].isin(ok.index)]
+        assert entry["wire_bytes"] == pytest.approx(mine["wire_bytes"].sum())
+        assert entry["wire_bytes_per_image"] == pytest.approx(mine["wire_bytes"].sum() / images)
+        by_link = mine.groupby("link")["wire_bytes"].sum()
+        assert entry["wire_bytes_by_link"] == pytest.approx(by_link.to_dict())
+        assert entry["wire_bytes"] > crossing_bytes(stages)  # plus headers, ACKs, one copy per hop
+        assert not {"fid", "n_quality", "run_sample_fid"} & set(entry)  # quality disabled
+    # the latency ranking the run shows: the device's own small model first, the cloud's large last
+    p50 = {s: e["latency_p50_s"] for s, e in summary.items()}
+    assert min(p50, key=p50.get) == "device_only" and max(p50, key=p50.get) == "cloud_only"
+    # the runner's summary.json, from the same records and captures, agrees on every cost figure
+    written = json.loads((SMOKE_RUN / "summary.json").read_text())["strategies"]
+    for strategy, entry in summary.items():
+        for key in COST_KEYS:
+            assert entry[key] == pytest.approx(written[strategy][key]), (strategy, key)
+
+
+def test_report_of_a_real_run_shows_its_figures(smoke_run, smoke_requests):
+    path = write_report(smoke_run)
+    assert path == smoke_run / "report.md" and not (SMOKE_RUN / "report.md").exists()
+    text = path.read_text()
+    assert text.startswith("# smoke: completed\n")
+    assert "impairment backend userspace" in text
+    assert sorted(p.name for p in (smoke_run / "plots").iterdir()) == FIGURES
+    for name in FIGURES:
+        png = smoke_run / "plots" / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        height, width, _ = matplotlib.image.imread(png).shape
+        assert height >= 300 and width >= 600
+        assert f"](plots/{name})" in text
+    written = json.loads((smoke_run / "summary.json").read_text())["strategies"]
+    table = markdown_table(text, "Per strategy")
+    firsts = first_rows(smoke_requests)
+    assert list(table) == list(written)
+    for strategy, group in firsts.groupby("strategy"):
+        row = table[strategy]
+        totals = group["total_s"].to_numpy()
+        assert row["done"] == str(len(group)) and row["failed"] == "0"
+        assert row["p50 latency (s)"] == f"{np.median(totals):.3f}"
+        assert row["p95 latency (s)"] == f"{np.percentile(totals, 95):.3f}"
+        assert row["wire bytes / image"] == f"{written[strategy]['wire_bytes_per_image']:,.0f}"
+        assert row["FID"] == f"{written[strategy]['fid']:.2f}" and row["n (quality, per plan)"] == "500"
+        assert row["run-sample n"] == str(int(group["n_images"].sum()))
+    plans = markdown_table(text, "Quality per plan")
+    for strategy, group in firsts.groupby("strategy"):
+        hostless = {re.sub(r"@[^,]+", "", p) for p in group["plan"]}
+        assert {plans[strategy]["plan"]} == hostless
+        assert plans[strategy]["requests"] == str(len(group))
+    accuracy = markdown_table(text, "How far the figures hold")
+    assert accuracy["latency_parts_within_2pct"]["value"] == f"{len(firsts)}/{len(firsts)}"
+
+
+def test_where_the_time_goes_adds_up_to_the_measured_latency(smoke_requests):
+    """The stacked bars of latency_parts.png: per strategy, the parts' means add up to the mean
+    measured latency of its requests (within 2 %)."""
+    parts = latency_parts_frame(smoke_requests)
+    firsts = first_rows(smoke_requests)
+    mean_total = firsts.groupby("strategy")["total_s"].mean()
+    assert set(parts.index) == set(mean_total.index)
+    for strategy, row in parts.iterrows():
+        assert row.sum() == pytest.approx(mean_total[strategy], rel=0.02), strategy
+        assert row["compute"] > 0
+    # only a split plan moves state between hosts
+    assert parts.loc["fixed_split", "state transfer"] > parts.loc["device_only", "state transfer"]
+
+
+def test_report_of_a_real_run_summarized_without_quality(smoke_run, smoke_requests, smoke_traffic):
+    summary = summarize(smoke_requests, smoke_traffic, smoke_run / "samples", quality=False)
+    document = json.loads((smoke_run / "summary.json").read_text())
+    (smoke_run / "summary.json").write_text(json.dumps({**document, "strategies": summary}, allow_nan=False))
+    text = write_report(smoke_run).read_text()
+    assert "## Quality per plan" not in text and "run-sample" in text  # the heading, no figure
+    table = markdown_table(text, "Per strategy")
+    firsts = first_rows(smoke_requests)
+    for strategy, group in firsts.groupby("strategy"):
+        row = table[strategy]
+        assert row["FID"] == "-" and row["run-sample FID"] == "-" and row["n (quality, per plan)"] == "-"
+        assert row["p50 latency (s)"] == f"{group['total_s'].median():.3f}"
+        assert row["wire bytes / image"] == f"{summary[strategy]['wire_bytes_per_image']:,.0f}"
+    assert sorted(p.name for p in (smoke_run / "plots").iterdir()) == FIGURES
+
+
+@pytest.fixture(scope="module")
+def smoke_quality(smoke_requests, tmp_path_factory) -> tuple[dict, Path]:
+    cache = tmp_path_factory.mktemp("plan-quality")
+    summary = summarize(smoke_requests, None, SMOKE_RUN / "samples", plan_images=8, cache_dir=cache,
+                        progress=False)
+    return summary, cache
+
+
+def test_quality_of_a_real_run_from_a_small_plan_sample(smoke_quality, smoke_requests):
+    """Per-plan quality on 8 images a plan, and the run's own delivered images (committed in
+    samples/) judged as the runner judged them."""
+    summary, cache = smoke_quality
+    firsts = first_rows(smoke_requests)
+    written = json.loads((SMOKE_RUN / "summary.json").read_text())["strategies"]
+    for strategy, group in firsts.groupby("strategy"):
+        entry = summary[strategy]
+        hostless = {re.sub(r"@[^,]+", "", p) for p in group["plan"]}
+        assert [(p["plan"], p["requests"], p["n_images"]) for p in entry["plan_quality"]] == [
+            (hostless.pop(), 2, 8)]
+        assert entry["n_quality"] == 8 and Path(entry["plan_quality"][0]["cache_file"]).parent == cache
+        assert 0.0 <= entry["class_accuracy"] <= 1.0 and math.isfinite(entry["fid"])
+        assert (entry["psnr_vs_large_db"] is None) == (entry["plan_quality"][0]["plan"] == "large:0-10")
+        # the run-sample figures depend only on the delivered images: the runner's own
+        assert entry["run_sample_images"] == int(group["n_images"].sum())
+        assert entry["run_sample_class_accuracy"] == written[strategy]["run_sample_class_accuracy"]
+        # FID of 8 images: a near-singular covariance, so allow for another CPU's rounding
+        assert entry["run_sample_fid"] == pytest.approx(written[strategy]["run_sample_fid"], rel=0.01)
+        assert entry["wire_bytes"] is None  # no traffic given

@@ -212,12 +212,20 @@ def test_run_out_that_cannot_be_a_run_directory(tmp_path, out, needle):
 @pytest.mark.parametrize("after_s", [0.3, 1.0])
 def test_ctrl_c_early_is_one_line_and_exit_130(tmp_path, after_s):
     out = tmp_path / "s.npz"
+    # a shell's background job starts with SIGINT ignored, and Python keeps it so: give the
+    # command the default disposition a terminal's Ctrl-C meets
     proc = subprocess.Popen([*EDGESTAGE, "generate", "--plan", "large:0-50", "--n", "64",
                              "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    time.sleep(after_s)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        time.sleep(after_s)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # it did not stop: fail, leaving nothing running
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130, stderr
     assert stderr.strip().splitlines() == ["edgestage: interrupted"], stderr
     assert list(tmp_path.iterdir()) == []

@@ -10,7 +10,7 @@ from emulation.impairment import kernel_has_netem
 from emulation.network import EmulatedNetwork
 from topologies.spec import parse_topology
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 # A handful of configurations spanning the targets (the full sweep is emulation.bench_fidelity).
 DEVICES = [

@@ -10,7 +10,7 @@ import pytest
 from emulation.runner import run_scenario
 from emulation.scenario import load_scenario
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 CROWD = ROOT / "scenarios" / "crowd.toml"
 

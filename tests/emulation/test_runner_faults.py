@@ -57,6 +57,7 @@ def _kill_when_it_has_served_one(run_dir: Path, host: str, killed: dict) -> None
 
 
 @needs_large
+@pytest.mark.slow
 def test_killed_device_fails_its_requests_and_the_others_complete(tmp_path, nothing_left_after):
     scenario = load_scenario(SMOKE)
     scenario = scenario.model_copy(update={"workload": scenario.workload.model_copy(update={"requests": 12})})
@@ -140,6 +141,7 @@ def _nodes_ready(out: Path, count: int) -> bool:
 
 
 @needs_large
+@pytest.mark.slow
 def test_a_run_in_which_every_measured_request_fails_ends_with_its_summary(tmp_path, nothing_left_after):
     """The access link goes down at t = 0 of the workload's clock (the first measured request):
     the warm-up requests before it are served, every measured one fails, and the run still ends

@@ -13,7 +13,7 @@ from emulation.node_procs import NODE_PORT
 from emulation.runner import run_scenario
 from emulation.scenario import load_scenario
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 LARGE_PRESENT = (ROOT / "nodes" / "pretrained" / "large" / "config.json").is_file()
 FRAMES = 2000

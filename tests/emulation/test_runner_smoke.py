@@ -22,7 +22,7 @@ from nodes.node_config import StrategySpec
 from nodes.plan import parse_plan
 from nodes.samples import load_samples
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "scenarios" / "smoke.toml"
 SAME_MODEL = "split_small"

@@ -55,6 +55,7 @@ def test_bad_sweeps_are_one_line_exit_2_nothing_written(tmp_path, assignment, ne
 
 
 @pytest.mark.root
+@pytest.mark.slow
 def test_a_backhaul_sweep_runs_each_value_and_tabulates_them(tmp_path):
     out = tmp_path / "sweep"
     table = run_sweep(SMOKE, "topology.backhaul.bw", [5, 50], out, quality=False, progress=False)
