@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from analysis.quality import quality_table
-from nodes.generation import generate, request_labels
+from nodes.diffusion.generation import generate, request_labels
 from nodes.plan import Plan, parse_plan, single_model_plan
 
 REFERENCE_MODEL = "large"

@@ -3,7 +3,7 @@
 A run delivers a few dozen images per strategy; FID over so few is dominated by its small-sample
 bias and can rank strategies the wrong way round. A plan's images depend only on the plan (models
 and step ranges, not hosts), the scheduler, the steps, the labels and the seed, and generating
-them locally (nodes/generation.py) gives exactly what the nodes compute. So each distinct plan is
+them locally (nodes/diffusion/generation.py) gives exactly what the nodes compute. So each distinct plan is
 judged on PLAN_QUALITY_IMAGES images of its own (labels cycling 0-9, a fixed seed), and the
 figures are cached on disk, one small JSON per key:
 
@@ -40,10 +40,16 @@ from tqdm import tqdm
 
 from analysis.compare import REFERENCE_MODEL, is_reference_plan
 from analysis.quality import quality_table
-from nodes.generation import generate, request_labels
-from nodes.model_zoo import CLASSIFIER_NAME, PRETRAINED_DIR, resolve_model_dir, sha256_of, weights_file
+from nodes.diffusion.generation import generate, request_labels
+from nodes.diffusion.model_zoo import (
+    CLASSIFIER_NAME,
+    PRETRAINED_DIR,
+    resolve_model_dir,
+    sha256_of,
+    weights_file,
+)
+from nodes.diffusion.schedulers import check_scheduler_name
 from nodes.plan import Plan, Stage, parse_plan, single_model_plan
-from nodes.schedulers import check_scheduler_name
 
 PLAN_QUALITY_IMAGES = 500  # FID's small-sample bias is small next to the gaps between plans here
 PLAN_QUALITY_SEED = 0

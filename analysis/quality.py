@@ -18,9 +18,9 @@ from torchmetrics.image import PeakSignalNoiseRatio
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from nodes.architectures import DigitClassifier
-from nodes.digits import IMAGE_SIZE, load_split
-from nodes.model_zoo import load_classifier
+from nodes.diffusion.architectures import DigitClassifier
+from nodes.diffusion.digits import IMAGE_SIZE, load_split
+from nodes.diffusion.model_zoo import load_classifier
 
 KID_SUBSETS = 50
 METRIC_SEED = 0

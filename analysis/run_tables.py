@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from nodes.records import StageRecord, failed_records, read_records
+from nodes.runtime.records import StageRecord, failed_records, read_records
 
 PLANNED_COLUMNS = ["request_id", "repetition", "at_s", "warmup"]
 

@@ -200,7 +200,7 @@ def _run_sample_quality(request_ids: list[str], samples_dir: Path) -> dict[str, 
     import torch
 
     from analysis.quality import quality_table
-    from nodes.samples import load_samples
+    from nodes.diffusion.samples import load_samples
 
     images, labels = [], []
     for rid in request_ids:

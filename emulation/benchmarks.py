@@ -53,7 +53,7 @@ def _memory(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from nodes.memory_bench import MODES, bench_memory
+    from nodes.runtime.memory_bench import MODES, bench_memory
 
     if not 1 <= args.devices <= 64:
         raise ValueError(f"--devices must be in 1..64, got {args.devices}")

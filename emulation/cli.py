@@ -47,10 +47,10 @@ def _doctor(args: argparse.Namespace) -> int:
 
 # --- train --------------------------------------------------------------------------------------
 def _train(args: argparse.Namespace) -> int:
-    from nodes.model_cards import render_card
-    from nodes.model_zoo import PRETRAINED_DIR
-    from nodes.samples import check_output_path
-    from nodes.training import train_classifier, train_denoiser
+    from nodes.diffusion.model_cards import render_card
+    from nodes.diffusion.model_zoo import PRETRAINED_DIR
+    from nodes.diffusion.samples import check_output_path
+    from nodes.diffusion.training import train_classifier, train_denoiser
 
     out = Path(args.out) if args.out else PRETRAINED_DIR / args.model
     if out.exists() and not out.is_dir():
@@ -64,10 +64,10 @@ def _train(args: argparse.Namespace) -> int:
 
 # --- generate -----------------------------------------------------------------------------------
 def _generate(args: argparse.Namespace) -> int:
-    from nodes.generation import check_fits, check_plan_models, generate, request_labels
+    from nodes.diffusion.generation import check_fits, check_plan_models, generate, request_labels
+    from nodes.diffusion.samples import Samples, check_output_path, load_samples, save_samples
+    from nodes.diffusion.schedulers import check_scheduler_name
     from nodes.plan import parse_plan
-    from nodes.samples import Samples, check_output_path, load_samples, save_samples
-    from nodes.schedulers import check_scheduler_name
 
     if args.out.endswith(("/", "\\")):
         raise ValueError(f"--out {args.out}: give a file name (.npz), not a folder")
@@ -103,7 +103,7 @@ def _quality(args: argparse.Namespace) -> int:
         raise ValueError("quality needs a samples file or --plans")
     from analysis.compare import is_reference_plan, large_reference
     from analysis.quality import quality_table
-    from nodes.samples import load_samples
+    from nodes.diffusion.samples import load_samples
 
     samples = load_samples(Path(args.samples))
     reference = None
@@ -122,7 +122,7 @@ def _quality(args: argparse.Namespace) -> int:
 
 def _quality_of_plans(args: argparse.Namespace) -> int:
     from analysis.compare import REFERENCE_MODEL, compare_plans
-    from nodes.generation import check_fits
+    from nodes.diffusion.generation import check_fits
     from nodes.plan import parse_plan
 
     plans = [parse_plan(text, args.steps) for text in args.plans]
@@ -138,9 +138,9 @@ def _quality_of_plans(args: argparse.Namespace) -> int:
 
 
 def _record_quality(frame, args: argparse.Namespace) -> None:
-    from nodes.architectures import DENOISER_NAMES
-    from nodes.model_cards import record
-    from nodes.model_zoo import PRETRAINED_DIR
+    from nodes.diffusion.architectures import DENOISER_NAMES
+    from nodes.diffusion.model_cards import record
+    from nodes.diffusion.model_zoo import PRETRAINED_DIR
     from nodes.plan import parse_plan
 
     command = (
@@ -158,14 +158,14 @@ def _record_quality(frame, args: argparse.Namespace) -> None:
 def _bench_models(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from nodes.model_bench import bench_models
+    from nodes.diffusion.model_bench import bench_models
 
     if args.repeats <= 0:
         raise ValueError(f"--repeats must be positive, got {args.repeats}")
     rows = bench_models(repeats=args.repeats)
     if args.record:
-        from nodes.model_cards import record
-        from nodes.model_zoo import PRETRAINED_DIR
+        from nodes.diffusion.model_cards import record
+        from nodes.diffusion.model_zoo import PRETRAINED_DIR
 
         for row in rows:
             command = f"edgestage bench models --repeats {args.repeats} --record"
@@ -195,7 +195,7 @@ def _positive_int(text: str) -> int:
 
 
 def _image_count(text: str) -> int:
-    from nodes.generation import MAX_IMAGES  # torch: imported only where --n is given
+    from nodes.diffusion.generation import MAX_IMAGES  # torch: imported only where --n is given
 
     value = _positive_int(text)
     if value > MAX_IMAGES:
@@ -224,7 +224,7 @@ def _steps(text: str) -> int:
 
 
 def _add_sampling_args(p: argparse.ArgumentParser, n_default: int) -> None:
-    from nodes.schema import SCHEDULER_NAMES  # nodes.schedulers' names, without diffusers
+    from nodes.schema import SCHEDULER_NAMES  # nodes.diffusion.schedulers' names, without diffusers
 
     p.add_argument("--n", type=_image_count, default=n_default, help="number of images")
     p.add_argument("--seed", type=_seed, default=0, help="0 to 2**63 - 1")

@@ -2,7 +2,7 @@
 
 A deploy file (`scenarios/deploy-loopback.toml`) is a scenario whose `[topology]` is replaced by
 `[deploy]`: every host's role and the address the others reach it on, where its run directory is,
-and optionally the folder of its CURVE keys (nodes/security.py).  `[nodes.*]`, `[workload]`,
+and optionally the folder of its CURVE keys (nodes/runtime/security.py).  `[nodes.*]`, `[workload]`,
 `[strategies.*]` and `[generation]` mean what they mean in a scenario.  Every machine reads the
 same file and builds the same cluster view, so each can start its own hosts alone:
 
@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from emulation.scenario import TABLES, GenerationSpec, NodesSpec, WorkloadSpec, check_resources
-from nodes.node_config import (
+from nodes.runtime.node_config import (
     ComputeConfig,
     NodeConfig,
     Peer,
@@ -122,7 +122,7 @@ def host_configs(deployment: Deployment, base: Path | None = None) -> dict[str, 
     """Every host's NodeConfig (each machine builds the same ones; it starts only its own).
     Relative run_dir and keys_dir are taken from `base` (default: the current directory)."""
     from emulation.workload import by_device, plan_workload
-    from nodes.security import curve_config
+    from nodes.runtime.security import curve_config
 
     base = (base or Path.cwd()).resolve()
     spec = deployment.deploy
@@ -151,7 +151,7 @@ def host_configs(deployment: Deployment, base: Path | None = None) -> dict[str, 
 
 def make_keys(deployment: Deployment, base: Path | None = None) -> Path:
     """A fresh CURVE key pair per host under deploy.keys_dir; the folder."""
-    from nodes.security import generate_keys
+    from nodes.runtime.security import generate_keys
 
     if deployment.deploy.keys_dir is None:
         raise ValueError("deploy.keys_dir is not set: say where the keys go to turn CURVE on")
@@ -172,7 +172,7 @@ class DeployedHosts:
     before any device issues a request), then devices.  Stopped by PID on exit, whatever happened."""
 
     def __init__(self, configs: dict[str, NodeConfig], hosts: list[str]) -> None:
-        from nodes.local_cluster import NodeProcess
+        from nodes.runtime.local_cluster import NodeProcess
 
         unknown = [h for h in hosts if h not in configs]
         if unknown:
@@ -231,7 +231,7 @@ def deployment_requests(deployment: Deployment) -> list:
 
 def summarise(run_dir: Path, devices: list[str]) -> dict[str, dict[str, Any]]:
     """Per strategy: requests done and failed, median total latency (from the devices' records)."""
-    from nodes.records import read_records
+    from nodes.runtime.records import read_records
 
     totals: dict[str, list[float]] = {}
     failed: dict[str, int] = {}

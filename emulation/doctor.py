@@ -51,7 +51,7 @@ def doctor_report() -> dict[str, Any]:
     import diffusers
     import torch
 
-    from nodes.model_zoo import default_models
+    from nodes.diffusion.model_zoo import default_models
 
     return {
         "root": os.geteuid() == 0,

@@ -1,9 +1,9 @@
 """Node processes inside Mininet hosts: configs, start, readiness, CPU limits, stop by pid.
 
-The emulated counterpart of nodes/local_cluster.py.  Every host with a node role (device, edge,
-cloud; not the access point, which only forwards) runs a node (`nodes.node.main` on its config
+The emulated counterpart of nodes/runtime/local_cluster.py.  Every host with a node role (device, edge,
+cloud; not the access point, which only forwards) runs a node (`nodes.runtime.node.main` on its config
 file), bound on its own address in the host's network namespace.  The nodes are forked from one
-launcher (nodes/launcher.py) that has imported torch and diffusers once, so that they share those
+launcher (nodes/runtime/launcher.py) that has imported torch and diffusers once, so that they share those
 pages rather than hold a copy each.  Start-up (loading the weights) is not part of any
 measurement, so a node starts outside its host's CPU limit and is moved into the host's cgroup
 the moment it reports ready, before the workload's t0: the CPU share governs the run, not the
@@ -22,8 +22,8 @@ from typing import Any
 from emulation.network import EmulatedNetwork
 from emulation.scenario import Scenario
 from emulation.workload import PlannedRequest
-from nodes.launcher import LaunchedNode, NodeLauncher
-from nodes.node_config import ComputeConfig, NodeConfig, Peer
+from nodes.runtime.launcher import LaunchedNode, NodeLauncher
+from nodes.runtime.node_config import ComputeConfig, NodeConfig, Peer
 from nodes.schema import NODE_ROLES
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,9 +6,9 @@
     result.summary       # summary.json: per-strategy aggregates and the accuracy headline
     result.accuracy      # accuracy.json: transfer-time ratios, latency parts, wire overhead
 
-Order: check (root, output directory) -> network up (emulation/network.py) -> node processes
-(emulation/node_procs.py: infrastructure first, then devices with a common t0 far enough ahead
-for them to start) -> capture (emulation/capture.py) -> the devices drive the workload
+Order: check (root, output directory) -> network up (emulation/network.py) -> capture
+(emulation/capture.py) -> node processes (emulation/node_procs.py: infrastructure first, then
+devices with a common t0 far enough ahead for them to start) -> the devices drive the workload
 (emulation/workload.py: all strategies interleaved) while a progress bar follows the records
 files -> all requests recorded, or the run's timeout -> nodes stopped (SIGTERM: devices record
 what is unfinished as failed) -> capture stopped -> network down -> run directory written
@@ -50,9 +50,9 @@ from analysis.run_tables import requests_frame, unrecorded_failures, write_reque
 from emulation.cgroups import process_start
 from emulation.scenario import Scenario
 from emulation.workload import PlannedRequest, by_device, plan_workload
-from nodes.launcher import NodeLauncher
-from nodes.memory import nodes_memory
-from nodes.records import RecordWriter
+from nodes.runtime.launcher import NodeLauncher
+from nodes.runtime.memory import nodes_memory
+from nodes.runtime.records import RecordWriter
 
 if TYPE_CHECKING:
     from emulation.network import EmulatedNetwork
@@ -235,8 +235,8 @@ class _Run:
         self.status = "completed"
 
     def _start_nodes(self, net: EmulatedNetwork, launcher: NodeLauncher, hosts: dict[str, str]) -> None:
-        """Infrastructure nodes first (the slow ones: bigger models), then the devices, whose
-        common t0 is set from how long the infrastructure took to start; capture in between."""
+        """Capture first, then the infrastructure nodes (the slow ones: bigger models), then the
+        devices, whose common t0 is set from how long the infrastructure took to start."""
         from emulation.capture import Capture
         from emulation.node_procs import NodeHandle, build_configs, wait_ready
 
@@ -245,6 +245,10 @@ class _Run:
         infra = [h for h, role in hosts.items() if role != "device"]
         launcher.wait_ready()
         self.timings["launcher_ready_s"] = round(time.monotonic() - self.began, 3)
+        if sc.capture.enabled:  # before any node starts: a node connects to its peers at once, and
+            # traffic analysis places a stream's bytes from its SYN on
+            self.capture = Capture(net, self.run_dir / "pcap", sc.capture.snaplen)
+            self.capture.start()
         started = time.monotonic()
         configs = build_configs(sc, net, self.run_dir, {}, None)
         self.handles = [NodeHandle(net, launcher, configs[h]) for h in infra]
@@ -258,9 +262,6 @@ class _Run:
         margin = max(5.0, 1.5 * infra_s * max(1.0, len(devices) / max(1, len(infra))))
         self.timings["infra_ready_s"] = round(infra_s, 3)
         self.timings["t0_margin_s"] = round(margin, 3)
-        if sc.capture.enabled:  # before any node connects: ZeroMQ connects on first send
-            self.capture = Capture(net, self.run_dir / "pcap", sc.capture.snaplen)
-            self.capture.start()
         self.t0 = time.time() + margin
         net.start_clock(self.t0 + self.measured_start_s())
         self.manifest["clock"] = {
@@ -299,7 +300,7 @@ class _Run:
                 self.warnings.append(text)
 
     def _measure_memory(self, launcher: NodeLauncher | None) -> None:
-        """The nodes' memory, kept only from a moment when every node was alive (nodes/memory.py)."""
+        """The nodes' memory, kept only from a moment when every node was alive (nodes/runtime/memory.py)."""
         if launcher is None or not self.handles or any(h.exit_code() is not None for h in self.handles):
             return  # a node is gone: keep the last figure taken with all of them up
         self.memory = nodes_memory({h.host: h.pid for h in self.handles if h.pid is not None}, launcher.pid)
@@ -517,7 +518,7 @@ def _empty_traffic() -> pd.DataFrame:
 
 def compute_manifest(sc: Scenario) -> dict[str, Any]:
     """CPU shares (from [topology.compute]) and, for profiled roles, the profile entries used."""
-    from nodes.compute import load_profiles
+    from nodes.runtime.pacing import load_profiles
     from nodes.schema import NODE_ROLES
 
     out: dict[str, Any] = {}

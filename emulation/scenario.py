@@ -29,7 +29,7 @@ Tables of a scenario file (every one but `[topology]` has defaults):
         request_timeout_s = 60          a device gives a request up after this long
         warmup = false                  true: one unmeasured request per (device, strategy) first
     [strategies.NAME]     kind = cloud_only|edge_only|device_only|fixed_split, model or split
-                          (nodes/node_config.py StrategySpec); absent: the four defaults
+                          (nodes/runtime/node_config.py StrategySpec); absent: the four defaults
     [generation]          scheduler = "dpm", steps = 20
     [capture]             enabled = true, snaplen = 0 (bytes per packet, 0: whole packets)
     [run]                 repetitions = 1, timeout_s = 600, ready_timeout_s = 180
@@ -57,8 +57,8 @@ from pydantic import (
     model_validator,
 )
 
-from nodes.model_zoo import DENOISER_NAMES, check_denoiser_dir
-from nodes.node_config import MAX_IMAGES, StrategySpec, default_strategies
+from nodes.diffusion.model_zoo import DENOISER_NAMES, check_denoiser_dir
+from nodes.runtime.node_config import MAX_IMAGES, StrategySpec, default_strategies
 from nodes.schema import NODE_ROLES, SCHEDULER_NAMES, StrictModel, file_error, line_of, located, read_toml
 from topologies.spec import TopologySpec
 
@@ -216,7 +216,7 @@ def _strategy_needs(spec: StrategySpec) -> list[tuple[str, str, bool]]:
 
 def check_models(nodes_spec: NodesSpec) -> None:
     """Every model of every role is a default one or a denoiser directory that looks loadable
-    (nodes/model_zoo.py check_denoiser_dir: no torch).  ValueError naming the field."""
+    (nodes/diffusion/model_zoo.py check_denoiser_dir: no torch).  ValueError naming the field."""
     for role in NODE_ROLES:
         for i, model in enumerate(nodes_spec.role(role).models):
             try:
@@ -229,7 +229,7 @@ def check_resources(scenario: Scenario, base: Path | None = None) -> Scenario:
     """Models on disk (a model directory of one's own is loaded once, so that one that does not
     load is refused here and not on a node after the network is up) and profile entries: what
     pydantic cannot see.  ValueError, one line."""
-    from nodes.compute import load_profiles, profile_for
+    from nodes.runtime.pacing import load_profiles, profile_for
 
     check_models(scenario.nodes)
     profiles = None
@@ -237,7 +237,7 @@ def check_resources(scenario: Scenario, base: Path | None = None) -> Scenario:
         spec = scenario.nodes.role(role)
         for i, model in enumerate(spec.models):
             if model not in DEFAULT_DENOISERS:  # the shipped ones load (tests/nodes/test_models.py)
-                from nodes.model_zoo import load_denoiser
+                from nodes.diffusion.model_zoo import load_denoiser
 
                 try:
                     load_denoiser(model)

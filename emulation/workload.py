@@ -43,7 +43,7 @@ class PlannedRequest:
     warmup: bool = False  # opens connections; left out of summaries and accuracy figures
 
     def node_request(self) -> dict:
-        """The device's `WorkloadRequest` (nodes/node_config.py)."""
+        """The device's `WorkloadRequest` (nodes/runtime/node_config.py)."""
         return {"request_id": self.request_id, "at_s": self.at_s, "n": self.n, "labels": self.labels,
                 "seed": self.seed, "strategy": self.strategy, "deadline_s": self.deadline_s}
 

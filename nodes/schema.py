@@ -20,7 +20,7 @@ Role = Literal["cloud", "edge", "device"]
 # topologies/spec.py)
 HOST_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 HOST_NAME_RULE = "[A-Za-z0-9_.-]{1,32}"
-SCHEDULER_NAMES = ("ddim", "dpm", "ddpm")  # nodes/schedulers.py: one adapter each
+SCHEDULER_NAMES = ("ddim", "dpm", "ddpm")  # nodes/diffusion/schedulers.py: one adapter each
 MAX_SEED = 2**63  # seeds lie in [0, 2**63): what a torch generator and a node request take
 MAX_STEPS = 1000  # the noise schedule's training timesteps
 

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from nodes.node_config import StrategySpec, Tier
 from nodes.plan import Plan, Stage, check_tiling
+from nodes.runtime.node_config import StrategySpec, Tier
 
 DEFAULT_MODEL = {"cloud_only": "large", "edge_only": "medium", "device_only": "small"}
 

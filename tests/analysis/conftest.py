@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from nodes.records import StageRecord
+from nodes.runtime.records import StageRecord
 
 WORKLOAD_COLUMNS = ["repetition", "at_s", "warmup"]
 COLUMNS = [*StageRecord.model_fields, *WORKLOAD_COLUMNS]

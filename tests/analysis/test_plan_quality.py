@@ -8,7 +8,7 @@ import json
 import pytest
 
 import analysis.plan_quality as pq
-from nodes.model_zoo import default_models
+from nodes.diffusion.model_zoo import default_models
 
 PLAN = "small:0-2@d1,small:2-3@edge"  # hosts do not change what is computed
 BARE = "small:0-2,small:2-3"

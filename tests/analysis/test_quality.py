@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from analysis.quality import ClassifierFeatures, class_accuracy, fid_kid, psnr, quality_table
-from nodes.digits import load_split
-from nodes.generation import generate, request_labels
-from nodes.model_zoo import load_classifier
+from nodes.diffusion.digits import load_split
+from nodes.diffusion.generation import generate, request_labels
+from nodes.diffusion.model_zoo import load_classifier
 from nodes.plan import single_model_plan
 
 

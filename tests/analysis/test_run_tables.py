@@ -12,7 +12,7 @@ import pytest
 from analysis.report import write_report
 from analysis.run_tables import requests_frame, unrecorded_failures, write_requests
 from analysis.summary import summarize
-from nodes.records import RecordWriter
+from nodes.runtime.records import RecordWriter
 
 from .conftest import SMOKE_RUN
 

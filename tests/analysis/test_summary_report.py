@@ -21,9 +21,9 @@ import pytest
 from analysis.report import latency_parts_frame, write_report
 from analysis.summary import NO_REASON, format_table, summarize
 from analysis.traffic import parse_run_traffic
-from nodes.generation import generate, request_labels
+from nodes.diffusion.generation import generate, request_labels
+from nodes.diffusion.samples import Samples, save_samples
 from nodes.plan import parse_plan
-from nodes.samples import Samples, save_samples
 
 from .conftest import SMOKE_RUN, frame, ok_rows, write_run
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nodes.model_zoo import PRETRAINED_DIR
+from nodes.diffusion.model_zoo import PRETRAINED_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 EDGESTAGE = [sys.executable, "-m", "emulation.cli"]

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from nodes.model_zoo import PRETRAINED_DIR
-from nodes.samples import load_samples
+from nodes.diffusion.model_zoo import PRETRAINED_DIR
+from nodes.diffusion.samples import load_samples
 
 EDGESTAGE = [sys.executable, "-m", "emulation.cli"]
 

@@ -17,10 +17,10 @@ import torch
 
 from emulation.runner import run_scenario
 from emulation.scenario import load_scenario
-from nodes.generation import generate
-from nodes.node_config import StrategySpec
+from nodes.diffusion.generation import generate
+from nodes.diffusion.samples import load_samples
 from nodes.plan import parse_plan
-from nodes.samples import load_samples
+from nodes.runtime.node_config import StrategySpec
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,8 +2,8 @@
 
 import pytest
 
-from nodes.node_config import StrategySpec, default_strategies
 from nodes.plan import parse_plan
+from nodes.runtime.node_config import StrategySpec, default_strategies
 from nodes.strategies import Cluster, PlanRequest, build_strategies, build_strategy
 
 ROLES = {"edge": "edge", "cloud": "cloud", "d1": "device", "d2": "device"}

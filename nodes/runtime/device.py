@@ -1,0 +1,198 @@
+"""The device thread: issue the workload's requests on time, then record how each one ended.
+
+Every request ends exactly once, as `ok` (its result arrived: samples saved, then its records
+written) or `failed` (an error came back, it timed out, or the node was stopped first). Anything
+that arrives for a request that already ended is dropped and counted (`late_replies`).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from nodes.diffusion.executor import LABELS, SAMPLE
+from nodes.diffusion.samples import Samples, save_samples
+from nodes.plan import parse_plan
+from nodes.runtime.node_config import WorkloadRequest
+from nodes.runtime.protocol import (
+    WIRE_VERSION,
+    AcceptedMsg,
+    ErrorMsg,
+    RequestMsg,
+    RequestTimes,
+    ResultMsg,
+    encode,
+)
+from nodes.runtime.records import RecordWriter, completed_records, failed_records
+from nodes.runtime.transport import Inbound, Outbox
+
+if TYPE_CHECKING:
+    from nodes.runtime.node import Node
+
+log = logging.getLogger("nodes.runtime.device")
+
+
+def workload_labels(request: WorkloadRequest) -> list[int]:
+    if request.labels is not None:
+        return list(request.labels)
+    if request.label is not None:
+        return [request.label] * request.n
+    return [i % 10 for i in range(request.n)]  # balanced classes, as nodes.diffusion.generation does
+
+
+@dataclass
+class Pending:
+    note: dict[str, Any]  # the request fields of its records
+    labels: list[int]
+    timeout_at: float
+    plan: str | None = None
+
+
+class Device:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        config = node.config
+        self.writer = RecordWriter(config.records_file)
+        self.samples_dir = config.run_dir / "samples"
+        self.schedule = sorted(
+            ((r.at_s, r.request_id or f"{config.host}-{i:04d}", r) for i, r in enumerate(config.workload)),
+            key=lambda entry: entry[0],
+        )
+        self.pending: dict[str, Pending] = {}
+        self.ended: set[str] = set()
+        self.outcomes = {"ok": 0, "failed": 0}
+        self.done = False
+
+    def progress(self) -> dict[str, Any]:
+        """For the status file: `done` once every request of the workload has been recorded."""
+        return {"done": self.done, "requests": len(self.schedule), **self.outcomes,
+                "pending": len(self.pending)}
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def run(self) -> None:
+        outbox = Outbox(self.node.context, self.node.endpoints, self.node.curve)
+        t0 = self.node.config.t0 if self.node.config.t0 is not None else time.time()
+        upcoming = list(self.schedule)
+        done_reported = False
+        try:
+            while not self.node.stop.is_set():
+                outbox.poll_events()  # a dead coordinator is known before a request goes to it
+                now = time.time()
+                while upcoming and t0 + upcoming[0][0] <= now:
+                    at_s, request_id, request = upcoming.pop(0)
+                    self.issue(outbox, request_id, request, t0 + at_s)
+                self.expire(time.time())
+                if not upcoming and not self.pending and not done_reported:
+                    done_reported = True
+                    self.done = True
+                    log.info("workload done: %d ok, %d failed", self.outcomes["ok"], self.outcomes["failed"])
+                    self.node.write_status("running")
+                wake = [0.1]
+                if upcoming:
+                    wake.append(t0 + upcoming[0][0] - time.time())
+                if self.pending:
+                    wake.append(min(p.timeout_at for p in self.pending.values()) - time.time())
+                try:
+                    item = self.node.replies.get(timeout=max(0.0, min(wake)))
+                except queue.Empty:
+                    continue
+                self.handle(item)
+        finally:
+            for request_id in list(self.pending):
+                self.fail(request_id, "node stopped before the result arrived")
+            outbox.close()
+
+    def issue(self, outbox: Outbox, request_id: str, request: WorkloadRequest, scheduled: float) -> None:
+        config = self.node.config
+        labels = workload_labels(request)
+        sent = time.time()
+        note = {"request_id": request_id, "device": config.host, "strategy": request.strategy, "n": request.n,
+                "seed": request.seed, "scheduler": config.scheduler, "steps": config.steps,
+                "deadline_s": request.deadline_s, "t_scheduled": scheduled, "t_request_sent": sent}
+        self.pending[request_id] = Pending(note, labels, sent + config.request_timeout_s)
+        message = RequestMsg(v=WIRE_VERSION, kind="request", request_id=request_id, origin=config.host,
+                             strategy=request.strategy, n=request.n, labels=labels, seed=request.seed,
+                             deadline_s=request.deadline_s, timestamps=RequestTimes(request_sent=sent))
+        try:
+            outbox.send(config.coordinator, encode(message))
+        except RuntimeError as exc:
+            self.fail(request_id, f"sending the request to {config.coordinator} failed: {exc}")
+            return
+        self.node.stats.count("requests_sent")
+
+    def expire(self, now: float) -> None:
+        for request_id, pending in list(self.pending.items()):
+            if now >= pending.timeout_at:
+                where = f"plan {pending.plan}" if pending.plan else "no plan came back from the coordinator"
+                limit = self.node.config.request_timeout_s
+                self.fail(request_id, f"timeout: no result within {limit:g} s ({where})")
+
+    def handle(self, item: Inbound) -> None:
+        envelope = item.message.envelope
+        pending = self.pending.get(envelope.request_id)
+        if pending is None:
+            seen = "already ended" if envelope.request_id in self.ended else "unknown"
+            self.node.stats.drop("late_replies", f"{envelope.kind} for {seen} request {envelope.request_id}")
+            return
+        if isinstance(envelope, AcceptedMsg):
+            pending.plan = envelope.plan
+        elif isinstance(envelope, ErrorMsg):
+            self.fail(envelope.request_id, f"{envelope.host}: {envelope.reason}", envelope.plan)
+        elif isinstance(envelope, ResultMsg):
+            try:
+                self.complete(item, pending)
+            except Exception as exc:  # e.g. the samples cannot be written: the request fails, with why
+                log.exception("recording the result of %s failed", envelope.request_id)
+                if envelope.request_id in self.pending:
+                    self.fail(envelope.request_id, f"recording the result failed: {exc}", envelope.plan)
+
+    def complete(self, item: Inbound, pending: Pending) -> None:
+        result: ResultMsg = item.message.envelope  # type: ignore[assignment]
+        state = item.message.state
+        assert state is not None  # the protocol refuses a result without state
+        try:
+            plan = parse_plan(result.plan, pending.note["steps"])
+            if [(h.stage, h.host, h.model) for h in result.hops] != [
+                (i, s.host, s.model) for i, s in enumerate(plan.stages)
+            ]:
+                raise ValueError("its hops do not follow the plan's stages")
+            if state.tensors[LABELS].tolist() != pending.labels:
+                raise ValueError("its labels are not the requested ones")
+            images = state.tensors[SAMPLE]
+            if images.dtype != torch.float32 or images.ndim != 4 or not torch.isfinite(images).all():
+                raise ValueError("its images are not finite float32 N x C x H x W")
+        except (ValueError, KeyError) as exc:
+            self.fail(result.request_id, f"inconsistent result: {exc}", result.plan)
+            return
+        note = pending.note
+        samples = Samples(images=images.clamp(-1.0, 1.0), labels=state.tensors[LABELS], plan=plan,
+                          seed=note["seed"], scheduler=note["scheduler"], steps=note["steps"])
+        save_samples(self.samples_dir / f"{result.request_id}.npz", samples)  # before the ok records
+        records = completed_records(note, result.plan, result.timestamps, list(result.hops), item.received,
+                                    item.message.payload_bytes, item.message.message_bytes)
+        self.writer.write(records)
+        self._end(result.request_id, "ok")
+
+    def fail(self, request_id: str, reason: str, plan: str | None = None) -> None:
+        pending = self.pending[request_id]
+        plan = plan or pending.plan
+        try:
+            rows = failed_records(pending.note, reason, plan)
+        except ValueError:  # a plan we cannot parse: keep the reason, drop the stages
+            rows = failed_records(pending.note, f"{reason} (unparsable plan {plan!r})", None)
+        self.writer.write(rows)
+        log.info("request %s failed: %s", request_id, reason)
+        self._end(request_id, "failed")
+
+    def _end(self, request_id: str, outcome: str) -> None:
+        del self.pending[request_id]
+        self.ended.add(request_id)
+        self.outcomes[outcome] += 1
+        self.node.stats.count(f"requests_{outcome}")

@@ -1,0 +1,112 @@
+"""Compute modes of a stage host: `native` (real time at this host's CPU share) or `profiled`.
+
+In `profiled` mode every denoising step is paced to the time the profile table gives for
+(hardware, model, batch size): the real step still runs and produces the real sample, then the
+host sleeps until the profiled time has elapsed. Pacing is per step, not per stage, so a slow step
+can never be hidden behind fast ones: a step that really took longer than its profile is counted
+(`overrun_steps`, `overrun_s`) and the stage takes that longer time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+DEFAULT_PROFILES = Path(__file__).resolve().parents[1] / "profiles.toml"  # nodes/profiles.toml
+
+
+@dataclass(frozen=True)
+class StepProfile:
+    step_ms: float
+    per_image_ms: float
+
+    def step_s(self, n: int) -> float:
+        return (self.step_ms + n * self.per_image_ms) / 1000.0
+
+
+Profiles = Mapping[str, Mapping[str, StepProfile]]  # hardware -> model -> profile
+
+
+def load_profiles(path: Path | None = None) -> Profiles:
+    """The profile table; ValueError names the file and the entry that is wrong."""
+    path = Path(path) if path is not None else DEFAULT_PROFILES
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read profiles file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"profiles file {path} is not TOML: {exc}") from None
+    hardware = data.get("hardware")
+    if not isinstance(hardware, dict) or not hardware:
+        raise ValueError(f"profiles file {path}: no [hardware.NAME] tables")
+    table: dict[str, dict[str, StepProfile]] = {}
+    for name, entry in hardware.items():
+        models = entry.get("models") if isinstance(entry, dict) else None
+        if not isinstance(models, dict) or not models:
+            raise ValueError(f"profiles file {path}: hardware.{name} has no models table")
+        table[name] = {}
+        for model, figures in models.items():
+            where = f"profiles file {path}: hardware.{name}.models.{model}"
+            if not isinstance(figures, dict) or set(figures) != {"step_ms", "per_image_ms"}:
+                raise ValueError(f"{where}: expected {{ step_ms = ..., per_image_ms = ... }}")
+            values = [figures["step_ms"], figures["per_image_ms"]]
+            if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values) or not all(
+                math.isfinite(v) and v >= 0 for v in values
+            ):
+                raise ValueError(f"{where}: step_ms and per_image_ms must be non-negative numbers")
+            table[name][model] = StepProfile(float(values[0]), float(values[1]))
+    return table
+
+
+def profile_for(profiles: Profiles, hardware: str, model: str) -> StepProfile:
+    if hardware not in profiles:
+        raise ValueError(f"hardware {hardware!r} is not in the profiles ({', '.join(sorted(profiles))})")
+    if model not in profiles[hardware]:
+        raise ValueError(f"profile {hardware!r} has no entry for model {model!r}")
+    return profiles[hardware][model]
+
+
+@dataclass
+class PacingReport:
+    real_compute_s: float = 0.0  # sum of the steps' own computation
+    profiled_compute_s: float | None = None  # what the profile says the stage takes
+    overrun_steps: int = 0
+    overrun_s: float = 0.0  # how much longer than profiled the overrunning steps took
+
+
+class Pacer:
+    """Per-step pacing; `on_step` goes to `run_stage`. With no profile it only measures."""
+
+    def __init__(self, step_s: float | None, steps: int) -> None:
+        self.step_s = step_s
+        self.report = PacingReport(profiled_compute_s=None if step_s is None else step_s * steps)
+        self._last = time.perf_counter()
+
+    def start(self) -> None:
+        self._last = time.perf_counter()
+
+    def on_step(self, _index: int) -> None:
+        now = time.perf_counter()
+        real = now - self._last
+        self.report.real_compute_s += real
+        if self.step_s is not None:
+            if real < self.step_s:
+                _sleep_until(self._last + self.step_s)
+            else:
+                self.report.overrun_steps += 1
+                self.report.overrun_s += real - self.step_s
+        self._last = time.perf_counter()
+
+
+def _sleep_until(deadline: float) -> None:
+    """time.sleep may wake early on some systems; loop until the deadline has passed."""
+    while (remaining := deadline - time.perf_counter()) > 0:
+        time.sleep(remaining)

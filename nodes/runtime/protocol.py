@@ -1,0 +1,223 @@
+"""The wire protocol between nodes: ZeroMQ multipart messages over TCP, no pickle anywhere.
+
+A message is
+    frame 0:      the envelope, a small JSON object (below), at most MAX_ENVELOPE_BYTES
+    frames 1...:  optionally a StateBundle (nodes/diffusion/state.py): its header JSON (tensor names, dtypes,
+                  shapes, scheduler state) then one raw buffer per tensor, sent with copy=False.
+
+Envelope kinds and who sends them (every node has one PULL inbox; senders use PUSH sockets):
+    request   device -> coordinator        a device asks for `n` images under a strategy
+    accepted  coordinator -> device        the plan chosen (so a timeout can name the stages)
+    stage     coordinator/stage host -> stage host
+                                           run steps [start, end) of `plan`; stage 0 carries no
+                                           state (its host draws the noise from `seed`)
+    result    last stage host -> device    the final images
+    error     any -> device                the request failed; `reason` says why
+
+Timestamps (`time.time()`, hosts share one clock under Mininet) travel with the request: the
+envelope's `timestamps` (request_sent, coordinator_received, dispatched) and one `hops` entry per
+finished stage (received, compute_start, compute_end, sent, bytes, pacing figures). The requesting
+device turns them into records (nodes/runtime/records.py).
+
+`decode` checks every field, type, range and size and raises ProtocolError naming the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from nodes.diffusion.state import StateBundle
+from nodes.runtime.node_config import MAX_IMAGES
+from nodes.schema import validation_message
+
+WIRE_VERSION = 1
+MAX_ENVELOPE_BYTES = 64 * 1024
+MAX_STAGES = 32
+MAX_TENSORS = 16  # sample, labels and a solver history of a few tensors
+MAX_FRAMES = 2 + MAX_TENSORS
+
+Host = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
+RequestId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+PlanText = Annotated[str, StringConstraints(max_length=4096)]
+Time = Annotated[float, Field(strict=False, gt=0, lt=1e11, allow_inf_nan=False)]
+Seconds = Annotated[float, Field(strict=False, ge=0, lt=1e9, allow_inf_nan=False)]
+Count = Annotated[int, Field(strict=True, ge=0, lt=2**53)]
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the protocol; the text says what is wrong."""
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class RequestTimes(_Wire):
+    request_sent: Time
+    coordinator_received: Time | None = None
+    dispatched: Time | None = None
+
+
+class Hop(_Wire):
+    """What one stage host adds when it hands its output on."""
+
+    stage: Annotated[int, Field(ge=0, lt=MAX_STAGES)]
+    host: Host
+    model: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+    received: Time
+    compute_start: Time
+    compute_end: Time
+    sent: Time
+    payload_bytes: Count  # tensor bytes of the state this stage received
+    message_bytes: Count  # all frames of the message this stage received
+    real_compute_s: Seconds  # the computation alone, without pacing
+    profiled_compute_s: Seconds | None = None  # what the profile says the stage takes
+    overrun_steps: Count = 0  # steps that really took longer than their profile
+    overrun_s: Seconds = 0.0
+    compute_mode: Literal["native", "profiled"] = "native"
+    hardware: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+class _Common(_Wire):
+    v: Literal[1]
+    request_id: RequestId
+    origin: Host  # the requesting device: results and errors go there
+
+
+class RequestMsg(_Common):
+    kind: Literal["request"]
+    strategy: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    n: Annotated[int, Field(ge=1, le=MAX_IMAGES)]
+    labels: Annotated[list[Annotated[int, Field(ge=0, le=9)]], Field(min_length=1, max_length=MAX_IMAGES)]
+    seed: Annotated[int, Field(ge=0, lt=2**63)]
+    deadline_s: Annotated[float, Field(strict=False, gt=0, lt=1e9)] | None = None
+    timestamps: RequestTimes
+
+
+class AcceptedMsg(_Common):
+    kind: Literal["accepted"]
+    strategy: Annotated[str, StringConstraints(max_length=64)]
+    plan: PlanText
+
+
+class StageMsg(_Common):
+    kind: Literal["stage"]
+    strategy: Annotated[str, StringConstraints(max_length=64)]
+    plan: PlanText
+    stage: Annotated[int, Field(ge=0, lt=MAX_STAGES)]
+    start: Annotated[int, Field(ge=0, lt=100_000)]
+    end: Annotated[int, Field(ge=1, le=100_000)]
+    n: Annotated[int, Field(ge=1, le=MAX_IMAGES)]
+    labels: Annotated[list[Annotated[int, Field(ge=0, le=9)]], Field(min_length=1, max_length=MAX_IMAGES)]
+    seed: Annotated[int, Field(ge=0, lt=2**63)]
+    timestamps: RequestTimes
+    hops: Annotated[list[Hop], Field(max_length=MAX_STAGES)]
+
+
+class ResultMsg(_Common):
+    kind: Literal["result"]
+    strategy: Annotated[str, StringConstraints(max_length=64)]
+    plan: PlanText
+    n: Annotated[int, Field(ge=1, le=MAX_IMAGES)]
+    timestamps: RequestTimes
+    hops: Annotated[list[Hop], Field(min_length=1, max_length=MAX_STAGES)]
+
+
+class ErrorMsg(_Common):
+    kind: Literal["error"]
+    host: Host  # where it failed
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+    plan: PlanText | None = None
+    stage: Annotated[int, Field(ge=0, lt=MAX_STAGES)] | None = None
+
+
+Envelope = RequestMsg | AcceptedMsg | StageMsg | ResultMsg | ErrorMsg
+_KINDS: dict[str, type[BaseModel]] = {
+    "request": RequestMsg, "accepted": AcceptedMsg, "stage": StageMsg, "result": ResultMsg, "error": ErrorMsg,
+}
+_CARRIES_STATE = {"request": False, "accepted": False, "error": False, "result": True}
+_SAFE_KIND = re.compile(r"^[a-z]{1,16}$")
+
+
+@dataclass(frozen=True)
+class Message:
+    envelope: Envelope
+    state: StateBundle | None
+    message_bytes: int  # every frame, envelope included
+    payload_bytes: int  # the tensors' raw bytes
+
+
+def encode(envelope: Envelope, state: StateBundle | None = None) -> list[bytes | memoryview]:
+    """Frames for `send_multipart(frames, copy=False)`: tensor buffers are views, not copies."""
+    frames: list[bytes | memoryview] = [envelope.model_dump_json().encode()]
+    if state is not None:
+        frames.extend(state.to_frames())
+    return frames
+
+
+def frame_size(frame: object) -> int:
+    return memoryview(frame).nbytes  # type: ignore[arg-type]
+
+
+def decode(frames: Sequence[object]) -> Message:
+    """Check a received multipart message completely; ProtocolError names the first problem."""
+    if not frames:
+        raise ProtocolError("empty message")
+    if len(frames) > MAX_FRAMES:
+        raise ProtocolError(f"{len(frames)} frames, at most {MAX_FRAMES} allowed")
+    views = [memoryview(f) for f in frames]  # type: ignore[arg-type]
+    if views[0].nbytes > MAX_ENVELOPE_BYTES:
+        raise ProtocolError(f"envelope of {views[0].nbytes} bytes exceeds {MAX_ENVELOPE_BYTES}")
+    raw = views[0].tobytes()
+    try:
+        kind = json.loads(raw).get("kind")
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, AttributeError):
+        raise ProtocolError("envelope is not a JSON object") from None
+    if not isinstance(kind, str) or kind not in _KINDS:
+        shown = kind if isinstance(kind, str) and _SAFE_KIND.match(kind) else "?"
+        raise ProtocolError(f"unknown message kind {shown!r}")
+    try:
+        envelope = _KINDS[kind].model_validate_json(raw)
+    except ValidationError as exc:
+        raise ProtocolError(f"{kind} envelope: {validation_message(exc, more=True)}") from None
+    state = None
+    if len(views) > 1:
+        if not _CARRIES_STATE.get(kind, True):
+            raise ProtocolError(f"a {kind} message carries no state, yet {len(views) - 1} frames follow")
+        try:
+            state = StateBundle.from_frames(views[1:])
+        except (ValueError, TypeError) as exc:
+            raise ProtocolError(str(exc)) from None
+    elif kind == "result":
+        raise ProtocolError("a result message without its state")
+    _check_consistent(envelope, state)  # type: ignore[arg-type]
+    return Message(
+        envelope=envelope,  # type: ignore[arg-type]
+        state=state,
+        message_bytes=sum(v.nbytes for v in views),
+        payload_bytes=state.payload_bytes() if state is not None else 0,
+    )
+
+
+def _check_consistent(envelope: Envelope, state: StateBundle | None) -> None:
+    if isinstance(envelope, RequestMsg) and len(envelope.labels) != envelope.n:
+        raise ProtocolError(f"request has {len(envelope.labels)} labels for n={envelope.n}")
+    if isinstance(envelope, StageMsg):
+        if len(envelope.labels) != envelope.n:
+            raise ProtocolError(f"stage message has {len(envelope.labels)} labels for n={envelope.n}")
+        if envelope.end <= envelope.start:
+            raise ProtocolError(f"stage step range [{envelope.start}, {envelope.end}) is empty")
+        if (state is None) != (envelope.stage == 0):
+            raise ProtocolError("stage 0 carries no state and every later stage must")
+        if len(envelope.hops) != envelope.stage:
+            raise ProtocolError(f"stage {envelope.stage} arrives with {len(envelope.hops)} hops recorded")
+    if isinstance(envelope, ResultMsg) and state is not None:
+        sample = state.tensors.get("sample")
+        if sample is None or tuple(sample.shape[:1]) != (envelope.n,):
+            raise ProtocolError(f"result state does not hold {envelope.n} samples")

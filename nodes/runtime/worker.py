@@ -1,0 +1,222 @@
+"""The stage worker thread of a node: check a stage message against this node, run the stage, and
+hand the state to the next stage's host (or the images to the requesting device)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from nodes.diffusion.executor import LABELS, SAMPLE, initial_state, run_stage
+from nodes.diffusion.model_zoo import SampleShape, load_denoiser, load_noise_schedule
+from nodes.diffusion.schedulers import SCHEDULE_KEYS
+from nodes.diffusion.state import StateBundle
+from nodes.plan import Plan, Stage, parse_plan
+from nodes.runtime.pacing import Pacer, load_profiles, profile_for
+from nodes.runtime.protocol import WIRE_VERSION, Hop, ResultMsg, StageMsg, encode
+from nodes.runtime.transport import Inbound, Outbox, Stopping
+
+if TYPE_CHECKING:
+    from nodes.runtime.node import Node
+
+log = logging.getLogger("nodes.runtime.worker")
+_META_KEYS = {"scheduler", "steps", "next_step", "seed", "lower_order_nums"}
+
+
+class Rejected(ValueError):
+    """A well-formed stage message this node cannot run; the reason goes back to the device.
+    `part`: what is wrong with it, "plan" (its plan, stage, model or hops) or "state" (its tensors)."""
+
+    def __init__(self, reason: str, part: str = "plan") -> None:
+        super().__init__(reason)
+        self.part = part
+
+
+class StageWorker:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.config = node.config
+        torch.set_num_threads(self.config.compute.threads)
+        started = time.perf_counter()
+        self.models = {}
+        reference = None
+        for name in self.config.models:
+            denoiser, schedule = load_denoiser(name), load_noise_schedule(name)
+            current = {key: schedule.config.get(key) for key in SCHEDULE_KEYS}
+            if reference is not None and current != reference[1]:
+                raise ValueError(f"models {reference[0]!r} and {name!r} were trained on different noise "
+                                 "schedules")
+            reference = reference or (name, current)
+            self.models[name] = (denoiser, schedule)
+        self.shapes = {name: SampleShape.of(denoiser.config) for name, (denoiser, _) in self.models.items()}
+        self.load_s = time.perf_counter() - started
+        self.profiles = {}
+        if self.config.compute.mode == "profiled":
+            table = load_profiles(self.config.compute.profiles_file)
+            hardware = self.config.compute.hardware or ""
+            self.profiles = {name: profile_for(table, hardware, name) for name in self.config.models}
+
+    def status(self) -> dict[str, Any]:
+        return {"models_loaded": sorted(self.models), "model_load_s": round(self.load_s, 3)}
+
+    def run(self) -> None:
+        outbox = Outbox(self.node.context, self.node.endpoints, self.node.curve)
+        try:
+            while not self.node.stop.is_set():
+                outbox.poll_events()  # so that a dead next host is known by the time we forward
+                try:
+                    item = self.node.work.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                self.handle(item, outbox)
+        finally:
+            outbox.close()
+
+    def handle(self, item: Inbound, outbox) -> None:
+        envelope: StageMsg = item.message.envelope  # type: ignore[assignment]
+        node = self.node
+        try:  # the receiver checked it before queueing (Node._admit); check anything that was not
+            plan, stage = item.checked or self.check(envelope, item.message.state)
+        except Exception as exc:  # Rejected, or a checker bug: either way the message goes, not the node
+            category = f"rejected_{exc.part}" if isinstance(exc, Rejected) else "checker_error"
+            node.stats.drop(category, f"stage {envelope.stage} of {envelope.request_id}: {exc}")
+            self._error(outbox, envelope, f"stage {envelope.stage} rejected: {exc}")
+            return
+        try:
+            state, hop = self.compute(envelope, item, stage)
+        except Stopping:
+            return
+        except Exception as exc:  # anything a state can make the executor raise: the request fails
+            log.warning("stage %d of %s failed: %s", envelope.stage, envelope.request_id, exc)
+            node.stats.count("stage_failures")
+            self._error(outbox, envelope, f"stage {envelope.stage} failed: {exc.__class__.__name__}: {exc}")
+            return
+        node.stats.count("stages_run")
+        try:
+            self.forward(outbox, envelope, plan, state, hop)
+        except Exception as exc:  # e.g. an envelope that no longer validates: the request fails
+            log.exception("forwarding stage %d of %s failed", envelope.stage, envelope.request_id)
+            self._error(outbox, envelope, f"forwarding stage {envelope.stage} failed: {exc}")
+
+    def check(self, envelope: StageMsg, state: StateBundle | None) -> tuple[Plan, Stage]:
+        try:
+            plan = parse_plan(envelope.plan, self.config.steps)
+        except ValueError as exc:
+            raise Rejected(str(exc)) from None
+        if envelope.stage >= len(plan.stages):
+            raise Rejected(f"the plan has {len(plan.stages)} stages, no stage {envelope.stage}")
+        stage = plan.stages[envelope.stage]
+        if (stage.start, stage.end) != (envelope.start, envelope.end):
+            raise Rejected(f"step range [{envelope.start}, {envelope.end}) is not the plan's {stage}")
+        if stage.host != self.config.host:
+            raise Rejected(f"the plan runs this stage on {stage.host!r}, not here")
+        if stage.model not in self.models:
+            raise Rejected(f"model {stage.model!r} is not loaded on {self.config.host}")
+        for index, hop in enumerate(envelope.hops):
+            earlier = plan.stages[index]
+            if hop.stage != index or hop.host != earlier.host or hop.model != earlier.model:
+                raise Rejected(f"hop {index} ({hop.host}, {hop.model}) does not match the plan's {earlier}")
+        if state is not None:
+            self._check_state(envelope, state, self.shapes[stage.model])
+        return plan, stage
+
+    def _check_state(self, envelope: StageMsg, state: StateBundle, sample: SampleShape) -> None:
+        meta = state.meta
+        if set(meta) - _META_KEYS:
+            unexpected = ", ".join(sorted(set(meta) - _META_KEYS))
+            raise Rejected(f"unexpected state fields: {unexpected}", "state")
+        expected = {"scheduler": self.config.scheduler, "steps": self.config.steps,
+                    "next_step": envelope.start, "seed": envelope.seed}
+        for key, value in expected.items():
+            if meta.get(key) != value or isinstance(meta.get(key), bool):
+                raise Rejected(f"state {key} is {meta.get(key)!r}, expected {value!r}", "state")
+        lower = meta.get("lower_order_nums", 0)
+        if not isinstance(lower, int) or isinstance(lower, bool) or not 0 <= lower <= 8:
+            raise Rejected(f"state lower_order_nums {lower!r} out of range", "state")
+        shape = sample.batch(envelope.n)
+        for name, tensor in state.tensors.items():
+            if name == LABELS:
+                if (tensor.dtype != torch.int64 or tensor.shape != (envelope.n,)
+                        or tensor.tolist() != envelope.labels):
+                    raise Rejected("state labels differ from the request's", "state")
+            elif name == SAMPLE or name.startswith("history_"):
+                if tensor.dtype != torch.float32 or tuple(tensor.shape) != shape:
+                    found = f"{tensor.dtype} {tuple(tensor.shape)}"
+                    raise Rejected(f"tensor {name} is {found}, expected float32 {shape}", "state")
+                if not torch.isfinite(tensor).all():
+                    raise Rejected(f"tensor {name} holds non-finite values", "state")
+            else:
+                raise Rejected(f"unexpected tensor {name!r}", "state")
+        if SAMPLE not in state.tensors or LABELS not in state.tensors:
+            raise Rejected("state lacks sample or labels", "state")
+
+    def compute(self, envelope: StageMsg, item: Inbound, stage: Stage) -> tuple[StateBundle, Hop]:
+        denoiser, schedule = self.models[stage.model]
+        profile = self.profiles.get(stage.model)
+        pacer = Pacer(profile.step_s(envelope.n) if profile else None, stage.steps)
+        stop = self.node.stop
+
+        def on_step(index: int) -> None:
+            if stop.is_set():
+                raise Stopping
+            pacer.on_step(index)
+
+        compute_start = time.time()
+        pacer.start()
+        state = item.message.state
+        if state is None:  # stage 0: the noise comes from the request's seed, not the wire
+            state = initial_state(torch.tensor(envelope.labels), envelope.seed, self.config.scheduler,
+                                  self.config.steps, self.shapes[stage.model])
+        state = run_stage(denoiser, schedule, state, stage.start, stage.end, on_step=on_step)
+        compute_end = time.time()
+        report = pacer.report
+        hop = Hop(
+            stage=envelope.stage, host=self.config.host, model=stage.model, received=item.received,
+            compute_start=compute_start, compute_end=compute_end, sent=compute_end,  # `sent` set on send
+            payload_bytes=item.message.payload_bytes, message_bytes=item.message.message_bytes,
+            real_compute_s=report.real_compute_s, profiled_compute_s=report.profiled_compute_s,
+            overrun_steps=report.overrun_steps, overrun_s=report.overrun_s,
+            compute_mode=self.config.compute.mode, hardware=self.config.compute.hardware,
+        )
+        if not math.isfinite(report.real_compute_s):
+            raise ValueError("non-finite compute time")
+        return state, hop
+
+    def forward(self, outbox, envelope: StageMsg, plan: Plan, state: StateBundle, hop: Hop) -> None:
+        last = envelope.stage == len(plan.stages) - 1
+        if last:  # the device needs the images only, not the solver's history
+            state = StateBundle(meta=state.meta, tensors={SAMPLE: state.tensors[SAMPLE],
+                                                           LABELS: state.tensors[LABELS]})
+        state_frames = state.to_frames()
+        sent = time.time()  # just before the envelope is made and the frames go to the socket
+        hops = [*envelope.hops, hop.model_copy(update={"sent": sent})]
+        common = {"v": WIRE_VERSION, "request_id": envelope.request_id, "origin": envelope.origin,
+                  "strategy": envelope.strategy, "plan": envelope.plan, "timestamps": envelope.timestamps,
+                  "hops": hops}
+        if last:
+            target = envelope.origin
+            message = ResultMsg(kind="result", n=envelope.n, **common)
+        else:
+            following = plan.stages[envelope.stage + 1]
+            target = following.host or ""
+            message = StageMsg(kind="stage", stage=envelope.stage + 1, start=following.start,
+                               end=following.end, n=envelope.n, labels=envelope.labels, seed=envelope.seed,
+                               **common)
+        frames = [encode(message)[0], *state_frames]
+        try:
+            outbox.send(target, frames)
+        except RuntimeError as exc:
+            reason = f"handing stage {envelope.stage}'s output to {target} failed: {exc}"
+            self._error(outbox, envelope, reason)
+
+    def _error(self, outbox, envelope: StageMsg, reason: str) -> None:
+        try:
+            outbox.send(envelope.origin, self.node.error_frames(envelope.origin, envelope.request_id, reason,
+                                                               envelope.plan, envelope.stage))
+            self.node.stats.count("errors_sent")
+        except RuntimeError as exc:
+            log.warning("could not tell %s that %s failed: %s", envelope.origin, envelope.request_id, exc)

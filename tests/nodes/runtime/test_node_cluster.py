@@ -1,0 +1,253 @@
+"""Real node processes on loopback: a device with a workload under every strategy, an edge server
+(worker + coordinator, profiled at a slow test profile), a cloud (profiled as a datacenter GPU,
+which this CPU cannot keep up with, so its overruns must show), and a probe device played by the
+test. One cluster for the module (starting node processes is the slow part); the last test stops
+it with SIGTERM."""
+
+import math
+import os
+import random
+import socket
+import time
+
+import pytest
+import torch
+import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nodes.diffusion.executor import initial_state
+from nodes.diffusion.generation import generate
+from nodes.diffusion.model_zoo import SampleShape, denoiser_config
+from nodes.diffusion.samples import load_samples
+from nodes.plan import parse_plan
+from nodes.runtime.local_cluster import LocalCluster, Probe, loopback_configs
+from nodes.runtime.protocol import WIRE_VERSION, Hop, RequestTimes, StageMsg, encode
+from nodes.runtime.records import read_records
+
+SHAPE = SampleShape.of(denoiser_config("small"))  # every shipped denoiser draws this
+
+STEPS = 10
+N = 4
+STRATEGIES = ("cloud_only", "edge_only", "device_only", "fixed_split")
+EDGE_STEP_S = 0.02  # the test profile of the edge: 20 ms per step whatever the batch
+SPLIT = [{"model": "small", "tier": "cloud", "share": 0.4}, {"model": "small", "tier": "edge", "share": 0.3},
+         {"model": "small", "tier": "device", "share": 0.3}]
+
+
+def _workload() -> list[dict]:
+    requests = []
+    for index in range(3 * len(STRATEGIES)):
+        strategy = STRATEGIES[index % len(STRATEGIES)]
+        requests.append({"at_s": 0.25 * index, "n": N, "seed": 100 + index, "strategy": strategy})
+    requests[0]["deadline_s"] = 600.0
+    requests[1]["deadline_s"] = 1e-6
+    requests.append({"at_s": 0.1, "n": 2, "label": 7, "seed": 1, "strategy": "nope", "request_id": "bad-1"})
+    return requests
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    profiles = run_dir / "profiles.toml"
+    entry = f"small = {{ step_ms = {EDGE_STEP_S * 1000}, per_image_ms = 0 }}"
+    profiles.write_text(f"[hardware.slowboard.models]\n{entry}\n")
+    hosts = {
+        "d1": {"role": "device", "models": ["small"], "workload": _workload()},
+        "probe": {"role": "device"},
+        "edge": {"role": "edge", "models": ["small"],
+                 "compute": {"mode": "profiled", "hardware": "slowboard", "profiles_file": str(profiles)}},
+        "cloud": {"role": "cloud", "models": ["small"],
+                  "compute": {"mode": "profiled", "hardware": "datacenter_gpu"}},
+    }
+    strategies = {"cloud_only": {"kind": "cloud_only", "model": "small"},
+                  "edge_only": {"kind": "edge_only", "model": "small"},
+                  "device_only": {"kind": "device_only"},
+                  "fixed_split": {"kind": "fixed_split", "split": SPLIT}}
+    configs = loopback_configs(run_dir, hosts, steps=STEPS, scheduler="dpm", request_timeout_s=60,
+                               strategies=strategies)
+    configs.pop("probe")  # played by the test itself
+    local = LocalCluster(configs)
+    with local:
+        local.endpoints = {h: c.bind for h, c in configs.items()}
+        local.probe_endpoint = configs["d1"].peers["probe"].endpoint
+        local.wait_workload(timeout=240)
+        yield local
+
+
+@pytest.fixture(scope="module")
+def records(cluster):
+    rows = read_records(cluster.nodes["d1"].config.run_dir / "records" / "d1.jsonl")
+    by_request: dict[str, list] = {}
+    for row in rows:
+        by_request.setdefault(row.request_id, []).append(row)
+    return by_request
+
+
+def test_every_request_under_every_strategy_completes_with_a_row_per_stage(records):
+    ok = {rid: rows for rid, rows in records.items() if rows[0].outcome == "ok"}
+    assert len(ok) == 12 and {rows[0].strategy for rows in ok.values()} == set(STRATEGIES)
+    for rows in ok.values():
+        plan = parse_plan(rows[0].plan, STEPS)
+        assert [(r.stage_index, r.host, r.model, r.start_step, r.end_step) for r in rows] == [
+            (i, s.host, s.model, s.start, s.end) for i, s in enumerate(plan.stages)
+        ]
+    plans = {rows[0].strategy: rows[0].plan for rows in ok.values()}
+    assert plans == {"cloud_only": "small:0-10@cloud", "edge_only": "small:0-10@edge",
+                     "device_only": "small:0-10@d1",
+                     "fixed_split": "small:0-4@cloud,small:4-7@edge,small:7-10@d1"}
+
+
+def test_latency_parts_add_up_to_the_total(records):
+    for rows in records.values():
+        if rows[0].outcome != "ok":
+            continue
+        parts = sum(r.uplink_s + r.planning_s + r.transfer_s + r.queueing_s + r.compute_s + r.handoff_s
+                    + r.result_transfer_s for r in rows)
+        total = rows[0].total_s
+        assert math.isclose(parts, total, rel_tol=1e-9, abs_tol=1e-9)
+        assert total == pytest.approx(rows[0].t_result_received - rows[0].t_request_sent)
+        for r in rows:
+            assert min(r.transfer_s, r.queueing_s, r.compute_s, r.handoff_s, r.result_transfer_s) >= 0
+            assert r.t_request_sent <= r.t_received <= r.t_compute_start <= r.t_compute_end <= r.t_sent
+
+
+def test_bytes_on_each_hop_are_the_state_that_crossed(records):
+    sample = N * 16 * 16 * 4
+    for rows in records.values():
+        if rows[0].outcome != "ok":
+            continue
+        assert rows[0].payload_bytes == 0  # stage 0 draws its noise from the seed
+        for r in rows[1:]:  # sample + labels + DPM's two history tensors
+            assert r.payload_bytes == 3 * sample + N * 8 < r.message_bytes
+        assert rows[-1].result_payload_bytes == sample + N * 8 < rows[-1].result_message_bytes
+
+
+def test_deadlines_and_an_unknown_strategy(records):
+    assert records["d1-0000"][0].deadline_met is True
+    assert records["d1-0001"][0].deadline_met is False
+    (bad,) = records["bad-1"]
+    assert bad.outcome == "failed" and bad.plan is None and bad.stage_index is None
+    assert "edge: no plan: unknown strategy 'nope'" in bad.reason
+
+
+def test_profiled_hosts_are_paced_and_overruns_are_reported(records):
+    rows = [r for rs in records.values() if rs[0].outcome == "ok" for r in rs]
+    edge = [r for r in rows if r.host == "edge"]
+    cloud = [r for r in rows if r.host == "cloud"]
+    assert edge and cloud
+    for r in edge:
+        steps = r.end_step - r.start_step
+        assert r.profiled_compute_s == pytest.approx(steps * EDGE_STEP_S)
+        assert r.compute_s >= r.profiled_compute_s - 1e-3 and r.compute_mode == "profiled"
+        assert r.real_compute_s <= r.compute_s + 1e-3
+    for r in cloud:  # 0.8 ms per step: no CPU here manages that, and the record says so
+        assert r.hardware == "datacenter_gpu" and r.overrun_steps == r.end_step - r.start_step
+        assert r.compute_s >= r.profiled_compute_s + r.overrun_s - 1e-3
+    device = [r for r in rows if r.host == "d1"]
+    assert all(r.compute_mode == "native" and r.profiled_compute_s is None for r in device)
+
+
+def test_images_over_the_network_equal_the_local_unsplit_run(records, cluster):
+    run_dir = cluster.nodes["d1"].config.run_dir
+    for request_id, rows in records.items():
+        if rows[0].outcome != "ok":
+            continue
+        samples = load_samples(run_dir / "samples" / f"{request_id}.npz")
+        assert samples.images.shape == (N, 1, 16, 16) and str(samples.plan) == rows[0].plan
+        local = generate(parse_plan("small:0-10"), samples.labels, samples.seed, samples.scheduler)
+        assert (samples.images - local).abs().max().item() <= 1e-5
+
+
+def _stage_message(**change) -> list:
+    fields = {"v": WIRE_VERSION, "kind": "stage", "request_id": "fz-1", "origin": "d1", "strategy": "s",
+              "plan": "small:0-4@cloud,small:4-10@edge", "stage": 1, "start": 4, "end": 10, "n": N,
+              "labels": [0, 1, 2, 3], "seed": 5,
+              "timestamps": RequestTimes(request_sent=1.7e9, coordinator_received=1.7e9, dispatched=1.7e9),
+              "hops": [Hop(stage=0, host="cloud", model="small", received=1.7e9, compute_start=1.7e9,
+                           compute_end=1.7e9, sent=1.7e9, payload_bytes=0, message_bytes=1,
+                           real_compute_s=0.0)]}
+    return encode(StageMsg(**{**fields, **change}))
+
+
+def test_fuzzed_frames_do_not_stop_a_node_from_serving(cluster):
+    context = zmq.Context()
+    pushers = {}
+    for host in ("edge", "cloud"):
+        pushers[host] = context.socket(zmq.PUSH)
+        pushers[host].setsockopt(zmq.LINGER, 1000)
+        pushers[host].connect(cluster.endpoints[host])
+    state = initial_state(torch.tensor([0, 1, 2, 3]), 5, "dpm", STEPS, SHAPE)
+    good_state = state.to_frames()
+    sent = valid = 0
+
+    @settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(st.lists(st.binary(max_size=200), min_size=1, max_size=5), st.sampled_from(["edge", "cloud"]))
+    def junk(frames, host):
+        nonlocal sent
+        pushers[host].send_multipart(frames)
+        sent += 1
+
+    @settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(st.integers(0, 6), st.binary(max_size=64), st.integers(-3, 3), st.sampled_from(["edge", "cloud"]))
+    def plausible(which, junk_bytes, delta, host):
+        nonlocal sent, valid
+        frames = [*_stage_message(), *good_state]
+        if which == 0:  # a tensor frame of the wrong size
+            frames[2] = bytes(frames[2])[: max(0, len(frames[2]) + delta - 4)]
+        elif which == 1:  # a state header that is not JSON
+            frames[1] = junk_bytes
+        elif which == 2:  # a frame missing or one too many
+            frames = frames[:-1] if delta < 0 else [*frames, junk_bytes]
+        elif which == 3:  # a step range that is not the plan's
+            frames = [*_stage_message(start=4 + abs(delta) + 1, end=10), *good_state]
+        elif which == 4:  # a stage this host does not run
+            frames = [*_stage_message(plan="small:0-4@edge,small:4-10@cloud"), *good_state]
+        elif which == 5:  # an origin nobody knows
+            frames = [*_stage_message(origin="mallory"), *good_state]
+        else:  # labels that disagree with the state
+            frames = [*_stage_message(labels=[9, 9, 9, 9]), *good_state]
+        pushers[host].send_multipart(frames)
+        sent += 1
+        valid += which == 4 and host == "cloud"  # a real stage: cloud runs it, d1 drops the result
+
+    try:
+        junk()
+        plausible()
+        for _ in range(20):  # not even ZeroMQ: raw bytes on the TCP port
+            port = int(cluster.endpoints[random.choice(["edge", "cloud"])].rsplit(":", 1)[1])
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as raw:
+                raw.sendall(os.urandom(random.randint(1, 2000)))
+    finally:
+        for pusher in pushers.values():
+            pusher.close()
+        context.term()
+    assert sent >= 2000
+    # every fuzzed message that was not a valid stage was refused and counted
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        statuses = [cluster.nodes[h].status() for h in ("edge", "cloud")]
+        if all(statuses) and sum(s["dropped"] for s in statuses) >= sent - valid:
+            break
+        time.sleep(0.5)
+    assert sum(s["dropped"] for s in statuses) >= sent - valid
+    # and both keep serving real requests
+    probe = Probe("probe", cluster.probe_endpoint, cluster.endpoints["edge"])
+    try:
+        for strategy in ("edge_only", "cloud_only"):
+            reply, _ = probe.request(f"after-fuzz-{strategy}", strategy, [1, 2, 3, 4], seed=9, timeout=60)
+            assert reply.envelope.kind == "result", getattr(reply.envelope, "reason", "")
+            local = generate(parse_plan("small:0-10"), [1, 2, 3, 4], 9, "dpm")
+            assert (reply.state.tensors["sample"].clamp(-1, 1) - local).abs().max().item() <= 1e-5
+    finally:
+        probe.close()
+
+
+def test_sigterm_stops_every_node_cleanly(cluster):
+    pids = {host: node.pid for host, node in cluster.nodes.items()}
+    codes = cluster.stop()
+    assert codes == dict.fromkeys(pids, 0)
+    for host, pid in pids.items():
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # reaped: no such process any more
+        assert cluster.nodes[host].status()["state"] == "stopped"

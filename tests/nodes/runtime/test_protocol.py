@@ -1,0 +1,160 @@
+"""The wire protocol decoder: what it accepts round-trips exactly; everything else is a
+ProtocolError with a reason, never another exception (the node's receiver relies on that)."""
+
+import contextlib
+import json
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nodes.diffusion.executor import initial_state
+from nodes.diffusion.model_zoo import SampleShape, denoiser_config
+from nodes.runtime.protocol import (
+    MAX_ENVELOPE_BYTES,
+    MAX_FRAMES,
+    WIRE_VERSION,
+    Hop,
+    ProtocolError,
+    RequestMsg,
+    RequestTimes,
+    ResultMsg,
+    StageMsg,
+    decode,
+    encode,
+)
+
+SHAPE = SampleShape.of(denoiser_config("small"))  # every shipped denoiser draws this
+
+T0 = 1.7e9
+LABELS = [0, 3, 7, 9]
+
+
+def _times() -> RequestTimes:
+    return RequestTimes(request_sent=T0, coordinator_received=T0 + 0.001, dispatched=T0 + 0.002)
+
+
+def _hop(stage: int = 0, host: str = "cloud") -> Hop:
+    return Hop(stage=stage, host=host, model="small", received=T0 + 0.01, compute_start=T0 + 0.02,
+               compute_end=T0 + 0.5, sent=T0 + 0.51, payload_bytes=0, message_bytes=300, real_compute_s=0.48)
+
+
+def _stage(stage: int = 1) -> StageMsg:
+    return StageMsg(v=WIRE_VERSION, kind="stage", request_id="d1-0001", origin="d1", strategy="fixed_split",
+                    plan="small:0-4@cloud,small:4-10@edge", stage=stage, start=4 if stage else 0,
+                    end=10 if stage else 4, n=4, labels=LABELS, seed=3, timestamps=_times(),
+                    hops=[_hop()] if stage else [])
+
+
+def _state():
+    return initial_state(torch.tensor(LABELS), 3, "dpm", 10, SHAPE)
+
+
+def test_stage_message_round_trips_with_its_tensors():
+    state = _state()
+    frames = encode(_stage(), state)
+    message = decode(frames)
+    assert message.envelope == _stage()
+    assert torch.equal(message.state.tensors["sample"], state.tensors["sample"])
+    assert message.payload_bytes == state.payload_bytes() == 4 * 256 * 4 + 4 * 8
+    assert message.message_bytes == sum(memoryview(f).nbytes for f in frames)
+
+
+def test_tensor_frames_are_views_of_the_tensors_not_copies():
+    state = _state()
+    frames = encode(_stage(), state)
+    sample_frame = frames[2]
+    assert isinstance(sample_frame, memoryview)
+    state.tensors["sample"][0, 0, 0, 0] = 42.0  # the frame sees the change: it shares the memory
+    assert torch.frombuffer(bytearray(sample_frame), dtype=torch.float32)[0].item() == 42.0
+
+
+def _raw(message) -> dict:
+    return json.loads(encode(message)[0])
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"v": 2}, "v:"),
+        ({"kind": "bogus"}, "unknown message kind"),
+        ({"n": True}, "n: Input should be a valid integer"),
+        ({"n": 5}, "labels for n=5"),
+        ({"labels": [0, 1, 2, 10]}, "labels.3"),
+        ({"request_id": "a/b"}, "request_id"),
+        ({"origin": "x" * 40}, "origin"),
+        ({"stage": 99}, "stage"),
+        ({"start": 10}, "is empty"),
+        ({"hops": []}, "arrives with 0 hops"),
+        ({"extra": 1}, "extra"),
+        ({"timestamps": {"request_sent": -1}}, "request_sent"),
+    ],
+)
+def test_bad_envelope_fields_are_named(change, fragment):
+    raw = {**_raw(_stage()), **change}
+    frames = [json.dumps(raw).encode(), *_state().to_frames()]
+    with pytest.raises(ProtocolError, match=fragment):
+        decode(frames)
+
+
+def test_nan_in_a_timestamp_is_refused():
+    raw = _raw(_stage())
+    text = json.dumps(raw).replace(str(T0 + 0.01), "NaN")
+    with pytest.raises(ProtocolError, match="finite"):
+        decode([text.encode(), *_state().to_frames()])
+
+
+def test_structural_rules():
+    state_frames = _state().to_frames()
+    with pytest.raises(ProtocolError, match="stage 0 carries no state"):
+        decode(encode(_stage(0), _state()))
+    with pytest.raises(ProtocolError, match="every later stage must"):
+        decode(encode(_stage(1)))
+    result = ResultMsg(v=1, kind="result", request_id="r", origin="d1", strategy="s", plan="small:0-10@edge",
+                       n=4, timestamps=_times(), hops=[_hop()])
+    with pytest.raises(ProtocolError, match="without its state"):
+        decode(encode(result))
+    request = RequestMsg(v=1, kind="request", request_id="r", origin="d1", strategy="s", n=1, labels=[1],
+                         seed=0, timestamps=RequestTimes(request_sent=T0))
+    with pytest.raises(ProtocolError, match="carries no state"):
+        decode([encode(request)[0], *state_frames])
+    with pytest.raises(ProtocolError, match="frames"):
+        decode([encode(_stage())[0]] + [b""] * MAX_FRAMES)
+    with pytest.raises(ProtocolError, match="exceeds"):
+        decode([b" " * (MAX_ENVELOPE_BYTES + 1)])
+    with pytest.raises(ProtocolError, match="empty"):
+        decode([])
+
+
+def test_wrong_tensor_sizes_are_refused():
+    frames = encode(_stage(), _state())
+    with pytest.raises(ProtocolError, match="needs 4096 bytes, frame has 4092"):
+        decode([*frames[:2], bytes(frames[2])[:-4], *frames[3:]])
+    with pytest.raises(ProtocolError, match="frames follow"):
+        decode(frames[:-1])
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.binary(max_size=300), min_size=0, max_size=6))
+def test_junk_frames_only_ever_raise_protocol_errors(frames):
+    with contextlib.suppress(ProtocolError):
+        decode(frames)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(_raw(_stage()))), _json_values, st.integers(0, 3), st.binary(max_size=64))
+def test_plausible_envelopes_with_one_field_replaced_only_raise_protocol_errors(key, value, cut, junk):
+    raw = {**_raw(_stage()), key: value}
+    frames = [json.dumps(raw).encode(), *_state().to_frames()]
+    if cut:  # also damage a state frame: wrong size, junk header
+        frames[cut] = junk
+    with contextlib.suppress(ProtocolError):
+        decode(frames)
