@@ -1,12 +1,21 @@
-"""Shared pytest set-up: root-only tests skip with a stated reason when not run as root."""
+"""Shared pytest set-up: root-only tests skip with a stated reason when not run as root; Ctrl-C
+reaches the commands the tests interrupt, however the suite was started."""
 
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
 NOT_ROOT_REASON = "needs root: creates network namespaces, interfaces, qdiscs and iptables rules"
+
+# A suite started as a shell's background job (`make test &`, nohup, some CI runners) inherits
+# SIGINT ignored, and every command it starts would too: the tests that press Ctrl-C on a run
+# would then test nothing.  A handled signal is reset to its default in a child at exec, so
+# handling it here gives the commands under test the disposition a terminal gives them.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
