@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 SUMMARY = "edgestage: multi-stage collaborative diffusion over emulated edge networks"
 
@@ -281,7 +284,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(_signum: int, frame: FrameType | None) -> None:
+    """Ctrl-C as KeyboardInterrupt, but never inside an import: one cut short leaves torch or
+    numpy half-initialised, so that what surfaces is a RecursionError or ImportError with a
+    traceback, or the interpreter kills itself with SIGINT at exit.  Inside an import the signal
+    is sent again 50 ms later, until the import is done."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+            return
+        frame = frame.f_back
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where SIGINT is ignored
+        signal.signal(signal.SIGINT, _interrupt)
     try:  # Ctrl-C while the parser imports what it needs is an interrupt like any other
         try:
             parser = build_parser()
