@@ -25,13 +25,6 @@ NODE_KINDS = {"request", "accepted", "stage", "result", "error"}
 UP = {"d1": ["d1-ap", "ap-edge"], "d2": ["d2-ap", "ap-edge"], "edge": [], "cloud": ["edge-cloud"]}
 # ZMTP frame headers: 2 bytes (short frame) or 9 (long frame) per frame; node messages have a few frames
 MAX_FRAMING_BYTES = 9 * 8
-# the edge server's connection to the cloud is opened while the infrastructure starts, before the
-# capture does (emulation/runner.py starts tcpdump after the edge and cloud nodes, and ZeroMQ
-# connects when the socket is connected, not on first send): without its SYN, analysis/traffic.py
-# cannot place that stream's bytes, so the dispatches edge -> cloud stay unattributed
-PRE_CAPTURE_CONNECTION = ("edge", "cloud")
-PRE_CAPTURE_REASON = ("the edge -> cloud connection's handshake predates the capture; traffic.py needs the "
-                      "SYN to place the stream's bytes, so the dispatches to the cloud are not attributed")
 
 
 def route(src: str, dst: str) -> set[str]:
@@ -106,9 +99,7 @@ def test_every_frame_of_a_capture_is_in_the_table_once(traffic, pcap):
     assert set(rows.loc[rows["request_id"].isna(), "kind"]) <= {"zmtp", "tcp", "ARP", "IPv6"}
 
 
-@pytest.mark.parametrize("pcap", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=PRE_CAPTURE_REASON))
-    if p.stem.startswith("edge-cloud") else p for p in PCAPS], ids=[p.stem for p in PCAPS])
+@pytest.mark.parametrize("pcap", PCAPS, ids=[p.stem for p in PCAPS])
 def test_every_tcp_payload_byte_belongs_to_a_parsed_zmtp_frame(traffic, pcap):
     """No data segment is left as anonymous TCP payload: each byte is ZMTP greeting/command or
     part of a node message that names its request."""
@@ -124,10 +115,10 @@ def test_every_tcp_payload_byte_belongs_to_a_parsed_zmtp_frame(traffic, pcap):
 def test_each_message_is_seen_on_exactly_the_links_of_its_route(traffic, requests):
     seen = data_rows(traffic).groupby(["request_id", "kind", "stage"])["link"].agg(set)
     expected = expected_messages(requests)
-    expected = expected[~expected[["src", "dst"]].apply(tuple, axis=1).isin([PRE_CAPTURE_CONNECTION])]
     # per device: request and acceptance of 4 requests, and cloud_only's result, edge_only's result,
-    # device_only's dispatch, fixed_split's state cloud -> edge and edge -> device
-    assert len(expected) == 2 * (8 + 5)
+    # device_only's dispatch, fixed_split's state cloud -> edge and edge -> device, and the
+    # dispatches edge -> cloud of cloud_only and fixed_split
+    assert len(expected) == 2 * (8 + 5 + 2)
     for m in expected.itertuples():
         assert seen.get((m.request_id, m.kind, m.stage)) == route(m.src, m.dst), m
     # and nothing else: every attributed message is one the records know of
@@ -135,7 +126,6 @@ def test_each_message_is_seen_on_exactly_the_links_of_its_route(traffic, request
     assert set(seen.index) <= set(zip(every["request_id"], every["kind"], every["stage"], strict=True))
 
 
-@pytest.mark.xfail(strict=True, reason=PRE_CAPTURE_REASON)
 def test_the_dispatches_to_the_cloud_are_seen_on_the_backhaul(traffic, requests):
     expected = expected_messages(requests)
     to_cloud = expected[(expected["src"] == "edge") & (expected["dst"] == "cloud")]
