@@ -23,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.run_report import load_run  # noqa: E402
+from analysis.run_tables import load_run  # noqa: E402
 from analysis.summary import per_request  # noqa: E402
 
 # latency parts as the records name them, grouped as a reader thinks of them

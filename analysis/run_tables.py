@@ -10,6 +10,7 @@ request (the manifest's `workload`) with no record at all becomes a `failed` row
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -55,3 +56,17 @@ def write_requests(run_dir: Path, frame: pd.DataFrame) -> None:
     tmp = Path(run_dir) / ".requests.parquet.tmp"
     frame.to_parquet(tmp, index=False)
     os.replace(tmp, Path(run_dir) / "requests.parquet")
+
+
+def load_run(run_dir: str | Path) -> dict[str, Any]:
+    """A run directory's tables and documents, for scripts: requests, traffic (DataFrames),
+    summary, accuracy and manifest (dicts); what a run did not write is absent."""
+    d = Path(run_dir)
+    out: dict[str, Any] = {}
+    for name in ("requests", "traffic"):
+        if (d / f"{name}.parquet").is_file():
+            out[name] = pd.read_parquet(d / f"{name}.parquet")
+    for name in ("summary", "accuracy", "manifest"):
+        if (d / f"{name}.json").is_file():
+            out[name] = json.loads((d / f"{name}.json").read_text())
+    return out

@@ -32,7 +32,7 @@ import sys
 import time
 
 from emulation.network import EmulatedNetwork
-from topologies.edge import LinkInfo
+from topologies.topos import LinkInfo
 
 _ports = itertools.count(5301)
 GOODPUT_TARGET = 0.93

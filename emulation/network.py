@@ -69,8 +69,8 @@ from emulation.shaping import (
     rate_change_command,
     setup_commands,
 )
-from topologies.edge import EdgeTopo, LinkInfo, topology_from_spec
 from topologies.spec import TopologySpec
+from topologies.topos import EdgeTopo, LinkInfo, topology_from_spec
 
 log = logging.getLogger(__name__)
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

@@ -472,7 +472,7 @@ class _Run:
                          self.run_dir / "samples", quality=quality)
 
     def _accuracy(self, measured: pd.DataFrame, traffic: pd.DataFrame | None) -> dict:
-        from analysis.run_report import accuracy_report
+        from analysis.accuracy import accuracy_report
 
         accuracy = accuracy_report(measured, traffic if traffic is not None else _empty_traffic(),
                                    self.net_manifest)

@@ -14,7 +14,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.utils import RawPcapReader, wrpcap
 
-from analysis.run_report import HEADER_BYTES
+from analysis.accuracy import HEADER_BYTES
 from analysis.traffic import COLUMNS, parse_run_traffic, parse_zmtp, read_flows, rebuild_stream
 
 from .conftest import SMOKE_RUN

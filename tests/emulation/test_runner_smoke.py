@@ -152,7 +152,7 @@ def test_traffic_accounting(run):
     for link in result.manifest["capture"]:  # none left in the kernel's ring when tcpdump stopped
         assert link["captured"] == link["received_by_filter"] and link["dropped_by_kernel"] == 0, link
     # recomputed here for the state-carrying messages without a retransmission, from the records
-    from analysis.run_report import HEADER_BYTES, _records_bytes, message_traffic
+    from analysis.accuracy import HEADER_BYTES, _records_bytes, message_traffic
 
     mt = message_traffic(result.traffic).merge(_records_bytes(result.requests),
                                                on=["request_id", "kind", "stage"])
@@ -165,7 +165,7 @@ def test_traffic_accounting(run):
 def test_transfers_never_beat_the_configured_delay(run):
     """Consistency, not speed: no message arrives sooner than the one-way delays of its route."""
     _, result, _ = run
-    from analysis.run_report import route, transfers
+    from analysis.accuracy import route, transfers
 
     network = result.manifest["network"]
     tr = transfers(result.requests, network)

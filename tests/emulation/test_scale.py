@@ -16,8 +16,8 @@ import pytest
 
 from emulation import probe
 from emulation.network import ALL_PAIRS_MAX, EmulatedNetwork
-from topologies.edge import topology_from_spec
 from topologies.spec import parse_topology
+from topologies.topos import topology_from_spec
 
 DEVICES = 256
 

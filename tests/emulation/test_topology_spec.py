@@ -10,8 +10,8 @@ import textwrap
 import pytest
 
 from emulation.dynamics import ChannelModel, RandomWaypoint
-from topologies.edge import topology_from_spec
 from topologies.spec import ChannelSpec, load_topology, parse_topology
+from topologies.topos import topology_from_spec
 from topologies.traces import TRACE_DIR, load_trace, mahimahi_lines, write_synthetic_traces
 
 BASE = {"kind": "two_tier", "devices": [{"name": "d1", "bw": 10, "delay": "5ms"}]}

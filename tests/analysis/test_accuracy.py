@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.run_report import accuracy_report
+from analysis.accuracy import accuracy_report
 from nodes.runtime.records import StageRecord, failed_records
 
 NETWORK = {"hosts": [{"name": "edge", "role": "edge"}, {"name": "cloud", "role": "cloud"},

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -256,19 +255,3 @@ def accuracy_report(requests: pd.DataFrame, traffic: pd.DataFrame, network: dict
         "wire_accounting_ratio_p50": report.get("accounting", {}).get("ratio", {}).get("p50"),
     }
     return _clean(report)
-
-
-def load_run(run_dir: str | Path) -> dict[str, Any]:
-    """A run directory's tables and documents, for scripts: requests, traffic (DataFrames),
-    summary, accuracy and manifest (dicts); what a run did not write is absent."""
-    import json
-
-    d = Path(run_dir)
-    out: dict[str, Any] = {}
-    for name in ("requests", "traffic"):
-        if (d / f"{name}.parquet").is_file():
-            out[name] = pd.read_parquet(d / f"{name}.parquet")
-    for name in ("summary", "accuracy", "manifest"):
-        if (d / f"{name}.json").is_file():
-            out[name] = json.loads((d / f"{name}.json").read_text())
-    return out
