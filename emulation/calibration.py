@@ -24,7 +24,6 @@ apart so that the order-preserving delay line does not narrow the distribution.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import subprocess
@@ -36,32 +35,6 @@ from topologies.topos import LinkInfo
 
 _ports = itertools.count(5301)
 GOODPUT_TARGET = 0.93
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("calibrate", help="measure every link of a scenario's topology")
-    p.add_argument("scenario", help="scenario TOML file (its [topology] table)")
-    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
-    p.add_argument("--duration", type=float, default=2.0, help="seconds per iperf3 run")
-    p.add_argument("--impairment", choices=("auto", "netem", "userspace"),
-                   help="override the scenario's backend")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args: argparse.Namespace) -> int:
-    from topologies.spec import load_topology
-
-    if not 0 < args.duration <= 60:  # (nan is outside too)
-        raise ValueError(f"--duration: {args.duration} is outside (0, 60] seconds")
-    spec = load_topology(args.scenario)
-    if args.impairment:
-        spec = spec.model_copy(update={"impairment": args.impairment})
-    rows = calibrate(spec, duration=args.duration)
-    if args.json:
-        print(json.dumps(rows, indent=1))
-    else:
-        print(format_table(rows))
-    return 0
 
 
 def calibrate(spec: object, duration: float = 2.0) -> list[dict]:
@@ -231,4 +204,3 @@ def format_table(rows: list[dict]) -> str:
     lines.append(f"backend: {backend}; bw Mbit/s (iperf3 TCP goodput), rtt/jitter ms "
                  "(UDP echo, median / one-way std), loss % one-way")
     return "\n".join(lines)
-

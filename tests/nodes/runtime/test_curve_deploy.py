@@ -9,7 +9,6 @@ plaintext; and SIGTERM stops the servers' command cleanly."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from emulation.deploy import host_configs, load_deployment, make_keys, register_cli
+from emulation.deploy import host_configs, load_deployment, make_keys
 from nodes.diffusion.samples import load_samples
 from nodes.runtime.local_cluster import free_ports
 from nodes.runtime.protocol import WIRE_VERSION, RequestMsg, RequestTimes, encode
@@ -31,9 +30,8 @@ from nodes.runtime.security import key_paths
 
 REQUESTS = 4
 ROOT = Path(__file__).resolve().parents[3]
-# `edgestage deploy ...` in a process of its own (the same code emulation/cli.py calls)
-CLI = ("import argparse, sys; from emulation.deploy import register_cli; p = argparse.ArgumentParser(); "
-       "register_cli(p.add_subparsers(required=True)); a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
+# `edgestage deploy ...` in a process of its own
+EDGESTAGE = [sys.executable, "-m", "emulation.cli"]
 CAPTURE: dict[str, Path] = {}
 STRATEGIES = {"cloud_only", "edge_only", "device_only", "fixed_split"}
 
@@ -82,11 +80,10 @@ steps = 6
 
 
 def cli(argv: list[str]) -> int:
-    """`edgestage ARGS` for the deploy commands (what emulation/cli.py's main does with them)."""
-    parser = argparse.ArgumentParser(prog="edgestage")
-    register_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    """`edgestage ARGS`, in this process."""
+    from emulation.cli import main
+
+    return main(argv)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +105,7 @@ class Servers:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", CLI, "deploy", str(path), "--host", "edge", "--host", "cloud"],
+                [*EDGESTAGE, "deploy", str(path), "--host", "edge", "--host", "cloud"],
                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def status(self, host: str) -> dict:

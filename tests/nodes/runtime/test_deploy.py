@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import stat
-import sys
 from pathlib import Path
 
 import pytest
 import zmq
 import zmq.auth
 
-from emulation.deploy import host_configs, load_deployment, make_keys, parse_deployment, register_cli
+from emulation.deploy import host_configs, load_deployment, make_keys, parse_deployment
 from nodes.runtime.security import generate_keys, key_paths, load_curve_keys
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -20,15 +18,10 @@ SHIPPED = ROOT / "scenarios" / "deploy-loopback.toml"
 
 
 def run_cli(argv: list[str]) -> int:
-    """As emulation/cli.py's main: bad input is one line on stderr and exit 2."""
-    parser = argparse.ArgumentParser(prog="edgestage")
-    register_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except ValueError as exc:
-        print(f"edgestage: error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
+    """`edgestage ARGS`, in this process: bad input is one line on stderr and exit 2."""
+    from emulation.cli import main
+
+    return main(argv)
 
 
 def minimal(**deploy) -> dict:

@@ -1,10 +1,11 @@
-"""`edgestage run SCENARIO`, `edgestage sweep SCENARIO --set FIELD=V1,V2` and `edgestage report
-RUN_DIR`: thin layers over emulation.runner.run_scenario, emulation.sweep.run_sweep and
-analysis.report.write_report."""
+"""`edgestage run | sweep | report | calibrate`: the emulated network's commands, thin layers over
+emulation.runner.run_scenario, emulation.sweep.run_sweep, analysis.report.write_report and
+emulation.calibration.calibrate; the one place a run's results are printed."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
     from emulation.runner import RunResult
 
 
-def register_cli(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a scenario on the emulated network (root)")
     p.add_argument("scenario", help="scenario file (.toml), e.g. scenarios/default.toml")
     p.add_argument("--out", help="run directory to create (default: runs/<scenario>-<time>)")
@@ -34,6 +35,13 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-quality", action="store_true",
                    help="an unfinished (killed) run is finished without FID/KID/class accuracy")
     p.set_defaults(func=_report)
+    p = sub.add_parser("calibrate", help="measure every link of a scenario's topology")
+    p.add_argument("scenario", help="scenario TOML file (its [topology] table)")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.add_argument("--duration", type=float, default=2.0, help="seconds per iperf3 run")
+    p.add_argument("--impairment", choices=("auto", "netem", "userspace"),
+                   help="override the scenario's backend")
+    p.set_defaults(func=_calibrate)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -97,4 +105,21 @@ def _sweep(args: argparse.Namespace) -> int:
     table = run_sweep(args.scenario, field, values, out, quality=not args.no_quality, progress=not args.quiet)
     print(table.drop(columns="run_dir").to_string(index=False))
     print(f"sweep directory: {out} (sweep.csv, sweep.png, one run directory per value)")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from emulation.calibration import calibrate, format_table
+    from topologies.spec import load_topology
+
+    if not 0 < args.duration <= 60:  # (nan is outside too)
+        raise ValueError(f"--duration: {args.duration} is outside (0, 60] seconds")
+    spec = load_topology(args.scenario)
+    if args.impairment:
+        spec = spec.model_copy(update={"impairment": args.impairment})
+    rows = calibrate(spec, duration=args.duration)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(format_table(rows))
     return 0

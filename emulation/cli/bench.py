@@ -1,15 +1,21 @@
-"""`edgestage bench topology|fidelity|memory`: wiring for the CLI's bench group.
-
-The CLI calls `register_bench(bench)` with its `bench` sub-parsers; each command prints a
-human-readable summary, or JSON with `--json`.
-"""
+"""`edgestage bench models | topology | fidelity | memory`: benchmarks that print figures (medians,
+with what produced them)."""
 
 from __future__ import annotations
 
 import argparse
 
+from emulation.cli.args import Parser, positive_int, print_json
 
-def register_bench(bench: argparse._SubParsersAction) -> None:
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks that print figures")
+    bench = p.add_subparsers(dest="target", required=True, parser_class=Parser)
+    b = bench.add_parser("models", help="per-step latency and resident memory of each model")
+    b.add_argument("--repeats", type=positive_int, default=15)
+    b.add_argument("--record", action="store_true", help="write the figures to the model cards")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=_bench_models)
     t = bench.add_parser("topology", help="a star of N devices (default 64, up to 1024): bring-up, "
                          "reachability and teardown times")
     t.add_argument("--devices", type=int, default=64)
@@ -27,6 +33,28 @@ def register_bench(bench: argparse._SubParsersAction) -> None:
     m.add_argument("--mode", choices=("shared", "separate", "both"), default="both")
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=_memory)
+
+
+def _bench_models(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from nodes.diffusion.model_bench import bench_models
+
+    if args.repeats <= 0:
+        raise ValueError(f"--repeats must be positive, got {args.repeats}")
+    rows = bench_models(repeats=args.repeats)
+    if args.record:
+        from nodes.diffusion.model_cards import record
+        from nodes.diffusion.model_zoo import PRETRAINED_DIR
+
+        for row in rows:
+            command = f"edgestage bench models --repeats {args.repeats} --record"
+            record(PRETRAINED_DIR / row["model"], "bench", {**row, "command": command})
+    if args.json:
+        print_json(rows)
+    else:
+        print(pd.DataFrame(rows).to_string(index=False))
+    return 0
 
 
 def _topology(args: argparse.Namespace) -> int:

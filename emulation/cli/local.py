@@ -1,0 +1,153 @@
+"""`edgestage doctor | train | generate | quality`: what runs on this machine alone, no network."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from emulation.cli.args import add_sampling_args, finite, print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="what this machine can do for the testbed")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_doctor)
+
+    p = sub.add_parser("train", help="reproduce an embedded model (deterministic)")
+    p.add_argument("model", choices=("small", "medium", "large", "classifier"))
+    p.add_argument("--out", help="model directory to write (default: the shipped one)")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("generate", help="generate images along a plan, locally")
+    p.add_argument("--plan", help="MODEL:START-END,... e.g. large:0-30,small:30-50")
+    add_sampling_args(p, n_default=64)
+    p.add_argument("--label", type=int, help="digit 0-9 (default: cycle through 0-9)")
+    p.add_argument("--replay", help="regenerate the images of this samples file")
+    p.add_argument("--out", required=True, help="samples file to write (.npz)")
+    p.set_defaults(func=_generate)
+
+    p = sub.add_parser("quality", help="FID, KID, class accuracy and PSNR vs large-only")
+    p.add_argument("samples", nargs="?", help="samples file (.npz)")
+    p.add_argument("--plans", nargs="+", help="generate and compare these plans instead")
+    add_sampling_args(p, n_default=200)
+    p.add_argument("--no-reference", action="store_true", help="skip PSNR vs large-only")
+    p.add_argument("--record", action="store_true", help="write single-model figures to model cards")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_quality)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from emulation.doctor import doctor_report, format_report
+
+    report = doctor_report()
+    print_json(report) if args.json else print(format_report(report))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from nodes.diffusion.model_cards import render_card
+    from nodes.diffusion.model_zoo import PRETRAINED_DIR
+    from nodes.diffusion.samples import check_output_path
+    from nodes.diffusion.training import train_classifier, train_denoiser
+
+    out = Path(args.out) if args.out else PRETRAINED_DIR / args.model
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"cannot write model directory {out}: it is a file")
+    check_output_path(out / "config.json", what="model directory file")
+    facts = train_classifier(out) if args.model == "classifier" else train_denoiser(args.model, out)
+    render_card(out)
+    print(f"trained {args.model}: {facts['parameters']:,} parameters in {facts['wall_time_s']} s -> {out}")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from nodes.diffusion.generation import check_fits, check_plan_models, generate, request_labels
+    from nodes.diffusion.samples import Samples, check_output_path, load_samples, save_samples
+    from nodes.diffusion.schedulers import check_scheduler_name
+    from nodes.plan import parse_plan
+
+    if args.out.endswith(("/", "\\")):
+        raise ValueError(f"--out {args.out}: give a file name (.npz), not a folder")
+    if args.replay:
+        old = load_samples(Path(args.replay))
+        plan, labels, seed, scheduler, steps = old.plan, old.labels, old.seed, old.scheduler, old.steps
+    else:
+        if not args.plan:
+            raise ValueError("generate needs --plan (or --replay FILE)")
+        if args.steps <= 0:
+            raise ValueError(f"--steps must be positive, got {args.steps}")
+        plan = parse_plan(args.plan, args.steps)
+        hosted = [stage for stage in plan.stages if stage.host]
+        if hosted:
+            raise ValueError(f"--plan stage {hosted[0]}: generate runs every stage on this machine, so "
+                             f"@{hosted[0].host} means nothing here (hosts are for emulated runs)")
+        labels = request_labels(args.n, args.label)
+        seed, scheduler, steps = args.seed, check_scheduler_name(args.scheduler), args.steps
+    check_output_path(Path(args.out))  # before any work: a path that cannot be written fails now
+    check_plan_models(plan)
+    check_fits(plan.models(), len(labels), None if not args.replay else f"--replay {args.replay}")
+    images = generate(plan, labels, seed, scheduler, progress=sys.stderr.isatty())
+    save_samples(Path(args.out), Samples(images, labels, plan, seed, scheduler, steps))
+    print(f"{len(images)} images, plan {plan}, {scheduler} {steps} steps, seed {seed} -> {args.out}")
+    return 0
+
+
+def _quality(args: argparse.Namespace) -> int:
+    if args.plans:
+        return _quality_of_plans(args)
+    if not args.samples:
+        raise ValueError("quality needs a samples file or --plans")
+    from analysis.compare import is_reference_plan, large_reference
+    from analysis.quality import quality_table
+    from nodes.diffusion.samples import load_samples
+
+    samples = load_samples(Path(args.samples))
+    reference = None
+    if not args.no_reference and not is_reference_plan(samples.plan):
+        reference = large_reference(samples.labels, samples.seed, samples.scheduler, samples.steps)
+    table = quality_table(samples.images, samples.labels, reference)
+    if "psnr_vs_large" in table:
+        table["psnr_vs_large"] = finite(table["psnr_vs_large"])
+    if args.json:
+        print_json(table)
+    else:
+        for key, value in table.items():
+            print(f"{key:<16} {value:.4f}" if isinstance(value, float) else f"{key:<16} {value}")
+    return 0
+
+
+def _quality_of_plans(args: argparse.Namespace) -> int:
+    from analysis.compare import REFERENCE_MODEL, compare_plans
+    from nodes.diffusion.generation import check_fits
+    from nodes.plan import parse_plan
+
+    plans = [parse_plan(text, args.steps) for text in args.plans]
+    check_fits([REFERENCE_MODEL, *(m for plan in plans for m in plan.models())], args.n)
+    frame = compare_plans(args.plans, n=args.n, seed=args.seed, scheduler=args.scheduler, steps=args.steps)
+    if args.record:
+        _record_quality(frame, args)
+    if args.json:
+        print_json(json.loads(frame.to_json(orient="records")))
+    else:
+        print(frame.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def _record_quality(frame, args: argparse.Namespace) -> None:
+    from nodes.diffusion.architectures import DENOISER_NAMES
+    from nodes.diffusion.model_cards import record
+    from nodes.diffusion.model_zoo import PRETRAINED_DIR
+    from nodes.plan import parse_plan
+
+    command = (
+        f"edgestage quality --plans {' '.join(args.plans)} --n {args.n} --seed {args.seed} "
+        f"--scheduler {args.scheduler} --steps {args.steps} --record"
+    )
+    for row in frame.to_dict(orient="records"):
+        stages = parse_plan(row["plan"]).stages
+        if len(stages) == 1 and stages[0].model in DENOISER_NAMES:
+            facts = {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+            record(PRETRAINED_DIR / stages[0].model, "quality", {**facts, "command": command})
