@@ -28,15 +28,13 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from emulation.scenario import TABLES, GenerationSpec, NodesSpec, WorkloadSpec, check_resources
+from emulation.scenario import TABLES, Experiment, check_resources
 from nodes.runtime.node_config import (
     ComputeConfig,
     NodeConfig,
     Peer,
     SecurityConfig,
-    StrategySpec,
     check_endpoint,
-    default_strategies,
 )
 from nodes.schema import HOST_NAME, HOST_NAME_RULE, Role, StrictModel, file_error, located, read_toml
 
@@ -59,14 +57,10 @@ class DeploySpec(StrictModel):
     keys_dir: Path | None = None  # CURVE on: the folder `edgestage deploy-keys` wrote
 
 
-class Deployment(StrictModel):
-    name: str | None = None
-    description: str | None = None
+class Deployment(Experiment):
+    """An experiment on real machines: where each host is (no topology: the network is real)."""
+
     deploy: DeploySpec
-    nodes: NodesSpec = NodesSpec()
-    workload: WorkloadSpec = WorkloadSpec()
-    strategies: dict[str, StrategySpec] = Field(default_factory=default_strategies, min_length=1)
-    generation: GenerationSpec = GenerationSpec()
 
     @model_validator(mode="after")
     def _consistent(self) -> Deployment:
@@ -84,7 +78,11 @@ class Deployment(StrictModel):
             raise ValueError("deploy.hosts: no host has role 'edge' (the coordinator plans there)")
         if coordinator not in hosts or hosts[coordinator].role != "edge":
             raise ValueError(f"deploy.coordinator: {coordinator!r} is not an edge host of deploy.hosts")
+        self.check_strategies("deploy.hosts")
         return self
+
+    def roles_present(self) -> set[str]:
+        return {h.role for h in self.deploy.hosts.values()}
 
     @property
     def coordinator(self) -> str | None:

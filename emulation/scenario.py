@@ -150,16 +150,18 @@ class RunSpec(StrictModel):
     ready_timeout_s: StrictFloat = Field(180.0, gt=0, le=3600)
 
 
-class Scenario(StrictModel):
+class Experiment(StrictModel):
+    """What runs, wherever it runs: the nodes' models and compute, the workload, the strategies and
+    the sampling.  A scenario (an emulated network, below) and a deployment (real machines,
+    emulation/deploy.py) extend it with where the hosts are; `roles_present` says which roles
+    have hosts."""
+
     name: str | None = None
     description: str | None = None
-    topology: TopologySpec
     nodes: NodesSpec = NodesSpec()
     workload: WorkloadSpec = WorkloadSpec()
     strategies: dict[str, StrategySpec] = Field(default_factory=default_strategies, min_length=1)
     generation: GenerationSpec = GenerationSpec()
-    capture: CaptureSpec = CaptureSpec()
-    run: RunSpec = RunSpec()
 
     @field_validator("strategies")
     @classmethod
@@ -169,19 +171,18 @@ class Scenario(StrictModel):
                 raise ValueError(f"strategy name {name!r}: use [A-Za-z0-9_.-]{{1,64}}")
         return v
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Scenario:
-        check_models(self.nodes)  # first: a strategy's complaint about a model that is not there misleads
-        roles = {r for r in NODE_ROLES if any(self._hosts_of(r))}
-        if "edge" not in roles:
-            raise ValueError("topology: the runner needs an edge host (it runs the coordinator)")
-        if "device" not in roles:
-            raise ValueError("topology: no device hosts, so nobody issues requests")
+    def roles_present(self) -> set[str]:
+        raise NotImplementedError
+
+    def check_strategies(self, where: str) -> None:
+        """Every strategy's tiers have hosts and hold its models; `where` names what the hosts
+        come from (`the topology`, `deploy.hosts`).  ValueError naming the field."""
+        roles = self.roles_present()
         given = "strategies" in self.model_fields_set
         for name, spec in self.strategies.items():
             for tier, model, default in _strategy_needs(spec):
                 if tier not in roles:
-                    raise ValueError(f"strategies.{name}: needs a {tier} host, the topology has none")
+                    raise ValueError(f"strategies.{name}: needs a {tier} host, {where} has none")
                 held = self.nodes.role(tier).models
                 if model in held:
                     continue
@@ -190,7 +191,31 @@ class Scenario(StrictModel):
                                      f"{model!r} here (holds {held}); add it, or give [strategies.*]")
                 which = f"its default model {model!r} (no `model` given)" if default else f"model {model!r}"
                 raise ValueError(f"strategies.{name}: {which} is not in nodes.{tier}.models {held}")
+
+    def strategy_names(self) -> list[str]:
+        return list(self.strategies)
+
+
+class Scenario(Experiment):
+    """An experiment on an emulated network: its topology, what is captured, how it runs."""
+
+    topology: TopologySpec
+    capture: CaptureSpec = CaptureSpec()
+    run: RunSpec = RunSpec()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Scenario:
+        check_models(self.nodes)  # first: a strategy's complaint about a model that is not there misleads
+        roles = self.roles_present()
+        if "edge" not in roles:
+            raise ValueError("topology: the runner needs an edge host (it runs the coordinator)")
+        if "device" not in roles:
+            raise ValueError("topology: no device hosts, so nobody issues requests")
+        self.check_strategies("the topology")
         return self
+
+    def roles_present(self) -> set[str]:
+        return {r for r in NODE_ROLES if any(self._hosts_of(r))}
 
     def _hosts_of(self, role: str) -> list[str]:
         names = self.topology.host_names()
@@ -199,8 +224,6 @@ class Scenario(StrictModel):
             return [n for n in names if n in devices]
         return [n for n in names if n not in devices and re.sub(r"\d+$", "", n) == role]
 
-    def strategy_names(self) -> list[str]:
-        return list(self.strategies)
 
 
 def _strategy_needs(spec: StrategySpec) -> list[tuple[str, str, bool]]:

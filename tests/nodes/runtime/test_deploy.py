@@ -27,7 +27,9 @@ def run_cli(argv: list[str]) -> int:
 def minimal(**deploy) -> dict:
     hosts = {"edge": {"role": "edge", "address": "tcp://10.0.0.1:5555"},
              "d1": {"role": "device", "address": "tcp://10.0.0.2:5555"}}
-    return {"deploy": {"hosts": hosts, **deploy}}
+    # no cloud host: only the strategies that need none
+    strategies = {"edge_only": {"kind": "edge_only"}, "device_only": {"kind": "device_only"}}
+    return {"deploy": {"hosts": hosts, **deploy}, "strategies": strategies}
 
 
 def test_the_shipped_loopback_file_gives_every_host_its_config(tmp_path):
@@ -83,6 +85,8 @@ def _toml(data: dict) -> str:
     lines = ["[deploy]"] + [f'{k} = "{v}"' for k, v in spec.items() if k != "hosts"]
     for name, host in spec["hosts"].items():
         lines += [f"[deploy.hosts.{name}]"] + [f'{k} = "{v}"' for k, v in host.items()]
+    for name, strategy in data.get("strategies", {}).items():
+        lines += [f"[strategies.{name}]"] + [f'{k} = "{v}"' for k, v in strategy.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -135,3 +139,13 @@ def test_a_node_config_with_missing_or_exposed_keys_is_refused(tmp_path):
 def test_make_keys_uses_keys_dir_relative_to_base(tmp_path):
     directory = make_keys(parse_deployment(minimal(keys_dir="k")), base=tmp_path)
     assert directory == tmp_path / "k" and (directory / "public" / "edge.key").is_file()
+
+
+def test_a_strategy_that_needs_a_role_without_hosts_is_refused(tmp_path, capsys):
+    """The check a scenario gets (one experiment schema): cloud_only with no cloud host."""
+    data = minimal()
+    del data["strategies"]  # the defaults include cloud_only and fixed_split
+    path = tmp_path / "d.toml"
+    path.write_text(_toml(data))
+    assert run_cli(["deploy", str(path), "--check"]) == 2
+    assert "strategies.cloud_only: needs a cloud host, deploy.hosts has none" in capsys.readouterr().err
