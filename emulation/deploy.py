@@ -19,8 +19,6 @@ their clocks must be synchronised (chrony / PTP); `total_s` is measured on the d
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -29,6 +27,7 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from emulation.scenario import TABLES, Experiment, check_resources
+from nodes.runtime.local_cluster import LocalCluster
 from nodes.runtime.node_config import (
     ComputeConfig,
     NodeConfig,
@@ -162,55 +161,10 @@ class DeployResult:
     summary: dict[str, dict[str, Any]]  # strategy -> done, failed, p50_s
 
 
-class DeployedHosts:
-    """The node processes of some hosts of a deployment, on this machine: servers first (ready
-    before any device issues a request), then devices.  Stopped by PID on exit, whatever happened."""
-
-    def __init__(self, configs: dict[str, NodeConfig], hosts: list[str]) -> None:
-        from nodes.runtime.local_cluster import NodeProcess
-
-        unknown = [h for h in hosts if h not in configs]
-        if unknown:
-            raise ValueError(f"host {unknown[0]!r} is not in deploy.hosts ({', '.join(configs)})")
-        order = sorted(hosts, key=lambda h: configs[h].role == "device")  # stable: servers first
-        self.nodes = {h: NodeProcess(configs[h]) for h in order}
-
-    def __enter__(self) -> DeployedHosts:
-        try:
-            for wave in (False, True):
-                started = [n for n in self.nodes.values() if (n.config.role == "device") == wave]
-                for node in started:
-                    node.start()
-                for node in started:
-                    node.wait_for({"ready", "running"}, timeout=READY_TIMEOUT_S)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> dict[str, int]:
-        # devices first, so that no request is left half-served by a server that went away
-        return {h: n.stop() for h, n in reversed(list(self.nodes.items()))}
-
-    @property
-    def devices(self) -> list[str]:
-        return [h for h, n in self.nodes.items() if n.config.role == "device" and n.config.workload]
-
-    def wait_workload(self, timeout: float) -> dict[str, dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        return {h: self.nodes[h].wait_for({"ready", "running"}, max(0.1, deadline - time.monotonic()),
-                                          workload_done=True) for h in self.devices}
-
-    def wait_stopped(self, stop: threading.Event) -> str | None:
-        """Until `stop` is set or a node exits; the host that exited, if one did."""
-        while not stop.wait(0.5):
-            for host, node in self.nodes.items():
-                if node.process is not None and node.process.poll() is not None:
-                    return host
-        return None
+def deploy_cluster(configs: dict[str, NodeConfig], hosts: list[str]) -> LocalCluster:
+    """The node processes of some hosts of a deployment, on this machine (servers ready before any
+    device issues a request); stopped by PID on exit, whatever happened."""
+    return LocalCluster(configs, hosts, ready_timeout_s=READY_TIMEOUT_S)
 
 
 def workload_timeout(deployment: Deployment) -> float:
@@ -247,10 +201,10 @@ def summarise(run_dir: Path, devices: list[str]) -> dict[str, dict[str, Any]]:
 def run_hosts(deployment: Deployment, hosts: list[str], base: Path | None = None,
               timeout: float | None = None) -> DeployResult:
     """Start `hosts` here, run the workload of the devices among them, stop them; the result.
-    (Servers alone have no workload to wait for: use DeployedHosts to keep them up.)"""
+    (Servers alone have no workload to wait for: keep them up with deploy_cluster.)"""
     configs = host_configs(deployment, base)
     run_dir = next(iter(configs.values())).run_dir
-    with DeployedHosts(configs, hosts) as running:
+    with deploy_cluster(configs, hosts) as running:
         statuses = running.wait_workload(timeout or workload_timeout(deployment))
         devices = running.devices
     return DeployResult(run_dir=run_dir, statuses=statuses, summary=summarise(run_dir, devices))

@@ -1,6 +1,6 @@
-"""Node processes inside Mininet hosts: configs, start, readiness, CPU limits, stop by pid.
-
-The emulated counterpart of nodes/runtime/local_cluster.py.  Every host with a node role (device, edge,
+"""Node processes inside Mininet hosts: their configs and their start; the handle, readiness and
+stopping are nodes/runtime/local_cluster.py's (NodeProcess, wait_ready, stop_all), as for a local
+cluster and deploy mode.  Every host with a node role (device, edge,
 cloud; not the access point, which only forwards) runs a node (`nodes.runtime.node.main` on its config
 file), bound on its own address in the host's network namespace.  The nodes are forked from one
 launcher (nodes/runtime/launcher.py) that has imported torch and diffusers once, so that they share those
@@ -12,21 +12,16 @@ start-up.
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
-import time
 from pathlib import Path
-from typing import Any
 
 from emulation.network import EmulatedNetwork
 from emulation.scenario import Scenario
 from emulation.workload import PlannedRequest
-from nodes.runtime.launcher import LaunchedNode, NodeLauncher
+from nodes.runtime.launcher import NodeLauncher
+from nodes.runtime.local_cluster import NodeProcess
 from nodes.runtime.node_config import ComputeConfig, NodeConfig, Peer
 from nodes.schema import NODE_ROLES
 
-ROOT = Path(__file__).resolve().parent.parent
 NODE_PORT = 5555  # every host has its own namespace, so one port number for all
 
 
@@ -62,90 +57,8 @@ def build_configs(scenario: Scenario, net: EmulatedNetwork, run_dir: Path,
     return configs
 
 
-class NodeHandle:
-    """One node process in a Mininet host; its log is <run_dir>/logs/<host>.log."""
-
-    def __init__(self, net: EmulatedNetwork, launcher: NodeLauncher, config: NodeConfig) -> None:
-        self.net = net
-        self.launcher = launcher
-        self.config = config
-        self.host = config.host
-        self.config_path = config.config_file
-        self.log_path = config.log_file
-        self.status_path = config.status_file
-        self.process: LaunchedNode | None = None
-        self.ready_at: float | None = None
-        self.limited = False
-
-    def start(self) -> None:
-        self.config.write_for_launch()
-        self.process = self.launcher.spawn(self.host, self.config_path, self.log_path,
-                                           netns_pid=self.net.namespace_pid(self.host))
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    def exit_code(self) -> int | None:
-        return self.process.poll() if self.process is not None else None
-
-    def status(self) -> dict[str, Any] | None:
-        try:
-            status = json.loads(self.status_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
-        return status if status.get("pid") == self.pid else None
-
-    def poll_ready(self) -> bool:
-        """True once ready; moves the process into its host's CPU group then (see module doc)."""
-        if self.ready_at is not None:
-            return True
-        code = self.exit_code()
-        if code is not None:
-            raise RuntimeError(f"node {self.host} exited with {code} before it was ready: {self.log_tail()}")
-        status = self.status()
-        if status and status["state"] in ("ready", "running"):
-            self.ready_at = time.time()
-            limiter = self.net.limiter
-            if limiter is not None and self.host in limiter.hosts and self.pid is not None:
-                limiter.add(self.host, self.pid)  # cgroup.procs moves every thread of the process
-                self.limited = True
-            return True
-        return False
-
-    def log_tail(self, lines: int = 5) -> str:
-        try:
-            return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def terminate(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-
-    def wait(self, timeout: float) -> int | None:
-        if self.process is None:
-            return None
-        try:
-            return self.process.wait(timeout=max(0.01, timeout))
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait(timeout=5)
-
-
-def wait_ready(handles: list[NodeHandle], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not all(h.poll_ready() for h in handles):
-        if time.monotonic() > deadline:
-            late = [h.host for h in handles if h.ready_at is None]
-            raise RuntimeError(f"nodes not ready after {timeout:g} s: {', '.join(late)} "
-                               f"({handles[0].log_tail() if handles else ''})")
-        time.sleep(0.05)
-
-
-def stop_all(handles: list[NodeHandle], grace: float = 15.0) -> dict[str, int | None]:
-    """SIGTERM to every node, then wait: devices record their unfinished requests as failed."""
-    for h in handles:
-        h.terminate()
-    deadline = time.monotonic() + grace
-    return {h.host: h.wait(deadline - time.monotonic()) for h in handles}
+def start_in_host(net: EmulatedNetwork, launcher: NodeLauncher, config: NodeConfig) -> NodeProcess:
+    """The node of one Mininet host, forked from the launcher into the host's network namespace."""
+    node = NodeProcess(config)
+    node.start(launcher, netns_pid=net.namespace_pid(config.host))
+    return node

@@ -51,6 +51,7 @@ from emulation.cgroups import process_start
 from emulation.scenario import Scenario
 from emulation.workload import PlannedRequest, by_device, plan_workload
 from nodes.runtime.launcher import NodeLauncher
+from nodes.runtime.local_cluster import NodeProcess, stop_all, wait_ready
 from nodes.runtime.memory import nodes_memory
 from nodes.runtime.records import RecordWriter
 
@@ -179,7 +180,8 @@ class _Run:
         self.planned: list[PlannedRequest] = []
         self.manifest: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
-        self.handles: list = []
+        self.handles: list[NodeProcess] = []
+        self.cpu_limited: set[str] = set()  # hosts whose node was moved into its CPU group
         self.capture = None
         self.net_manifest: dict[str, Any] = {}
         self.began = time.monotonic()
@@ -196,7 +198,7 @@ class _Run:
 
     def execute(self) -> None:
         from emulation.network import EmulatedNetwork
-        from emulation.node_procs import node_hosts, stop_all
+        from emulation.node_procs import node_hosts
 
         sc = self.scenario
         self._write_manifest()
@@ -238,7 +240,7 @@ class _Run:
         """Capture first, then the infrastructure nodes (the slow ones: bigger models), then the
         devices, whose common t0 is set from how long the infrastructure took to start."""
         from emulation.capture import Capture
-        from emulation.node_procs import NodeHandle, build_configs, wait_ready
+        from emulation.node_procs import build_configs, start_in_host
 
         sc = self.scenario
         devices = [h for h, role in hosts.items() if role == "device"]
@@ -251,10 +253,15 @@ class _Run:
             self.capture.start()
         started = time.monotonic()
         configs = build_configs(sc, net, self.run_dir, {}, None)
-        self.handles = [NodeHandle(net, launcher, configs[h]) for h in infra]
-        for handle in self.handles:
-            handle.start()
-        wait_ready(self.handles, sc.run.ready_timeout_s)
+        def into_cpu_group(node: NodeProcess) -> None:
+            # start-up (loading weights) is outside the host's CPU share; the run is inside it
+            limiter = net.limiter
+            if limiter is not None and node.host in limiter.hosts and node.pid is not None:
+                limiter.add(node.host, node.pid)  # cgroup.procs moves every thread of the process
+                self.cpu_limited.add(node.host)
+
+        self.handles = [start_in_host(net, launcher, configs[h]) for h in infra]
+        wait_ready(self.handles, sc.run.ready_timeout_s, on_ready=into_cpu_group)
         infra_s = time.monotonic() - started
         # devices start together on the same CPUs: scale what the infrastructure took by how
         # many more processes start now, with room to spare (a late device sends late, and the
@@ -269,11 +276,9 @@ class _Run:
             "note": "link events, traces and the channel model count from origin: the first measured "
                     "request (warm-up requests go before it)"}
         configs = build_configs(sc, net, self.run_dir, by_device(self.planned), self.t0)
-        device_handles = [NodeHandle(net, launcher, configs[h]) for h in devices]
+        device_handles = [start_in_host(net, launcher, configs[h]) for h in devices]
         self.handles += device_handles
-        for handle in device_handles:
-            handle.start()
-        wait_ready(self.handles, sc.run.ready_timeout_s)
+        wait_ready(device_handles, sc.run.ready_timeout_s, on_ready=into_cpu_group)
         self.timings["nodes_ready_s"] = round(time.monotonic() - started, 3)
         late = {h.host: round(h.ready_at - self.t0, 3) for h in device_handles if h.ready_at > self.t0}
         if late:
@@ -406,7 +411,7 @@ class _Run:
                                                            "rss_peak_bytes", "counts",
                                                            "dropped", "model_load_s", "workload")}
             statuses[handle.host]["ready_at"] = handle.ready_at
-            statuses[handle.host]["cpu_limited"] = handle.limited
+            statuses[handle.host]["cpu_limited"] = handle.host in self.cpu_limited
         self.manifest["nodes"] = statuses
 
     # ---- the end -------------------------------------------------------------------------------------

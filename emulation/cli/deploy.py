@@ -39,7 +39,7 @@ def _deploy_keys(args: argparse.Namespace) -> int:
 
 def _deploy(args: argparse.Namespace) -> int:
     from emulation.deploy import (
-        DeployedHosts,
+        deploy_cluster,
         deployment_requests,
         host_configs,
         load_deployment,
@@ -64,7 +64,7 @@ def _deploy(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     run_dir = next(iter(configs.values())).run_dir
     try:
-        with DeployedHosts(configs, chosen) as running:
+        with deploy_cluster(configs, chosen) as running:
             print(f"started {', '.join(running.nodes)} (pids "
                   f"{', '.join(str(n.pid) for n in running.nodes.values())})", flush=True)
             if running.devices:
