@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import math
-from collections import deque
 from typing import Any
 
 import pandas as pd
@@ -29,41 +28,25 @@ HEADER_BYTES = 66
 
 
 def route(network: dict, src: str, dst: str) -> list[dict]:
-    """The links a packet from src to dst crosses (shortest path, as the static routes are)."""
-    links = network.get("links", [])
-    prev: dict[str, tuple[str, dict] | None] = {src: None}
-    queue = deque([src])
-    while queue:
-        node = queue.popleft()
-        if node == dst:
-            break
-        for li in links:
-            for a, b in ((li["a"], li["b"]), (li["b"], li["a"])):
-                if a == node and b not in prev:
-                    prev[b] = (node, li)
-                    queue.append(b)
-    if dst not in prev:
+    """The links a packet from src to dst crosses, from network.json's paths (the network computed
+    them from its routes; every message has an edge or cloud host at one end)."""
+    paths = network.get("paths", {})
+    if src in paths and dst in paths[src]:
+        names = paths[src][dst]
+    elif dst in paths and src in paths[dst]:
+        names = list(reversed(paths[dst][src]))
+    else:
         return []
-    path = []
-    node = dst
-    while prev[node] is not None:
-        node, li = prev[node]  # type: ignore[misc]
-        path.append(li)
-    return list(reversed(path))
-
-
-def _delay_ms(value: str | None) -> float:
-    from topologies.spec import parse_duration_ms
-
-    return parse_duration_ms(value or "0ms")
+    links = {li["link"]: li for li in network.get("links", [])}
+    return [links[name] for name in names]
 
 
 def predicted_s(network: dict, src: str, dst: str, nbytes: int) -> tuple[float | None, list[str]]:
     path = route(network, src, dst)
     if not path:
         return None, []
-    delay = sum(_delay_ms(li.get("delay")) for li in path) / 1000.0
-    bws = [li["bw"] for li in path if li.get("bw")]
+    delay = sum(li["delay_ms"] for li in path) / 1000.0
+    bws = [li["bw_mbit"] for li in path if li.get("bw_mbit")]
     serial = nbytes * 8 / (min(bws) * 1e6) if bws else 0.0
     return delay + serial, [li["link"] for li in path]
 

@@ -79,6 +79,7 @@ ALL_PAIRS_MAX = 32
 # Descriptors this process holds per host: five (the shell's pty, both ends; the impairment
 # process's three pipes), plus popen()s' pipes: with room for those, eight.
 _FDS_PER_HOST = 8
+SERVERS = ("edge", "cloud")  # the roles that serve requests
 
 
 @dataclass(frozen=True)
@@ -319,9 +320,12 @@ class EmulatedNetwork:
             "hosts": [asdict(h) for h in self.hosts.values()],
             "links": [
                 {"link": li.name, "a": li.a, "b": li.b, "intf_a": li.intf_a, "intf_b": li.intf_b,
-                 "ip_a": li.ip_a, "ip_b": li.ip_b, **li.spec.model_dump(exclude_none=True)}
+                 "ip_a": li.ip_a, "ip_b": li.ip_b, **li.spec.figures()}
                 for li in self.links
             ],
+            # every message has a server at one end (no stage runs on a device other than the
+            # requesting one), so the paths from the edge and cloud hosts are all a reader needs
+            "paths": self.topo.link_paths([h.name for h in self.hosts.values() if h.role in SERVERS]),
         }
 
     def link(self, a: str, b: str) -> LinkInfo:

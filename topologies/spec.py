@@ -100,6 +100,13 @@ class LinkParams(StrictModel):
     def jitter_ms(self) -> float:
         return parse_duration_ms(self.jitter)
 
+    def figures(self) -> dict[str, float | int | str | None]:
+        """The link's parameters as numbers with their units in the names (what network.json,
+        the manifest and the analysis read): bw_mbit (None: unshaped), delay_ms, jitter_ms,
+        loss_pct, queue_pkts, trace."""
+        return {"bw_mbit": self.bw, "delay_ms": self.delay_ms, "jitter_ms": self.jitter_ms,
+                "loss_pct": self.loss, "queue_pkts": self.max_queue_size, "trace": self.trace}
+
     @property
     def impaired(self) -> bool:
         return self.delay_ms > 0 or self.jitter_ms > 0 or self.loss > 0

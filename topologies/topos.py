@@ -114,6 +114,22 @@ class EdgeTopo(Topo):
             table[host] = rows
         return table
 
+    def link_paths(self, sources: list[str]) -> dict[str, dict[str, list[str]]]:
+        """From each of `sources` to every host: the names of the links a packet crosses, in
+        order, along the shortest path (the one the static routes take)."""
+        out: dict[str, dict[str, list[str]]] = {}
+        for src in sources:
+            paths: dict[str, list[str]] = {src: []}
+            queue = deque([src])
+            while queue:
+                node = queue.popleft()
+                for peer, info in self.neighbours(node):
+                    if peer not in paths:
+                        paths[peer] = [*paths[node], info.name]
+                        queue.append(peer)
+            out[src] = paths
+        return out
+
     def hub(self) -> str:
         """The host with the most links (star: edge, two_tier: ap, multi_cell: ap1): every
         other host is reachable from it, so a reachability check at scale starts there."""

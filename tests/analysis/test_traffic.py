@@ -191,7 +191,7 @@ def test_bytes_per_request_add_up_to_the_records_plus_per_packet_overhead(traffi
 def test_retransmissions_in_the_capture_are_counted_only_where_the_link_is_lossy(traffic, network):
     """d2's link loses 1 % of packets (the only lossy link): retransmitted segments appear on the
     links of d2's connections only, and each is counted once per link it crossed."""
-    lossy = {li["link"] for li in network["links"] if li["loss"] > 0}
+    lossy = {li["link"] for li in network["links"] if li["loss_pct"] > 0}
     assert lossy == {"d2-ap"}
     resent = traffic[traffic["retransmitted_packets"] > 0]
     assert not resent.empty
