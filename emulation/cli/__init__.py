@@ -10,26 +10,10 @@ half-written).
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
-import sys
 import threading
-from collections.abc import Sequence
 from types import FrameType
-
-from emulation.cli import bench, deploy, local, runs
-from emulation.cli.args import Parser
-
-SUMMARY = "edgestage: multi-stage collaborative diffusion over emulated edge networks"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="edgestage", description=SUMMARY)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for commands in (local, bench, runs, deploy):
-        commands.register(sub)
-    return parser
 
 
 def _interrupt(_signum: int, frame: FrameType | None) -> None:
@@ -45,9 +29,30 @@ def _interrupt(_signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+# First, before anything heavier is imported: from here on a Ctrl-C is one line and exit 130 (one
+# in the interpreter's own start-up, the first ~30 ms, still ends it by the default action)
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where SIGINT is ignored
+    signal.signal(signal.SIGINT, _interrupt)
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+from emulation.cli import bench, deploy, local, runs  # noqa: E402
+from emulation.cli.args import Parser  # noqa: E402
+
+SUMMARY = "edgestage: multi-stage collaborative diffusion over emulated edge networks"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="edgestage", description=SUMMARY)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for commands in (local, bench, runs, deploy):
+        commands.register(sub)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where SIGINT is ignored
-        signal.signal(signal.SIGINT, _interrupt)
     try:  # Ctrl-C while the parser imports what it needs is an interrupt like any other
         try:
             parser = build_parser()

@@ -19,7 +19,16 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from nodes.runtime.protocol import WIRE_VERSION, AcceptedMsg, RequestMsg, RequestTimes, StageMsg, encode
+from nodes.runtime.protocol import (
+    WIRE_VERSION,
+    AcceptedMsg,
+    RequestMsg,
+    RequestTimes,
+    StageMsg,
+    WireStage,
+    encode,
+    plan_to_wire,
+)
 from nodes.runtime.transport import Inbound, Outbox
 from nodes.strategies import Cluster, PlanRequest, build_strategies
 
@@ -33,7 +42,7 @@ MAX_IN_FLIGHT = 10_000  # dispatched requests remembered for a host failure; the
 @dataclass(frozen=True)
 class InFlight:
     origin: str
-    plan: str
+    plan: list[WireStage]
     hosts: frozenset[str]
     until: float  # by then the device has timed it out itself
 
@@ -92,15 +101,15 @@ class Coordinator:
             stats.count("requests_refused")
             self._error(outbox, request, f"no plan: {exc}")
             return
-        plan_text = str(plan)
+        wire = plan_to_wire(plan)
         hosts = frozenset(stage.host or "" for stage in plan.stages)
         down = [reason for host in sorted(hosts) if (reason := outbox.down_reason(host))]
         if down:
             stats.count("requests_refused")
-            self._error(outbox, request, down[0], plan_text)
+            self._error(outbox, request, down[0], wire)
             return
         common = {"v": WIRE_VERSION, "request_id": request.request_id, "origin": request.origin,
-                  "strategy": request.strategy, "plan": plan_text}
+                  "strategy": request.strategy, "plan": wire}
         try:
             outbox.send(request.origin, encode(AcceptedMsg(kind="accepted", **common)))
         except RuntimeError as exc:
@@ -114,13 +123,14 @@ class Coordinator:
         try:
             outbox.send(first.host or "", encode(stage))
         except RuntimeError as exc:
-            self._error(outbox, request, f"dispatch to {first.host} failed: {exc}", plan_text)
+            self._error(outbox, request, f"dispatch to {first.host} failed: {exc}", wire)
             return
         stats.count("requests_planned")
-        self._remember(request, plan_text, hosts, dispatched)
-        log.debug("%s: %s", request.request_id, plan_text)
+        self._remember(request, wire, hosts, dispatched)
+        log.debug("%s: %s", request.request_id, plan)
 
-    def _remember(self, request: RequestMsg, plan: str, hosts: frozenset[str], dispatched: float) -> None:
+    def _remember(self, request: RequestMsg, plan: list[WireStage], hosts: frozenset[str],
+                  dispatched: float) -> None:
         now = time.time()
         while self.in_flight and (len(self.in_flight) >= MAX_IN_FLIGHT
                                   or next(iter(self.in_flight.values())).until <= now):
@@ -144,7 +154,8 @@ class Coordinator:
             except RuntimeError as exc:
                 log.warning("could not tell %s that %s failed: %s", flight.origin, request_id, exc)
 
-    def _error(self, outbox: Outbox, request: RequestMsg, reason: str, plan: str | None = None) -> None:
+    def _error(self, outbox: Outbox, request: RequestMsg, reason: str,
+               plan: list[WireStage] | None = None) -> None:
         try:
             frames = self.node.error_frames(request.origin, request.request_id, reason, plan)
             outbox.send(request.origin, frames)

@@ -17,7 +17,6 @@ import torch
 
 from nodes.diffusion.executor import LABELS, SAMPLE
 from nodes.diffusion.samples import Samples, save_samples
-from nodes.plan import parse_plan
 from nodes.runtime.node_config import WorkloadRequest
 from nodes.runtime.protocol import (
     WIRE_VERSION,
@@ -27,6 +26,8 @@ from nodes.runtime.protocol import (
     RequestTimes,
     ResultMsg,
     encode,
+    plan_from_wire,
+    wire_text,
 )
 from nodes.runtime.records import RecordWriter, completed_records, failed_records
 from nodes.runtime.transport import Inbound, Outbox
@@ -142,23 +143,24 @@ class Device:
             self.node.stats.drop("late_replies", f"{envelope.kind} for {seen} request {envelope.request_id}")
             return
         if isinstance(envelope, AcceptedMsg):
-            pending.plan = envelope.plan
+            pending.plan = wire_text(envelope.plan)
         elif isinstance(envelope, ErrorMsg):
-            self.fail(envelope.request_id, f"{envelope.host}: {envelope.reason}", envelope.plan)
+            self.fail(envelope.request_id, f"{envelope.host}: {envelope.reason}", wire_text(envelope.plan))
         elif isinstance(envelope, ResultMsg):
             try:
                 self.complete(item, pending)
             except Exception as exc:  # e.g. the samples cannot be written: the request fails, with why
                 log.exception("recording the result of %s failed", envelope.request_id)
                 if envelope.request_id in self.pending:
-                    self.fail(envelope.request_id, f"recording the result failed: {exc}", envelope.plan)
+                    self.fail(envelope.request_id, f"recording the result failed: {exc}",
+                              wire_text(envelope.plan))
 
     def complete(self, item: Inbound, pending: Pending) -> None:
         result: ResultMsg = item.message.envelope  # type: ignore[assignment]
         state = item.message.state
         assert state is not None  # the protocol refuses a result without state
         try:
-            plan = parse_plan(result.plan, pending.note["steps"])
+            plan = plan_from_wire(result.plan, pending.note["steps"])
             if [(h.stage, h.host, h.model) for h in result.hops] != [
                 (i, s.host, s.model) for i, s in enumerate(plan.stages)
             ]:
@@ -169,13 +171,13 @@ class Device:
             if images.dtype != torch.float32 or images.ndim != 4 or not torch.isfinite(images).all():
                 raise ValueError("its images are not finite float32 N x C x H x W")
         except (ValueError, KeyError) as exc:
-            self.fail(result.request_id, f"inconsistent result: {exc}", result.plan)
+            self.fail(result.request_id, f"inconsistent result: {exc}", wire_text(result.plan))
             return
         note = pending.note
         samples = Samples(images=images.clamp(-1.0, 1.0), labels=state.tensors[LABELS], plan=plan,
                           seed=note["seed"], scheduler=note["scheduler"], steps=note["steps"])
         save_samples(self.samples_dir / f"{result.request_id}.npz", samples)  # before the ok records
-        records = completed_records(note, result.plan, result.timestamps, list(result.hops), item.received,
+        records = completed_records(note, str(plan), result.timestamps, list(result.hops), item.received,
                                     item.message.payload_bytes, item.message.message_bytes)
         self.writer.write(records)
         self._end(result.request_id, "ok")

@@ -47,6 +47,7 @@ from nodes.runtime.protocol import (
     RequestMsg,
     ResultMsg,
     StageMsg,
+    WireStage,
     decode,
     encode,
 )
@@ -305,7 +306,7 @@ class Node:
 
     # --- helpers for the other threads --------------------------------------------------------
 
-    def error_frames(self, origin: str, request_id: str, reason: str, plan: str | None = None,
+    def error_frames(self, origin: str, request_id: str, reason: str, plan: list[WireStage] | None = None,
                      stage: int | None = None) -> list:
         return encode(ErrorMsg(v=WIRE_VERSION, kind="error", request_id=request_id, origin=origin,
                                host=self.host, reason=reason[:2000], plan=plan, stage=stage))

@@ -14,6 +14,10 @@ Envelope kinds and who sends them (every node has one PULL inbox; senders use PU
     result    last stage host -> device    the final images
     error     any -> device                the request failed; `reason` says why
 
+A plan travels as its stages, each {model, start, end, host} (`plan_to_wire`, `plan_from_wire`,
+which checks that they tile the schedule); the text form (`large:0-12@cloud,...`) is only for
+people and records.
+
 Timestamps (`time.time()`, hosts share one clock under Mininet) travel with the request: the
 envelope's `timestamps` (request_sent, coordinator_received, dispatched) and one `hops` entry per
 finished stage (received, compute_start, compute_end, sent, bytes, pacing figures). The requesting
@@ -33,10 +37,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from nodes.diffusion.state import StateBundle
+from nodes.plan import Plan, Stage, check_tiling
 from nodes.runtime.node_config import MAX_IMAGES
 from nodes.schema import validation_message
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2  # 2: plans as structured stages
 MAX_ENVELOPE_BYTES = 64 * 1024
 MAX_STAGES = 32
 MAX_TENSORS = 16  # sample, labels and a solver history of a few tensors
@@ -44,7 +49,6 @@ MAX_FRAMES = 2 + MAX_TENSORS
 
 Host = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
 RequestId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
-PlanText = Annotated[str, StringConstraints(max_length=4096)]
 Time = Annotated[float, Field(strict=False, gt=0, lt=1e11, allow_inf_nan=False)]
 Seconds = Annotated[float, Field(strict=False, ge=0, lt=1e9, allow_inf_nan=False)]
 Count = Annotated[int, Field(strict=True, ge=0, lt=2**53)]
@@ -84,8 +88,36 @@ class Hop(_Wire):
     hardware: Annotated[str, StringConstraints(max_length=64)] | None = None
 
 
+class WireStage(_Wire):
+    """One stage of a plan: `model` runs steps [start, end) on `host`."""
+
+    model: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+    start: Annotated[int, Field(ge=0, lt=100_000)]
+    end: Annotated[int, Field(ge=1, le=100_000)]
+    host: Host
+
+
+WirePlan = Annotated[list[WireStage], Field(min_length=1, max_length=MAX_STAGES)]
+
+
+def plan_to_wire(plan: Plan) -> list[WireStage]:
+    if any(stage.host is None for stage in plan.stages):
+        raise ValueError(f"plan {plan}: every stage needs a host to travel between nodes")
+    return [WireStage(model=s.model, start=s.start, end=s.end, host=s.host) for s in plan.stages]
+
+
+def wire_text(stages: Sequence[WireStage] | None) -> str | None:
+    """A message's plan as text (`large:0-12@cloud,...`), unchecked: for records and reasons."""
+    return str(Plan(tuple(Stage(s.model, s.start, s.end, s.host) for s in stages))) if stages else None
+
+
+def plan_from_wire(stages: Sequence[WireStage], steps: int) -> Plan:
+    """The plan of a message's stages; ValueError unless they tile [0, steps)."""
+    return check_tiling(Plan(tuple(Stage(s.model, s.start, s.end, s.host) for s in stages)), steps)
+
+
 class _Common(_Wire):
-    v: Literal[1]
+    v: Literal[2]
     request_id: RequestId
     origin: Host  # the requesting device: results and errors go there
 
@@ -103,13 +135,13 @@ class RequestMsg(_Common):
 class AcceptedMsg(_Common):
     kind: Literal["accepted"]
     strategy: Annotated[str, StringConstraints(max_length=64)]
-    plan: PlanText
+    plan: WirePlan
 
 
 class StageMsg(_Common):
     kind: Literal["stage"]
     strategy: Annotated[str, StringConstraints(max_length=64)]
-    plan: PlanText
+    plan: WirePlan
     stage: Annotated[int, Field(ge=0, lt=MAX_STAGES)]
     start: Annotated[int, Field(ge=0, lt=100_000)]
     end: Annotated[int, Field(ge=1, le=100_000)]
@@ -123,7 +155,7 @@ class StageMsg(_Common):
 class ResultMsg(_Common):
     kind: Literal["result"]
     strategy: Annotated[str, StringConstraints(max_length=64)]
-    plan: PlanText
+    plan: WirePlan
     n: Annotated[int, Field(ge=1, le=MAX_IMAGES)]
     timestamps: RequestTimes
     hops: Annotated[list[Hop], Field(min_length=1, max_length=MAX_STAGES)]
@@ -133,7 +165,7 @@ class ErrorMsg(_Common):
     kind: Literal["error"]
     host: Host  # where it failed
     reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
-    plan: PlanText | None = None
+    plan: WirePlan | None = None
     stage: Annotated[int, Field(ge=0, lt=MAX_STAGES)] | None = None
 
 

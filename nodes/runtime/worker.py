@@ -15,9 +15,9 @@ from nodes.diffusion.executor import LABELS, SAMPLE, initial_state, run_stage
 from nodes.diffusion.model_zoo import SampleShape, load_denoiser, load_noise_schedule
 from nodes.diffusion.schedulers import SCHEDULE_KEYS
 from nodes.diffusion.state import StateBundle
-from nodes.plan import Plan, Stage, parse_plan
+from nodes.plan import Plan, Stage
 from nodes.runtime.pacing import Pacer, load_profiles, profile_for
-from nodes.runtime.protocol import WIRE_VERSION, Hop, ResultMsg, StageMsg, encode
+from nodes.runtime.protocol import WIRE_VERSION, Hop, ResultMsg, StageMsg, encode, plan_from_wire
 from nodes.runtime.transport import Inbound, Outbox, Stopping
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ class StageWorker:
 
     def check(self, envelope: StageMsg, state: StateBundle | None) -> tuple[Plan, Stage]:
         try:
-            plan = parse_plan(envelope.plan, self.config.steps)
+            plan = plan_from_wire(envelope.plan, self.config.steps)
         except ValueError as exc:
             raise Rejected(str(exc)) from None
         if envelope.stage >= len(plan.stages):

@@ -9,6 +9,7 @@ import pytest
 import zmq
 
 from nodes.runtime.local_cluster import LocalCluster, Probe, free_ports, loopback_configs
+from nodes.runtime.protocol import wire_text
 from nodes.runtime.transport import Outbox, PeerDown
 
 TIMEOUT_S = 60.0  # the device's request timeout: a dead host must be reported far sooner
@@ -100,7 +101,7 @@ def test_killing_the_cloud_fails_its_requests_fast_and_names_it(tmp_path):
         finally:
             probe.close()
     assert reply.envelope.kind == "error"
-    assert reply.envelope.host == "edge" and reply.envelope.plan == "small:0-8@cloud"
+    assert reply.envelope.host == "edge" and wire_text(reply.envelope.plan) == "small:0-8@cloud"
     assert reply.envelope.reason.startswith("host cloud is down: its connection closed at ")
     assert in_flight_s < FAST_S
     for strategy in ("cloud_only", "fixed_split"):

@@ -22,7 +22,7 @@ from nodes.diffusion.model_zoo import SampleShape, denoiser_config
 from nodes.diffusion.samples import load_samples
 from nodes.plan import parse_plan
 from nodes.runtime.local_cluster import LocalCluster, Probe, loopback_configs
-from nodes.runtime.protocol import WIRE_VERSION, Hop, RequestTimes, StageMsg, encode
+from nodes.runtime.protocol import WIRE_VERSION, Hop, RequestTimes, StageMsg, encode, plan_to_wire
 from nodes.runtime.records import read_records
 
 SHAPE = SampleShape.of(denoiser_config("small"))  # every shipped denoiser draws this
@@ -158,10 +158,15 @@ def test_images_over_the_network_equal_the_local_unsplit_run(records, cluster):
         local = generate(parse_plan("small:0-10"), samples.labels, samples.seed, samples.scheduler)
         assert (samples.images - local).abs().max().item() <= 1e-5
 
+def wire(text: str) -> list:
+    """A plan as it crosses the wire."""
+    return plan_to_wire(parse_plan(text))
+
+
 
 def _stage_message(**change) -> list:
     fields = {"v": WIRE_VERSION, "kind": "stage", "request_id": "fz-1", "origin": "d1", "strategy": "s",
-              "plan": "small:0-4@cloud,small:4-10@edge", "stage": 1, "start": 4, "end": 10, "n": N,
+              "plan": wire("small:0-4@cloud,small:4-10@edge"), "stage": 1, "start": 4, "end": 10, "n": N,
               "labels": [0, 1, 2, 3], "seed": 5,
               "timestamps": RequestTimes(request_sent=1.7e9, coordinator_received=1.7e9, dispatched=1.7e9),
               "hops": [Hop(stage=0, host="cloud", model="small", received=1.7e9, compute_start=1.7e9,
@@ -202,7 +207,7 @@ def test_fuzzed_frames_do_not_stop_a_node_from_serving(cluster):
         elif which == 3:  # a step range that is not the plan's
             frames = [*_stage_message(start=4 + abs(delta) + 1, end=10), *good_state]
         elif which == 4:  # a stage this host does not run
-            frames = [*_stage_message(plan="small:0-4@edge,small:4-10@cloud"), *good_state]
+            frames = [*_stage_message(plan=wire("small:0-4@edge,small:4-10@cloud")), *good_state]
         elif which == 5:  # an origin nobody knows
             frames = [*_stage_message(origin="mallory"), *good_state]
         else:  # labels that disagree with the state

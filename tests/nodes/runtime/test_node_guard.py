@@ -12,6 +12,7 @@ import torch
 import zmq
 
 from nodes.diffusion.state import MAX_HEADER_BYTES, StateBundle
+from nodes.plan import parse_plan
 from nodes.runtime.local_cluster import LocalCluster, Probe, loopback_configs
 from nodes.runtime.node_config import MAX_IMAGES
 from nodes.runtime.protocol import (
@@ -22,6 +23,7 @@ from nodes.runtime.protocol import (
     RequestTimes,
     StageMsg,
     encode,
+    plan_to_wire,
 )
 from nodes.runtime.transport import (
     WORK_QUEUE_BYTES,
@@ -74,7 +76,8 @@ def test_the_bounds_are_derived_from_the_largest_legitimate_state(tmp_path):
 
 def _bogus_stage(plan: str, tensors: dict[str, torch.Tensor], request_id: str) -> list:
     envelope = StageMsg(
-        v=WIRE_VERSION, kind="stage", request_id=request_id, origin="d1", strategy="s", plan=plan,
+        v=WIRE_VERSION, kind="stage", request_id=request_id, origin="d1", strategy="s",
+        plan=plan_to_wire(parse_plan(plan)),
         stage=1, start=4, end=STEPS, n=N, labels=[i % 10 for i in range(N)], seed=5,
         timestamps=RequestTimes(request_sent=1.7e9),
         hops=[Hop(stage=0, host="edge", model="small", received=1.7e9, compute_start=1.7e9,

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from nodes.diffusion.executor import initial_state
 from nodes.diffusion.model_zoo import SampleShape, denoiser_config
+from nodes.plan import parse_plan
 from nodes.runtime.protocol import (
     MAX_ENVELOPE_BYTES,
     MAX_FRAMES,
@@ -23,9 +24,16 @@ from nodes.runtime.protocol import (
     StageMsg,
     decode,
     encode,
+    plan_from_wire,
+    plan_to_wire,
 )
 
 SHAPE = SampleShape.of(denoiser_config("small"))  # every shipped denoiser draws this
+
+
+def wire(text: str) -> list:
+    """A plan as it crosses the wire."""
+    return plan_to_wire(parse_plan(text))
 
 T0 = 1.7e9
 LABELS = [0, 3, 7, 9]
@@ -42,7 +50,7 @@ def _hop(stage: int = 0, host: str = "cloud") -> Hop:
 
 def _stage(stage: int = 1) -> StageMsg:
     return StageMsg(v=WIRE_VERSION, kind="stage", request_id="d1-0001", origin="d1", strategy="fixed_split",
-                    plan="small:0-4@cloud,small:4-10@edge", stage=stage, start=4 if stage else 0,
+                    plan=wire("small:0-4@cloud,small:4-10@edge"), stage=stage, start=4 if stage else 0,
                     end=10 if stage else 4, n=4, labels=LABELS, seed=3, timestamps=_times(),
                     hops=[_hop()] if stage else [])
 
@@ -77,7 +85,7 @@ def _raw(message) -> dict:
 @pytest.mark.parametrize(
     ("change", "fragment"),
     [
-        ({"v": 2}, "v:"),
+        ({"v": 1}, "v:"),
         ({"kind": "bogus"}, "unknown message kind"),
         ({"n": True}, "n: Input should be a valid integer"),
         ({"n": 5}, "labels for n=5"),
@@ -111,12 +119,13 @@ def test_structural_rules():
         decode(encode(_stage(0), _state()))
     with pytest.raises(ProtocolError, match="every later stage must"):
         decode(encode(_stage(1)))
-    result = ResultMsg(v=1, kind="result", request_id="r", origin="d1", strategy="s", plan="small:0-10@edge",
+    result = ResultMsg(v=WIRE_VERSION, kind="result", request_id="r", origin="d1", strategy="s",
+                       plan=wire("small:0-10@edge"),
                        n=4, timestamps=_times(), hops=[_hop()])
     with pytest.raises(ProtocolError, match="without its state"):
         decode(encode(result))
-    request = RequestMsg(v=1, kind="request", request_id="r", origin="d1", strategy="s", n=1, labels=[1],
-                         seed=0, timestamps=RequestTimes(request_sent=T0))
+    request = RequestMsg(v=WIRE_VERSION, kind="request", request_id="r", origin="d1", strategy="s", n=1,
+                         labels=[1], seed=0, timestamps=RequestTimes(request_sent=T0))
     with pytest.raises(ProtocolError, match="carries no state"):
         decode([encode(request)[0], *state_frames])
     with pytest.raises(ProtocolError, match="frames"):
@@ -158,3 +167,15 @@ def test_plausible_envelopes_with_one_field_replaced_only_raise_protocol_errors(
         frames[cut] = junk
     with contextlib.suppress(ProtocolError):
         decode(frames)
+
+
+def test_a_plan_travels_as_its_stages_and_text_is_refused():
+    frames = encode(_stage(1), _state())
+    envelope = json.loads(frames[0])
+    assert envelope["plan"][0] == {"model": "small", "start": 0, "end": 4, "host": "cloud"}
+    assert str(plan_from_wire(decode(frames).envelope.plan, 10)) == "small:0-4@cloud,small:4-10@edge"
+    envelope["plan"] = "small:0-4@cloud,small:4-10@edge"  # the text form of wire version 1
+    with pytest.raises(ProtocolError, match="plan"):
+        decode([json.dumps(envelope).encode(), *frames[1:]])
+    with pytest.raises(ValueError, match="do not tile"):
+        plan_from_wire(wire("small:0-4@cloud"), 10)
