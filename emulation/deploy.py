@@ -29,9 +29,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from emulation.scenario import TABLES, Experiment, check_resources
 from nodes.runtime.local_cluster import LocalCluster
 from nodes.runtime.node_config import (
-    ComputeConfig,
     NodeConfig,
-    Peer,
     SecurityConfig,
     check_endpoint,
 )
@@ -120,27 +118,16 @@ def host_configs(deployment: Deployment, base: Path | None = None) -> dict[str, 
 
     base = (base or Path.cwd()).resolve()
     spec = deployment.deploy
-    run_dir = base / spec.run_dir
     keys_dir = base / spec.keys_dir if spec.keys_dir is not None else None
-    hosts = spec.hosts
-    peers = {h: Peer(endpoint=d.address, role=d.role, models=deployment.nodes.role(d.role).models)
-             for h, d in hosts.items()}
+    hosts = {h: (d.role, d.address, d.bind or d.address) for h, d in spec.hosts.items()}
     requests = by_device(plan_workload(deployment.workload, deployment.devices, list(deployment.strategies)))
-    configs = {}
-    for host, d in hosts.items():
-        role_spec = deployment.nodes.role(d.role)
-        compute = ComputeConfig(mode=role_spec.compute, hardware=role_spec.hardware,
-                                threads=role_spec.threads, profiles_file=deployment.nodes.profiles_file)
-        security = SecurityConfig(curve=curve_config(keys_dir, host) if keys_dir is not None else None)
-        configs[host] = NodeConfig(
-            host=host, role=d.role, bind=d.bind or d.address, coordinator=deployment.coordinator,
-            peers={h: p for h, p in peers.items() if h != host}, models=role_spec.models, compute=compute,
-            run_dir=run_dir, scheduler=deployment.generation.scheduler, steps=deployment.generation.steps,
-            request_timeout_s=deployment.workload.request_timeout_s,
-            workload=[r.node_request() for r in requests.get(host, [])], strategies=deployment.strategies,
-            security=security,
-        )
-    return configs
+
+    def security(host: str) -> SecurityConfig:
+        return SecurityConfig(curve=curve_config(keys_dir, host) if keys_dir is not None else None)
+
+    return deployment.node_configs(hosts, deployment.coordinator or "", base / spec.run_dir,
+                                   {h: [r.node_request() for r in rs] for h, rs in requests.items()},
+                                   security=security)
 
 
 def make_keys(deployment: Deployment, base: Path | None = None) -> Path:

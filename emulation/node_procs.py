@@ -19,7 +19,7 @@ from emulation.scenario import Scenario
 from emulation.workload import PlannedRequest
 from nodes.runtime.launcher import NodeLauncher
 from nodes.runtime.local_cluster import NodeProcess
-from nodes.runtime.node_config import ComputeConfig, NodeConfig, Peer
+from nodes.runtime.node_config import NodeConfig
 from nodes.schema import NODE_ROLES
 
 NODE_PORT = 5555  # every host has its own namespace, so one port number for all
@@ -36,25 +36,13 @@ def coordinator_of(net: EmulatedNetwork) -> str:
 
 def build_configs(scenario: Scenario, net: EmulatedNetwork, run_dir: Path,
                   workload: dict[str, list[PlannedRequest]], t0: float | None) -> dict[str, NodeConfig]:
-    hosts = node_hosts(net)
-    endpoints = {h: f"tcp://{net.ip(h)}:{NODE_PORT}" for h in hosts}
-    peers = {h: Peer(endpoint=endpoints[h], role=role, models=scenario.nodes.role(role).models)
-             for h, role in hosts.items()}
-    coordinator = coordinator_of(net)
-    configs = {}
-    for host, role in hosts.items():
-        spec = scenario.nodes.role(role)
-        compute = ComputeConfig(mode=spec.compute, hardware=spec.hardware, threads=spec.threads,
-                                profiles_file=scenario.nodes.profiles_file)
-        configs[host] = NodeConfig(
-            host=host, role=role, bind=endpoints[host], coordinator=coordinator,
-            peers={h: p for h, p in peers.items() if h != host}, models=spec.models, compute=compute,
-            run_dir=run_dir, scheduler=scenario.generation.scheduler, steps=scenario.generation.steps,
-            request_timeout_s=scenario.workload.request_timeout_s, t0=t0 if role == "device" else None,
-            workload=[r.node_request() for r in workload.get(host, [])] if role == "device" else [],
-            strategies=scenario.strategies,
-        )
-    return configs
+    """Every node host's config: its address in the emulated network, one port for all."""
+    hosts = {}
+    for host, role in node_hosts(net).items():
+        endpoint = f"tcp://{net.ip(host)}:{NODE_PORT}"
+        hosts[host] = (role, endpoint, endpoint)
+    requests = {h: [r.node_request() for r in rs] for h, rs in workload.items()}
+    return scenario.node_configs(hosts, coordinator_of(net), run_dir, requests, t0)
 
 
 def start_in_host(net: EmulatedNetwork, launcher: NodeLauncher, config: NodeConfig) -> NodeProcess:

@@ -44,6 +44,7 @@ must be finite (`nan`, `inf` are refused by name).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -58,7 +59,15 @@ from pydantic import (
 )
 
 from nodes.diffusion.model_zoo import DENOISER_NAMES, check_denoiser_dir
-from nodes.runtime.node_config import MAX_IMAGES, StrategySpec, default_strategies
+from nodes.runtime.node_config import (
+    MAX_IMAGES,
+    ComputeConfig,
+    NodeConfig,
+    Peer,
+    SecurityConfig,
+    StrategySpec,
+    default_strategies,
+)
 from nodes.schema import NODE_ROLES, SCHEDULER_NAMES, StrictModel, file_error, line_of, located, read_toml
 from topologies.spec import TopologySpec
 
@@ -194,6 +203,31 @@ class Experiment(StrictModel):
 
     def strategy_names(self) -> list[str]:
         return list(self.strategies)
+
+    def node_configs(self, hosts: Mapping[str, tuple[str, str, str]], coordinator: str, run_dir: Path,
+                     workload: Mapping[str, list[dict]], t0: float | None = None,
+                     security: Callable[[str], SecurityConfig] | None = None) -> dict[str, NodeConfig]:
+        """One node config per host, the one way they are built (emulated runs and deploy mode):
+        `hosts` maps a host to (role, the endpoint the others connect to, what it binds);
+        `workload` a device to its requests (WorkloadRequest fields); `t0` goes to the devices;
+        `security(host)` gives a host's CURVE settings (default: plain TCP)."""
+        peers = {h: Peer(endpoint=endpoint, role=role, models=self.nodes.role(role).models)
+                 for h, (role, endpoint, _) in hosts.items()}
+        configs = {}
+        for host, (role, _, bind) in hosts.items():
+            spec = self.nodes.role(role)
+            compute = ComputeConfig(mode=spec.compute, hardware=spec.hardware, threads=spec.threads,
+                                    profiles_file=self.nodes.profiles_file)
+            device = role == "device"
+            configs[host] = NodeConfig(
+                host=host, role=role, bind=bind, coordinator=coordinator,
+                peers={h: p for h, p in peers.items() if h != host}, models=spec.models, compute=compute,
+                run_dir=run_dir, scheduler=self.generation.scheduler, steps=self.generation.steps,
+                request_timeout_s=self.workload.request_timeout_s, t0=t0 if device else None,
+                workload=list(workload.get(host, [])) if device else [], strategies=self.strategies,
+                security=security(host) if security else SecurityConfig(),
+            )
+        return configs
 
 
 class Scenario(Experiment):
