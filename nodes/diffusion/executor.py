@@ -12,7 +12,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 
 from nodes.diffusion import schedulers
 from nodes.diffusion.model_zoo import SampleShape
-from nodes.diffusion.state import StateBundle
+from nodes.diffusion.state import DenoisingMeta, StateBundle
 
 SAMPLE = "sample"
 LABELS = "labels"
@@ -32,8 +32,8 @@ def initial_state(labels: torch.Tensor, seed: int, scheduler: str, steps: int,
         raise ValueError(f"labels must lie in 0-{shape.classes - 1}")
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(shape.batch(len(labels)), generator=generator)
-    meta = {"scheduler": scheduler, "steps": steps, "next_step": 0, "seed": seed}
-    return StateBundle(meta=meta, tensors={SAMPLE: noise, LABELS: labels})
+    meta = DenoisingMeta(scheduler=scheduler, steps=steps, next_step=0, seed=seed)
+    return StateBundle(meta=meta.header(), tensors={SAMPLE: noise, LABELS: labels})
 
 
 @torch.no_grad()
@@ -45,13 +45,13 @@ def run_stage(
     end: int,
     on_step: Callable[[int], None] | None = None,
 ) -> StateBundle:
-    meta = state.meta
-    steps = int(meta["steps"])
-    if meta.get("next_step") != start:
-        raise ValueError(f"stage starts at step {start} but the state is at step {meta.get('next_step')}")
+    meta = DenoisingMeta.of(state)
+    steps = meta.steps
+    if meta.next_step != start:
+        raise ValueError(f"stage starts at step {start} but the state is at step {meta.next_step}")
     if not 0 <= start < end <= steps:
         raise ValueError(f"stage step range [{start}, {end}) is outside [0, {steps})")
-    handoff = schedulers.adapter(meta["scheduler"])
+    handoff = schedulers.adapter(meta.scheduler)
     scheduler = handoff.build(noise_schedule, steps)
     handoff.resume(scheduler, start, meta, state.tensors)
     sample, labels = state.tensors[SAMPLE], state.tensors[LABELS]
@@ -59,10 +59,9 @@ def run_stage(
         timestep = scheduler.timesteps[index]
         batch_t = timestep.expand(len(labels))
         prediction = model(sample, batch_t, class_labels=labels).sample
-        sample = handoff.step(scheduler, prediction, timestep, sample, index, int(meta["seed"]))
+        sample = handoff.step(scheduler, prediction, timestep, sample, index, meta.seed)
         if on_step:
             on_step(index)
     carried_meta, carried = handoff.export(scheduler)
-    new_meta = {k: v for k, v in meta.items() if k != "lower_order_nums"}
-    new_meta.update(carried_meta, next_step=end)
-    return StateBundle(meta=new_meta, tensors={SAMPLE: sample, LABELS: labels, **carried})
+    new_meta = meta.model_copy(update={"lower_order_nums": None, **carried_meta, "next_step": end})
+    return StateBundle(meta=new_meta.header(), tensors={SAMPLE: sample, LABELS: labels, **carried})

@@ -21,6 +21,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from nodes.diffusion.state import DenoisingMeta
 from nodes.schema import SCHEDULER_NAMES
 
 # fields of a noise schedule that must agree between the models of one plan
@@ -37,7 +38,7 @@ class Stateless:
         scheduler.set_timesteps(steps)
         return scheduler
 
-    def resume(self, scheduler: SchedulerMixin, start: int, meta: dict[str, Any],
+    def resume(self, scheduler: SchedulerMixin, start: int, meta: DenoisingMeta,
                tensors: dict[str, torch.Tensor]) -> None:
         """Put a fresh scheduler where the previous stage left off."""
 
@@ -56,11 +57,11 @@ class SolverHistory(Stateless):
     scheduler_class = DPMSolverMultistepScheduler
     HISTORY = "history_"
 
-    def resume(self, scheduler: SchedulerMixin, start: int, meta: dict[str, Any],
+    def resume(self, scheduler: SchedulerMixin, start: int, meta: DenoisingMeta,
                tensors: dict[str, torch.Tensor]) -> None:
         scheduler.set_begin_index(start)
         order = scheduler.config.solver_order
-        lower_order_nums = int(meta.get("lower_order_nums", 0))
+        lower_order_nums = meta.lower_order_nums or 0
         history = [tensors.get(f"{self.HISTORY}{i}") for i in range(order)]
         needed = range(order - min(lower_order_nums, order), order)
         missing = [f"{self.HISTORY}{i}" for i in needed if history[i] is None]

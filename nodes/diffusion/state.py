@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from nodes.schema import MAX_SEED, MAX_STEPS, SCHEDULER_NAMES, validation_message
 
 PROTOCOL_VERSION = 1
 MAGIC = b"ESTB"
@@ -30,6 +33,38 @@ _DTYPES: dict[str, torch.dtype] = {
     "uint8": torch.uint8,
 }
 _NAMES = {dtype: name for name, dtype in _DTYPES.items()}
+
+
+class DenoisingMeta(BaseModel):
+    """What a denoising state's header says: which schedule it is on and where, the request's
+    seed, and what its scheduler carries across a stage boundary (DPM-Solver's order counter;
+    nodes/diffusion/schedulers.py).  `StateBundle.meta` holds it as JSON (`header()`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    scheduler: str
+    steps: int = Field(ge=1, le=MAX_STEPS)
+    next_step: int = Field(ge=0, le=MAX_STEPS)
+    seed: int = Field(ge=0, lt=MAX_SEED)
+    lower_order_nums: int | None = Field(None, ge=0, le=8)
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in SCHEDULER_NAMES:
+            raise ValueError(f"unknown scheduler {v!r}")
+        return v
+
+    @classmethod
+    def of(cls, state: StateBundle) -> DenoisingMeta:
+        """A state's header, checked; ValueError naming the field."""
+        try:
+            return cls.model_validate(state.meta)
+        except ValidationError as exc:
+            raise ValueError(f"state {validation_message(exc)}") from None
+
+    def header(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
 
 
 @dataclass

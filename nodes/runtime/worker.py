@@ -14,7 +14,7 @@ import torch
 from nodes.diffusion.executor import LABELS, SAMPLE, initial_state, run_stage
 from nodes.diffusion.model_zoo import SampleShape, load_denoiser, load_noise_schedule
 from nodes.diffusion.schedulers import SCHEDULE_KEYS
-from nodes.diffusion.state import StateBundle
+from nodes.diffusion.state import DenoisingMeta, StateBundle
 from nodes.plan import Plan, Stage
 from nodes.runtime.pacing import Pacer, load_profiles, profile_for
 from nodes.runtime.protocol import WIRE_VERSION, Hop, ResultMsg, StageMsg, encode, plan_from_wire
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from nodes.runtime.node import Node
 
 log = logging.getLogger("nodes.runtime.worker")
-_META_KEYS = {"scheduler", "steps", "next_step", "seed", "lower_order_nums"}
 
 
 class Rejected(ValueError):
@@ -125,18 +124,15 @@ class StageWorker:
         return plan, stage
 
     def _check_state(self, envelope: StageMsg, state: StateBundle, sample: SampleShape) -> None:
-        meta = state.meta
-        if set(meta) - _META_KEYS:
-            unexpected = ", ".join(sorted(set(meta) - _META_KEYS))
-            raise Rejected(f"unexpected state fields: {unexpected}", "state")
+        try:
+            meta = DenoisingMeta.of(state)
+        except ValueError as exc:
+            raise Rejected(str(exc), "state") from None
         expected = {"scheduler": self.config.scheduler, "steps": self.config.steps,
                     "next_step": envelope.start, "seed": envelope.seed}
         for key, value in expected.items():
-            if meta.get(key) != value or isinstance(meta.get(key), bool):
-                raise Rejected(f"state {key} is {meta.get(key)!r}, expected {value!r}", "state")
-        lower = meta.get("lower_order_nums", 0)
-        if not isinstance(lower, int) or isinstance(lower, bool) or not 0 <= lower <= 8:
-            raise Rejected(f"state lower_order_nums {lower!r} out of range", "state")
+            if getattr(meta, key) != value:
+                raise Rejected(f"state {key} is {getattr(meta, key)!r}, expected {value!r}", "state")
         shape = sample.batch(envelope.n)
         for name, tensor in state.tensors.items():
             if name == LABELS:
