@@ -48,8 +48,8 @@ from nodes.diffusion.model_zoo import (
     sha256_of,
     weights_file,
 )
-from nodes.diffusion.schedulers import check_scheduler_name
 from nodes.plan import Plan, Stage, parse_plan, single_model_plan
+from nodes.schema import check_scheduler_name
 
 PLAN_QUALITY_IMAGES = 500  # FID's small-sample bias is small next to the gaps between plans here
 PLAN_QUALITY_SEED = 0

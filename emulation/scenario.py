@@ -68,7 +68,7 @@ from nodes.runtime.node_config import (
     StrategySpec,
     default_strategies,
 )
-from nodes.schema import NODE_ROLES, SCHEDULER_NAMES, StrictModel, file_error, line_of, located, read_toml
+from nodes.schema import NODE_ROLES, SchedulerName, StrictModel, file_error, line_of, located, read_toml
 from topologies.spec import TopologySpec
 
 DEFAULT_DENOISERS = DENOISER_NAMES
@@ -136,15 +136,8 @@ class WorkloadSpec(StrictModel):
 
 
 class GenerationSpec(StrictModel):
-    scheduler: str = "dpm"
+    scheduler: SchedulerName = "dpm"
     steps: StrictInt = Field(20, ge=1, le=1000)
-
-    @field_validator("scheduler")
-    @classmethod
-    def _scheduler(cls, v: str) -> str:
-        if v not in SCHEDULER_NAMES:
-            raise ValueError(f"unknown scheduler {v!r} (one of {', '.join(SCHEDULER_NAMES)})")
-        return v
 
 
 class CaptureSpec(StrictModel):
@@ -257,7 +250,6 @@ class Scenario(Experiment):
         if role == "device":
             return [n for n in names if n in devices]
         return [n for n in names if n not in devices and re.sub(r"\d+$", "", n) == role]
-
 
 
 def _strategy_needs(spec: StrategySpec) -> list[tuple[str, str, bool]]:

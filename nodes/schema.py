@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 NODE_ROLES = ("cloud", "edge", "device")  # the roles that run a node process
 Role = Literal["cloud", "edge", "device"]
@@ -23,6 +23,15 @@ HOST_NAME_RULE = "[A-Za-z0-9_.-]{1,32}"
 SCHEDULER_NAMES = ("ddim", "dpm", "ddpm")  # nodes/diffusion/schedulers.py: one adapter each
 MAX_SEED = 2**63  # seeds lie in [0, 2**63): what a torch generator and a node request take
 MAX_STEPS = 1000  # the noise schedule's training timesteps
+
+
+def check_scheduler_name(name: str) -> str:
+    if name not in SCHEDULER_NAMES:
+        raise ValueError(f"unknown scheduler {name!r}: expected one of {', '.join(SCHEDULER_NAMES)}")
+    return name
+
+
+SchedulerName = Annotated[str, AfterValidator(check_scheduler_name)]  # a field naming a scheduler
 
 
 class StrictModel(BaseModel):

@@ -66,8 +66,8 @@ def _train(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from nodes.diffusion.generation import check_fits, check_plan_models, generate, request_labels
     from nodes.diffusion.samples import Samples, check_output_path, load_samples, save_samples
-    from nodes.diffusion.schedulers import check_scheduler_name
     from nodes.plan import parse_plan
+    from nodes.schema import check_scheduler_name
 
     if args.out.endswith(("/", "\\")):
         raise ValueError(f"--out {args.out}: give a file name (.npz), not a folder")

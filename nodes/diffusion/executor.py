@@ -13,6 +13,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from nodes.diffusion import schedulers
 from nodes.diffusion.model_zoo import SampleShape
 from nodes.diffusion.state import DenoisingMeta, StateBundle
+from nodes.schema import check_scheduler_name
 
 SAMPLE = "sample"
 LABELS = "labels"
@@ -22,7 +23,7 @@ def initial_state(labels: torch.Tensor, seed: int, scheduler: str, steps: int,
                   shape: SampleShape) -> StateBundle:
     """Pure noise of the first stage's model's `shape` for each requested label, drawn from the
     request's seed."""
-    schedulers.check_scheduler_name(scheduler)
+    check_scheduler_name(scheduler)
     if steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")
     labels = labels.to(torch.int64)

@@ -18,9 +18,8 @@ import numpy as np
 import torch
 
 from nodes.diffusion.digits import IMAGE_SIZE, NUM_CLASSES
-from nodes.diffusion.schedulers import check_scheduler_name
 from nodes.plan import Plan, parse_plan
-from nodes.schema import MAX_SEED, MAX_STEPS
+from nodes.schema import MAX_SEED, MAX_STEPS, check_scheduler_name
 
 REQUIRED_KEYS = ("images", "labels", "plan", "seed", "scheduler", "steps")
 IMAGE_SHAPE = (1, IMAGE_SIZE, IMAGE_SIZE)  # what the digit classifier judges: one grey channel

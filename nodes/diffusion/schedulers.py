@@ -22,7 +22,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from nodes.diffusion.state import DenoisingMeta
-from nodes.schema import SCHEDULER_NAMES
+from nodes.schema import SCHEDULER_NAMES, check_scheduler_name
 
 # fields of a noise schedule that must agree between the models of one plan
 SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type")
@@ -89,12 +89,6 @@ class SeededNoise(Stateless):
 
 ADAPTERS: dict[str, Stateless] = {"ddim": Stateless(), "dpm": SolverHistory(), "ddpm": SeededNoise()}
 SCHEDULERS = SCHEDULER_NAMES  # the torch-free names scenario checks use; one adapter each (tested)
-
-
-def check_scheduler_name(name: str) -> str:
-    if name not in ADAPTERS:
-        raise ValueError(f"unknown scheduler {name!r}: expected one of {', '.join(SCHEDULERS)}")
-    return name
 
 
 def adapter(name: str) -> Stateless:

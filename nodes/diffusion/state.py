@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from nodes.schema import MAX_SEED, MAX_STEPS, SCHEDULER_NAMES, validation_message
+from nodes.schema import MAX_SEED, MAX_STEPS, SchedulerName, validation_message
 
 PROTOCOL_VERSION = 1
 MAGIC = b"ESTB"
@@ -42,18 +42,12 @@ class DenoisingMeta(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    scheduler: str
+    scheduler: SchedulerName
     steps: int = Field(ge=1, le=MAX_STEPS)
     next_step: int = Field(ge=0, le=MAX_STEPS)
     seed: int = Field(ge=0, lt=MAX_SEED)
     lower_order_nums: int | None = Field(None, ge=0, le=8)
 
-    @field_validator("scheduler")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in SCHEDULER_NAMES:
-            raise ValueError(f"unknown scheduler {v!r}")
-        return v
 
     @classmethod
     def of(cls, state: StateBundle) -> DenoisingMeta:

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from nodes.schema import HOST_NAME, HOST_NAME_RULE, SCHEDULER_NAMES, Role, StrictModel, validation_message
+from nodes.schema import HOST_NAME, HOST_NAME_RULE, Role, SchedulerName, StrictModel, validation_message
 
 Tier = Role  # where a strategy puts a stage: the host of that role
 StrategyKind = Literal["cloud_only", "edge_only", "device_only", "fixed_split"]
@@ -170,7 +170,7 @@ class NodeConfig(StrictModel):
     models: list[str] = []  # denoisers this node loads at start: names or model directories
     compute: ComputeConfig = ComputeConfig()
     run_dir: Path
-    scheduler: str = "dpm"
+    scheduler: SchedulerName = "dpm"
     steps: int = Field(50, ge=1, le=1000)
     request_timeout_s: float = Field(60.0, gt=0)
     t0: float | None = None  # common start (epoch s) of device workloads; None: when ready
@@ -209,13 +209,6 @@ class NodeConfig(StrictModel):
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(self.model_dump_json(indent=1))
         return [sys.executable, "-m", "nodes.runtime.node", "--config", str(self.config_file)]
-
-    @field_validator("scheduler")
-    @classmethod
-    def _scheduler(cls, v: str) -> str:
-        if v not in SCHEDULER_NAMES:
-            raise ValueError(f"unknown scheduler {v!r}: expected one of {', '.join(SCHEDULER_NAMES)}")
-        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> NodeConfig:
