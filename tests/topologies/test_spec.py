@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from emulation.dynamics import ChannelModel, RandomWaypoint
+from topologies.channel import ChannelModel, RandomWaypoint
 from topologies.spec import ChannelSpec, load_topology, parse_topology
 from topologies.topos import topology_from_spec
 from topologies.traces import TRACE_DIR, load_trace, mahimahi_lines, write_synthetic_traces
