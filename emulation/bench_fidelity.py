@@ -1,19 +1,15 @@
-"""Benchmark: the full fidelity sweep of configured vs measured link behaviour.
-
-    python -m emulation.bench_fidelity [--impairment auto|netem|userspace] [--duration 2] [--json]
+"""Benchmark: the full fidelity sweep of configured vs measured link behaviour (`edgestage bench
+fidelity [--impairment auto|netem|userspace] [--duration 2] [--json]` prints it).
 
 One star whose device links span the targets' ranges — bandwidth 1-100 Mbit/s, RTT 2-200 ms,
 loss 0.5-10 %, jitter 1-10 ms — each measured in both directions exactly as
-`edgestage calibrate` does (iperf3 TCP goodput, UDP echo with user-space timestamps), then a
-table and a count of rows inside each target.
+`edgestage calibrate` does (iperf3 TCP goodput, UDP echo with user-space timestamps), then the
+rows and a count of them inside each target.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-
-from emulation.calibration import format_table, measure_links
+from emulation.calibration import measure_links
 from emulation.network import EmulatedNetwork
 from topologies.spec import parse_topology
 
@@ -39,22 +35,3 @@ def summary(rows: list[dict]) -> dict[str, str]:
         judged = [r[key] for r in rows if r[key] is not None]
         out[key] = f"{sum(judged)}/{len(judged)}"
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m emulation.bench_fidelity", description=__doc__)
-    p.add_argument("--impairment", default="auto", choices=("auto", "netem", "userspace"))
-    p.add_argument("--duration", type=float, default=2.0)
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
-    rows = sweep(args.impairment, args.duration)
-    if args.json:
-        print(json.dumps({"rows": rows, "inside_targets": summary(rows)}, indent=1))
-    else:
-        print(format_table(rows))
-        print("inside targets: " + ", ".join(f"{k[3:]} {v}" for k, v in summary(rows).items()))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,19 +1,16 @@
-"""Benchmark: bring a star of N devices up, check it, and bring it down.
-
-    python -m emulation.bench_topology [--devices 64] [--reps 3] [--all-pairs] [--json]
+"""Benchmark: bring a star of N devices up, check it, and bring it down (`edgestage bench topology
+[--devices 64] [--reps 3] [--all-pairs] [--json]` prints it).
 
 Each repetition builds the whole `EmulatedNetwork` (Mininet hosts and veth links, routes, HTB on
 every interface, one NFQUEUE process per host for the 10 ms device links, cgroups), checks that
 the hub reaches every device (ICMP echo from one prober in the hub; `--all-pairs` checks every
 pair instead, for small networks), tears everything down and checks that nothing is left.
-Prints the median, min and max of the bring-up, reachability and teardown wall times, and
+`bench()` returns the median, min and max of the bring-up, reachability and teardown wall times, and
 whether bring-up plus reachability met the target (20 s, for up to 256 devices).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
 
@@ -59,32 +56,3 @@ def _one(spec: object, all_pairs: bool) -> tuple[float, float, float, str]:
     if any(left.values()):
         raise RuntimeError(f"left behind: {left}")
     return t1 - t0, t2 - t1, t3 - t2, net.backend
-
-
-def _line(r: dict, key: str, what: str) -> str:
-    v = r[key]
-    return f"{what} {v['median']:.2f} s (min {v['min']:.2f}, max {v['max']:.2f})"
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m emulation.bench_topology", description=__doc__)
-    p.add_argument("--devices", type=int, default=64)
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--all-pairs", action="store_true", help="check every pair (small networks)")
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
-    r = bench(args.devices, args.reps, args.all_pairs)
-    if args.json:
-        print(json.dumps(r, indent=1))
-        return 0
-    print(f"star with {r['devices']} devices ({r['backend']} backend), {r['reps']} reps, "
-          f"medians: {_line(r, 'up_s', 'bring-up')}; {_line(r, 'reach_s', 'reachability')} "
-          f"({r['reachability']}); {_line(r, 'down_s', 'teardown')}; nothing left")
-    verdict = "met" if r["met"] else "NOT met"
-    print(f"bring-up + reachability median {r['up_and_reach_s']['median']:.2f} s: "
-          f"target {r['target_s']:.0f} s {verdict}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

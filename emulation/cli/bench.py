@@ -58,22 +58,41 @@ def _bench_models(args: argparse.Namespace) -> int:
 
 
 def _topology(args: argparse.Namespace) -> int:
-    from emulation import bench_topology
+    from emulation.bench_topology import bench
 
     if not 1 <= args.devices <= 1024 or not 1 <= args.reps <= 100:
         raise ValueError("--devices must be in 1..1024 and --reps in 1..100")
-    argv = ["--devices", str(args.devices), "--reps", str(args.reps)]
-    argv += ["--all-pairs"] if args.all_pairs else []
-    return bench_topology.main(argv + (["--json"] if args.json else []))
+    r = bench(args.devices, args.reps, args.all_pairs)
+    if args.json:
+        print_json(r)
+        return 0
+
+    def line(key: str, what: str) -> str:
+        v = r[key]
+        return f"{what} {v['median']:.2f} s (min {v['min']:.2f}, max {v['max']:.2f})"
+
+    print(f"star with {r['devices']} devices ({r['backend']} backend), {r['reps']} reps, "
+          f"medians: {line('up_s', 'bring-up')}; {line('reach_s', 'reachability')} "
+          f"({r['reachability']}); {line('down_s', 'teardown')}; nothing left")
+    verdict = "met" if r["met"] else "NOT met"
+    print(f"bring-up + reachability median {r['up_and_reach_s']['median']:.2f} s: "
+          f"target {r['target_s']:.0f} s {verdict}")
+    return 0
 
 
 def _fidelity(args: argparse.Namespace) -> int:
-    from emulation import bench_fidelity
+    from emulation.bench_fidelity import summary, sweep
+    from emulation.calibration import format_table
 
     if not 0 < args.duration <= 60:
         raise ValueError(f"--duration: {args.duration} is outside (0, 60] seconds")
-    argv = ["--impairment", args.impairment, "--duration", str(args.duration)]
-    return bench_fidelity.main(argv + (["--json"] if args.json else []))
+    rows = sweep(args.impairment, args.duration)
+    if args.json:
+        print_json({"rows": rows, "inside_targets": summary(rows)})
+    else:
+        print(format_table(rows))
+        print("inside targets: " + ", ".join(f"{k[3:]} {v}" for k, v in summary(rows).items()))
+    return 0
 
 
 def _memory(args: argparse.Namespace) -> int:
