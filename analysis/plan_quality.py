@@ -1,4 +1,7 @@
-"""Quality of a plan from enough images to rank by: FID, KID, class accuracy and PSNR vs large-only.
+"""Quality of plans from images generated with them: FID, KID, class accuracy and PSNR vs
+large-only.  `compare_plans`: a table of several plans side by side, generated now from the same
+seed, labels and scheduler (`edgestage quality --plans`); `plans_quality`: each plan judged on
+enough images to rank by, cached (what a run's summary reports).
 
 A run delivers a few dozen images per strategy; FID over so few is dominated by its small-sample
 bias and can rank strategies the wrong way round. A plan's images depend only on the plan (models
@@ -29,16 +32,16 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from tqdm import tqdm
 
-from analysis.compare import REFERENCE_MODEL, is_reference_plan
 from analysis.quality import quality_table
 from nodes.diffusion.generation import generate, request_labels
 from nodes.diffusion.model_zoo import (
@@ -50,6 +53,52 @@ from nodes.diffusion.model_zoo import (
 )
 from nodes.plan import Plan, Stage, parse_plan, single_model_plan
 from nodes.schema import check_scheduler_name
+
+REFERENCE_MODEL = "large"
+
+
+def large_reference(labels: torch.Tensor, seed: int, scheduler: str, steps: int) -> torch.Tensor:
+    return generate(single_model_plan(REFERENCE_MODEL, steps), labels, seed, scheduler)
+
+
+def is_reference_plan(plan: Plan) -> bool:
+    return all(stage.model == REFERENCE_MODEL for stage in plan.stages)
+
+
+def compare_plans(
+    plans: Sequence[str | Plan],
+    n: int = 200,
+    seed: int = 0,
+    scheduler: str = "ddim",
+    steps: int = 50,
+    label: int | None = None,
+) -> pd.DataFrame:
+    """One row per plan: FID, KID, class accuracy, PSNR vs large-only (dB), generation time (s)."""
+    parsed = [p if isinstance(p, Plan) else parse_plan(p, steps) for p in plans]
+    for plan in parsed:
+        if plan.total_steps != steps:
+            raise ValueError(f"plan {plan} does not tile [0, {steps})")
+    labels = request_labels(n, label)
+    reference = large_reference(labels, seed, scheduler, steps)
+    rows = []
+    for plan in tqdm(parsed, desc="plans", unit="plan"):
+        started = time.perf_counter()
+        images = generate(plan, labels, seed, scheduler, progress=True)
+        elapsed = time.perf_counter() - started
+        figures = quality_table(images, labels, None if is_reference_plan(plan) else reference)
+        rows.append(
+            {
+                "plan": str(plan),
+                "n": figures["n"],
+                "fid": figures["fid"],
+                "kid": figures["kid"],
+                "class_accuracy": figures["class_accuracy"],
+                "psnr_vs_large_db": figures.get("psnr_vs_large"),
+                "generate_s": elapsed,
+            }
+        )
+    return pd.DataFrame(rows)
+
 
 PLAN_QUALITY_IMAGES = 500  # FID's small-sample bias is small next to the gaps between plans here
 PLAN_QUALITY_SEED = 0

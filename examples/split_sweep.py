@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from analysis.compare import compare_plans  # noqa: E402
+from analysis.plan_quality import compare_plans  # noqa: E402
 
 
 def main() -> None:

@@ -100,7 +100,7 @@ def _quality(args: argparse.Namespace) -> int:
         return _quality_of_plans(args)
     if not args.samples:
         raise ValueError("quality needs a samples file or --plans")
-    from analysis.compare import is_reference_plan, large_reference
+    from analysis.plan_quality import is_reference_plan, large_reference
     from analysis.quality import quality_table
     from nodes.diffusion.samples import load_samples
 
@@ -120,7 +120,7 @@ def _quality(args: argparse.Namespace) -> int:
 
 
 def _quality_of_plans(args: argparse.Namespace) -> int:
-    from analysis.compare import REFERENCE_MODEL, compare_plans
+    from analysis.plan_quality import REFERENCE_MODEL, compare_plans
     from nodes.diffusion.generation import check_fits
     from nodes.plan import parse_plan
 

@@ -95,7 +95,7 @@ def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
 
 
 def test_figures_agree_with_edgestage_quality_plans(tmp_path):
-    from analysis.compare import compare_plans
+    from analysis.plan_quality import compare_plans
 
     ours = pq.plan_quality("medium:0-2,small:2-3", "ddim", 3, n=10, cache_dir=tmp_path, progress=False)
     theirs = compare_plans(["medium:0-2,small:2-3"], n=10, seed=pq.PLAN_QUALITY_SEED, scheduler="ddim",
