@@ -34,7 +34,9 @@ batch); cgroups (the directories created); any interface of ours still in the ro
 `start()` turns SIGTERM and SIGHUP into `SystemExit` and SIGINT is a `KeyboardInterrupt` — on
 those signals; signals are held off while it runs.  `atexit` is a last resort.
 
-Link changes (API, traces, channel model, faults) are appended to `net.link_log` and, with a
+Live link control (`set_link`, `link_down`, `link_up`, the log of changes) is
+emulation/live_links.py's, a part of this class.  Link changes (API, traces, channel model,
+faults) are appended to `net.link_log` and, with a
 `run_dir`, to `run_dir/link_events.jsonl`: one JSON object per change with `t` (Unix time),
 `t_rel` (seconds since the network came up), `t_clock` (seconds on the clock of events and
 traces: from the network coming up, or from `start_clock(origin)` for a network made with
@@ -63,10 +65,9 @@ from mininet.node import Host
 
 from emulation.cgroups import CpuLimiter, cgroup_version, make_cpu_limiter
 from emulation.impairment import Ingress, UserspaceImpairment, choose_backend
+from emulation.live_links import LiveLinks
 from emulation.shaping import (
     Direction,
-    netem_change_command,
-    rate_change_command,
     setup_commands,
 )
 from topologies.spec import TopologySpec
@@ -98,7 +99,7 @@ def _raise_terminated(signum: int, _frame: object) -> None:
     raise _Terminated(128 + signum)
 
 
-class EmulatedNetwork:
+class EmulatedNetwork(LiveLinks):
     """A running emulated edge network (see the module docstring)."""
 
     def __init__(self, spec: TopologySpec, run_dir: str | Path | None = None,
@@ -328,71 +329,6 @@ class EmulatedNetwork:
             "paths": self.topo.link_paths([h.name for h in self.hosts.values() if h.role in SERVERS]),
         }
 
-    def link(self, a: str, b: str) -> LinkInfo:
-        for li in self.links:
-            if {li.a, li.b} == {a, b}:
-                return li
-        raise ValueError(f"no link between {a!r} and {b!r}")
-
-    def ip_on_link(self, li: LinkInfo, host: str) -> str:
-        """The host's address on that link (traffic to it crosses exactly this link)."""
-        return li.ip_a if host == li.a else li.ip_b
-
-    def directions(self, li: LinkInfo) -> list[tuple[str, str, str, str]]:
-        """(sender, sender intf, receiver, receiver intf) for a->b and b->a."""
-        return [(li.a, li.intf_a, li.b, li.intf_b), (li.b, li.intf_b, li.a, li.intf_a)]
-
-    def set_link(self, a: str, b: str, *, bw: float | None = None, delay_ms: float | None = None,
-                 jitter_ms: float | None = None, loss_pct: float | None = None,
-                 direction: str | None = None, source: str = "api",
-                 extra: dict | None = None) -> None:
-        """Change a link live (both directions, or only `direction` = sender's name);
-        `extra` is added to the logged change (e.g. the channel model's distance and SNR)."""
-        li = self.link(a, b)
-        _check_live_values(bw, delay_ms, jitter_ms, loss_pct)
-        changes = {k: v for k, v in (("bw_mbit", bw), ("delay_ms", delay_ms),
-                                      ("jitter_ms", jitter_ms), ("loss_pct", loss_pct))
-                   if v is not None}
-        if not changes:
-            return
-        for src, src_intf, dst, dst_intf in self.directions(li):
-            if direction is not None and direction != src:
-                continue
-            old = self._state[(src, src_intf)]
-            new = replace(old, **changes)
-            if bw is not None:
-                self._run_in(src, rate_change_command(src_intf, bw))
-            if changes.keys() - {"bw_mbit"}:
-                if self.backend == "netem":
-                    self._run_in(src, netem_change_command(src_intf, new, has_htb=True))
-                elif not self.impair.update(dst, dst_intf, delay_ms=new.delay_ms,
-                                            jitter_ms=new.jitter_ms, loss_pct=new.loss_pct):
-                    raise ValueError(f"link {li.name}: delay/jitter/loss were not set up to vary "
-                                     "(give it a delay, a trace or the channel model)")
-            self._state[(src, src_intf)] = new
-            self._log_change(li, source, direction=f"{src}->{dst}", **changes, **(extra or {}))
-
-    def link_down(self, a: str, b: str, source: str = "api") -> None:
-        li = self.link(a, b)
-        for host, intf in ((li.a, li.intf_a), (li.b, li.intf_b)):
-            self._run_in(host, ["ip", "link", "set", "dev", intf, "down"])
-        self._log_change(li, source, state="down")
-
-    def link_up(self, a: str, b: str, source: str = "api") -> None:
-        li = self.link(a, b)
-        for host, intf in ((li.a, li.intf_a), (li.b, li.intf_b)):
-            self._run_in(host, ["ip", "link", "set", "dev", intf, "up"])
-        # The kernel dropped the routes through the interface when it went down.
-        routes = self.topo.routes()
-        for host in (li.a, li.b):
-            batch = "".join(f"route replace {dst} via {via}\n" for dst, via in routes[host])
-            if batch:
-                self._run_in(host, ["ip", "-batch", "-"], stdin=batch)
-        self._log_change(li, source, state="up")
-
-    def state(self, sender: str, intf: str) -> Direction:
-        return self._state[(sender, intf)]
-
     # ---- set-up helpers --------------------------------------------------------------------
 
     def _setup_cgroups(self) -> None:
@@ -478,28 +414,6 @@ class EmulatedNetwork:
         if self.spec.channel is not None and self.spec.channel.enabled:
             names |= {li.name for li in self.links if self.hosts[li.a].role == "device"}
         return names
-
-    def _run_in(self, host: str, argv: list[str], stdin: str | None = None) -> None:
-        """Run a command in a host's namespace without its shell (safe from other threads)."""
-        pid = self._shell_pids[host]
-        res = subprocess.run(["mnexec", "-a", str(pid), *argv], input=stdin,
-                             capture_output=True, text=True, timeout=30)
-        if res.returncode != 0:
-            raise RuntimeError(f"{host}: {' '.join(argv)}: {res.stderr.strip()}")
-
-    def _log_change(self, li: LinkInfo | None, source: str, **values: object) -> None:
-        now = time.time()
-        entry = {"t": now, "t_rel": round(now - self.t0, 6) if self.t0 else 0.0,
-                 "t_clock": round(now - self.clock_origin, 6) if self.clock_origin else None,
-                 "link": li.name if li else None, "source": source, **values}
-        with self._log_lock:
-            self.link_log.append(entry)
-            if self.run_dir is not None:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-                with open(self.run_dir / "link_events.jsonl", "a") as f:
-                    f.write(json.dumps(entry) + "\n")
-        if li is not None:
-            log.info("link %s: %s", li.name, entry)
 
     # ---- teardown helpers ------------------------------------------------------------------
 
@@ -671,17 +585,6 @@ def hold_machine_lock() -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     return fd
-
-
-def _check_live_values(bw: float | None, delay: float | None, jitter: float | None,
-                       loss: float | None) -> None:
-    if bw is not None and not 0 < bw <= 100_000:
-        raise ValueError(f"bw: {bw} Mbit/s is outside (0, 100000]")
-    for name, v in (("delay_ms", delay), ("jitter_ms", jitter)):
-        if v is not None and not 0 <= v <= 10_000:
-            raise ValueError(f"{name}: {v} is outside [0, 10000]")
-    if loss is not None and not 0 <= loss <= 100:
-        raise ValueError(f"loss_pct: {loss} is outside [0, 100]")
 
 
 def _signal_group(pid: int, sig: int) -> None:
