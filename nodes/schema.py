@@ -23,6 +23,10 @@ HOST_NAME_RULE = "[A-Za-z0-9_.-]{1,32}"
 SCHEDULER_NAMES = ("ddim", "dpm", "ddpm")  # nodes/diffusion/schedulers.py: one adapter each
 MAX_SEED = 2**63  # seeds lie in [0, 2**63): what a torch generator and a node request take
 MAX_STEPS = 1000  # the noise schedule's training timesteps
+# The most images one local generation takes (`generate --n`, `quality --n`): a stated cap.  All
+# images go through each model as one batch, so memory grows with n; `check_fits` in
+# nodes/diffusion/generation.py refuses what this machine's free memory cannot hold.
+MAX_GENERATE_IMAGES = 100_000
 
 
 def check_scheduler_name(name: str) -> str:

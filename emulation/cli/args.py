@@ -40,11 +40,11 @@ def positive_int(text: str) -> int:
 
 
 def image_count(text: str) -> int:
-    from nodes.diffusion.generation import MAX_IMAGES  # torch: imported only where --n is given
+    from nodes.schema import MAX_GENERATE_IMAGES  # pydantic: imported after the parser is up
 
     value = positive_int(text)
-    if value > MAX_IMAGES:
-        raise argparse.ArgumentTypeError(f"at most {MAX_IMAGES:,} images in one call, got {value:,} "
+    if value > MAX_GENERATE_IMAGES:
+        raise argparse.ArgumentTypeError(f"at most {MAX_GENERATE_IMAGES:,} images in one call, got {value:,} "
                                          "(each model takes them all as one batch)")
     return value
 

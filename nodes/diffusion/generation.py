@@ -18,11 +18,8 @@ from nodes.diffusion.executor import SAMPLE, initial_state, run_stage
 from nodes.diffusion.model_zoo import SampleShape, check_denoiser_dir, load_denoiser, load_noise_schedule
 from nodes.diffusion.schedulers import SCHEDULE_KEYS
 from nodes.plan import Plan
+from nodes.schema import MAX_GENERATE_IMAGES
 
-# The most images one local generation takes (`generate --n`, `quality --n`): a stated cap.  All
-# images go through each model as one batch, so memory grows with n; `check_fits` refuses what
-# this machine's free memory cannot hold before anything is computed.
-MAX_IMAGES = 100_000
 # Peak resident memory per image of `edgestage generate` with each shipped model, in MiB: the
 # growth of peak RSS from 256 to 2,048 images (small, medium) and to 4,096 (large), measured on
 # a 2-core x86 CPU (torch 2.13).  A model directory of one's own is taken as large scaled by its
@@ -74,13 +71,13 @@ def available_mib() -> float | None:
 
 
 def check_fits(models: Sequence[str], n: int, what: str | None = None) -> None:
-    """ValueError, before anything is computed, where `n` images through `models` exceed MAX_IMAGES
+    """ValueError, before anything is computed, where `n` images through `models` exceed the cap
     or this machine's available memory (all n go through each model as one batch).  `what` names
     where n came from in the message (default: `--n N`)."""
     what = what or f"--n {n}"
-    if n > MAX_IMAGES:
-        raise ValueError(f"{what}: {n:,} images, at most {MAX_IMAGES:,} in one call (each model takes "
-                         "them all as one batch); make several calls with different --seed")
+    if n > MAX_GENERATE_IMAGES:
+        raise ValueError(f"{what}: {n:,} images, at most {MAX_GENERATE_IMAGES:,} in one call (each model "
+                         "takes them all as one batch); make several calls with different --seed")
     model = max(models, key=image_mib)
     need = BASE_MIB + n * image_mib(model)
     free = available_mib()
