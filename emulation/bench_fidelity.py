@@ -14,10 +14,10 @@ from emulation.network import EmulatedNetwork
 from topologies.spec import parse_topology
 
 SWEEP = (
-    [{"bw": bw, "delay": "5ms"} for bw in (1, 5, 10, 20, 50, 100)]
-    + [{"bw": 10, "delay": f"{d:g}ms"} for d in (1, 2.5, 10, 25, 50, 100)]
-    + [{"bw": 10, "delay": "5ms", "loss": p} for p in (0.5, 1, 2, 5, 10)]
-    + [{"bw": 10, "delay": "50ms", "jitter": f"{j}ms"} for j in (1, 2, 5, 10)]
+    [{"bw_mbit": bw, "delay_ms": 5} for bw in (1, 5, 10, 20, 50, 100)]
+    + [{"bw_mbit": 10, "delay_ms": d} for d in (1, 2.5, 10, 25, 50, 100)]
+    + [{"bw_mbit": 10, "delay_ms": 5, "loss_pct": p} for p in (0.5, 1, 2, 5, 10)]
+    + [{"bw_mbit": 10, "delay_ms": 50, "jitter_ms": j} for j in (1, 2, 5, 10)]
 )
 
 

@@ -22,7 +22,7 @@ TARGET_S = 20.0  # bring-up plus reachability check
 
 def bench(devices: int = 64, reps: int = 3, all_pairs: bool = False) -> dict:
     spec = parse_topology({"kind": "star", "num_devices": devices,
-                           "device_link": {"bw": 20, "delay": "10ms"}})
+                           "device_link": {"bw_mbit": 20, "delay_ms": 10}})
     times: dict[str, list[float]] = {"up_s": [], "reach_s": [], "down_s": []}
     for _ in range(reps):
         up, reach, down, backend = _one(spec, all_pairs)

@@ -67,24 +67,24 @@ def measure_link(net: EmulatedNetwork, li: LinkInfo, duration: float = 2.0,
         row["jitter_measured_ms"] = one_way["std"]
         row["rtt_measured_ms"] = probe["rtt_ms"]["median"]
     # Loss: many small probes, only where a loss is configured (otherwise the echo run counts).
-    if li.spec.loss > 0:
+    if li.spec.loss_pct > 0:
         probe = _probe(net, li.a, li.b, net.ip_on_link(li, li.b), loss_probes, 0.001)
     rows[0]["loss_measured_pct"], rows[0]["probes_sent"] = probe["fwd_loss_pct"], probe["sent"]
     rows[1]["loss_measured_pct"] = probe["rev_loss_pct"]
     rows[1]["probes_sent"] = probe["server_received"]
     # Bandwidth, each direction, with loss switched off for the run (see module docstring).
     for row, (src, _, dst, _) in zip(rows, net.directions(li), strict=True):
-        if li.spec.bw is None:
+        if li.spec.bw_mbit is None:
             row["bw_measured_mbit"] = None
             continue
-        lossy = li.spec.loss > 0
+        lossy = li.spec.loss_pct > 0
         if lossy:
             net.set_link(li.a, li.b, loss_pct=0.0, direction=src, source="calibrate")
         try:
             row["bw_measured_mbit"] = iperf3(net, src, dst, net.ip_on_link(li, dst), duration)
         finally:
             if lossy:
-                net.set_link(li.a, li.b, loss_pct=li.spec.loss, direction=src, source="calibrate")
+                net.set_link(li.a, li.b, loss_pct=li.spec.loss_pct, direction=src, source="calibrate")
     for row in rows:
         row.update(check_targets(row))
     return rows
@@ -94,11 +94,11 @@ def _configured(net: EmulatedNetwork, li: LinkInfo, src: str, dst: str) -> dict:
     s = li.spec
     return {
         "link": li.name, "direction": f"{src}->{dst}", "backend": net.backend,
-        "bw_mbit": s.bw, "bw_measured_mbit": None,
+        "bw_mbit": s.bw_mbit, "bw_measured_mbit": None,
         "rtt_ms": 2 * s.delay_ms, "rtt_measured_ms": None,
         "delay_ms": s.delay_ms, "delay_measured_ms": None,
         "jitter_ms": s.jitter_ms, "jitter_measured_ms": None,
-        "loss_pct": s.loss, "loss_measured_pct": None, "probes_sent": None,
+        "loss_pct": s.loss_pct, "loss_measured_pct": None, "probes_sent": None,
     }
 
 

@@ -100,7 +100,7 @@ class LinkDynamics(threading.Thread):
         elif kind == "trace":
             li, steps = payload
             t_next, step = next(steps)
-            net.set_link(li.a, li.b, bw=step.bw_mbit, delay_ms=step.delay_ms,
+            net.set_link(li.a, li.b, bw_mbit=step.bw_mbit, delay_ms=step.delay_ms,
                          loss_pct=step.loss_pct, source="trace")
             self._push(t_next, "trace", (li, steps))
         elif kind == "channel":
@@ -111,7 +111,7 @@ class LinkDynamics(threading.Thread):
                 x, y = self.mobility.pos[name]
                 dist = math.hypot(x - ap_pos[0], y - ap_pos[1])
                 rate, loss, snr = self.channel.link(dist)
-                net.set_link(li.a, li.b, bw=round(rate, 3), loss_pct=round(loss, 4),
+                net.set_link(li.a, li.b, bw_mbit=round(rate, 3), loss_pct=round(loss, 4),
                              source="channel",
                              extra={"distance_m": round(dist, 2), "snr_db": round(snr, 2),
                                     "position": [round(x, 2), round(y, 2)]})

@@ -11,10 +11,9 @@ import json
 import logging
 import subprocess
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from emulation.shaping import Direction, netem_change_command, rate_change_command
+from emulation.shaping import netem_change_command, rate_change_command
 from topologies.topos import LinkInfo
 
 if TYPE_CHECKING:
@@ -22,6 +21,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from emulation.impairment import UserspaceImpairment
+    from topologies.spec import LinkShape
     from topologies.topos import EdgeTopo
 
 log = logging.getLogger("emulation.network")
@@ -38,7 +38,7 @@ class LiveLinks:
     t0: float | None
     clock_origin: float | None
     link_log: list[dict]
-    _state: dict[tuple[str, str], Direction]
+    _state: dict[tuple[str, str], LinkShape]
     _shell_pids: dict[str, int]
     _log_lock: threading.Lock
 
@@ -56,15 +56,15 @@ class LiveLinks:
         """(sender, sender intf, receiver, receiver intf) for a->b and b->a."""
         return [(li.a, li.intf_a, li.b, li.intf_b), (li.b, li.intf_b, li.a, li.intf_a)]
 
-    def set_link(self, a: str, b: str, *, bw: float | None = None, delay_ms: float | None = None,
-                 jitter_ms: float | None = None, loss_pct: float | None = None,
-                 direction: str | None = None, source: str = "api",
-                 extra: dict | None = None) -> None:
+    def set_link(self, a: str, b: str, *, bw_mbit: float | None = None,
+                 delay_ms: float | None = None, jitter_ms: float | None = None,
+                 loss_pct: float | None = None, direction: str | None = None,
+                 source: str = "api", extra: dict | None = None) -> None:
         """Change a link live (both directions, or only `direction` = sender's name);
-        `extra` is added to the logged change (e.g. the channel model's distance and SNR)."""
+        `extra` is added to the logged change (e.g. the channel model's distance and SNR).
+        Values are checked as the scenario's are (ValueError naming the field)."""
         li = self.link(a, b)
-        _check_live_values(bw, delay_ms, jitter_ms, loss_pct)
-        changes = {k: v for k, v in (("bw_mbit", bw), ("delay_ms", delay_ms),
+        changes = {k: v for k, v in (("bw_mbit", bw_mbit), ("delay_ms", delay_ms),
                                       ("jitter_ms", jitter_ms), ("loss_pct", loss_pct))
                    if v is not None}
         if not changes:
@@ -72,10 +72,9 @@ class LiveLinks:
         for src, src_intf, dst, dst_intf in self.directions(li):
             if direction is not None and direction != src:
                 continue
-            old = self._state[(src, src_intf)]
-            new = replace(old, **changes)
-            if bw is not None:
-                self._run_in(src, rate_change_command(src_intf, bw))
+            new = self._state[(src, src_intf)].changed(**changes)
+            if bw_mbit is not None:
+                self._run_in(src, rate_change_command(src_intf, bw_mbit))
             if changes.keys() - {"bw_mbit"}:
                 if self.backend == "netem":
                     self._run_in(src, netem_change_command(src_intf, new, has_htb=True))
@@ -104,7 +103,7 @@ class LiveLinks:
                 self._run_in(host, ["ip", "-batch", "-"], stdin=batch)
         self._log_change(li, source, state="up")
 
-    def state(self, sender: str, intf: str) -> Direction:
+    def state(self, sender: str, intf: str) -> LinkShape:
         return self._state[(sender, intf)]
 
     def _run_in(self, host: str, argv: list[str], stdin: str | None = None) -> None:
@@ -129,13 +128,3 @@ class LiveLinks:
         if li is not None:
             log.info("link %s: %s", li.name, entry)
 
-
-def _check_live_values(bw: float | None, delay: float | None, jitter: float | None,
-                       loss: float | None) -> None:
-    if bw is not None and not 0 < bw <= 100_000:
-        raise ValueError(f"bw: {bw} Mbit/s is outside (0, 100000]")
-    for name, v in (("delay_ms", delay), ("jitter_ms", jitter)):
-        if v is not None and not 0 <= v <= 10_000:
-            raise ValueError(f"{name}: {v} is outside [0, 10000]")
-    if loss is not None and not 0 <= loss <= 100:
-        raise ValueError(f"loss_pct: {loss} is outside [0, 100]")

@@ -9,7 +9,7 @@
         p = net.popen("edge", ["iperf3", "-s"])   # in edge's namespace: tracked, CPU-limited
         net.namespace_pid("edge")          # whose namespaces are edge's (the node launcher uses it)
         net.cmd("d1", "ip route")          # one shell command in d1's namespace (main thread)
-        net.set_link("d1", "ap", bw=5, delay_ms=30)    # live, logged with a timestamp
+        net.set_link("d1", "ap", bw_mbit=5, delay_ms=30)    # live, logged with a timestamp
         net.link_down("d1", "ap"); net.link_up("d1", "ap")
         net.manifest()                     # backend, seed, hosts, links, cgroup version
         net.reachability()                 # ICMP echoes back: every pair, or from the hub
@@ -57,7 +57,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mininet.link import Intf
@@ -67,10 +67,9 @@ from emulation.cgroups import CpuLimiter, cgroup_version, make_cpu_limiter
 from emulation.impairment import Ingress, UserspaceImpairment, choose_backend
 from emulation.live_links import LiveLinks
 from emulation.shaping import (
-    Direction,
     setup_commands,
 )
-from topologies.spec import TopologySpec
+from topologies.spec import LinkShape, TopologySpec
 from topologies.topos import EdgeTopo, LinkInfo, topology_from_spec
 
 log = logging.getLogger(__name__)
@@ -125,7 +124,7 @@ class EmulatedNetwork(LiveLinks):
         self.impair = UserspaceImpairment()
         self.dynamics = None
         self.t0 = 0.0
-        self._state: dict[tuple[str, str], Direction] = {}  # (sender, its intf) -> now
+        self._state: dict[tuple[str, str], LinkShape] = {}  # (sender, its intf) -> now
         self._dynamic_ingress: set[str] = set()
         self._procs: list[subprocess.Popen] = []
         self._shell_pids: dict[str, int] = {}
@@ -364,18 +363,18 @@ class EmulatedNetwork(LiveLinks):
         for index, li in enumerate(self.links):
             s = li.spec
             for k, (src, src_intf, dst, dst_intf) in enumerate(self.directions(li)):
-                d = Direction(s.bw, s.delay_ms, s.jitter_ms, s.loss, s.max_queue_size)
+                d = s.shape()
                 self._state[(src, src_intf)] = d
                 is_dynamic = li.name in dynamic
                 if self.backend == "netem" and is_dynamic and not d.impaired:
-                    d_setup = replace(d, max_queue_size=d.max_queue_size or 1000)
+                    d_setup = d.changed(queue_pkts=d.queue_pkts or 1000)
                 else:
                     d_setup = d
                 tc[src] += [c.removeprefix("tc ") for c in
                             setup_commands(src_intf, d_setup, self.backend, force_htb=True)]
                 if self.backend == "userspace" and (d.impaired or is_dynamic):
                     self.impair.add(self.net[dst], Ingress(
-                        dst_intf, d.delay_ms, d.jitter_ms, d.loss_pct, d.max_queue_size,
+                        dst_intf, d.delay_ms, d.jitter_ms, d.loss_pct, d.queue_pkts,
                         seed=self.spec.seed * 100_003 + index * 2 + k))
                     self._dynamic_ingress.add(dst_intf)
         for h in self.hosts:

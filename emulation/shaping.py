@@ -13,27 +13,12 @@ whose delays cross); the userspace backend keeps packet order (see emulation.nfq
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from topologies.spec import LinkShape
 
 HTB_BURST = "15k"  # what Mininet uses
 
 
-@dataclass(frozen=True)
-class Direction:
-    """What one direction of a link must do; `None` bandwidth means unshaped."""
-
-    bw_mbit: float | None
-    delay_ms: float = 0.0
-    jitter_ms: float = 0.0
-    loss_pct: float = 0.0
-    max_queue_size: int | None = None
-
-    @property
-    def impaired(self) -> bool:
-        return self.delay_ms > 0 or self.jitter_ms > 0 or self.loss_pct > 0
-
-
-def netem_args(d: Direction) -> str:
+def netem_args(d: LinkShape) -> str:
     args = []
     if d.delay_ms > 0 or d.jitter_ms > 0:
         args.append(f"delay {d.delay_ms:g}ms")
@@ -41,19 +26,19 @@ def netem_args(d: Direction) -> str:
             args.append(f"{d.jitter_ms:g}ms distribution normal")
     if d.loss_pct > 0:
         args.append(f"loss {d.loss_pct:g}%")
-    if d.max_queue_size is not None:
-        args.append(f"limit {d.max_queue_size}")
+    if d.queue_pkts is not None:
+        args.append(f"limit {d.queue_pkts}")
     return " ".join(args)
 
 
-def setup_commands(intf: str, d: Direction, backend: str, force_htb: bool = False) -> list[str]:
+def setup_commands(intf: str, d: LinkShape, backend: str, force_htb: bool = False) -> list[str]:
     """tc commands that configure `intf`'s egress (run inside the sender's namespace).
 
     `force_htb` installs HTB even for an unshaped link (at a very high rate), so that a
     time-varying link can later change its rate in place.
     """
     bw = d.bw_mbit if d.bw_mbit is not None else (100000.0 if force_htb else None)
-    netem = backend == "netem" and (d.impaired or d.max_queue_size is not None)
+    netem = backend == "netem" and (d.impaired or d.queue_pkts is not None)
     cmds: list[str] = []
     if bw is not None:
         cmds.append(f"tc qdisc add dev {intf} root handle 5:0 htb default 1")
@@ -65,8 +50,8 @@ def setup_commands(intf: str, d: Direction, backend: str, force_htb: bool = Fals
         parent = "root"
     if netem:
         cmds.append(f"tc qdisc add dev {intf} {parent} handle 10: netem {netem_args(d)}")
-    elif d.max_queue_size is not None:
-        cmds.append(f"tc qdisc add dev {intf} {parent} handle 10: pfifo limit {d.max_queue_size}")
+    elif d.queue_pkts is not None:
+        cmds.append(f"tc qdisc add dev {intf} {parent} handle 10: pfifo limit {d.queue_pkts}")
     return cmds
 
 
@@ -77,7 +62,7 @@ def rate_change_command(intf: str, bw_mbit: float) -> list[str]:
     ]
 
 
-def netem_change_command(intf: str, d: Direction, has_htb: bool) -> list[str]:
+def netem_change_command(intf: str, d: LinkShape, has_htb: bool) -> list[str]:
     """`replace`, not `change`: it also installs the netem leaf on a link that had none."""
     parent = ["parent", "5:1"] if has_htb else ["root"]
     args = netem_args(d) or "delay 0ms"

@@ -1,9 +1,9 @@
 """`edgestage sweep SCENARIO --set FIELD=V1,V2,...`: one run per value of one scenario field, then
 one table and one figure across the runs.
 
-    table = run_sweep("scenarios/smoke.toml", "topology.backhaul.bw", [2, 10, 50], "runs/backhaul")
+    table = run_sweep("scenarios/smoke.toml", "topology.backhaul.bw_mbit", [2, 10, 50], "runs/backhaul")
 
-FIELD is a dotted path into the scenario file's tables (`topology.backhaul.bw`,
+FIELD is a dotted path into the scenario file's tables (`topology.backhaul.bw_mbit`,
 `workload.images_per_request`, `generation.steps`, `topology.compute.edge`, ...); every value is
 written there and the whole scenario validated before the first run starts, so a bad field or
 value stops the sweep with one line and nothing written.  Runs go to OUT/<field>=<value>/ (each a
@@ -44,11 +44,11 @@ def parse_values(text: str) -> list[Any]:
 
 
 def parse_assignment(text: str) -> tuple[str, list[Any]]:
-    """`topology.backhaul.bw=2,10,50` -> ("topology.backhaul.bw", [2, 10, 50])."""
+    """`topology.backhaul.bw_mbit=2,10,50` -> ("topology.backhaul.bw_mbit", [2, 10, 50])."""
     field, sep, values = text.partition("=")
     if not sep or not _FIELD.match(field.strip()):
         raise ValueError(f"--set {text!r}: expected TABLE.FIELD=V1,V2,... "
-                         "(e.g. topology.backhaul.bw=2,10,50)")
+                         "(e.g. topology.backhaul.bw_mbit=2,10,50)")
     return field.strip(), parse_values(values)
 
 

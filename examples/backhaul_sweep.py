@@ -31,7 +31,7 @@ def main() -> None:
     rows = []
     for rate in args.rates:
         data = copy.deepcopy(base)
-        data["topology"]["backhaul"]["bw"] = rate
+        data["topology"]["backhaul"]["bw_mbit"] = rate
         data["name"] = f"backhaul-{rate:g}mbit"
         result = run_scenario(parse_scenario(data), Path(args.out) / f"bw-{rate:g}", quality=False)
         per_request = result.requests.drop_duplicates("request_id")

@@ -1,9 +1,9 @@
 """The `[topology]` part of a scenario file: what the network is, validated before anything starts.
 
-Link parameters use Mininet's names and units: `bw` (Mbit/s), `delay` and `jitter` ("10ms"),
-`loss` (percent), `max_queue_size` (packets).  A scenario model (the runner's) embeds
-`TopologySpec` as its `topology` field; `load_topology(path)` reads only the `[topology]` table
-and ignores the others.
+Link parameters carry their units in their names, as numbers: `bw_mbit`, `delay_ms` and
+`jitter_ms` (one direction each), `loss_pct` (each direction), `queue_pkts`.  A scenario model
+(the runner's) embeds `TopologySpec` as its `topology` field; `load_topology(path)` reads only
+the `[topology]` table and ignores the others.
 
 Example (see scenarios/default.toml):
 
@@ -12,22 +12,21 @@ Example (see scenarios/default.toml):
     impairment = "auto"            # auto | netem | userspace
     [[topology.devices]]
     name = "d1"
-    bw = 50
-    delay = "5ms"
-    loss = 0.5
+    bw_mbit = 50
+    delay_ms = 5
+    loss_pct = 0.5
     [topology.backhaul]
-    bw = 100
-    delay = "20ms"
+    bw_mbit = 100
+    delay_ms = 20
 
-Bad input raises `ValueError` with one line naming the field (`topology.devices[2].bw: ...`);
+Bad input raises `ValueError` with one line naming the field (`topology.devices[2].bw_mbit: ...`);
 `load_topology` also names the file and the line.  Types are strict: a number where a number is
-meant (`bw = "5"` and `bw = true` are refused, not coerced), finite (no `nan`, `inf`), an integer
+meant (`bw_mbit = "5"` and `bw_mbit = true` are refused, not coerced), finite (no `nan`, `inf`), an integer
 where an integer is meant (`cells = 2.0` is refused).
 """
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Literal
@@ -47,41 +46,54 @@ from nodes.schema import NODE_ROLES, StrictModel, error_loc, line_of, read_toml,
 ROLES = (*NODE_ROLES, "ap")  # the access point runs no node process
 MAX_BW_MBIT = 100_000.0  # 100 Gbit/s: anything above is a typo, not an edge network
 MAX_DELAY_MS = 10_000.0
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(us|ms|s)?\s*$")
 _NAME = re.compile(r"^[a-z][a-z0-9]{0,9}$")  # Mininet names interfaces NAME-ethN (<= 15 chars)
 
 
-def parse_duration_ms(value: str | float | int) -> float:
-    """'10ms' -> 10.0, '1.5s' -> 1500.0, '250us' -> 0.25; a bare number is milliseconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        ms = float(value)
-    elif isinstance(value, str):
-        m = _DURATION.match(value)
-        if not m:
-            raise ValueError(f"not a duration: {value!r} (use e.g. '10ms')")
-        ms = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0, None: 1.0}[m.group(2)]
-    else:
-        raise ValueError(f"not a duration: {value!r} (use e.g. '10ms')")
-    if not math.isfinite(ms) or ms < 0 or ms > MAX_DELAY_MS:
-        raise ValueError(f"{value!r} is outside 0..{MAX_DELAY_MS:g} ms")
-    return ms
+class LinkShape(StrictModel):
+    """What one direction of a link does, in numbers with their units in the names.  The one
+    link-parameter type: the scenario file, `tc`, the impairment processes, live changes,
+    network.json, the manifest and link_events.jsonl all use these names."""
 
+    bw_mbit: StrictFloat | None = Field(None, gt=0, le=MAX_BW_MBIT, description="None: unshaped")
+    delay_ms: StrictFloat = Field(0.0, ge=0, le=MAX_DELAY_MS, description="one direction")
+    jitter_ms: StrictFloat = Field(0.0, ge=0, le=MAX_DELAY_MS)
+    loss_pct: StrictFloat = Field(0.0, ge=0, le=100, description="each direction")
+    queue_pkts: StrictInt | None = Field(None, ge=1, le=1_000_000, description="None: default")
 
-class LinkParams(StrictModel):
-    """One link's behaviour, the same in both directions (as Mininet's TCLink applies it)."""
-
-    bw: StrictFloat | None = Field(None, gt=0, le=MAX_BW_MBIT, description="Mbit/s; None: unshaped")
-    delay: str = "0ms"
-    jitter: str = "0ms"
-    loss: StrictFloat = Field(0.0, ge=0, le=100, description="percent, per direction")
-    max_queue_size: StrictInt | None = Field(None, ge=1, le=1_000_000, description="packets")
-    trace: str | None = Field(None, description="mahimahi .trace or CSV file replayed on the link")
-
-    @field_validator("delay", "jitter", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _duration(cls, v: object) -> str:
-        ms = parse_duration_ms(v)  # type: ignore[arg-type]
-        return f"{ms:g}ms"
+    def _renamed(cls, data: object) -> object:
+        if isinstance(data, dict):
+            for old, new in _RENAMED.items():
+                if old in data:
+                    raise ValueError(f"`{old}` is now `{new}` (a number)")
+        return data
+
+    @property
+    def impaired(self) -> bool:
+        return self.delay_ms > 0 or self.jitter_ms > 0 or self.loss_pct > 0
+
+    def shape(self) -> LinkShape:
+        """Only the shape (a LinkParams without its trace)."""
+        return LinkShape.model_validate(self.model_dump(include=set(LinkShape.model_fields)))
+
+    def changed(self, **changes: float | None) -> LinkShape:
+        """A copy with some values replaced, validated like the scenario's (ValueError)."""
+        try:
+            return LinkShape.model_validate({**self.shape().model_dump(), **changes})
+        except ValidationError as exc:
+            raise ValueError(validation_message(exc)) from None
+
+
+# Mininet's names, which scenario files used before the link type carried its units.
+_RENAMED = {"bw": "bw_mbit", "delay": "delay_ms", "jitter": "jitter_ms", "loss": "loss_pct",
+            "max_queue_size": "queue_pkts"}
+
+
+class LinkParams(LinkShape):
+    """One link's behaviour, the same in both directions, and an optional trace replayed on it."""
+
+    trace: str | None = Field(None, description="mahimahi .trace or CSV file replayed on the link")
 
     @field_validator("trace")
     @classmethod
@@ -92,24 +104,9 @@ class LinkParams(StrictModel):
             load_trace(v)  # raises ValueError naming the line that does not parse
         return v
 
-    @property
-    def delay_ms(self) -> float:
-        return parse_duration_ms(self.delay)
-
-    @property
-    def jitter_ms(self) -> float:
-        return parse_duration_ms(self.jitter)
-
     def figures(self) -> dict[str, float | int | str | None]:
-        """The link's parameters as numbers with their units in the names (what network.json,
-        the manifest and the analysis read): bw_mbit (None: unshaped), delay_ms, jitter_ms,
-        loss_pct, queue_pkts, trace."""
-        return {"bw_mbit": self.bw, "delay_ms": self.delay_ms, "jitter_ms": self.jitter_ms,
-                "loss_pct": self.loss, "queue_pkts": self.max_queue_size, "trace": self.trace}
-
-    @property
-    def impaired(self) -> bool:
-        return self.delay_ms > 0 or self.jitter_ms > 0 or self.loss > 0
+        """What network.json and the manifest record for the link."""
+        return self.model_dump()
 
 
 class DeviceSpec(LinkParams):
@@ -173,10 +170,10 @@ class TopologySpec(StrictModel):
     seed: StrictInt = Field(0, ge=0, lt=2**63)
     devices: list[DeviceSpec] = Field(default_factory=list, max_length=1024)
     num_devices: StrictInt | None = Field(None, ge=1, le=1024, description="devices from device_link")
-    device_link: LinkParams = LinkParams(bw=20, delay="10ms")
-    access: LinkParams = LinkParams(bw=1000)  # ap <-> edge server (wired)
-    backhaul: LinkParams | None = LinkParams(bw=100, delay="20ms")  # edge <-> cloud
-    inter_edge: LinkParams = LinkParams(bw=1000, delay="2ms")  # multi_cell: edge <-> edge
+    device_link: LinkParams = LinkParams(bw_mbit=20, delay_ms=10)
+    access: LinkParams = LinkParams(bw_mbit=1000)  # ap <-> edge server (wired)
+    backhaul: LinkParams | None = LinkParams(bw_mbit=100, delay_ms=20)  # edge <-> cloud
+    inter_edge: LinkParams = LinkParams(bw_mbit=1000, delay_ms=2)  # multi_cell: edge <-> edge
     cells: StrictInt = Field(1, ge=1, le=64)
     compute: dict[str, StrictFloat] = Field(default_factory=dict, description="role -> CPU share")
     links: list[LinkOverride] = Field(default_factory=list)

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="one run per value of a scenario field, a table across them (root)")
     p.add_argument("scenario", help="scenario file (.toml)")
     p.add_argument("--set", required=True, dest="assignment", metavar="FIELD=V1,V2,...",
-                   help="a dotted scenario field and its values, e.g. topology.backhaul.bw=2,10,50")
+                   help="a dotted scenario field and its values, e.g. topology.backhaul.bw_mbit=2,10,50")
     p.add_argument("--out", help="sweep directory to create (default: runs/<scenario>-sweep-<time>)")
     p.add_argument("--no-quality", action="store_true", help="skip FID/KID/class accuracy")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -9,8 +9,8 @@ from nodes.runtime.records import StageRecord, failed_records
 
 NETWORK = {"hosts": [{"name": "edge", "role": "edge"}, {"name": "cloud", "role": "cloud"},
                      {"name": "d1", "role": "device"}],
-           "links": [{"link": "d1-edge", "a": "d1", "b": "edge", "bw": 10, "delay": "5ms"},
-                     {"link": "edge-cloud", "a": "edge", "b": "cloud", "bw": 50, "delay": "10ms"}]}
+           "links": [{"link": "d1-edge", "a": "d1", "b": "edge", "bw_mbit": 10, "delay_ms": 5},
+                     {"link": "edge-cloud", "a": "edge", "b": "cloud", "bw_mbit": 50, "delay_ms": 10}]}
 
 
 def _failed(request_id: str, plan: str | None) -> list[dict]:

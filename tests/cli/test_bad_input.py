@@ -115,8 +115,10 @@ ARGUMENT_CASES = {
 SCENARIO_CASES = {  # (text of the scenario, needle); every one through `run --check`
     "requests as a string": (SMOKE.replace("requests = 8 ", 'requests = "8" '),
                              ":55: workload.requests: Input should be a valid integer (got '8'"),
-    "bw as a boolean": (SMOKE.replace("bw = 20\n", "bw = true\n", 1),
-                        ":9: topology.devices[0].bw: Input should be a valid number (got True"),
+    "bw as a boolean": (SMOKE.replace("bw_mbit = 20\n", "bw_mbit = true\n", 1),
+                        ":9: topology.devices[0].bw_mbit: Input should be a valid number (got True"),
+    "old link name": (SMOKE.replace("bw_mbit = 20\n", "bw = 20\n", 1),
+                      "topology.devices[0]: `bw` is now `bw_mbit` (a number)"),
     "nan interval": (SMOKE.replace("interval_s = 0.5", "interval_s = nan"),
                      ":57: workload.interval_s: Input should be a finite number (got nan"),
     "unknown model": (SMOKE.replace('models = ["medium"]', 'models = ["huge"]'),
@@ -184,8 +186,9 @@ def test_a_binary_scenario_file_is_named(tmp_path):
 
 
 def test_calibrate_names_file_and_line(tmp_path):
-    path = scenario(tmp_path / "bad.toml", SMOKE.replace('delay = "15ms"', 'delay = "15 parsecs"'))
-    assert_bad_input(run("calibrate", str(path)), f"{path}:15: topology.devices[1].delay: not a duration")
+    path = scenario(tmp_path / "bad.toml", SMOKE.replace('delay_ms = 15', 'delay_ms = "15 parsecs"'))
+    assert_bad_input(run("calibrate", str(path)),
+                     f"{path}:15: topology.devices[1].delay_ms: Input should be a valid number")
 
 
 def test_deploy_check_refuses_an_address_that_is_not_one(tmp_path):

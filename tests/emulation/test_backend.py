@@ -7,7 +7,8 @@ import subprocess
 import pytest
 
 from emulation.impairment import choose_backend, kernel_has_netem
-from emulation.shaping import Direction, netem_change_command, setup_commands
+from emulation.shaping import netem_change_command, setup_commands
+from topologies.spec import LinkShape
 
 
 def test_unknown_backend_is_bad_input() -> None:
@@ -29,7 +30,7 @@ def test_netem_probe_is_correct_and_leaves_nothing() -> None:
 
 
 def test_shaping_commands_follow_mininet_layout() -> None:
-    d = Direction(bw_mbit=10, delay_ms=20, jitter_ms=2, loss_pct=1.5, max_queue_size=100)
+    d = LinkShape(bw_mbit=10, delay_ms=20, jitter_ms=2, loss_pct=1.5, queue_pkts=100)
     user = setup_commands("d1-eth0", d, "userspace")
     assert user == [
         "tc qdisc add dev d1-eth0 root handle 5:0 htb default 1",
@@ -39,5 +40,6 @@ def test_shaping_commands_follow_mininet_layout() -> None:
     netem = setup_commands("d1-eth0", d, "netem")
     assert netem[-1] == ("tc qdisc add dev d1-eth0 parent 5:1 handle 10: netem delay 20ms "
                          "2ms distribution normal loss 1.5% limit 100")
-    assert setup_commands("x-eth0", Direction(None), "userspace") == []
-    assert netem_change_command("x-eth0", Direction(5, 3), True)[-3:] == ["netem", "delay", "3ms"]
+    assert setup_commands("x-eth0", LinkShape(), "userspace") == []
+    change = netem_change_command("x-eth0", LinkShape(bw_mbit=5, delay_ms=3), True)
+    assert change[-3:] == ["netem", "delay", "3ms"]

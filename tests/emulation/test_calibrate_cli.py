@@ -22,9 +22,9 @@ def test_calibrate_json(tmp_path, nothing_left_after: set) -> None:
         kind = "star"
         [[topology.devices]]
         name = "cal1"
-        bw = 8
-        delay = "15ms"
-        loss = 1
+        bw_mbit = 8
+        delay_ms = 15
+        loss_pct = 1
     """))
     nothing_left_after.add("cal1")
     cmd = [sys.executable, "-m", "emulation.cli", "calibrate", str(scenario), "--json",

@@ -14,10 +14,10 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 # A handful of configurations spanning the targets (the full sweep is emulation.bench_fidelity).
 DEVICES = [
-    {"name": "f1", "bw": 10, "delay": "10ms"},
-    {"name": "f2", "bw": 100, "delay": "1ms"},  # RTT 2 ms at the top rate
-    {"name": "f3", "bw": 20, "delay": "50ms", "jitter": "5ms", "loss": 2},
-    {"name": "f4", "bw": 1, "delay": "100ms"},  # RTT 200 ms at the bottom rate
+    {"name": "f1", "bw_mbit": 10, "delay_ms": 10},
+    {"name": "f2", "bw_mbit": 100, "delay_ms": 1},  # RTT 2 ms at the top rate
+    {"name": "f3", "bw_mbit": 20, "delay_ms": 50, "jitter_ms": 5, "loss_pct": 2},
+    {"name": "f4", "bw_mbit": 1, "delay_ms": 100},  # RTT 200 ms at the bottom rate
 ]
 
 

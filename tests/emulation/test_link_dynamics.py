@@ -18,7 +18,7 @@ pytestmark = pytest.mark.root
 
 def test_trace_replay_changes_measured_throughput(nothing_left_after: set, tmp_path) -> None:
     spec = parse_topology({"kind": "star", "devices": [
-        {"name": "tr1", "delay": "2ms", "trace": str(TRACE_DIR / "step-20-4.trace")}]})
+        {"name": "tr1", "delay_ms": 2, "trace": str(TRACE_DIR / "step-20-4.trace")}]})
     nothing_left_after.add("tr1")
     with EmulatedNetwork(spec, run_dir=tmp_path) as net:
         server = net.popen("tr1", ["iperf3", "-s", "-1", "-p", "5400"],
@@ -39,7 +39,7 @@ def test_trace_replay_changes_measured_throughput(nothing_left_after: set, tmp_p
 
 def test_scheduled_down_and_up(nothing_left_after: set) -> None:
     spec = parse_topology({
-        "kind": "star", "devices": [{"name": "fl1", "bw": 10, "delay": "1ms"}],
+        "kind": "star", "devices": [{"name": "fl1", "bw_mbit": 10, "delay_ms": 1}],
         "events": [{"at": 1.0, "link": ["fl1", "edge"], "action": "down"},
                    {"at": 2.0, "link": ["fl1", "edge"], "action": "up"}]})
     nothing_left_after.add("fl1")
@@ -65,8 +65,8 @@ def test_scheduled_down_and_up(nothing_left_after: set) -> None:
 def test_channel_model_with_mobility_updates_links(nothing_left_after: set) -> None:
     spec = parse_topology({
         "kind": "two_tier", "seed": 4,
-        "devices": [{"name": "mo1", "delay": "2ms", "position": [10, 10]},
-                    {"name": "mo2", "delay": "2ms", "position": [190, 190]}],
+        "devices": [{"name": "mo1", "delay_ms": 2, "position": [10, 10]},
+                    {"name": "mo2", "delay_ms": 2, "position": [190, 190]}],
         "channel": {"interval_s": 0.2, "speed": [20, 30], "area": [200, 200],
                     "ap_positions": [[100, 100]]}})
     nothing_left_after.update({"mo1", "mo2"})
@@ -84,8 +84,8 @@ def test_channel_model_with_mobility_updates_links(nothing_left_after: set) -> N
 
 
 def test_set_link_changes_delay_and_loss_live(nothing_left_after: set) -> None:
-    spec = parse_topology({"kind": "star", "devices": [{"name": "lv1", "bw": 10,
-                                                        "delay": "5ms"}]})
+    spec = parse_topology({"kind": "star", "devices": [{"name": "lv1", "bw_mbit": 10,
+                                                        "delay_ms": 5}]})
     nothing_left_after.add("lv1")
     py = [sys.executable, "-m", "emulation.probe"]
 

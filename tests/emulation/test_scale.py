@@ -43,7 +43,7 @@ def _processes_in(inodes: set[int]) -> list[int]:
 @pytest.mark.slow
 def test_256_devices_reach_the_hub_and_leave_nothing(nothing_left_after: set) -> None:
     spec = parse_topology({"kind": "star", "num_devices": DEVICES,
-                           "device_link": {"bw": 20, "delay": "10ms"}})
+                           "device_link": {"bw_mbit": 20, "delay_ms": 10}})
     nothing_left_after.update(spec.host_names())
     began = time.monotonic()
     net = EmulatedNetwork(spec)

@@ -58,8 +58,8 @@ def test_bad_fields_name_the_field_and_line(tmp_path, extra, field, line):
 
 
 def test_topology_errors_keep_their_path(tmp_path):
-    text = _small_only().replace("num_devices = 2", "num_devices = 2\n[topology.backhaul]\nbw = -5")
-    with pytest.raises(ValueError, match=r"topology\.backhaul\.bw"):
+    text = _small_only().replace("num_devices = 2", "num_devices = 2\n[topology.backhaul]\nbw_mbit = -5")
+    with pytest.raises(ValueError, match=r"topology\.backhaul\.bw_mbit"):
         load_scenario(_write(tmp_path, text))
 
 

@@ -25,8 +25,8 @@ def test_setting_a_field_copies_and_creates_tables_as_needed():
     data, _ = scenario_tables(SMOKE)
     changed = with_field(data, "topology.compute.edge", 0.5)
     assert changed["topology"]["compute"] == {"edge": 0.5} and "compute" not in data["topology"]
-    assert with_field(data, "topology.backhaul.bw", 7)["topology"]["backhaul"]["bw"] == 7
-    assert data["topology"]["backhaul"]["bw"] == 50
+    assert with_field(data, "topology.backhaul.bw_mbit", 7)["topology"]["backhaul"]["bw_mbit"] == 7
+    assert data["topology"]["backhaul"]["bw_mbit"] == 50
 
 
 def test_every_value_is_validated_and_named():
@@ -38,9 +38,9 @@ def test_every_value_is_validated_and_named():
 
 
 @pytest.mark.parametrize(("assignment", "needle"), [
-    ("topology.backhaul.bw", "expected TABLE.FIELD=V1,V2"),
-    ("topology.backhaul.bw=5,,6", "empty value"),
-    ("topology.backhaul.bw=5,slow", "topology.backhaul.bw: Input should be a valid number"),
+    ("topology.backhaul.bw_mbit", "expected TABLE.FIELD=V1,V2"),
+    ("topology.backhaul.bw_mbit=5,,6", "empty value"),
+    ("topology.backhaul.bw_mbit=5,slow", "topology.backhaul.bw_mbit: Input should be a valid number"),
     ("nodes.cloud.nope=1", "nope"),
     ("topology.kind.x=1", "topology.kind is a value, not a table"),
     ("workload.requests=4,4", "a value is repeated"),
@@ -58,14 +58,14 @@ def test_bad_sweeps_are_one_line_exit_2_nothing_written(tmp_path, assignment, ne
 @pytest.mark.slow
 def test_a_backhaul_sweep_runs_each_value_and_tabulates_them(tmp_path):
     out = tmp_path / "sweep"
-    table = run_sweep(SMOKE, "topology.backhaul.bw", [5, 50], out, quality=False, progress=False)
+    table = run_sweep(SMOKE, "topology.backhaul.bw_mbit", [5, 50], out, quality=False, progress=False)
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     saved = pd.read_csv(out / "sweep.csv")
     assert saved[["strategy", "done", "run_dir"]].equals(table[["strategy", "done", "run_dir"]])
-    assert len(table) == 8 and sorted(set(table["topology.backhaul.bw"])) == [5, 50]
+    assert len(table) == 8 and sorted(set(table["topology.backhaul.bw_mbit"])) == [5, 50]
     assert (table["done"] == 2).all() and (table["failed"] == 0).all()
-    for rate, run_dir in table.groupby("topology.backhaul.bw")["run_dir"].first().items():
+    for rate, run_dir in table.groupby("topology.backhaul.bw_mbit")["run_dir"].first().items():
         manifest = json.loads((out / run_dir / "manifest.json").read_text())
-        assert manifest["scenario"]["topology"]["backhaul"]["bw"] == rate
+        assert manifest["scenario"]["topology"]["backhaul"]["bw_mbit"] == rate
         assert (out / run_dir / "report.md").is_file()
     assert json.loads((out / "sweep.json").read_text())["values"] == [5, 50]

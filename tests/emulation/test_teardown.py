@@ -24,8 +24,8 @@ pytestmark = pytest.mark.root
 def spec_for(prefix: str) -> dict:
     return {
         "kind": "two_tier",
-        "devices": [{"name": f"{prefix}1", "bw": 10, "delay": "5ms", "cpu": 0.2},
-                    {"name": f"{prefix}2", "bw": 5, "delay": "10ms", "loss": 1}],
+        "devices": [{"name": f"{prefix}1", "bw_mbit": 10, "delay_ms": 5, "cpu": 0.2},
+                    {"name": f"{prefix}2", "bw_mbit": 5, "delay_ms": 10, "loss_pct": 1}],
         "compute": {"edge": 0.5},
     }
 
@@ -104,7 +104,7 @@ def test_nothing_left_after_exception(nothing_left_after: set) -> None:
 
 def test_bad_link_name_starts_nothing(nothing_left_after: set) -> None:
     data = spec_for("bad")
-    data["links"] = [{"endpoints": ["bad1", "cloud"], "bw": 5}]  # both exist, but not linked
+    data["links"] = [{"endpoints": ["bad1", "cloud"], "bw_mbit": 5}]  # both exist, but not linked
     nothing_left_after.update({"bad1", "bad2"})
     with pytest.raises(ValueError, match="not linked"):
         EmulatedNetwork(parse_topology(data))

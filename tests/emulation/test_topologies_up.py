@@ -10,11 +10,11 @@ from topologies.spec import parse_topology
 pytestmark = pytest.mark.root
 
 TOPOLOGIES = {
-    "star": {"kind": "star", "num_devices": 3, "device_link": {"bw": 20, "delay": "2ms"}},
-    "two_tier": {"kind": "two_tier", "devices": [{"name": "d1", "bw": 10, "delay": "3ms"},
-                                                 {"name": "d2", "bw": 5, "loss": 0.5}]},
+    "star": {"kind": "star", "num_devices": 3, "device_link": {"bw_mbit": 20, "delay_ms": 2}},
+    "two_tier": {"kind": "two_tier", "devices": [{"name": "d1", "bw_mbit": 10, "delay_ms": 3},
+                                                 {"name": "d2", "bw_mbit": 5, "loss_pct": 0.5}]},
     "multi_cell": {"kind": "multi_cell", "cells": 2, "num_devices": 4,
-                   "backhaul": {"bw": 100, "delay": "5ms"}},
+                   "backhaul": {"bw_mbit": 100, "delay_ms": 5}},
 }
 
 

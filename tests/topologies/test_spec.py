@@ -14,7 +14,7 @@ from topologies.spec import ChannelSpec, load_topology, parse_topology
 from topologies.topos import topology_from_spec
 from topologies.traces import TRACE_DIR, load_trace, mahimahi_lines, write_synthetic_traces
 
-BASE = {"kind": "two_tier", "devices": [{"name": "d1", "bw": 10, "delay": "5ms"}]}
+BASE = {"kind": "two_tier", "devices": [{"name": "d1", "bw_mbit": 10, "delay_ms": 5}]}
 
 
 def bad(update: dict) -> str:
@@ -29,16 +29,18 @@ def bad(update: dict) -> str:
     ("update", "expected"),
     [
         ({"kind": "ring"}, "topology.kind"),
-        ({"devices": [{"name": "d1", "bw": -5}]}, "topology.devices[0].bw"),
-        ({"devices": [{"name": "d1", "bw": 1e9}]}, "topology.devices[0].bw"),
-        ({"devices": [{"name": "d1", "delay": "-3ms"}]}, "topology.devices[0].delay"),
-        ({"devices": [{"name": "d1", "delay": "3 weeks"}]}, "topology.devices[0].delay"),
-        ({"devices": [{"name": "d1", "delay": "1000s"}]}, "topology.devices[0].delay"),
-        ({"devices": [{"name": "d1", "loss": 120}]}, "topology.devices[0].loss"),
-        ({"devices": [{"name": "d1", "max_queue_size": 0}]}, "topology.devices[0].max_queue_size"),
-        ({"backhaul": {"bw": 0}}, "topology.backhaul.bw"),
+        ({"devices": [{"name": "d1", "bw_mbit": -5}]}, "topology.devices[0].bw_mbit"),
+        ({"devices": [{"name": "d1", "bw_mbit": 1e9}]}, "topology.devices[0].bw_mbit"),
+        ({"devices": [{"name": "d1", "delay_ms": -3}]}, "topology.devices[0].delay_ms"),
+        ({"devices": [{"name": "d1", "delay_ms": "3ms"}]}, "topology.devices[0].delay_ms"),
+        ({"devices": [{"name": "d1", "delay_ms": 1e6}]}, "topology.devices[0].delay_ms"),
+        ({"devices": [{"name": "d1", "loss_pct": 120}]}, "topology.devices[0].loss_pct"),
+        ({"devices": [{"name": "d1", "queue_pkts": 0}]}, "topology.devices[0].queue_pkts"),
+        ({"backhaul": {"bw_mbit": 0}}, "topology.backhaul.bw_mbit"),
+        ({"devices": [{"name": "d1", "bw": 5}]}, "topology.devices[0]: `bw` is now `bw_mbit`"),
+        ({"backhaul": {"delay": "5ms"}}, "topology.backhaul: `delay` is now `delay_ms`"),
         ({"devices": [{"name": "d1", "colour": "red"}]}, "topology.devices[0].colour"),
-        ({"links": [{"endpoints": ["d1", "nowhere"], "bw": 5}]}, "nowhere"),
+        ({"links": [{"endpoints": ["d1", "nowhere"], "bw_mbit": 5}]}, "nowhere"),
         ({"events": [{"at": 1, "link": ["d9", "ap"], "action": "down"}]}, "d9"),
         ({"compute": {"gpu": 0.5}}, "topology.compute"),
         ({"impairment": "magic"}, "topology.impairment"),
@@ -60,18 +62,18 @@ def test_trace_that_does_not_parse(tmp_path) -> None:
 
 def test_cli_bad_scenario_exits_2_with_one_line(tmp_path) -> None:
     s = tmp_path / "bad.toml"
-    s.write_text('[topology]\nkind = "two_tier"\n[[topology.devices]]\nbw = -1\n')
+    s.write_text('[topology]\nkind = "two_tier"\n[[topology.devices]]\nbw_mbit = -1\n')
     res = subprocess.run([sys.executable, "-m", "emulation.cli", "calibrate", str(s)],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2
-    assert res.stderr.count("\n") == 1 and "topology.devices[0].bw" in res.stderr, res.stderr
+    assert res.stderr.count("\n") == 1 and "topology.devices[0].bw_mbit" in res.stderr, res.stderr
 
 
 def test_scenarios_load_and_ignore_other_tables(tmp_path) -> None:
     spec = load_topology("scenarios/default.toml")
     assert spec.kind == "two_tier" and len(spec.devices) == 4
-    assert sorted(d.bw for d in spec.devices) == [2, 8, 20, 50]
-    assert spec.backhaul.bw == 100 and spec.backhaul.delay_ms == 20
+    assert sorted(d.bw_mbit for d in spec.devices) == [2, 8, 20, 50]
+    assert spec.backhaul.bw_mbit == 100 and spec.backhaul.delay_ms == 20
     smoke = load_topology("scenarios/smoke.toml")
     assert smoke.kind == "two_tier"
     other = tmp_path / "s.toml"
@@ -87,7 +89,7 @@ def test_scenarios_load_and_ignore_other_tables(tmp_path) -> None:
 
 def test_routes_of_multi_cell_reach_every_subnet() -> None:
     spec = parse_topology({"kind": "multi_cell", "cells": 3, "num_devices": 6,
-                           "backhaul": {"bw": 100, "delay": "10ms"}})
+                           "backhaul": {"bw_mbit": 100, "delay_ms": 10}})
     topo = topology_from_spec(spec)
     routes = topo.routes()
     subnets = {li.subnet for li in topo.link_infos}
