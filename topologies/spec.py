@@ -116,6 +116,8 @@ class DeviceSpec(LinkParams):
     cell: StrictInt = Field(0, ge=0, description="multi_cell: index of the cell the device joins")
     cpu: StrictFloat | None = Field(None, gt=0, le=1, description="share of the machine's CPU")
     position: tuple[StrictFloat, StrictFloat] | None = Field(None, description="metres, channel model")
+    radio: Literal["wifi", "lte", "5g"] | None = Field(
+        None, description="radio kind for the energy model (topologies/radio.py); None: no radio energy")
 
 
 class LinkOverride(LinkParams):
