@@ -8,7 +8,9 @@ editing the analysis, say). Figures:
                            against what it buys (FID and class accuracy of the plans it used)
 Quality is shown per plan, from analysis/plan_quality.py's figures (n images each, n beside every
 figure); the run's own few images give only the `run-sample` columns, labelled as such. A run in
-which nothing was done still gets its report: what failed and why, no figures.
+which nothing was done still gets its report: what failed and why, no figures. Energy per image
+(analysis/energy.py) sits in the per-strategy table; a strategy whose profiled compute overran gets
+a warning above it, with how many steps, requests and seconds.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.run_tables import load_run  # noqa: E402
-from analysis.summary import per_request  # noqa: E402
+from analysis.summary import overrun_parts, per_request  # noqa: E402
 
 # latency parts as the records name them, grouped as a reader thinks of them
 PARTS = {"uplink and planning": ["uplink_s", "planning_s"], "compute": ["compute_s"],
@@ -37,6 +39,9 @@ SUMMARY_COLUMNS = {"done": ("done", "{:.0f}"), "failed": ("failed", "{:.0f}"),
                    "kid": ("KID", "{:.4f}"), "class_accuracy": ("class accuracy", "{:.3f}"),
                    "n_quality": ("n (quality, per plan)", "{:.0f}"),
                    "wire_bytes_per_image": ("wire bytes / image", "{:,.0f}"),
+                   "device_energy_per_image_j": ("device J / image", "{:.3g}"),
+                   "compute_energy_per_image_j": ("compute J / image", "{:.3g}"),
+                   "overrun_steps": ("overrun steps", "{:.0f}"),
                    "run_sample_fid": ("run-sample FID", "{:.2f}"),
                    "run_sample_class_accuracy": ("run-sample class accuracy", "{:.3f}"),
                    "run_sample_images": ("run-sample n", "{:.0f}")}
@@ -183,6 +188,28 @@ def outcome_lines(requests: pd.DataFrame, strategies: dict[str, dict[str, Any]])
     return lines
 
 
+def overrun_lines(strategies: dict[str, dict[str, Any]]) -> list[str]:
+    """A warning paragraph naming every strategy whose profiled compute overran, and by how much."""
+    parts = overrun_parts(strategies)
+    if not parts:
+        return []
+    return [f"**Warning: profiled compute overran** in {'; '.join(parts)}. These steps really took longer "
+            "than their hardware profile, so the latency (and compute energy) of these strategies is this "
+            "machine's, not the emulated hardware's; `edgestage run --strict` fails such a run.", ""]
+
+
+def energy_lines(strategies: dict[str, dict[str, Any]]) -> list[str]:
+    """What the energy columns are, where there are any."""
+    keys = ("device_energy_per_image_j", "compute_energy_per_image_j")
+    if not any(e.get(k) is not None for e in strategies.values() for k in keys):
+        return []
+    return ["Energy, joules per delivered image: *device* is the requesting device's own compute (busy power "
+            "x compute time) and radio (its radio model's promotion, transfer and tail energy; "
+            "`topologies/radio.py`); *compute* is every host's compute. Power figures: "
+            "`nodes/profiles.toml`; \"-\" where a host is not profiled or has no power figures "
+            "(`analysis/energy.py`).", ""]
+
+
 def quality_lines(strategies: dict[str, dict[str, Any]]) -> list[str]:
     table = plan_quality_frame(strategies)
     lines = []
@@ -215,7 +242,9 @@ def report_markdown(run: dict[str, Any], figures: list[tuple[str, Path]]) -> str
     strategies = current_strategies(summary.get("strategies") or {})
     lines += outcome_lines(run.get("requests", pd.DataFrame()), strategies)
     if strategies:
+        lines += overrun_lines(strategies)
         lines += ["## Per strategy", "", _markdown(summary_frame(strategies)), ""]
+        lines += energy_lines(strategies)
         lines += quality_lines(strategies)
     accuracy = summary.get("accuracy") or {}
     if accuracy:

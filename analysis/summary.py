@@ -3,7 +3,15 @@
 Per strategy: requests done and failed, latency (mean / p50 / p95 of each ok request's total, from
 the device's send to the result's arrival), deadline hits, profiled-compute overruns, bytes on the
 wire per image (every packet of the strategy's requests on every link it crossed, ACKs included,
-divided by the images delivered) and per link, and quality.
+divided by the images delivered) and per link, energy per image, and quality.
+
+Overruns (a profiled step that really took longer than its profile) are never silent: per strategy
+`overrun_steps`, `overrun_s` (seconds beyond the profile, summed) and `overrun_requests`; the
+table marks such a strategy with `!` and says by how much under it (`overrun_line`).
+
+Energy per image (analysis/energy.py, joules per delivered image, None where a figure is unknown):
+`device_energy_per_image_j` (the requesting device's own compute and radio), its radio part
+`device_radio_per_image_j`, and `compute_energy_per_image_j` (every host's compute).
 
 Quality, per strategy: each distinct plan it used (with its request count) is judged on
 PLAN_QUALITY_IMAGES (500) images of its own, generated locally with that plan, scheduler and steps
@@ -17,22 +25,31 @@ rank strategies the wrong way round, so they are not a figure to rank by.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from analysis.energy import request_energy
+from nodes.runtime.pacing import HardwarePower, load_power
 
 TABLE_COLUMNS = [
     ("strategy", "strategy", "{}"), ("done", "done", "{}"), ("failed", "failed", "{}"),
     ("mean_s", "latency_mean_s", "{:.3f}"), ("p50_s", "latency_p50_s", "{:.3f}"),
     ("p95_s", "latency_p95_s", "{:.3f}"), ("fid", "fid", "{:.2f}"), ("kid", "kid", "{:.4f}"),
     ("class_acc", "class_accuracy", "{:.3f}"), ("n_quality", "n_quality", "{}"),
-    ("wire_B/img", "wire_bytes_per_image", "{:,.0f}"), ("run_sample_fid", "run_sample_fid", "{:.2f}"),
+    ("wire_B/img", "wire_bytes_per_image", "{:,.0f}"),
+    ("J/img (device)", "device_energy_per_image_j", "{:.3g}"), ("run_sample_fid", "run_sample_fid", "{:.2f}"),
     ("run_sample_acc", "run_sample_class_accuracy", "{:.3f}"), ("run_sample_n", "run_sample_images", "{}"),
 ]
 QUALITY_NOTE = ("fid, kid, class_acc: each plan the strategy used, judged on n_quality images of its own "
                 "(generated locally, cached), weighted by the plan's requests; run_sample_*: the run's own "
                 "delivered images, too few to rank strategies by")
+ENERGY_NOTE = ("J/img (device): the requesting device's compute and radio energy per delivered image "
+               "(analysis/energy.py); every host's compute: compute_energy_per_image_j in summary.json")
+OVERRUN_NOTE = ("! profiled compute overran: steps took longer than their profile, so these strategies' "
+                "times are this machine's, not the emulated hardware's")
 NO_REASON = "(no reason recorded)"
 PLAN_FIGURES = ("fid", "kid", "class_accuracy", "psnr_vs_large_db")
 
@@ -62,14 +79,18 @@ def _clean(value: Any) -> Any:
 
 def summarize(requests: pd.DataFrame, traffic: pd.DataFrame | None, samples_dir: Path,
               quality: bool = True, *, plan_images: int | None = None, cache_dir: Path | None = None,
-              progress: bool | None = None) -> dict[str, dict[str, Any]]:
+              progress: bool | None = None, network: Mapping[str, Any] | None = None,
+              power: Mapping[str, HardwarePower] | None = None) -> dict[str, dict[str, Any]]:
     """Per strategy, the aggregates of the module docstring; {} for a frame with no request.
 
     `plan_images` and `cache_dir` override analysis.plan_quality's defaults (500 images,
-    $EDGESTAGE_CACHE); `progress` (default: stderr is a terminal) shows the generation's bars."""
+    $EDGESTAGE_CACHE); `progress` (default: stderr is a terminal) shows the generation's bars.
+    `network` (the run's network.json) gives the devices' radios: without it the devices' energy
+    is unknown (None); `power` (default: nodes/profiles.toml's, `load_power()`) the hardware's."""
     reqs = per_request(requests)
     if reqs.empty:
         return {}
+    energy = request_energy(requests, network, load_power() if power is None else power)
     wire, by_link = _wire(traffic)
     ok_all = reqs[reqs["outcome"] == "ok"]
     per_plan = (_plans_quality(ok_all, plan_images, cache_dir, progress)
@@ -78,6 +99,8 @@ def summarize(requests: pd.DataFrame, traffic: pd.DataFrame | None, samples_dir:
     for strategy, group in reqs.groupby("strategy", sort=False):
         ok = group[group["outcome"] == "ok"]
         entry = _costs(group, ok, requests, wire, by_link)
+        entry.update(_overruns(requests[requests["request_id"].isin(group.index)]))
+        entry.update(_energy(ok, energy))
         if quality and len(ok):
             entry.update(_strategy_quality(ok, per_plan))
         if quality and entry["images"] >= 2:
@@ -123,7 +146,6 @@ def _costs(group: pd.DataFrame, ok: pd.DataFrame, requests: pd.DataFrame, wire: 
                             .sum(axis=1).mean()) if done else None,
         "deadline_met": int(ok["deadline_met"].fillna(False).astype(bool).sum())
         if ok["deadline_met"].notna().any() else None,
-        "overrun_steps": int(rows["overrun_steps"].fillna(0).sum()),
         "wire_bytes": float(wire.reindex(ok.index).fillna(0).sum()) if len(wire) else None,
         "wire_bytes_per_image": (float(wire.reindex(ok.index).fillna(0).sum()) / images)
         if len(wire) and images else None,
@@ -135,6 +157,31 @@ def _costs(group: pd.DataFrame, ok: pd.DataFrame, requests: pd.DataFrame, wire: 
         links = by_link.reindex(ok.index).fillna(0.0).sum()
         entry["wire_bytes_by_link"] = {str(k): float(v) for k, v in links.items() if v > 0}
     return entry
+
+
+def _overruns(rows: pd.DataFrame) -> dict[str, Any]:
+    """Profiled steps that took longer than their profile, over all of a strategy's stage rows."""
+    steps = rows["overrun_steps"].fillna(0).astype(int)
+    per_request_steps = steps.groupby(rows["request_id"]).sum()
+    return {"overrun_steps": int(steps.sum()), "overrun_s": float(rows["overrun_s"].fillna(0.0).sum()),
+            "overrun_requests": int((per_request_steps > 0).sum())}
+
+
+def _energy(ok: pd.DataFrame, energy: pd.DataFrame) -> dict[str, Any]:
+    """Joules per delivered image; None where any ok request's figure is unknown (a partial sum
+    would understate it) or nothing was delivered."""
+    images = int(ok["n_images"].sum())
+    mine = energy.reindex(ok.index)
+
+    def per_image(column: str) -> float | None:
+        values = mine[column]
+        if not images or values.isna().any():
+            return None
+        return float(values.sum()) / images
+
+    return {"device_energy_per_image_j": per_image("device_energy_j"),
+            "device_radio_per_image_j": per_image("device_radio_j"),
+            "compute_energy_per_image_j": per_image("total_compute_j")}
 
 
 def _plan_usage(ok: pd.DataFrame) -> pd.DataFrame:
@@ -218,12 +265,15 @@ def _run_sample_quality(request_ids: list[str], samples_dir: Path) -> dict[str, 
 
 
 def format_table(summary: dict[str, dict[str, Any]], title: str = "") -> str:
+    """The terminal table: one row per strategy (`!` after one whose profiled compute overran), its
+    notes, an `overran:` line saying by how much, and each strategy's failure reasons."""
     header = [c[0] for c in TABLE_COLUMNS]
     body = []
     for strategy, entry in summary.items():
         row = []
+        name = strategy + ("!" if entry.get("overrun_steps") else "")
         for _, key, fmt in TABLE_COLUMNS:
-            value = strategy if key == "strategy" else entry.get(key)
+            value = name if key == "strategy" else entry.get(key)
             row.append("-" if value is None else fmt.format(value))
         body.append(row)
     widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)]
@@ -237,9 +287,31 @@ def format_table(summary: dict[str, dict[str, Any]], title: str = "") -> str:
         lines.append("no request was recorded")
     if any("n_quality" in e or "run_sample_images" in e for e in summary.values()):
         lines.append(QUALITY_NOTE)
+    if any(e.get("device_energy_per_image_j") is not None for e in summary.values()):
+        lines.append(ENERGY_NOTE)
+    overran = overrun_line(summary)
+    if overran:
+        lines += [overran, OVERRUN_NOTE]
     lines += [f"{strategy} failures: {format_reasons(e['failure_reasons'])}"
               for strategy, e in summary.items() if e.get("failure_reasons")]
     return "\n".join(lines)
+
+
+def overrun_parts(summary: dict[str, dict[str, Any]]) -> list[str]:
+    """`cloud_only 12 steps in 3 requests, +0.84 s`, one per strategy whose profiled compute overran."""
+    return [f"{name} {_count(e['overrun_steps'], 'step')} in "
+            f"{_count(e.get('overrun_requests') or 0, 'request')}, +{e.get('overrun_s') or 0.0:.2f} s"
+            for name, e in summary.items() if e.get("overrun_steps")]
+
+
+def overrun_line(summary: dict[str, dict[str, Any]]) -> str | None:
+    """`overran: cloud_only 12 steps in 3 requests, +0.84 s; ...`, or None when no strategy overran."""
+    parts = overrun_parts(summary)
+    return "overran: " + "; ".join(parts) if parts else None
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def format_reasons(reasons: dict[str, int]) -> str:

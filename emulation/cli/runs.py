@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-quality", action="store_true", help="skip FID/KID/class accuracy")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--check", action="store_true", help="validate the scenario and exit")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 if any strategy's profiled compute overran (the run directory is kept)")
     p.set_defaults(func=_run)
     p = sub.add_parser("sweep", help="one run per value of a scenario field, a table across them (root)")
     p.add_argument("scenario", help="scenario file (.toml)")
@@ -54,9 +56,22 @@ def _run(args: argparse.Namespace) -> int:
               f"{scenario.workload.requests * scenario.run.repetitions} requests)")
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    run_scenario(scenario, Path(args.out) if args.out else None, progress=not args.quiet,
-                 quality=not args.no_quality, on_finish=_print_run)
-    return 0
+    result = run_scenario(scenario, Path(args.out) if args.out else None, progress=not args.quiet,
+                          quality=not args.no_quality, on_finish=_print_run)
+    return _strict_status(result.summary) if args.strict else 0
+
+
+def _strict_status(summary: dict) -> int:
+    """--strict: 1, with one line on stderr naming them, if any strategy's profiled compute overran."""
+    import sys
+
+    from analysis.summary import overrun_line
+
+    line = overrun_line(summary.get("strategies") or {})
+    if line is None:
+        return 0
+    print(f"edgestage: --strict: profiled compute {line}", file=sys.stderr)
+    return 1
 
 
 def _print_run(result: RunResult) -> None:

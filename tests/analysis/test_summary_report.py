@@ -151,13 +151,19 @@ def test_weighted_figure_is_the_request_weighted_mean_of_the_plans(tmp_path):
     assert "run_sample_fid" not in entry  # no samples in this run directory
 
 
+def cells(line: str) -> list[str]:
+    """A terminal table row's cells: columns are two spaces apart or more (`J/img (device)` has one)."""
+    return re.split(r" {2,}", line.strip())
+
+
 def test_table_and_report_show_n_beside_the_plan_figures(done_run):
     d, summary = done_run
     table = format_table(summary)
-    header = table.splitlines()[0].split()
+    header = cells(table.splitlines()[0])
     assert header.index("n_quality") == header.index("class_acc") + 1
     assert "run_sample_fid" in header and "run_sample_n" in header and "quality_images" not in header
-    device_row = next(line for line in table.splitlines() if line.startswith("device_only")).split()
+    assert header.index("J/img (device)") == header.index("wire_B/img") + 1
+    device_row = cells(next(line for line in table.splitlines() if line.startswith("device_only")))
     assert device_row[header.index("n_quality")] == "16" and device_row[header.index("run_sample_n")] == "12"
     text = write_report(d).read_text()
     header_row = re.sub(r" +", " ", next(line for line in text.splitlines() if line.startswith("| strategy")))
@@ -198,6 +204,7 @@ def test_a_plan_whose_model_is_not_here_leaves_the_rest_of_the_summary(tmp_path)
 
 # ---- a real run: tests/data/smoke-run, copied before anything is written ------------------------
 
+ENERGY_KEYS = ("device_energy_per_image_j", "device_radio_per_image_j", "compute_energy_per_image_j")
 COST_KEYS = ("requests", "done", "failed", "images", "plans", "latency_mean_s", "latency_p50_s",
              "latency_p95_s", "compute_s_mean", "transfer_s_mean", "overrun_steps", "wire_bytes",
              "wire_bytes_per_image", "payload_bytes_per_image", "wire_bytes_by_link")
@@ -280,6 +287,9 @@ def test_summary_of_a_real_run_agrees_with_its_requests_and_captures(smoke_reque
         assert entry["wire_bytes_by_link"] == pytest.approx(by_link.to_dict())
         assert entry["wire_bytes"] > crossing_bytes(stages)  # plus headers, ACKs, one copy per hop
         assert not {"fid", "n_quality", "run_sample_fid"} & set(entry)  # quality disabled
+        assert (entry["overrun_steps"], entry["overrun_s"], entry["overrun_requests"]) == (0, 0.0, 0)
+        # native compute everywhere, no network given: no energy figure is known, and none is made up
+        assert all(entry[key] is None for key in ENERGY_KEYS)
     # the latency ranking the run shows: the device's own small model first, the cloud's large last
     p50 = {s: e["latency_p50_s"] for s, e in summary.items()}
     assert min(p50, key=p50.get) == "device_only" and max(p50, key=p50.get) == "cloud_only"
@@ -383,3 +393,39 @@ def test_quality_of_a_real_run_from_a_small_plan_sample(smoke_quality, smoke_req
         # FID of 8 images: a near-singular covariance, so allow for another CPU's rounding
         assert entry["run_sample_fid"] == pytest.approx(written[strategy]["run_sample_fid"], rel=0.01)
         assert entry["wire_bytes"] is None  # no traffic given
+
+
+def test_energy_of_a_real_run_where_it_is_known(smoke_requests):
+    """The smoke run computes natively and its network.json names no radio: a device that only sends
+    and receives has 0 J of its own energy; one that computed natively has an unknown figure, never 0."""
+    network = json.loads((SMOKE_RUN / "network.json").read_text())
+    summary = summarize(smoke_requests, None, SMOKE_RUN / "samples", quality=False, network=network)
+    for strategy in ("cloud_only", "edge_only"):
+        assert summary[strategy]["device_energy_per_image_j"] == 0.0
+        assert summary[strategy]["compute_energy_per_image_j"] is None
+    assert summary["device_only"]["device_energy_per_image_j"] is None
+    json.dumps(summary, allow_nan=False)
+    assert "J/img (device)" in format_table(summary).splitlines()[0]
+
+
+def test_an_overrun_is_flagged_in_the_summary_the_table_and_the_report(smoke_run, smoke_requests):
+    requests = smoke_requests.copy()
+    cloud = requests.index[requests["strategy"] == "cloud_only"]
+    requests.loc[cloud, "overrun_steps"] = [7, 5]
+    requests.loc[cloud, "overrun_s"] = [0.5, 0.34]
+    summary = summarize(requests, None, smoke_run / "samples", quality=False)
+    entry = summary["cloud_only"]
+    assert (entry["overrun_steps"], entry["overrun_requests"]) == (12, 2)
+    assert entry["overrun_s"] == pytest.approx(0.84)
+    assert summary["edge_only"]["overrun_steps"] == 0
+    lines = format_table(summary).splitlines()
+    assert any(line.startswith("cloud_only! ") for line in lines)
+    assert not any(line.startswith("edge_only!") for line in lines)
+    assert "overran: cloud_only 12 steps in 2 requests, +0.84 s" in lines
+    document = json.loads((smoke_run / "summary.json").read_text())
+    (smoke_run / "summary.json").write_text(json.dumps({**document, "strategies": summary}, allow_nan=False))
+    text = write_report(smoke_run).read_text()
+    warning = next(line for line in text.splitlines() if line.startswith("**Warning: profiled compute"))
+    assert "cloud_only 12 steps in 2 requests, +0.84 s" in warning
+    assert text.index(warning) < text.index("## Per strategy")
+    assert markdown_table(text, "Per strategy")["cloud_only"]["overrun steps"] == "12"
