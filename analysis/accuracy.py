@@ -3,9 +3,12 @@
 - transfers: every message between two hosts (uplink request, dispatch, state between stages,
   result), measured time (from the records: sender's send call to receiver's arrival stamp; hosts
   share one clock) against what the configured links predict, payload / bottleneck bandwidth +
-  sum of one-way delays along the route; the ratio measured / predicted.  Loss, jitter, queueing
-  behind other messages, ZeroMQ's I/O threads and TCP slow start all push the ratio above 1;
-  links changed at run time (traces, channel model) are not in the prediction.
+  sum of one-way delays along the route, each link as it was when the message was sent (its
+  changes from link_events.jsonl: traces, channel model, faults); the ratio measured / predicted.
+  Loss, jitter, queueing behind other messages, ZeroMQ's I/O threads and TCP slow start all push
+  the ratio above 1.
+- request_prediction: each ok request's latency against profile step times (profiled stages)
+  + its transfers' predictions (above) + its planning time; profiled runs only.
 - latency_parts: each ok request's parts (uplink, planning, transfers, queueing, compute,
   handoffs, result transfer) against its measured total; the issue asks for 2 %.
 - wire_overhead: bytes on the wire (data segments and the ACKs that answer them, per link) over
@@ -41,12 +44,50 @@ def route(network: dict, src: str, dst: str) -> list[dict]:
     return [links[name] for name in names]
 
 
-def predicted_s(network: dict, src: str, dst: str, nbytes: int) -> tuple[float | None, list[str]]:
+class LinkStates:
+    """Each link's figures at a time on the run's clock: network.json's, changed by every entry of
+    link_events.jsonl (traces, channel model, faults, API calls) at or before that time.  Times
+    and figures are emulated, as both files give them."""
+
+    def __init__(self, network: dict, events: list[dict] | None = None) -> None:
+        self.network = network
+        self.changes: dict[str, list[dict]] = {}
+        for e in events or []:
+            if e.get("link") and e.get("t_clock") is not None:
+                self.changes.setdefault(e["link"], []).append(e)
+        for changes in self.changes.values():
+            changes.sort(key=lambda e: e["t_clock"])
+
+    def at(self, link: dict, t: float | None, direction: str) -> dict | None:
+        """The link's figures for `direction` ("a->b") at t; None while it is down."""
+        state = dict(link)
+        for e in self.changes.get(link["link"], []):
+            if t is None or e["t_clock"] > t:
+                break
+            if e.get("state") in ("down", "up"):
+                state["down"] = e["state"] == "down"
+            elif e.get("direction") in (None, direction):
+                state.update({k: e[k] for k in ("bw_mbit", "delay_ms", "jitter_ms", "loss_pct") if k in e})
+        return None if state.get("down") else state
+
+
+def predicted_s(network: dict, src: str, dst: str, nbytes: int, t: float | None = None,
+                states: LinkStates | None = None) -> tuple[float | None, list[str]]:
+    """Payload / bottleneck bandwidth + the one-way delays along the route, with each link as it
+    was at `t` (run's clock) where `states` has its changes; None if a link on it was down."""
     path = route(network, src, dst)
     if not path:
         return None, []
-    delay = sum(li["delay_ms"] for li in path) / 1000.0
-    bws = [li["bw_mbit"] for li in path if li.get("bw_mbit")]
+    states = states or LinkStates(network)
+    here, figures = src, []
+    for li in path:
+        there = li["b"] if li["a"] == here else li["a"]
+        figures.append(states.at(li, t, f"{here}->{there}"))
+        here = there
+    if any(f is None for f in figures):
+        return None, [li["link"] for li in path]
+    delay = sum(f["delay_ms"] for f in figures) / 1000.0
+    bws = [f["bw_mbit"] for f in figures if f.get("bw_mbit")]
     serial = nbytes * 8 / (min(bws) * 1e6) if bws else 0.0
     return delay + serial, [li["link"] for li in path]
 
@@ -61,7 +102,11 @@ def cold_messages(traffic: pd.DataFrame | None) -> set[tuple]:
                                                                        strict=True)}
 
 
-def transfers(requests: pd.DataFrame, network: dict, cold: set[tuple] | None = None) -> pd.DataFrame:
+def transfers(requests: pd.DataFrame, network: dict, cold: set[tuple] | None = None,
+              states: LinkStates | None = None) -> pd.DataFrame:
+    """Every message between two hosts, measured against its prediction with the links as they
+    were when it was sent (`states`: the run's link changes)."""
+    states = states or LinkStates(network)
     ok = requests[(requests["outcome"] == "ok") & requests["stage_index"].notna()]
     rows = []
     coordinator = next((h["name"] for h in network.get("hosts", []) if h["role"] == "edge"), None)
@@ -69,18 +114,21 @@ def transfers(requests: pd.DataFrame, network: dict, cold: set[tuple] | None = N
         group = group.sort_values("stage_index")
         stages = group.to_dict("records")
         first = stages[0]
-        legs = [("request", first["device"], coordinator, first["uplink_s"], None, ("request", -1)),
-                ("dispatch", coordinator, first["host"], first["transfer_s"], None, ("stage", 0))]
+        sent = first.get("t_request_sent")
+        legs = [("request", first["device"], coordinator, first["uplink_s"], None, ("request", -1), sent),
+                ("dispatch", coordinator, first["host"], first["transfer_s"], None, ("stage", 0),
+                 first.get("t_dispatched"))]
         for prev, cur in zip(stages, stages[1:], strict=False):
             legs.append(("state", prev["host"], cur["host"], cur["transfer_s"], cur["message_bytes"],
-                         ("stage", int(cur["stage_index"]))))
+                         ("stage", int(cur["stage_index"])), prev.get("t_sent")))
         last = stages[-1]
         legs.append(("result", last["host"], first["device"], last["result_transfer_s"],
-                     last["result_message_bytes"], ("result", -1)))
-        for kind, src, dst, measured, nbytes, message in legs:
+                     last["result_message_bytes"], ("result", -1), last.get("t_sent")))
+        for kind, src, dst, measured, nbytes, message, t in legs:
             if src is None or dst is None or src == dst:
                 continue  # on one host: no link crossed
-            expected, path = predicted_s(network, src, dst, int(nbytes or 0))
+            t = None if t is None or pd.isna(t) else float(t)
+            expected, path = predicted_s(network, src, dst, int(nbytes or 0), t, states)
             rows.append({"request_id": rid, "strategy": first["strategy"], "transfer": kind, "src": src,
                          "dst": dst, "path": "+".join(path), "message_bytes": nbytes,
                          "cold_connection": (rid, *message) in (cold or set()), "measured_s": measured,
@@ -88,6 +136,23 @@ def transfers(requests: pd.DataFrame, network: dict, cold: set[tuple] | None = N
     return pd.DataFrame(rows, columns=["request_id", "strategy", "transfer", "src", "dst", "path",
                                        "message_bytes", "cold_connection", "measured_s", "predicted_s",
                                        "ratio"])
+
+
+def request_predictions(requests: pd.DataFrame, tr: pd.DataFrame) -> pd.DataFrame:
+    """Per ok request whose every stage is profiled: its latency against the sum of its stages'
+    profiled compute and its transfers' predictions (None where a transfer has none)."""
+    ok = requests[(requests["outcome"] == "ok") & requests["stage_index"].notna()]
+    rows = []
+    for rid, group in ok.groupby("request_id"):
+        profiled = group["profiled_compute_s"].astype(float)
+        if profiled.isna().any():
+            continue  # a native stage: nothing to predict its compute from
+        legs = tr[tr["request_id"] == rid]["predicted_s"].astype(float)
+        predicted = profiled.sum() + legs.sum() if not legs.isna().any() else None
+        total = float(group["total_s"].iloc[0])
+        rows.append({"request_id": rid, "strategy": group["strategy"].iloc[0], "measured_s": total,
+                     "predicted_s": predicted, "ratio": total / predicted if predicted else None})
+    return pd.DataFrame(rows, columns=["request_id", "strategy", "measured_s", "predicted_s", "ratio"])
 
 
 def latency_parts(requests: pd.DataFrame) -> pd.DataFrame:
@@ -164,11 +229,19 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def accuracy_report(requests: pd.DataFrame, traffic: pd.DataFrame, network: dict) -> dict[str, Any]:
+def accuracy_report(requests: pd.DataFrame, traffic: pd.DataFrame, network: dict,
+                    link_events: list[dict] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {}
     if requests.empty or not network:
         return {"headline": {}}
-    tr = transfers(requests, network, cold_messages(traffic))
+    tr = transfers(requests, network, cold_messages(traffic), LinkStates(network, link_events))
+    rp = request_predictions(requests, tr)
+    report["request_prediction"] = {
+        "note": "measured latency / (profiled compute of its stages + its transfers' predictions); "
+                "requests whose every stage is profiled",
+        "ratio": _stats(rp["ratio"]),
+        "by_strategy": {k: _stats(g["ratio"]) for k, g in rp.groupby("strategy")},
+        "requests": rp.to_dict("records")}
     # astype(bool): an empty object column would otherwise be read as a list of column names
     cold = tr["cold_connection"].astype(bool)
     warm = tr[~cold]
@@ -236,5 +309,7 @@ def accuracy_report(requests: pd.DataFrame, traffic: pd.DataFrame, network: dict
         "latency_parts_max_relative_error": parts["max_relative_error"],
         "latency_parts_within_2pct": f"{parts['within_2pct']}/{parts['requests']}",
         "wire_accounting_ratio_p50": report.get("accounting", {}).get("ratio", {}).get("p50"),
+        "request_prediction_ratio_p50": _stats(rp["ratio"]).get("p50"),
+        "request_prediction_n": int(rp["ratio"].notna().sum()),
     }
     return _clean(report)

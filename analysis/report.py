@@ -239,6 +239,10 @@ def report_markdown(run: dict[str, Any], figures: list[tuple[str, Path]]) -> str
     backend = manifest.get("network", {}).get("impairment_backend")
     lines += [f"Run {created or '(time unknown)'}, impairment backend {backend or '?'}, "
               f"kernel {manifest.get('kernel', '?')}; settings and versions in `manifest.json`.", ""]
+    clock = manifest.get("clock") or {}
+    if (clock.get("time_dilation") or 1) > 1:
+        lines += [f"Time-dilated: K = {clock['time_dilation']:g} ({clock.get('how', '')}). Every time "
+                  "below is emulated (the run took K times as long).", ""]
     strategies = current_strategies(summary.get("strategies") or {})
     lines += outcome_lines(run.get("requests", pd.DataFrame()), strategies)
     if strategies:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,19 @@ from nodes.runtime.records import StageRecord, failed_records, read_records
 PLANNED_COLUMNS = ["request_id", "repetition", "at_s", "warmup"]
 
 
-def requests_frame(run_dir: Path, planned: list[dict[str, Any]]) -> pd.DataFrame:
-    """Every record of the run, one row per request per stage, with the workload's columns."""
+RECORD_TIMES = [f for f in StageRecord.model_fields if f.startswith("t_")]
+RECORD_DURATIONS = [f for f in StageRecord.model_fields if f.endswith("_s")]
+TRAFFIC_TIMES = ["t_first", "t_last"]
+
+
+def requests_frame(run_dir: Path, planned: list[dict[str, Any]], clock: Clock | None = None) -> pd.DataFrame:
+    """Every record of the run, one row per request per stage, with the workload's columns, in
+    emulated time on the run's clock (see `Clock`)."""
     rows: list[dict] = []
     for path in sorted((Path(run_dir) / "records").glob("*.jsonl")):
         rows += [r.model_dump() for r in read_records(path)]
     frame = pd.DataFrame(rows, columns=list(StageRecord.model_fields))
+    frame = (clock or Clock()).emulated(frame, RECORD_TIMES, RECORD_DURATIONS)
     workload = pd.DataFrame([{k: r.get(k) for k in PLANNED_COLUMNS} for r in planned],
                             columns=PLANNED_COLUMNS)
     frame = frame.merge(workload, on="request_id", how="left")
@@ -35,18 +43,46 @@ def requests_frame(run_dir: Path, planned: list[dict[str, Any]]) -> pd.DataFrame
                              kind="stable").reset_index(drop=True)
 
 
+@dataclass(frozen=True)
+class Clock:
+    """A run's clock: t = 0 at `origin` (epoch seconds: the first measured request), and emulated
+    time running `dilation` (K) times slower than wall time.  The nodes and the captures stamp
+    wall-clock epoch seconds; the tables give emulated seconds, with the raw figures kept beside
+    them as `wall_<column>`."""
+
+    origin: float = 0.0
+    dilation: float = 1.0
+
+    @classmethod
+    def of(cls, manifest: dict[str, Any]) -> Clock:
+        clock = manifest.get("clock") or {}
+        return cls(clock.get("origin") or 0.0, clock.get("time_dilation") or 1.0)
+
+    def emulated(self, frame: pd.DataFrame, times: list[str], durations: list[str]) -> pd.DataFrame:
+        out = frame.copy()
+        for col in times:
+            out[f"wall_{col}"] = frame[col]
+            out[col] = (frame[col].astype(float) - self.origin) / self.dilation
+        for col in durations:
+            out[f"wall_{col}"] = frame[col]
+            out[col] = frame[col].astype(float) / self.dilation
+        return out
+
+
 def unrecorded_failures(seen: set[str], planned: list[dict[str, Any]], scheduler: str, steps: int,
-                        t0: float | None, reason: str) -> list[StageRecord]:
-    """Failed rows for the planned requests (workload rows) whose id is not in `seen`."""
+                        t0: float | None, reason: str, dilation: float = 1.0) -> list[StageRecord]:
+    """Failed rows for the planned requests (workload rows, emulated time) whose id is not in
+    `seen`, stamped as the nodes stamp theirs (wall clock)."""
     rows: list[StageRecord] = []
     for r in planned:
         if r["request_id"] in seen:
             continue
         # when (or whether) it was sent is unknown: the device that knew is gone or never started
-        scheduled = (t0 or 0.0) + r["at_s"]
+        scheduled = (t0 or 0.0) + r["at_s"] * dilation
         note = {"request_id": r["request_id"], "device": r["device"], "strategy": r["strategy"],
                 "n": r["n"], "seed": r["seed"], "scheduler": scheduler, "steps": steps,
-                "deadline_s": r["deadline_s"], "t_scheduled": scheduled, "t_request_sent": scheduled}
+                "deadline_s": None if r["deadline_s"] is None else r["deadline_s"] * dilation,
+                "t_scheduled": scheduled, "t_request_sent": scheduled}
         rows += failed_records(note, reason, None)
     return rows
 
@@ -56,6 +92,19 @@ def write_requests(run_dir: Path, frame: pd.DataFrame) -> None:
     tmp = Path(run_dir) / ".requests.parquet.tmp"
     frame.to_parquet(tmp, index=False)
     os.replace(tmp, Path(run_dir) / "requests.parquet")
+
+
+def read_link_events(run_dir: str | Path) -> list[dict]:
+    """link_events.jsonl: every link change of the run (a line torn by a kill is left out)."""
+    path = Path(run_dir) / "link_events.jsonl"
+    events = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return events
 
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:

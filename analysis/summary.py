@@ -328,7 +328,17 @@ def format_accuracy(headline: dict[str, Any]) -> str:
             f"{fmt(headline.get('state_transfer_ratio_warm_p50'), '.2f')}; "
             f"latency parts add up (within 2 %): {headline.get('latency_parts_within_2pct', '-')}\n"
             f"wire bytes / (payload + 66 B per packet), p50: "
-            f"{fmt(headline.get('wire_accounting_ratio_p50'), '.3f')}  (details: accuracy.json)")
+            f"{fmt(headline.get('wire_accounting_ratio_p50'), '.3f')}  (details: accuracy.json)"
+            + _prediction_line(headline))
+
+
+def _prediction_line(headline: dict[str, Any]) -> str:
+    n = headline.get("request_prediction_n")
+    if not n:
+        return ""
+    ratio = headline.get("request_prediction_ratio_p50")
+    return (f"\nprofiled request latency / (profiled steps + bytes/bw + delay per hop), p50: "
+            f"{ratio:.3f} over {n} requests")
 
 
 def format_memory(memory: dict[str, Any]) -> str:

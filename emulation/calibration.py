@@ -53,7 +53,10 @@ def measure_links(net: EmulatedNetwork, duration: float = 2.0,
 
 def measure_link(net: EmulatedNetwork, li: LinkInfo, duration: float = 2.0,
                  loss_probes: int = 2000) -> list[dict]:
-    """Two rows (a->b, b->a) of configured and measured figures for one link."""
+    """Two rows (a->b, b->a) of configured and measured figures for one link.  Under the
+    network's time dilation K everything is in emulated units: probes K times further apart,
+    iperf3 K times longer, measured times / K and rates x K."""
+    k = net.dilation
     rows = []
     for src, _, dst, _ in net.directions(li):
         rows.append(_configured(net, li, src, dst))
@@ -61,14 +64,14 @@ def measure_link(net: EmulatedNetwork, li: LinkInfo, duration: float = 2.0,
     jitter = max(li.spec.jitter_ms, 0.0)
     interval = max(0.005, 4 * jitter / 1000)
     count = max(50, min(300, int(3.0 / interval)))
-    probe = _probe(net, li.a, li.b, net.ip_on_link(li, li.b), count, interval)
+    probe = _probe(net, li.a, li.b, net.ip_on_link(li, li.b), count, interval * k, wait=k)
     for row, one_way in ((rows[0], probe["fwd_ms"]), (rows[1], probe["rev_ms"])):
-        row["delay_measured_ms"] = one_way["median"]
-        row["jitter_measured_ms"] = one_way["std"]
-        row["rtt_measured_ms"] = probe["rtt_ms"]["median"]
+        row["delay_measured_ms"] = one_way["median"] / k
+        row["jitter_measured_ms"] = one_way["std"] / k
+        row["rtt_measured_ms"] = probe["rtt_ms"]["median"] / k
     # Loss: many small probes, only where a loss is configured (otherwise the echo run counts).
     if li.spec.loss_pct > 0:
-        probe = _probe(net, li.a, li.b, net.ip_on_link(li, li.b), loss_probes, 0.001)
+        probe = _probe(net, li.a, li.b, net.ip_on_link(li, li.b), loss_probes, 0.001 * k, wait=k)
     rows[0]["loss_measured_pct"], rows[0]["probes_sent"] = probe["fwd_loss_pct"], probe["sent"]
     rows[1]["loss_measured_pct"] = probe["rev_loss_pct"]
     rows[1]["probes_sent"] = probe["server_received"]
@@ -81,7 +84,8 @@ def measure_link(net: EmulatedNetwork, li: LinkInfo, duration: float = 2.0,
         if lossy:
             net.set_link(li.a, li.b, loss_pct=0.0, direction=src, source="calibrate")
         try:
-            row["bw_measured_mbit"] = iperf3(net, src, dst, net.ip_on_link(li, dst), duration)
+            wall = iperf3(net, src, dst, net.ip_on_link(li, dst), duration * k, omit=k)
+            row["bw_measured_mbit"] = wall * k
         finally:
             if lossy:
                 net.set_link(li.a, li.b, loss_pct=li.spec.loss_pct, direction=src, source="calibrate")
@@ -94,6 +98,7 @@ def _configured(net: EmulatedNetwork, li: LinkInfo, src: str, dst: str) -> dict:
     s = li.spec
     return {
         "link": li.name, "direction": f"{src}->{dst}", "backend": net.backend,
+        "time_dilation": net.dilation,
         "bw_mbit": s.bw_mbit, "bw_measured_mbit": None,
         "rtt_ms": 2 * s.delay_ms, "rtt_measured_ms": None,
         "delay_ms": s.delay_ms, "delay_measured_ms": None,
@@ -159,7 +164,8 @@ def iperf3(net: EmulatedNetwork, src: str, dst: str, dst_ip: str, duration: floa
 
 
 def _probe(net: EmulatedNetwork, client: str, server: str, server_ip: str, count: int,
-           interval: float) -> dict:
+           interval: float, wait: float = 1.0) -> dict:
+    """`wait`: seconds for the last answers (time-dilated links answer K times later)."""
     port = next(_ports)
     srv = net.popen(server, [sys.executable, "-m", "emulation.probe", "serve", str(port)],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, cpu_limited=False)
@@ -168,9 +174,9 @@ def _probe(net: EmulatedNetwork, client: str, server: str, server_ip: str, count
             raise RuntimeError(f"probe server on {server} did not start")
         cli = net.popen(client, [sys.executable, "-m", "emulation.probe", "send", server_ip,
                                  str(port), "--count", str(count), "--interval", f"{interval:g}",
-                                 "--wait", "1.0"],
+                                 "--wait", f"{wait:g}"],
                         stdout=subprocess.PIPE, cpu_limited=False)
-        out, _ = cli.communicate(timeout=count * interval + 60)
+        out, _ = cli.communicate(timeout=count * interval + wait + 60)
         return json.loads(out)
     finally:
         srv.stdin.close()
@@ -200,6 +206,9 @@ def format_table(rows: list[dict]) -> str:
             f"{f(r['jitter_measured_ms'], 2):>5} {ok(r['ok_jitter']):3} {f(r['loss_pct'], 2):>5} "
             f"{f(r['loss_measured_pct'], 2):>5} {ok(r['ok_loss']):3}"
         )
+    if any(r.get("time_dilation", 1) != 1 for r in rows):  # one K per row: say which
+        lines = [f"{'K':<4} {lines[0]}", "-" * (len(head) + 5)] + [
+            f"{r['time_dilation']:<4g} {line}" for r, line in zip(rows, lines[2:], strict=True)]
     backend = rows[0]["backend"] if rows else "-"
     lines.append(f"backend: {backend}; bw Mbit/s (iperf3 TCP goodput), rtt/jitter ms "
                  "(UDP echo, median / one-way std), loss % one-way")

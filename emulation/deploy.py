@@ -150,7 +150,11 @@ class DeployResult:
 
 def deploy_cluster(configs: dict[str, NodeConfig], hosts: list[str]) -> LocalCluster:
     """The node processes of some hosts of a deployment, on this machine (servers ready before any
-    device issues a request); stopped by PID on exit, whatever happened."""
+    device issues a request); stopped by PID on exit, whatever happened.  ValueError naming a host
+    that the deploy file does not have."""
+    unknown = [h for h in hosts if h not in configs]
+    if unknown:
+        raise ValueError(f"host {unknown[0]!r} is not in deploy.hosts ({', '.join(configs)})")
     return LocalCluster(configs, hosts, ready_timeout_s=READY_TIMEOUT_S)
 
 

@@ -83,7 +83,8 @@ class LinkDynamics(threading.Thread):
         t0 = time.monotonic() + (self.origin - time.time())
         while self._heap and not self._stop_event.is_set():
             t, _, kind, payload = self._heap[0]
-            if self._stop_event.wait(max(0.0, t0 + t - time.monotonic())):
+            # t is emulated: under time dilation K it happens K times later in wall time
+            if self._stop_event.wait(max(0.0, t0 + t * self.net.dilation - time.monotonic())):
                 return
             heapq.heappop(self._heap)
             try:

@@ -33,6 +33,7 @@ class LiveLinks:
     links: list[LinkInfo]
     topo: EdgeTopo
     backend: str
+    dilation: float
     impair: UserspaceImpairment
     run_dir: Path | None
     t0: float | None
@@ -60,9 +61,10 @@ class LiveLinks:
                  delay_ms: float | None = None, jitter_ms: float | None = None,
                  loss_pct: float | None = None, direction: str | None = None,
                  source: str = "api", extra: dict | None = None) -> None:
-        """Change a link live (both directions, or only `direction` = sender's name);
-        `extra` is added to the logged change (e.g. the channel model's distance and SNR).
-        Values are checked as the scenario's are (ValueError naming the field)."""
+        """Change a link live (both directions, or only `direction` = sender's name), in
+        emulated units (the network applies its time dilation); `extra` is added to the logged
+        change (e.g. the channel model's distance and SNR).  Values are checked as the
+        scenario's are (ValueError naming the field)."""
         li = self.link(a, b)
         changes = {k: v for k, v in (("bw_mbit", bw_mbit), ("delay_ms", delay_ms),
                                       ("jitter_ms", jitter_ms), ("loss_pct", loss_pct))
@@ -73,13 +75,14 @@ class LiveLinks:
             if direction is not None and direction != src:
                 continue
             new = self._state[(src, src_intf)].changed(**changes)
+            wall = new.dilated(self.dilation)  # what the kernel does under time dilation
             if bw_mbit is not None:
-                self._run_in(src, rate_change_command(src_intf, bw_mbit))
+                self._run_in(src, rate_change_command(src_intf, wall.bw_mbit))
             if changes.keys() - {"bw_mbit"}:
                 if self.backend == "netem":
-                    self._run_in(src, netem_change_command(src_intf, new, has_htb=True))
-                elif not self.impair.update(dst, dst_intf, delay_ms=new.delay_ms,
-                                            jitter_ms=new.jitter_ms, loss_pct=new.loss_pct):
+                    self._run_in(src, netem_change_command(src_intf, wall, has_htb=True))
+                elif not self.impair.update(dst, dst_intf, delay_ms=wall.delay_ms,
+                                            jitter_ms=wall.jitter_ms, loss_pct=wall.loss_pct):
                     raise ValueError(f"link {li.name}: delay/jitter/loss were not set up to vary "
                                      "(give it a delay, a trace or the channel model)")
             self._state[(src, src_intf)] = new
@@ -116,8 +119,9 @@ class LiveLinks:
 
     def _log_change(self, li: LinkInfo | None, source: str, **values: object) -> None:
         now = time.time()
-        entry = {"t": now, "t_rel": round(now - self.t0, 6) if self.t0 else 0.0,
-                 "t_clock": round(now - self.clock_origin, 6) if self.clock_origin else None,
+        k = self.dilation  # t: wall clock (epoch s); t_rel and t_clock: emulated seconds
+        entry = {"t": now, "t_rel": round((now - self.t0) / k, 6) if self.t0 else 0.0,
+                 "t_clock": round((now - self.clock_origin) / k, 6) if self.clock_origin else None,
                  "link": li.name if li else None, "source": source, **values}
         with self._log_lock:
             self.link_log.append(entry)

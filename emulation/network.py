@@ -5,7 +5,7 @@
 
     spec = load_topology("scenarios/default.toml")
     with EmulatedNetwork(spec, run_dir="runs/x") as net:
-        net.hosts["d1"]                    # HostInfo(name, role, ip, cpu)
+        net.hosts["d1"]                    # HostInfo(name, role, ip, cpu, radio)
         p = net.popen("edge", ["iperf3", "-s"])   # in edge's namespace: tracked, CPU-limited
         net.namespace_pid("edge")          # whose namespaces are edge's (the node launcher uses it)
         net.cmd("d1", "ip route")          # one shell command in d1's namespace (main thread)
@@ -17,7 +17,7 @@
 
 What `start()` does, in order: choose the impairment backend (logged); build Mininet with
 routed `Host`s, plain `Link`s (veth) and `controller=None` (no switch at all, so no OVS and no
-bridge; Mininet creates the veths but configures nothing, see `_QuietIntf`); put every host's
+bridge; Mininet creates the veths but configures nothing, see emulation/host_config.py); put every host's
 shell in its own cgroup (a CPU quota where the spec gives a share; a process tracker either
 way); per host, in parallel: `ip_forward` where it forwards, addresses, interfaces up and static
 routes (one `ip -batch`), HTB on every egress (`tc -batch`, emulation.shaping); then the
@@ -60,15 +60,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mininet.link import Intf
-from mininet.node import Host
-
-from emulation.cgroups import CpuLimiter, cgroup_version, make_cpu_limiter
-from emulation.impairment import Ingress, UserspaceImpairment, choose_backend
+from emulation.cgroups import CpuLimiter
+from emulation.host_config import HostConfiguration, configure_quietly
+from emulation.impairment import UserspaceImpairment, choose_backend
 from emulation.live_links import LiveLinks
-from emulation.shaping import (
-    setup_commands,
-)
 from topologies.spec import LinkShape, TopologySpec
 from topologies.topos import EdgeTopo, LinkInfo, topology_from_spec
 
@@ -88,6 +83,7 @@ class HostInfo:
     role: str
     ip: str
     cpu: float | None
+    radio: str | None = None  # devices: the radio kind of the energy model (topologies/radio.py)
 
 
 class _Terminated(SystemExit):
@@ -98,12 +94,16 @@ def _raise_terminated(signum: int, _frame: object) -> None:
     raise _Terminated(128 + signum)
 
 
-class EmulatedNetwork(LiveLinks):
+class EmulatedNetwork(HostConfiguration, LiveLinks):
     """A running emulated edge network (see the module docstring)."""
 
     def __init__(self, spec: TopologySpec, run_dir: str | Path | None = None,
-                 dynamics: bool = True, cpu_limits: bool = True, hold_dynamics: bool = False) -> None:
+                 dynamics: bool = True, cpu_limits: bool = True, hold_dynamics: bool = False,
+                 dilation: float = 1.0) -> None:
         self.spec = spec
+        # time dilation K: links are given and logged in emulated units, and run at rate / K,
+        # delay x K; link changes happen at K x their emulated times (emulation/dilation.py)
+        self.dilation = float(dilation)
         self.run_dir = Path(run_dir) if run_dir else None
         self.dynamics_enabled = dynamics
         # held: link changes wait for start_clock() (a run's clock starts at its first measured
@@ -113,7 +113,7 @@ class EmulatedNetwork(LiveLinks):
         self.cpu_limits = cpu_limits
         self.backend = choose_backend(spec.impairment)
         self.topo: EdgeTopo = topology_from_spec(spec)  # validates link names before anything runs
-        _configure_quietly(self.topo)
+        configure_quietly(self.topo)
         self.links: list[LinkInfo] = list(self.topo.link_infos)
         _raise_fd_limit(len(self.topo.hosts()) * _FDS_PER_HOST + 256)
         self.hosts: dict[str, HostInfo] = {}
@@ -169,7 +169,8 @@ class EmulatedNetwork(LiveLinks):
             node = self.net[name]
             self._shell_pids[name] = node.pid
             info = self.topo.nodeInfo(name)
-            self.hosts[name] = HostInfo(name, info["role"], info["ip"].split("/")[0], info["cpu"])
+            self.hosts[name] = HostInfo(name, info["role"], info["ip"].split("/")[0], info["cpu"],
+                                        info.get("radio"))
         self._setup_cgroups()
         self._configure_hosts()
         if self.backend == "userspace":
@@ -315,6 +316,8 @@ class EmulatedNetwork(LiveLinks):
             "impairment_requested": self.spec.impairment,
             "seed": self.spec.seed,
             "kind": self.spec.kind,
+            "time_dilation": self.dilation,  # link figures below are emulated (as configured)
+            "tcp_timers": self.tcp_timers(),
             "cgroup_version": self.limiter.version if self.limiter else "none",
             "started_at": self.t0,
             "hosts": [asdict(h) for h in self.hosts.values()],
@@ -327,92 +330,6 @@ class EmulatedNetwork(LiveLinks):
             # requesting one), so the paths from the edge and cloud hosts are all a reader needs
             "paths": self.topo.link_paths([h.name for h in self.hosts.values() if h.role in SERVERS]),
         }
-
-    # ---- set-up helpers --------------------------------------------------------------------
-
-    def _setup_cgroups(self) -> None:
-        if not self.cpu_limits:  # e.g. calibration: links are measured, not compute
-            return
-        if cgroup_version() == "none":
-            if any(h.cpu for h in self.hosts.values()):
-                raise ValueError("topology.compute: CPU shares need cgroups, none found")
-            return
-        self.limiter = make_cpu_limiter()
-        for name, h in self.hosts.items():
-            # Unlimited hosts get a group too: it tracks their processes for teardown.
-            if h.cpu:
-                self.limiter.limit(name, h.cpu)
-            else:
-                self._unlimited_group(name)
-            self.limiter.add(name, self._shell_pids[name])
-
-    def _unlimited_group(self, name: str) -> None:
-        lim = self.limiter
-        path = lim.group / name
-        lim._mkdir(path)
-        lim.hosts[name] = path
-
-    def _configure_hosts(self) -> None:
-        """Forwarding, routes and egress shaping for every host, all hosts in parallel."""
-        routes = self.topo.routes()
-        forwarders = set(self.topo.forwarders())
-        dynamic = self._dynamic_links()
-        scripts: dict[str, list[str]] = {h: [] for h in self.hosts}
-        tc: dict[str, list[str]] = {h: [] for h in self.hosts}
-        addresses = self._address_lines()
-        for index, li in enumerate(self.links):
-            s = li.spec
-            for k, (src, src_intf, dst, dst_intf) in enumerate(self.directions(li)):
-                d = s.shape()
-                self._state[(src, src_intf)] = d
-                is_dynamic = li.name in dynamic
-                if self.backend == "netem" and is_dynamic and not d.impaired:
-                    d_setup = d.changed(queue_pkts=d.queue_pkts or 1000)
-                else:
-                    d_setup = d
-                tc[src] += [c.removeprefix("tc ") for c in
-                            setup_commands(src_intf, d_setup, self.backend, force_htb=True)]
-                if self.backend == "userspace" and (d.impaired or is_dynamic):
-                    self.impair.add(self.net[dst], Ingress(
-                        dst_intf, d.delay_ms, d.jitter_ms, d.loss_pct, d.queue_pkts,
-                        seed=self.spec.seed * 100_003 + index * 2 + k))
-                    self._dynamic_ingress.add(dst_intf)
-        for h in self.hosts:
-            if h in forwarders:
-                scripts[h].append("sysctl -qw net.ipv4.ip_forward=1")
-            # addresses and links up first: a route needs its interface up
-            lines = addresses[h] + [f"route add {dst} via {via}" for dst, via in routes[h]]
-            batch = "\n".join(lines)
-            scripts[h].append(f"ip -batch - <<'EOF'\n{batch}\nEOF")
-            if tc[h]:
-                scripts[h].append("tc -batch - <<'EOF'\n" + "\n".join(tc[h]) + "\nEOF")
-        procs = {
-            h: self.net[h].popen(["sh", "-ec", "\n".join(lines)], stdin=subprocess.DEVNULL)
-            for h, lines in scripts.items() if lines
-        }
-        failed = []
-        for h, p in procs.items():
-            out, err = p.communicate(timeout=60)
-            if p.returncode != 0:
-                failed.append(f"{h}: {(err or out).decode(errors='replace').strip()}")
-        if failed:
-            raise RuntimeError("configuring hosts failed: " + "; ".join(failed))
-
-    def _address_lines(self) -> dict[str, list[str]]:
-        """`ip -batch` lines per host: loopback up, each interface's address, each up.  Done
-        here, in the parallel per-host scripts, instead of by Mininet (see _QuietIntf)."""
-        out = {h: ["link set dev lo up"] for h in self.hosts}
-        for li in self.links:
-            prefix = li.subnet.split("/")[1]
-            for host, intf, ip in ((li.a, li.intf_a, li.ip_a), (li.b, li.intf_b, li.ip_b)):
-                out[host] += [f"address add {ip}/{prefix} dev {intf}", f"link set dev {intf} up"]
-        return out
-
-    def _dynamic_links(self) -> set[str]:
-        names = {li.name for li in self.links if li.spec.trace}
-        if self.spec.channel is not None and self.spec.channel.enabled:
-            names |= {li.name for li in self.links if self.hosts[li.a].role == "device"}
-        return names
 
     # ---- teardown helpers ------------------------------------------------------------------
 
@@ -516,39 +433,6 @@ class EmulatedNetwork(LiveLinks):
         for sig, handler in self._prev_handlers.items():
             signal.signal(sig, handler)
         self._prev_handlers.clear()
-
-
-class _QuietIntf(Intf):
-    """An interface Mininet creates but does not configure: it records its address, and the
-    per-host scripts of `_configure_hosts` set addresses and bring links up, all hosts at once.
-    Mininet's own configuration is a few commands per interface through the host's shell, one
-    round trip each, one host after another (4 s of a 256-device bring-up)."""
-
-    def config(self, mac: str | None = None, ip: str | None = None, **_params: object) -> dict:
-        if ip is not None:
-            self.ip, self.prefixLen = ip.split("/") if "/" in ip else (ip, None)
-        self.mac = mac
-        return {}
-
-
-class _QuietHost(Host):
-    """A Mininet host whose default configuration (address of its first interface, loopback
-    up) is left to the per-host scripts, like its interfaces' (see _QuietIntf)."""
-
-    def config(self, mac: str | None = None, ip: str | None = None, **_params: object) -> dict:
-        intf = self.defaultIntf()
-        if intf is not None and ip is not None:
-            intf.config(ip=ip)
-        return {}
-
-
-def _configure_quietly(topo: EdgeTopo) -> None:
-    """Have Mininet build the topology's hosts and links with the quiet classes (a topology's
-    node and link options may name the classes Mininet builds them with)."""
-    for name in topo.hosts():
-        topo.nodeInfo(name)["cls"] = _QuietHost
-    for _a, _b, info in topo.links(withInfo=True):
-        info["intf"] = _QuietIntf
 
 
 def _raise_fd_limit(needed: int) -> None:

@@ -36,13 +36,14 @@ def coordinator_of(net: EmulatedNetwork) -> str:
 
 def build_configs(scenario: Scenario, net: EmulatedNetwork, run_dir: Path,
                   workload: dict[str, list[PlannedRequest]], t0: float | None) -> dict[str, NodeConfig]:
-    """Every node host's config: its address in the emulated network, one port for all."""
+    """Every node host's config: its address in the emulated network, one port for all; the
+    network's time dilation turns the workload's emulated times into wall time."""
     hosts = {}
     for host, role in node_hosts(net).items():
         endpoint = f"tcp://{net.ip(host)}:{NODE_PORT}"
         hosts[host] = (role, endpoint, endpoint)
     requests = {h: [r.node_request() for r in rs] for h, rs in workload.items()}
-    return scenario.node_configs(hosts, coordinator_of(net), run_dir, requests, t0)
+    return scenario.node_configs(hosts, coordinator_of(net), run_dir, requests, t0, dilation=net.dilation)
 
 
 def start_in_host(net: EmulatedNetwork, launcher: NodeLauncher, config: NodeConfig) -> NodeProcess:

@@ -46,8 +46,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from tqdm import tqdm
 
-from analysis.run_tables import requests_frame, unrecorded_failures, write_requests
+from analysis.run_tables import TRAFFIC_TIMES, Clock, requests_frame, unrecorded_failures, write_requests
 from emulation.cgroups import process_start
+from emulation.dilation import Dilation, choose_dilation
 from emulation.scenario import Scenario
 from emulation.workload import PlannedRequest, by_device, plan_workload
 from nodes.runtime.launcher import NodeLauncher
@@ -108,7 +109,8 @@ During = Callable[["EmulatedNetwork", Path], None]
 
 def run_scenario(scenario: Scenario, out_dir: str | Path | None = None, progress: bool = True,
                  quality: bool = True, during: During | None = None,
-                 on_finish: Callable[[RunResult], None] | None = None) -> RunResult:
+                 on_finish: Callable[[RunResult], None] | None = None,
+                 dilation: Dilation | None = None) -> RunResult:
     """Run a validated scenario; returns the run's tables. Raises ValueError before starting if the
     run cannot start (not root, output directory in use).
 
@@ -118,11 +120,15 @@ def run_scenario(scenario: Scenario, out_dir: str | Path | None = None, progress
     before stopping the nodes; an exception it raises is logged and goes into the manifest.
 
     `on_finish(result)`, if given, is called once the run directory is complete, also for a run
-    that was interrupted or failed (before the exception goes on): the CLI prints its table there."""
+    that was interrupted or failed (before the exception goes on): the CLI prints its table there.
+
+    `dilation`: the time dilation, as `emulation.dilation.choose_dilation(scenario)` gives it
+    (which is called here if it is not given; "auto" measures the models' steps first)."""
     out = Path(out_dir) if out_dir is not None else default_out_dir(scenario)
     check_can_run(out)
+    dilation = dilation or choose_dilation(scenario)
     make_run_dir(out)
-    run = _Run(scenario, out.resolve(), progress, during)
+    run = _Run(scenario, out.resolve(), progress, during, dilation)
     try:
         run.execute()
     except BaseException as exc:
@@ -157,7 +163,9 @@ def finish_killed_run(run_dir: str | Path, quality: bool = True) -> RunResult:
     runner = manifest.get("runner") or {}
     if runner.get("pid") and process_start(runner["pid"]) == runner.get("start_ticks"):
         raise ValueError(f"{d}: the run is still going (runner pid {runner['pid']})")
-    run = _Run(parse_scenario(manifest["scenario"]), d, progress=False)
+    clock = manifest.get("clock") or {}
+    dilation = Dilation(clock.get("time_dilation") or 1.0, clock.get("how") or "from the manifest")
+    run = _Run(parse_scenario(manifest["scenario"]), d, progress=False, dilation=dilation)
     run.manifest = manifest
     run.planned = [PlannedRequest(**row) for row in manifest.get("workload") or []]
     run.t0 = manifest.get("t0")
@@ -170,8 +178,10 @@ def finish_killed_run(run_dir: str | Path, quality: bool = True) -> RunResult:
 
 class _Run:
     def __init__(self, scenario: Scenario, run_dir: Path, progress: bool,
-                 during: During | None = None) -> None:
+                 during: During | None = None, dilation: Dilation | None = None) -> None:
         self.scenario = scenario
+        self.dilation = dilation or Dilation(1.0, "none given")
+        self.k = self.dilation.k
         self.during = during
         self.run_dir = run_dir
         self.progress = progress
@@ -205,7 +215,8 @@ class _Run:
         # the launcher imports torch and diffusers while the network comes up; it outlives the
         # network, but every node it forked is stopped before the network goes down
         launcher = self.launcher = NodeLauncher(self.run_dir)
-        with launcher, EmulatedNetwork(sc.topology, run_dir=self.run_dir, hold_dynamics=True) as net:
+        with launcher, EmulatedNetwork(sc.topology, run_dir=self.run_dir, hold_dynamics=True,
+                                       dilation=self.k) as net:
             self.timings["network_up_s"] = round(time.monotonic() - self.began, 3)
             self.net_manifest = net.manifest()
             hosts = node_hosts(net)
@@ -270,11 +281,13 @@ class _Run:
         self.timings["infra_ready_s"] = round(infra_s, 3)
         self.timings["t0_margin_s"] = round(margin, 3)
         self.t0 = time.time() + margin
-        net.start_clock(self.t0 + self.measured_start_s())
+        net.start_clock(self.t0 + self.measured_start_s() * self.k)
         self.manifest["clock"] = {
             "origin": net.clock_origin, "measured_start_after_t0_s": self.measured_start_s(),
+            **self.dilation.manifest(),
             "note": "link events, traces and the channel model count from origin: the first measured "
-                    "request (warm-up requests go before it)"}
+                    "request (warm-up requests go before it); tables give emulated seconds from origin "
+                    "(wall_* columns: the raw wall clock); measured_start_after_t0_s is emulated"}
         configs = build_configs(sc, net, self.run_dir, by_device(self.planned), self.t0)
         device_handles = [start_in_host(net, launcher, configs[h]) for h in devices]
         self.handles += device_handles
@@ -322,7 +335,8 @@ class _Run:
     def _drive(self) -> None:
         """Follow the records until every request is recorded or the run's time is up."""
         total = len(self.planned)
-        deadline = self.t0 + max(r.at_s for r in self.planned) + self.scenario.run.timeout_s
+        last = max(r.at_s for r in self.planned)
+        deadline = self.t0 + (last + self.scenario.run.timeout_s) * self.k
         bar = tqdm(total=total, unit="req", desc="requests", disable=not self.progress, dynamic_ncols=True)
         counts = {"ok": 0, "failed": 0}
         dead: set[str] = set()
@@ -387,7 +401,7 @@ class _Run:
             self._runner_writer = RecordWriter(self.run_dir / "records" / RUNNER_RECORDS)
         planned = [r.as_row() for r in self.planned if device is None or r.device == device]
         gen = self.scenario.generation
-        rows = unrecorded_failures(self._seen, planned, gen.scheduler, gen.steps, self.t0, reason)
+        rows = unrecorded_failures(self._seen, planned, gen.scheduler, gen.steps, self.t0, reason, self.k)
         if rows:
             self._runner_writer.write(rows)
         failed = {row.request_id for row in rows}
@@ -395,7 +409,12 @@ class _Run:
         return len(failed)
 
     def requests_frame(self) -> pd.DataFrame:
-        return requests_frame(self.run_dir, [r.as_row() for r in self.planned])
+        return requests_frame(self.run_dir, [r.as_row() for r in self.planned], self.clock())
+
+    def clock(self) -> Clock:
+        """The run's clock (analysis/run_tables.py): emulated seconds from the first measured request."""
+        origin = self.manifest.get("clock", {}).get("origin") or self.t0 or 0.0
+        return Clock(origin, self.k)
 
     def write_requests(self) -> pd.DataFrame:
         frame = self.requests_frame()
@@ -467,20 +486,24 @@ class _Run:
         if not traffic or not (self.run_dir / "pcap").is_dir():
             return _empty_traffic()
         frame = parse_run_traffic(self.run_dir / "pcap", self.net_manifest)
+        frame = self.clock().emulated(frame, TRAFFIC_TIMES, [])
         frame.to_parquet(self.run_dir / "traffic.parquet", index=False)
         return frame
 
     def _summary(self, measured: pd.DataFrame, traffic: pd.DataFrame | None, quality: bool) -> dict:
         from analysis.summary import summarize
+        from nodes.runtime.pacing import load_power
 
         return summarize(measured, traffic if traffic is not None else _empty_traffic(),
-                         self.run_dir / "samples", quality=quality)
+                         self.run_dir / "samples", quality=quality, network=self.net_manifest,
+                         power=load_power(self.scenario.nodes.profiles_file))
 
     def _accuracy(self, measured: pd.DataFrame, traffic: pd.DataFrame | None) -> dict:
         from analysis.accuracy import accuracy_report
+        from analysis.run_tables import read_link_events
 
         accuracy = accuracy_report(measured, traffic if traffic is not None else _empty_traffic(),
-                                   self.net_manifest)
+                                   self.net_manifest, read_link_events(self.run_dir))
         (self.run_dir / "accuracy.json").write_text(json.dumps(accuracy, indent=1, default=_json))
         return accuracy
 

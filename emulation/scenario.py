@@ -27,12 +27,15 @@ Tables of a scenario file (every one but `[topology]` has defaults):
         labels = "cycle" | 7 | [..]     cycle 0-9, one digit, or one label per image
         deadline_s = 5.0                optional; recorded as met or not per request
         request_timeout_s = 60          a device gives a request up after this long
-        warmup = false                  true: one unmeasured request per (device, strategy) first
+        warmup = false                  true: one unmeasured request per (device, strategy) first,
+        warmup_gap_s = 0.5                warmup_gap_s apart, the measured ones warmup_settle_s after
+        warmup_settle_s = 3.0             the last (emulated seconds)
     [strategies.NAME]     kind = cloud_only|edge_only|device_only|fixed_split, model or split
                           (nodes/runtime/node_config.py StrategySpec); absent: the four defaults
     [generation]          scheduler = "dpm", steps = 20
     [capture]             enabled = true, snaplen = 0 (bytes per packet, 0: whole packets)
-    [run]                 repetitions = 1, timeout_s = 600, ready_timeout_s = 180
+    [run]                 repetitions = 1, timeout_s = 600, ready_timeout_s = 180,
+                          time_dilation = 1 (K >= 1, or "auto"), mixed_compute = false
 
 `load_scenario(path)` checks everything that can be checked without starting anything (models on
 disk and loadable, profile entries, strategies served by the roles' models) and raises ValueError
@@ -115,6 +118,9 @@ class WorkloadSpec(StrictModel):
     # one request per (device, strategy) before the measured ones, half a second apart: ZeroMQ
     # connects on first use, so these open every TCP connection the measured requests will use
     warmup: StrictBool = False
+    # emulated seconds between warm-up requests, and from the last of them to the measured ones
+    warmup_gap_s: StrictFloat = Field(0.5, gt=0, le=3600)
+    warmup_settle_s: StrictFloat = Field(3.0, ge=0, le=3600)
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -146,10 +152,26 @@ class CaptureSpec(StrictModel):
     snaplen: StrictInt = Field(0, ge=0, le=262_144)
 
 
+MAX_DILATION = 1000.0
+
+
 class RunSpec(StrictModel):
     repetitions: StrictInt = Field(1, ge=1, le=1000)
     timeout_s: StrictFloat = Field(600.0, gt=0, le=7 * 86_400)
     ready_timeout_s: StrictFloat = Field(180.0, gt=0, le=3600)
+    # emulated time runs K times slower than wall time (README: time dilation); "auto": chosen
+    # before the run from the measured step times against the profiles (emulation/dilation.py)
+    time_dilation: StrictFloat | Literal["auto"] = 1.0
+    # a native host under K > 1 computes K times faster than this machine: only when asked
+    mixed_compute: StrictBool = False
+
+    @field_validator("time_dilation", mode="before")
+    @classmethod
+    def _dilation(cls, v: object) -> object:
+        number = isinstance(v, int | float) and not isinstance(v, bool)
+        if v == "auto" or (number and 1 <= v <= MAX_DILATION):  # nan fails both bounds
+            return float(v) if number else v
+        raise ValueError(f'must be a number in 1..{MAX_DILATION:g} or "auto" (got {v!r})')
 
 
 class Experiment(StrictModel):
@@ -199,11 +221,13 @@ class Experiment(StrictModel):
 
     def node_configs(self, hosts: Mapping[str, tuple[str, str, str]], coordinator: str, run_dir: Path,
                      workload: Mapping[str, list[dict]], t0: float | None = None,
-                     security: Callable[[str], SecurityConfig] | None = None) -> dict[str, NodeConfig]:
+                     security: Callable[[str], SecurityConfig] | None = None,
+                     dilation: float = 1.0) -> dict[str, NodeConfig]:
         """One node config per host, the one way they are built (emulated runs and deploy mode):
         `hosts` maps a host to (role, the endpoint the others connect to, what it binds);
-        `workload` a device to its requests (WorkloadRequest fields); `t0` goes to the devices;
-        `security(host)` gives a host's CURVE settings (default: plain TCP)."""
+        `workload` a device to its requests (WorkloadRequest fields, emulated time); `t0` goes to
+        the devices; `security(host)` gives a host's CURVE settings (default: plain TCP);
+        `dilation` K turns the emulated times (arrivals, deadlines, timeouts) into wall time."""
         peers = {h: Peer(endpoint=endpoint, role=role, models=self.nodes.role(role).models)
                  for h, (role, endpoint, _) in hosts.items()}
         configs = {}
@@ -216,8 +240,9 @@ class Experiment(StrictModel):
                 host=host, role=role, bind=bind, coordinator=coordinator,
                 peers={h: p for h, p in peers.items() if h != host}, models=spec.models, compute=compute,
                 run_dir=run_dir, scheduler=self.generation.scheduler, steps=self.generation.steps,
-                request_timeout_s=self.workload.request_timeout_s, t0=t0 if device else None,
-                workload=list(workload.get(host, [])) if device else [], strategies=self.strategies,
+                request_timeout_s=self.workload.request_timeout_s * dilation, time_dilation=dilation,
+                t0=t0 if device else None, strategies=self.strategies,
+                workload=[_dilated(r, dilation) for r in workload.get(host, [])] if device else [],
                 security=security(host) if security else SecurityConfig(),
             )
         return configs
@@ -239,7 +264,17 @@ class Scenario(Experiment):
         if "device" not in roles:
             raise ValueError("topology: no device hosts, so nobody issues requests")
         self.check_strategies("the topology")
+        self._check_mixed_compute()
         return self
+
+    def _check_mixed_compute(self) -> None:
+        modes = {r: self.nodes.role(r).compute for r in self.roles_present() if self.nodes.role(r).models}
+        if self.run.time_dilation == 1 or self.run.mixed_compute or len(set(modes.values())) < 2:
+            return
+        native = ", ".join(f"nodes.{r}" for r, m in sorted(modes.items()) if m == "native")
+        raise ValueError(f"run.time_dilation: {native} native beside profiled hosts: under dilation a "
+                         "native host computes K times faster than this machine; make every role "
+                         "profiled, or set run.mixed_compute = true to accept it")
 
     def roles_present(self) -> set[str]:
         return {r for r in NODE_ROLES if any(self._hosts_of(r))}
@@ -250,6 +285,12 @@ class Scenario(Experiment):
         if role == "device":
             return [n for n in names if n in devices]
         return [n for n in names if n not in devices and re.sub(r"\d+$", "", n) == role]
+
+
+def _dilated(request: dict, k: float) -> dict:
+    """A device's request with its emulated times (arrival, deadline) in wall time."""
+    deadline = request.get("deadline_s")
+    return {**request, "at_s": request["at_s"] * k, "deadline_s": None if deadline is None else deadline * k}
 
 
 def _strategy_needs(spec: StrategySpec) -> list[tuple[str, str, bool]]:
@@ -278,7 +319,7 @@ def check_resources(scenario: Scenario, base: Path | None = None) -> Scenario:
     """Models on disk (a model directory of one's own is loaded once, so that one that does not
     load is refused here and not on a node after the network is up) and profile entries: what
     pydantic cannot see.  ValueError, one line."""
-    from nodes.runtime.pacing import load_profiles, profile_for
+    from nodes.runtime.pacing import DEFAULT_PROFILES, load_power, load_profiles, power_for, profile_for
 
     check_models(scenario.nodes)
     profiles = None
@@ -295,11 +336,14 @@ def check_resources(scenario: Scenario, base: Path | None = None) -> Scenario:
         if spec.compute == "profiled":
             if profiles is None:
                 profiles = load_profiles(scenario.nodes.profiles_file)
-            for model in spec.models:
-                try:
+                power = load_power(scenario.nodes.profiles_file)
+            try:
+                for model in spec.models:
                     profile_for(profiles, spec.hardware or "", model)
-                except ValueError as exc:
-                    raise ValueError(f"nodes.{role}.hardware: {exc}") from None
+                # a profiled host's joules per image are reported, so its power must be known
+                power_for(power, spec.hardware or "", scenario.nodes.profiles_file or DEFAULT_PROFILES)
+            except ValueError as exc:
+                raise ValueError(f"nodes.{role}.hardware: {exc}") from None
     return scenario
 
 

@@ -9,9 +9,9 @@ follow one another on the same arrival process.  Image seeds: `seed * 1_000_000 
 index = repetition * requests + k, so every request draws different noise and a run is
 reproducible from its scenario alone.
 
-With `warmup = true`, one request per (device, strategy) goes first, WARMUP_GAP_S apart (ids
+With `warmup = true`, one request per (device, strategy) goes first, `warmup_gap_s` apart (ids
 `w-q...`, repetition -1, seeds counted down from the top of the scenario's seed range), and the
-measured workload starts WARMUP_SETTLE_S after the last of them: ZeroMQ opens a TCP connection on
+measured workload starts `warmup_settle_s` after the last of them: ZeroMQ opens a TCP connection on
 the first message to a peer, so without warm-up the first requests also pay TCP and ZMTP
 handshakes.  Warm-up requests are recorded like any other and left out of summaries.
 """
@@ -25,8 +25,6 @@ import numpy as np
 from emulation.scenario import WorkloadSpec
 
 SEED_STRIDE = 1_000_000
-WARMUP_GAP_S = 0.5
-WARMUP_SETTLE_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -81,11 +79,11 @@ def plan_workload(spec: WorkloadSpec, devices: list[str], strategies: list[str],
         for k in range(len(devices) * len(strategies)):
             out.append(PlannedRequest(
                 request_id=f"w-q{k:04d}", device=devices[k // len(strategies)],
-                strategy=strategies[k % len(strategies)], repetition=-1, at_s=round(k * WARMUP_GAP_S, 6),
+                strategy=strategies[k % len(strategies)], repetition=-1, at_s=round(k * spec.warmup_gap_s, 6),
                 n=spec.images_per_request, labels=labels, seed=spec.seed * SEED_STRIDE + SEED_STRIDE - 1 - k,
                 deadline_s=spec.deadline_s, warmup=True))
         # the measured workload starts once the last warm-up request has had time to finish
-        shift = len(out) * WARMUP_GAP_S + WARMUP_SETTLE_S
+        shift = len(out) * spec.warmup_gap_s + spec.warmup_settle_s
         times = [round(t + shift, 6) for t in times]
     for index in range(total):
         repetition, k = divmod(index, spec.requests)

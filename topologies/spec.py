@@ -77,6 +77,17 @@ class LinkShape(StrictModel):
         """Only the shape (a LinkParams without its trace)."""
         return LinkShape.model_validate(self.model_dump(include=set(LinkShape.model_fields)))
 
+    def dilated(self, k: float) -> LinkShape:
+        """What the link does in wall-clock time when emulated time runs K times slower than
+        wall time: rate / K, delay and jitter x K; loss and queue (packets) as they are, so the
+        bandwidth-delay product in bytes is unchanged.  Not re-validated: at K > 1 a delay may
+        exceed the bound a scenario may ask for."""
+        if k == 1:
+            return self.shape()
+        return LinkShape.model_construct(
+            bw_mbit=None if self.bw_mbit is None else self.bw_mbit / k, delay_ms=self.delay_ms * k,
+            jitter_ms=self.jitter_ms * k, loss_pct=self.loss_pct, queue_pkts=self.queue_pkts)
+
     def changed(self, **changes: float | None) -> LinkShape:
         """A copy with some values replaced, validated like the scenario's (ValueError)."""
         try:

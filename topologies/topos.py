@@ -50,9 +50,9 @@ class EdgeTopo(Topo):
         self._ports: dict[str, int] = {}
         super().__init__(*args, **params)
 
-    def add_node(self, name: str, role: str, cpu: float | None = None) -> str:
+    def add_node(self, name: str, role: str, cpu: float | None = None, radio: str | None = None) -> str:
         # ip is filled in by the node's first link (Mininet sets it on the default interface)
-        return self.addHost(name, role=role, cpu=cpu, ip=None)
+        return self.addHost(name, role=role, cpu=cpu, radio=radio, ip=None)
 
     def add_link(self, a: str, b: str, spec: LinkParams) -> LinkInfo:
         k = len(self.link_infos) + 1
@@ -178,7 +178,7 @@ class StarTopo(EdgeTopo):
         compute, overrides = compute or {}, overrides or {}
         hub = self.add_node("edge", "edge", compute.get("edge"))
         for d in devices:
-            name = self.add_node(d.name, "device", d.cpu or compute.get("device"))
+            name = self.add_node(d.name, "device", d.cpu or compute.get("device"), d.radio)
             self.add_link(name, hub, _with_override(_device_link(d), name, hub, overrides))
 
 
@@ -189,7 +189,7 @@ class TwoTierTopo(EdgeTopo):
               compute: dict | None = None, overrides: dict | None = None) -> None:
         compute, overrides = compute or {}, overrides or {}
         for d in devices:
-            self.add_node(d.name, "device", d.cpu or compute.get("device"))
+            self.add_node(d.name, "device", d.cpu or compute.get("device"), d.radio)
         ap = self.add_node("ap", "ap", compute.get("ap"))
         edge = self.add_node("edge", "edge", compute.get("edge"))
         cloud = self.add_node("cloud", "cloud", compute.get("cloud"))
@@ -208,7 +208,7 @@ class MultiCellTopo(EdgeTopo):
               compute: dict | None = None, overrides: dict | None = None) -> None:
         compute, overrides = compute or {}, overrides or {}
         for d in devices:
-            self.add_node(d.name, "device", d.cpu or compute.get("device"))
+            self.add_node(d.name, "device", d.cpu or compute.get("device"), d.radio)
         aps = [self.add_node(f"ap{k + 1}", "ap", compute.get("ap")) for k in range(cells)]
         edges = [self.add_node(f"edge{k + 1}", "edge", compute.get("edge")) for k in range(cells)]
         cloud = self.add_node("cloud", "cloud", compute.get("cloud")) if backhaul else None

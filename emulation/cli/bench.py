@@ -25,7 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=_topology)
     f = bench.add_parser("fidelity", help="configured vs measured links over the target ranges")
     f.add_argument("--impairment", default="auto", choices=("auto", "netem", "userspace"))
-    f.add_argument("--duration", type=float, default=2.0)
+    f.add_argument("--duration", type=float, default=2.0, help="seconds of iperf3 per direction "
+                   "(emulated: K times longer under --dilation)")
+    f.add_argument("--dilation", type=float, nargs="+", metavar="K",
+                   help="measure the time-dilation links at each K (e.g. 1 10 30) instead")
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=_fidelity)
     m = bench.add_parser("memory", help="node processes' memory: forked from the launcher vs one by one")
@@ -86,7 +89,13 @@ def _fidelity(args: argparse.Namespace) -> int:
 
     if not 0 < args.duration <= 60:
         raise ValueError(f"--duration: {args.duration} is outside (0, 60] seconds")
-    rows = sweep(args.impairment, args.duration)
+    for k in args.dilation or []:
+        if not 1 <= k <= 100:  # nan fails too
+            raise ValueError(f"--dilation: {k} is outside 1..100")
+    if args.dilation:
+        rows = [row for k in args.dilation for row in sweep(args.impairment, args.duration, k)]
+    else:
+        rows = sweep(args.impairment, args.duration)
     if args.json:
         print_json({"rows": rows, "inside_targets": summary(rows)})
     else:

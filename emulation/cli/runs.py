@@ -47,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from emulation.runner import run_scenario
+    from emulation.dilation import choose_dilation
+    from emulation.runner import check_can_run, default_out_dir, run_scenario
     from emulation.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)  # ValueError -> one line, exit 2, nothing started
@@ -56,8 +57,15 @@ def _run(args: argparse.Namespace) -> int:
               f"{scenario.workload.requests * scenario.run.repetitions} requests)")
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    result = run_scenario(scenario, Path(args.out) if args.out else None, progress=not args.quiet,
-                          quality=not args.no_quality, on_finish=_print_run)
+    out = Path(args.out) if args.out else default_out_dir(scenario)
+    check_can_run(out)  # before measuring anything for "auto"
+    dilation = choose_dilation(scenario)
+    if dilation.k > 1 or scenario.run.time_dilation == "auto":
+        print(f"time dilation K = {dilation.k:g}: {dilation.how}")
+    if dilation.native_hosts_note:
+        print(f"note: {dilation.native_hosts_note}")
+    result = run_scenario(scenario, out, progress=not args.quiet, quality=not args.no_quality,
+                          on_finish=_print_run, dilation=dilation)
     return _strict_status(result.summary) if args.strict else 0
 
 
@@ -81,6 +89,9 @@ def _print_run(result: RunResult) -> None:
 
     summary = result.summary
     print(format_table(summary["strategies"], title=f"{summary['scenario']}: {summary['status']}"))
+    k = (result.manifest.get("clock") or {}).get("time_dilation") or 1
+    if k > 1:
+        print(f"times are emulated seconds: time dilation K = {k:g} (the run took K times longer)")
     print(format_accuracy(summary["accuracy"]))
     print(format_memory(summary["node_memory"]))
     print(f"run directory: {result.run_dir}", flush=True)

@@ -202,7 +202,7 @@ class LocalCluster:
         chosen = list(configs) if hosts is None else list(dict.fromkeys(hosts))
         unknown = [h for h in chosen if h not in configs]
         if unknown:
-            raise ValueError(f"host {unknown[0]!r} is not in deploy.hosts ({', '.join(configs)})")
+            raise ValueError(f"host {unknown[0]!r} has no node config (configs: {', '.join(configs)})")
         order = sorted(chosen, key=lambda h: configs[h].role == "device")  # stable: servers first
         self.nodes = {host: NodeProcess(configs[host]) for host in order}
         self.ready_timeout_s = ready_timeout_s

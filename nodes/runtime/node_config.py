@@ -173,6 +173,9 @@ class NodeConfig(StrictModel):
     scheduler: SchedulerName = "dpm"
     steps: int = Field(50, ge=1, le=1000)
     request_timeout_s: float = Field(60.0, gt=0)
+    # K of a time-dilated run (emulation/dilation.py): a profiled step is paced to K x its profile.
+    # Every other time the node is given (arrivals, deadlines, timeouts) is wall time already.
+    time_dilation: float = Field(1.0, ge=1, le=1000)
     t0: float | None = None  # common start (epoch s) of device workloads; None: when ready
     workload: list[WorkloadRequest] = []
     strategies: dict[str, StrategySpec] = Field(default_factory=default_strategies)

@@ -153,7 +153,9 @@ class StageWorker:
     def compute(self, envelope: StageMsg, item: Inbound, stage: Stage) -> tuple[StateBundle, Hop]:
         denoiser, schedule = self.models[stage.model]
         profile = self.profiles.get(stage.model)
-        pacer = Pacer(profile.step_s(envelope.n) if profile else None, stage.steps)
+        # under time dilation K a profiled step takes K times its profile in wall time
+        step_s = profile.step_s(envelope.n) * self.config.time_dilation if profile else None
+        pacer = Pacer(step_s, stage.steps)
         stop = self.node.stop
 
         def on_step(index: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from analysis.accuracy import accuracy_report
 from nodes.runtime.records import StageRecord, failed_records
@@ -32,3 +33,19 @@ def test_a_run_in_which_every_request_failed_has_an_accuracy_report() -> None:
 def test_an_empty_run_has_an_empty_headline() -> None:
     frame = pd.DataFrame(columns=list(StageRecord.model_fields))
     assert accuracy_report(frame, pd.DataFrame(), NETWORK) == {"headline": {}}
+
+
+def test_the_prediction_follows_the_links_as_they_were_when_a_message_went() -> None:
+    from analysis.accuracy import LinkStates, predicted_s
+
+    network = {**NETWORK, "paths": {"edge": {"d1": ["d1-edge"], "cloud": ["edge-cloud"]}}}
+    events = [{"t_clock": 5.0, "link": "d1-edge", "direction": "d1->edge", "delay_ms": 50, "bw_mbit": 1},
+              {"t_clock": 7.0, "link": "edge-cloud", "state": "down"},
+              {"t_clock": 9.0, "link": "edge-cloud", "state": "up"},
+              {"t_clock": None, "link": None, "source": "start"}]
+    states = LinkStates(network, events)
+    assert predicted_s(network, "d1", "edge", 1000, 1.0, states)[0] == pytest.approx(0.005 + 8000 / 10e6)
+    assert predicted_s(network, "d1", "edge", 1000, 6.0, states)[0] == pytest.approx(0.050 + 8000 / 1e6)
+    assert predicted_s(network, "edge", "d1", 1000, 6.0, states)[0] == pytest.approx(0.005 + 8000 / 10e6)
+    assert predicted_s(network, "edge", "cloud", 0, 8.0, states)[0] is None  # down: nothing to predict
+    assert predicted_s(network, "cloud", "edge", 0, 9.5, states)[0] == pytest.approx(0.010)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from analysis.report import write_report
-from analysis.run_tables import requests_frame, unrecorded_failures, write_requests
+from analysis.run_tables import Clock, requests_frame, unrecorded_failures, write_requests
 from analysis.summary import summarize
 from nodes.runtime.records import RecordWriter
 
@@ -25,8 +25,13 @@ def workload() -> list[dict]:
 
 
 def test_requests_table_is_rebuilt_from_the_records_exactly(workload):
-    frame = requests_frame(SMOKE_RUN, workload)
+    clock = Clock.of(json.loads((SMOKE_RUN / "manifest.json").read_text()))
+    frame = requests_frame(SMOKE_RUN, workload, clock)
     pd.testing.assert_frame_equal(frame, pd.read_parquet(SMOKE_RUN / "requests.parquet"))
+    # emulated seconds from the clock's origin, the wall clock kept beside them
+    assert clock.origin > 1e9 and clock.dilation == 1
+    assert (frame["t_request_sent"] == frame["wall_t_request_sent"] - clock.origin).all()
+    assert frame["total_s"].equals(frame["wall_total_s"].astype(float))
     # one row per request per stage, each planned request there, with the workload's columns
     firsts = frame[frame["stage_index"] == 0]
     assert sorted(firsts["request_id"]) == sorted(r["request_id"] for r in workload)

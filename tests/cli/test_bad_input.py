@@ -114,19 +114,33 @@ ARGUMENT_CASES = {
 
 SCENARIO_CASES = {  # (text of the scenario, needle); every one through `run --check`
     "requests as a string": (SMOKE.replace("requests = 8 ", 'requests = "8" '),
-                             ":55: workload.requests: Input should be a valid integer (got '8'"),
+                             ":56: workload.requests: Input should be a valid integer (got '8'"),
     "bw as a boolean": (SMOKE.replace("bw_mbit = 20\n", "bw_mbit = true\n", 1),
                         ":9: topology.devices[0].bw_mbit: Input should be a valid number (got True"),
     "old link name": (SMOKE.replace("bw_mbit = 20\n", "bw = 20\n", 1),
                       "topology.devices[0]: `bw` is now `bw_mbit` (a number)"),
     "nan interval": (SMOKE.replace("interval_s = 0.5", "interval_s = nan"),
-                     ":57: workload.interval_s: Input should be a finite number (got nan"),
+                     ":58: workload.interval_s: Input should be a finite number (got nan"),
     "unknown model": (SMOKE.replace('models = ["medium"]', 'models = ["huge"]'),
-                      ":47: nodes.edge.models[0]:"),
+                      ":48: nodes.edge.models[0]:"),
     "garbage model config": (SMOKE.replace('models = ["medium"]', 'models = ["{tmp}/garbage"]'),
                              "config.json is not JSON"),
     "labels outside 0-9": (SMOKE.replace('labels = "cycle"', "labels = [1, 12]"),
                            "workload.labels: labels must be"),
+    "dilation below 1": (SMOKE + "time_dilation = 0.5\n",
+                         ':88: run.time_dilation: must be a number in 1..1000 or "auto" (got 0.5)'),
+    "dilation not a number": (SMOKE + 'time_dilation = "fast"\n',
+                              ":88: run.time_dilation: must be a number in 1..1000 or \"auto\" (got 'fast')"),
+    "native beside profiled, dilated": (
+        SMOKE.replace('compute = "native"', 'compute = "profiled"\nhardware = "datacenter_gpu"', 1)
+        + "time_dilation = 10\n",
+        "run.time_dilation: nodes.device, nodes.edge native beside profiled hosts"),
+    "profile without power figures": (
+        SMOKE.replace('compute = "native"', 'compute = "profiled"\nhardware = "datacenter_gpu"')
+        .replace("[nodes.cloud]", '[nodes]\nprofiles_file = "{tmp}/no-power.toml"\n[nodes.cloud]', 1),
+        "nodes.cloud.hardware: hardware 'datacenter_gpu' has no busy_w/idle_w in"),
+    "radio that does not exist": (SMOKE.replace('name = "d1"\n', 'name = "d1"\nradio = "pigeon"\n', 1),
+                                  ":9: topology.devices[0].radio: Input should be 'wifi', 'lte' or '5g'"),
 }
 
 
@@ -169,6 +183,9 @@ def test_bad_arguments(tmp_path, case):
 def test_bad_scenarios_name_the_file_line_and_field(tmp_path, case):
     text, needle = SCENARIO_CASES[case]
     garbage_model(tmp_path / "garbage")
+    profiles = (REPO / "nodes" / "profiles.toml").read_text().splitlines()
+    (tmp_path / "no-power.toml").write_text("\n".join(line for line in profiles
+                                                     if not line.startswith(("busy_w", "idle_w"))))
     path = scenario(tmp_path / "bad.toml", text.replace("{tmp}", str(tmp_path)))
     assert_bad_input(run("run", str(path), "--check"), f"{path}{needle}" if needle[0] == ":" else needle)
 

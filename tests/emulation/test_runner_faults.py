@@ -164,10 +164,13 @@ def test_a_run_in_which_every_measured_request_fails_ends_with_its_summary(tmp_p
     events = [json.loads(line) for line in (out / "link_events.jsonl").read_text().splitlines()]
     down = next(e for e in events if e.get("state") == "down")
     assert -0.05 <= down["t_clock"] < 1.0, down
-    first_measured = measured["t_request_sent"].min()
-    assert down["t"] <= first_measured + 1.0
+    first_measured = measured["t_request_sent"].min()  # on the same clock: emulated s from origin
+    assert down["t_clock"] <= first_measured + 1.0
+    origin = result.manifest["clock"]["origin"]
+    assert abs(measured["wall_t_request_sent"].min() - origin - first_measured) < 1e-6
     warm = result.requests[result.requests["warmup"].eq(True)]
-    assert warm["t_result_received"].max() < down["t"]  # every warm-up request ended before it
+    assert warm["t_result_received"].max() < down["t_clock"]  # every warm-up request ended before it
+    assert warm["wall_t_result_received"].max() < down["t"]
     assert all(c.get("captured", 0) > 0 for c in result.manifest["capture"])
 
 

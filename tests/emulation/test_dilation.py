@@ -1,0 +1,233 @@
+"""Time dilation (emulation/dilation.py): what is scaled by K and what the tables report.
+
+Without root: the link shape under K, the node configs' wall times, K as given or measured
+("auto", on this machine's real steps), the refusal of native beside profiled hosts.  As root: a
+dilated run whose profiled stages take exactly their profile in emulated time, whose tables are
+emulated with the wall clock beside them, and whose link measures as configured; `--strict`
+failing a run whose profiled steps overran.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.run_tables import Clock
+from emulation.dilation import SAFETY_MARGIN, choose_dilation
+from emulation.scenario import parse_scenario
+from nodes.runtime.pacing import load_profiles, profile_for
+from topologies.spec import LinkShape
+
+REPO = Path(__file__).resolve().parents[2]
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="Mininet needs root")
+
+# one device and the edge, both profiled: a dilated run of 4 measured requests
+SCENARIO = """
+[topology]
+kind = "star"
+[[topology.devices]]
+name = "{device}"
+bw_mbit = 10
+delay_ms = 10
+radio = "wifi"
+
+[nodes.edge]
+models = ["medium"]
+compute = "profiled"
+hardware = "edge_gpu"
+[nodes.device]
+models = ["small"]
+compute = "profiled"
+hardware = "phone"
+[nodes.cloud]
+models = []
+
+[workload]
+requests = 4
+interval_s = 0.2
+images_per_request = 2
+deadline_s = 0.5
+request_timeout_s = 5
+warmup = true
+warmup_gap_s = 0.1
+warmup_settle_s = 0.3
+
+[strategies.edge_only]
+kind = "edge_only"
+[strategies.device_only]
+kind = "device_only"
+
+[generation]
+scheduler = "dpm"
+steps = 10
+
+[capture]
+enabled = {capture}
+
+[run]
+timeout_s = 3
+time_dilation = {k}
+"""
+
+
+def scenario_text(k: float | str = 6, device: str = "dl1", capture: bool = True) -> str:
+    return SCENARIO.format(device=device, k=json.dumps(k), capture=str(capture).lower())
+
+
+def scenario_data(k: float | str = 6) -> dict:
+    import tomllib
+
+    return {"name": "dilated", **tomllib.loads(scenario_text(k))}
+
+
+def test_a_dilated_link_runs_k_times_slower_with_the_same_bytes_in_flight() -> None:
+    shape = LinkShape(bw_mbit=20, delay_ms=10, jitter_ms=2, loss_pct=1, queue_pkts=50)
+    wall = shape.dilated(10)
+    got = (wall.bw_mbit, wall.delay_ms, wall.jitter_ms, wall.loss_pct, wall.queue_pkts)
+    assert got == (2, 100, 20, 1, 50)
+    assert wall.bw_mbit * wall.delay_ms == shape.bw_mbit * shape.delay_ms  # bandwidth x delay
+    assert shape.dilated(1) == shape
+
+
+def test_node_configs_carry_wall_times_and_k() -> None:
+    sc = parse_scenario(scenario_data(k=4))
+    hosts = {"dl1": ("device", "tcp://10.0.0.1:5555", "tcp://10.0.0.1:5555"),
+             "edge": ("edge", "tcp://10.0.0.2:5555", "tcp://10.0.0.2:5555")}
+    request = {"request_id": "r", "at_s": 1.5, "n": 2, "seed": 1, "strategy": "edge_only",
+               "deadline_s": 0.5, "labels": [0, 1]}
+    configs = sc.node_configs(hosts, "edge", Path("/tmp/x"), {"dl1": [request]}, t0=100.0, dilation=4)
+    device = configs["dl1"]
+    assert device.time_dilation == 4 and configs["edge"].time_dilation == 4
+    assert device.request_timeout_s == 20  # 5 emulated seconds
+    assert (device.workload[0].at_s, device.workload[0].deadline_s) == (6.0, 2.0)
+
+
+def test_given_k_and_the_note_on_native_hosts() -> None:
+    data = scenario_data(k=5)
+    data["nodes"] = {role: {"models": m} for role, m in (("edge", ["medium"]), ("device", ["small"]),
+                                                         ("cloud", []))}
+    dilation = choose_dilation(parse_scenario(data))
+    assert dilation.k == 5 and dilation.how.startswith("given")
+    note = dilation.native_hosts_note
+    assert "edge, device compute natively: under K = 5 they compute 5 times faster" in note
+
+
+def test_native_beside_profiled_is_refused_unless_asked() -> None:
+    data = scenario_data(k=5)
+    data["nodes"]["device"] = {"models": ["small"]}
+    with pytest.raises(ValueError, match=r"run.time_dilation: nodes.device native beside profiled"):
+        parse_scenario(data)
+    data["run"]["mixed_compute"] = True
+    assert parse_scenario(data).run.mixed_compute
+
+
+def test_auto_measures_this_machines_steps_against_the_profiles() -> None:
+    sc = parse_scenario(scenario_data(k="auto"))
+    dilation = choose_dilation(sc)
+    profiles = load_profiles()
+    rows = {r["model"]: r for r in dilation.measured}
+    assert set(rows) == {"medium", "small"}
+    for model, hardware in (("medium", "edge_gpu"), ("small", "phone")):
+        row = rows[model]
+        assert row["batch"] == 2 and row["hardware"] == hardware and row["real_step_ms"] > 0
+        expected = profile_for(profiles, hardware, model).step_s(2) * 1000
+        assert row["profiled_step_ms"] == pytest.approx(expected, abs=1e-4)
+    worst = max(r["ratio"] for r in dilation.measured)
+    assert dilation.k == max(1, math.ceil(SAFETY_MARGIN * worst))
+    assert dilation.how.startswith("auto:") and f"K = {dilation.k:g}" in dilation.how
+
+
+def test_the_clock_gives_emulated_seconds_and_keeps_the_wall_clock() -> None:
+    frame = pd.DataFrame({"t_sent": [1010.0, 1040.0], "compute_s": [3.0, None]})
+    out = Clock(origin=1000.0, dilation=10).emulated(frame, ["t_sent"], ["compute_s"])
+    assert out["t_sent"].tolist() == [1.0, 4.0] and out["wall_t_sent"].tolist() == [1010.0, 1040.0]
+    assert out["compute_s"].iloc[0] == 0.3 and math.isnan(out["compute_s"].iloc[1])
+    assert out["wall_compute_s"].iloc[0] == 3.0
+
+
+def run_cli(scenario: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "emulation.cli", "run", str(scenario), "--out", str(out),
+                           "--quiet", "--no-quality", *extra],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+
+
+@root_only
+def test_a_dilated_profiled_run_takes_its_profile_in_emulated_time(tmp_path, nothing_left_after) -> None:
+    nothing_left_after.add("dl1")
+    path = tmp_path / "dilated.toml"
+    path.write_text(scenario_text(k=16))  # about 2.5 x what `auto` measures for medium here
+    done = run_cli(path, tmp_path / "run", "--strict")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "time dilation K = 16: given in the scenario" in done.stdout
+    assert "times are emulated seconds: time dilation K = 16" in done.stdout
+    run = tmp_path / "run"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["clock"]["time_dilation"] == 16 and manifest["network"]["time_dilation"] == 16
+    assert manifest["network"]["tcp_timers"]["rto_min_ms"] in (3200, 200)  # x K where the kernel can
+    req = pd.read_parquet(run / "requests.parquet")
+    ok = req[(req["outcome"] == "ok") & req["warmup"].ne(True)]
+    assert len(ok["request_id"].unique()) == 4 and ok["overrun_steps"].sum() == 0
+    profiles = load_profiles()
+    for row in ok.itertuples():
+        hardware = "edge_gpu" if row.host == "edge" else "phone"
+        profiled = profile_for(profiles, hardware, row.model).step_s(2) * (row.end_step - row.start_step)
+        assert row.profiled_compute_s == pytest.approx(profiled)  # emulated: the profile itself
+        assert profiled <= row.compute_s <= profiled * 1.03 + 0.002, row  # paced to it, in emulated time
+        assert row.wall_compute_s == pytest.approx(row.compute_s * 16)
+        assert row.wall_total_s == pytest.approx(row.total_s * 16)
+    # the request crosses the 10 ms device link in emulated time, not in 10/6 ms or 60 ms
+    edge = ok[ok["host"] == "edge"]
+    assert (edge["uplink_s"] >= 0.0095).all() and (edge["uplink_s"] < 0.03).all(), edge["uplink_s"]
+    assert (edge["result_transfer_s"] >= 0.0095).all() and (edge["result_transfer_s"] < 0.03).all()
+    traffic = pd.read_parquet(run / "traffic.parquet")
+    assert {"t_first", "wall_t_first"} <= set(traffic.columns)
+    emulated = (traffic["wall_t_first"] - manifest["clock"]["origin"]) / 16
+    assert (emulated - traffic["t_first"]).abs().max() < 1e-6
+    summary = json.loads((run / "summary.json").read_text())
+    for entry in summary["strategies"].values():
+        assert entry["overrun_steps"] == 0 and entry["device_energy_per_image_j"] > 0
+
+
+@root_only
+def test_strict_fails_a_run_whose_profiled_steps_overran(tmp_path, nothing_left_after) -> None:
+    nothing_left_after.add("dl2")
+    profiles = (REPO / "nodes" / "profiles.toml").read_text()
+    fast = tmp_path / "impossible.toml"  # a phone a thousand times faster than its profile
+    fast.write_text(profiles.replace("small = { step_ms = 1.56, per_image_ms = 0.383 }",
+                                     "small = { step_ms = 0.0015, per_image_ms = 0.0004 }"))
+    text = (scenario_text(k=1, device="dl2", capture=False)
+            .replace("[nodes.edge]", f'[nodes]\nprofiles_file = "{fast}"\n[nodes.edge]')
+            .replace('[strategies.edge_only]\nkind = "edge_only"\n', "")
+            .replace("requests = 4", "requests = 2").replace("warmup = true", "warmup = false"))
+    path = tmp_path / "overrun.toml"
+    path.write_text(text)
+    done = run_cli(path, tmp_path / "run", "--strict")
+    assert done.returncode == 1, done.stderr[-2000:]
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("edgestage: --strict: profiled compute overran: device_only 20 steps in 2 "
+                           "requests")
+    assert "device_only!" in done.stdout and (tmp_path / "run" / "summary.json").is_file()
+
+
+@root_only
+def test_a_dilated_link_measures_as_configured_in_emulated_time(nothing_left_after) -> None:
+    from emulation.calibration import measure_links
+    from emulation.network import EmulatedNetwork
+    from topologies.spec import parse_topology
+
+    nothing_left_after.add("dl3")
+    spec = parse_topology({"kind": "star", "impairment": "userspace",
+                           "devices": [{"name": "dl3", "bw_mbit": 20, "delay_ms": 10}]})
+    with EmulatedNetwork(spec, dynamics=False, cpu_limits=False, dilation=4) as net:
+        rows = measure_links(net, duration=1.0)
+    for row in rows:
+        assert row["time_dilation"] == 4
+        assert row["ok_rtt"], row  # 20 ms within 0.5 ms + 3 %, in emulated time (80 ms of wall)
+        assert row["ok_bw"], row   # >= 0.93 x 20 Mbit/s in emulated time (5 Mbit/s of wall)
