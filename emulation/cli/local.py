@@ -38,6 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_quality)
 
+    p = sub.add_parser("quality-table", help="quality per plan over the planner's grid of plans")
+    add_quality_table_args(p)
+    p.set_defaults(func=_quality_table)
+
 
 def _doctor(args: argparse.Namespace) -> int:
     from emulation.doctor import doctor_report, format_report
@@ -151,3 +155,56 @@ def _record_quality(frame, args: argparse.Namespace) -> None:
         if len(stages) == 1 and stages[0].model in DENOISER_NAMES:
             facts = {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
             record(PRETRAINED_DIR / stages[0].model, "quality", {**facts, "command": command})
+
+
+QUALITY_TABLE_MIN_IMAGES = 100  # FID's small-sample bias swamps the gaps between plans below this
+
+
+def add_quality_table_args(p: argparse.ArgumentParser) -> None:
+    from emulation.cli.args import steps
+    from nodes.schema import SCHEDULER_NAMES
+
+    p.add_argument("--scheduler", choices=SCHEDULER_NAMES, required=True)
+    p.add_argument("--steps", type=steps, required=True, help="T, steps of the schedule (1 to 1000)")
+    p.add_argument("--n", type=_table_image_count, default=500,
+                   help=f"images per plan (at least {QUALITY_TABLE_MIN_IMAGES}; the shipped tables: 500)")
+    p.add_argument("--out", help="CSV to write (default: nodes/pretrained/quality-table/SCHEDULER-STEPS.csv)")
+    p.add_argument("--cache-dir", help="per-plan figures: the only folder read and written "
+                   "(default: the shipped figures, then $EDGESTAGE_CACHE or ~/.cache/edgestage/plan-quality)")
+    p.add_argument("--json", action="store_true")
+
+
+def _table_image_count(text: str) -> int:
+    from emulation.cli.args import image_count
+
+    value = image_count(text)
+    if value < QUALITY_TABLE_MIN_IMAGES:
+        raise argparse.ArgumentTypeError(f"at least {QUALITY_TABLE_MIN_IMAGES} images per plan, got {value} "
+                                         "(FID over fewer is mostly its small-sample bias)")
+    return value
+
+
+def _quality_table(args: argparse.Namespace) -> int:
+    from analysis.plan_quality import default_cache_dir
+    from analysis.quality_table import SINGLE_MODELS, grid, measure_table, table_path, write_table
+    from nodes.diffusion.generation import check_fits
+    from nodes.diffusion.samples import check_output_path
+
+    if args.out is not None and args.out.endswith(("/", "\\")):
+        raise ValueError(f"--out {args.out}: give a file name (.csv), not a folder")
+    out = Path(args.out) if args.out else table_path(args.scheduler, args.steps)
+    cache_dir = Path(args.cache_dir) if args.cache_dir else None
+    # every path this writes, tried before any work: the table, and where new per-plan figures land
+    check_output_path(out, what="quality table")
+    check_output_path((cache_dir or default_cache_dir()) / "probe.json", what="plan-quality cache file")
+    check_fits(SINGLE_MODELS, args.n)
+    plans = grid(args.steps)
+    table = measure_table(args.scheduler, args.steps, n=args.n, cache_dir=cache_dir, progress=True)
+    write_table(table, out)
+    if args.json:
+        print_json({"table": str(out), "plans": json.loads(table.to_json(orient="records"))})
+        return 0
+    shown = table.drop(columns=["cache_file"])
+    print(shown.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4f}"))
+    print(f"{len(plans)} plans, {args.scheduler} {args.steps} steps, {args.n} images each -> {out}")
+    return 0
