@@ -207,7 +207,10 @@ def test_the_shipped_table_covers_the_grid_and_the_scenarios_plans_on_500_images
         assert cached is not None, row["plan"]
         assert Path(row["cache_file"]).name == Path(cached["cache_file"]).name
         for figure in qt.FIGURES:
-            assert row[figure] == pytest.approx(cached[figure], rel=1e-5), (row["plan"], figure)
+            if cached[figure] is None:  # large-only's PSNR against itself
+                assert pd.isna(row[figure]), (row["plan"], figure)
+            else:
+                assert row[figure] == pytest.approx(cached[figure], rel=1e-5), (row["plan"], figure)
 
 
 # --- the command ----------------------------------------------------------------------------------
