@@ -122,9 +122,9 @@ class HostConfiguration:
         scaled = dilated and RTO_MIN_SYSCTL.exists()
         return {"rto_min_ms": DEFAULT_RTO_MIN_MS * (self.dilation if scaled else 1),
                 "rto_min_scaled": scaled,
-                # CUBIC grows its window as a function of wall-clock time, so under K it grows
-                # K times faster per round trip and loses goodput (measured: 0.885 of the rate at
-                # K = 10 on 20 Mbit/s, 20 ms); Reno grows per ACK, the same at every K (0.956)
+                # CUBIC's window growth is a function of wall-clock time, and under K its goodput
+                # fell (measured: 0.885 of the rate at K = 10 on 20 Mbit/s, 20 ms); Reno grows
+                # per ACK and kept 0.956 there (README: time dilation)
                 "congestion_control": DILATED_CONGESTION_CONTROL if dilated else "kernel default",
                 "not_scaled": "initial RTO 1 s (SYN and first data), delayed ACK 40-200 ms, RTO max "
                               "120 s: wall-clock constants of the kernel (README: time dilation)"}
