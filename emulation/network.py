@@ -64,6 +64,7 @@ from emulation.cgroups import CpuLimiter
 from emulation.host_config import HostConfiguration, configure_quietly
 from emulation.impairment import UserspaceImpairment, choose_backend
 from emulation.live_links import LiveLinks
+from nodes.runtime.launcher import die_with_parent
 from topologies.spec import LinkShape, TopologySpec
 from topologies.topos import EdgeTopo, LinkInfo, topology_from_spec
 
@@ -256,13 +257,17 @@ class EmulatedNetwork(HostConfiguration, LiveLinks):
 
     def popen(self, host: str, argv: list[str], cpu_limited: bool = True,
               **kwargs: object) -> subprocess.Popen:
-        """Start a process in the host's namespace (and cgroup); ended by pid at teardown."""
+        """Start a process in the host's namespace (and cgroup); ended by pid at teardown, and
+        sent SIGTERM if the thread that started it dies first."""
         node = self.node(host)
         mncmd = ["mnexec", "-da", str(node.pid)]
         if cpu_limited and self.limiter is not None and host in self.limiter.hosts:
             # join the cgroup first (from the root mount namespace), then enter the host
             mncmd = self.limiter.wrap(host, mncmd)
         kwargs.setdefault("stdin", subprocess.DEVNULL)
+        # mnexec -d detaches, so a SIGKILLed runner would leave it running; two tcpdumps on one
+        # veth's ends then hold each other's namespaces, and the veth, alive
+        kwargs.setdefault("preexec_fn", die_with_parent)
         proc = node.popen(list(argv), mncmd=mncmd, **kwargs)
         self._procs.append(proc)
         return proc
