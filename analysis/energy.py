@@ -4,8 +4,13 @@ For each ok request (its rows in requests.parquet, one per stage):
 
     host_compute_j[h]  = busy_w(hardware of h) * sum of compute_s of the stages on h
     device_compute_j   = host_compute_j[device], 0 where no stage ran on the device
-    device_radio_j     = promotion + transfer + tail joules of the device's radio (topologies/radio.py)
-                         for the request's transfers to and from the device
+    device_radio_j     = transfer + tail joules of the request's own transfers to and from the device,
+                         on their own (topologies/radio.py, request_radio_energy):
+                           transfer  alpha_dir per bit + beta over the union of the transfers' times
+                           tail      tail_mw over the gaps between the request's first and last
+                                     transfer (the radio stays in its high-power state while the
+                                     request is in flight)
+                         radio_promotion_j is 0: no promotion and no trailing tail is charged
     device_energy_j    = device_compute_j + device_radio_j
     total_compute_j    = sum of host_compute_j over the request's hosts (the device's included)
 
@@ -28,16 +33,29 @@ A message between two stages on the device, and a result the device computed its
 The small `accepted` message (the plan, coordinator -> device) has no timestamps in the records and
 is left out; so are failed requests' transfers.
 
-One radio per device over the whole run: its transfers from every request, sorted by time, go
-through the radio model together, so a tail left by one request can spare the next one's
-promotion (and is cut short by it); each transfer's promotion, transfer and tail joules are
-charged to the request it belongs to.  With requests closer together than the radio's tail (LTE:
-about 11.6 s), the tail is mostly charged to the request before: radio energy per request depends
-on the workload's spacing, as it does on a real phone.
+Why a request's radio joules are its own transfers alone: a request's figure must not depend on
+the workload's order.  Run through one radio together, the device's transfers give the radio's
+promotion to whichever request finds it idle and its trailing tail (LTE: about 11.6 s at about
+1 W, 12.3 J) to whichever request happens to come last, and a request right after another pays no
+promotion; the per-image figure of a strategy then says more about the arrival order than about
+the strategy (and a planner minimising predicted device energy per request could not predict it).
+
+What that leaves out is the device's, not a request's, and is reported apart, per device over the
+whole run, by device_radio_overhead: the whole-run radio energy of the device (radio_energy over
+all its ok requests' transfers, sorted, with promotions and tails as the radio model charges them)
+minus the sum of its requests' device_radio_j, split by radio state, so that per-request sum plus
+overhead is the device's whole-run radio energy and nothing is hidden.  Its promotion_j is every
+promotion of the run (>= 0).  Its tail_j and transfer_j are signed: idle tails (between requests
+and after the last one) make them larger, and two things make them smaller, because the
+per-request attribution charges the same seconds to more than one request or charges seconds the
+whole-run radio spends idle: requests of one device that overlap in time (each pays beta, and tail
+power for its gaps, over the same seconds) and a gap inside one request longer than the radio's
+tail_s (the request pays tail power for all of it; the whole-run radio goes idle after tail_s and
+is promoted again).
 
 The radio kind of a device is its host's `radio` in network.json (None or absent: no radio energy,
 0 J).  Without a network document the radios are unknown: device_radio_j and device_energy_j are
-missing.
+missing, and so is every device's overhead (None).
 """
 
 from __future__ import annotations
@@ -48,7 +66,7 @@ from typing import Any
 import pandas as pd
 
 from nodes.runtime.pacing import HardwarePower
-from topologies.radio import RadioEnergy, Transfer, radio_model, transfer_energies
+from topologies.radio import RadioEnergy, Transfer, radio_energy, radio_model, request_radio_energy
 
 # The request envelope (JSON: ids, strategy, labels, seed, timestamps) as protocol.encode writes it:
 # 239 B at n = 4 and 360 B at n = 64 images (measured on RequestMsg); 400 B covers it.  Its radio
@@ -60,15 +78,18 @@ ENERGY_COLUMNS = ["strategy", "device", "n_images", "device_compute_j", "radio_p
                   "host_compute_j", "total_compute_j"]
 _JOULES = dict.fromkeys([c for c in ENERGY_COLUMNS if c.endswith("_j") and c != "host_compute_j"], float)
 
+# The keys of one device's entry in device_radio_overhead's answer.
+OVERHEAD_KEYS = ["requests", "run_radio_j", "requests_radio_j", "promotion_j", "transfer_j", "tail_j",
+                 "total_j"]
+
 
 def request_energy(requests: pd.DataFrame, network: Mapping[str, Any] | None,
                    power: Mapping[str, HardwarePower]) -> pd.DataFrame:
     """One row per ok request (index request_id) with the columns ENERGY_COLUMNS; joules, NaN
     where unknown (see the module docstring).  `host_compute_j` holds {host: joules or None}."""
-    ok = requests[(requests["outcome"] == "ok") & requests["stage_index"].notna()]
+    ok = _ok_stages(requests)
     if ok.empty:
         return pd.DataFrame(columns=ENERGY_COLUMNS).rename_axis("request_id").astype(_JOULES)
-    ok = ok.sort_values(["request_id", "stage_index"])
     radio = _radio_by_request(ok, network)
     rows = {}
     for rid, stages in ok.groupby("request_id", sort=False):
@@ -90,6 +111,44 @@ def request_energy(requests: pd.DataFrame, network: Mapping[str, Any] | None,
         }
     out = pd.DataFrame.from_dict(rows, orient="index", columns=ENERGY_COLUMNS).rename_axis("request_id")
     return out.astype(_JOULES)  # None -> NaN, also where a whole column is unknown
+
+
+def device_radio_overhead(requests: pd.DataFrame,
+                          network: Mapping[str, Any] | None) -> dict[str, dict[str, float | int] | None]:
+    """Per device with an ok request, the radio joules the per-request figures leave out (module
+    docstring): {"requests": its ok requests, "run_radio_j": radio_energy over all their transfers,
+    "requests_radio_j": the sum of their device_radio_j, and "promotion_j", "transfer_j", "tail_j",
+    "total_j": run minus requests, by radio state}; all 0 for a device without a radio, None where
+    the radio is unknown (no network document, or a device it does not name)."""
+    ok = _ok_stages(requests)
+    kinds = _radio_kinds(network)
+    out: dict[str, dict[str, float | int] | None] = {}
+    for device, rows in ok.groupby("device", sort=False):
+        per_request = {rid: device_transfers(stages)
+                       for rid, stages in rows.groupby("request_id", sort=False)}
+        if kinds is None or device not in kinds:
+            out[str(device)] = None
+            continue
+        run = attributed = RadioEnergy()
+        if kinds[device] is not None:
+            model = radio_model(kinds[device])
+            # stable sort: transfers starting together keep their request's order
+            everything = sorted((t for ts in per_request.values() for t in ts), key=lambda t: t[0])
+            run = radio_energy(model, everything)
+            attributed = sum((request_radio_energy(model, ts) for ts in per_request.values()), RadioEnergy())
+        out[str(device)] = {
+            "requests": len(per_request), "run_radio_j": run.total_j, "requests_radio_j": attributed.total_j,
+            "promotion_j": run.promotion_j - attributed.promotion_j,
+            "transfer_j": run.transfer_j - attributed.transfer_j, "tail_j": run.tail_j - attributed.tail_j,
+            "total_j": run.total_j - attributed.total_j,
+        }
+    return out
+
+
+def _ok_stages(requests: pd.DataFrame) -> pd.DataFrame:
+    """The stage rows of ok requests, by request and stage (device_transfers needs stage order)."""
+    ok = requests[(requests["outcome"] == "ok") & requests["stage_index"].notna()]
+    return ok.sort_values(["request_id", "stage_index"])
 
 
 def _sum(values: list[float | None]) -> float | None:
@@ -128,23 +187,23 @@ def device_transfers(stages: pd.DataFrame) -> list[Transfer]:
     return sorted(out, key=lambda t: t[0])
 
 
-def _radio_by_request(ok: pd.DataFrame, network: Mapping[str, Any] | None) -> dict[str, RadioEnergy | None]:
-    """request_id -> its share of its device's radio energy over the run (None: radio unknown)."""
+def _radio_kinds(network: Mapping[str, Any] | None) -> dict[str, str | None] | None:
+    """host name -> its radio kind (None: no radio); None without a network document."""
     if network is None:
-        return dict.fromkeys(ok["request_id"].unique())
-    kinds = {h.get("name"): h.get("radio") for h in network.get("hosts") or []}
+        return None
+    return {h.get("name"): h.get("radio") for h in network.get("hosts") or []}
+
+
+def _radio_by_request(ok: pd.DataFrame, network: Mapping[str, Any] | None) -> dict[str, RadioEnergy | None]:
+    """request_id -> the radio joules of its own transfers (None: radio unknown)."""
+    kinds = _radio_kinds(network)
     out: dict[str, RadioEnergy | None] = {}
-    for device, rows in ok.groupby("device", sort=False):
-        ids = list(rows["request_id"].unique())
-        if device not in kinds:  # a device the network document does not know: no figure
-            out.update(dict.fromkeys(ids))
-            continue
-        out.update({rid: RadioEnergy() for rid in ids})
-        if kinds[device] is None:
-            continue
-        owned = sorted(((t, rid) for rid, stages in rows.groupby("request_id", sort=False)
-                        for t in device_transfers(stages)), key=lambda item: item[0][0])
-        energies = transfer_energies(radio_model(kinds[device]), [t for t, _ in owned])
-        for (_, rid), energy in zip(owned, energies, strict=True):
-            out[rid] += energy
+    for rid, stages in ok.groupby("request_id", sort=False):
+        device = stages["device"].iloc[0]
+        if kinds is None or device not in kinds:  # no network, or a device it does not know: no figure
+            out[rid] = None
+        elif kinds[device] is None:
+            out[rid] = RadioEnergy()
+        else:
+            out[rid] = request_radio_energy(radio_model(kinds[device]), device_transfers(stages))
     return out

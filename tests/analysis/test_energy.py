@@ -1,6 +1,8 @@
 """Energy per request (analysis/energy.py): constructed requests on a constructed network give the
-joules computed here by hand from the power table and the radio model; unknown figures are missing
-(NaN in the frame, None in the summary), never 0; the summary divides by the images delivered."""
+joules computed here by hand from the power table and the radio model; a request's radio joules are
+its own transfers' (the same wherever the device's other requests come) and what they leave out of
+the device's whole-run radio energy is the device's overhead; unknown figures are missing (NaN in the
+frame, None in the summary), never 0; the summary divides by the images delivered."""
 
 from __future__ import annotations
 
@@ -9,10 +11,16 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from analysis.energy import REQUEST_MESSAGE_BYTES, device_transfers, request_energy
+from analysis.energy import (
+    OVERHEAD_KEYS,
+    REQUEST_MESSAGE_BYTES,
+    device_radio_overhead,
+    device_transfers,
+    request_energy,
+)
 from analysis.summary import summarize
 from nodes.runtime.pacing import HardwarePower, load_power
-from topologies.radio import RADIOS
+from topologies.radio import RADIOS, radio_energy
 
 from .conftest import COLUMNS
 
@@ -59,31 +67,110 @@ def test_device_transfers_are_the_messages_that_cross_its_radio() -> None:
     assert c == [(50.0, 0.01, REQUEST_MESSAGE_BYTES, "up"), (pytest.approx(50.02), 0.01, 300, "down")]
 
 
+LTE = RADIOS["lte"]
+REQUEST_MBIT = REQUEST_MESSAGE_BYTES * 8 / 1e6
+PROMOTION_J = LTE.promotion_mw * LTE.promotion_s / 1000
+# a's and b's radio joules on their own: alpha per Mbit and beta per busy second for each transfer,
+# tail power for the gap between the request's two transfers (a: 100.05 -> 100.3, b: 101.05 -> 101.6);
+# no promotion, no trailing tail
+RADIO_A_J = (LTE.alpha_up_mw * REQUEST_MBIT + LTE.beta_mw * 0.05 + LTE.alpha_down_mw * 0.096
+             + LTE.beta_mw * 0.1 + LTE.tail_mw * 0.25) / 1000
+RADIO_B_J = (LTE.alpha_up_mw * REQUEST_MBIT + LTE.beta_mw * 0.05 + LTE.alpha_down_mw * 0.04
+             + LTE.beta_mw * 0.2 + LTE.tail_mw * 0.55) / 1000
+
+
 def test_energy_of_constructed_requests_is_the_hand_computed_joules() -> None:
     e = request_energy(requests(), NETWORK, POWER)
-    lte = RADIOS["lte"]
-    mbit = REQUEST_MESSAGE_BYTES * 8 / 1e6
-    # d1's radio over both requests: promoted once; the tails between transfers are cut by the next
-    # one (100.05 -> 100.3, 100.4 -> 101.0, 101.05 -> 101.6) and the last runs out in full
-    radio_a = (lte.promotion_mw * lte.promotion_s + lte.alpha_up_mw * mbit + lte.beta_mw * 0.05
-               + lte.alpha_down_mw * 0.096 + lte.beta_mw * 0.1 + lte.tail_mw * (0.25 + 0.6)) / 1000
-    radio_b = (lte.alpha_up_mw * mbit + lte.beta_mw * 0.05 + lte.alpha_down_mw * 0.04 + lte.beta_mw * 0.2
-               + lte.tail_mw * (0.55 + lte.tail_s)) / 1000
     a, b, c = e.loc["a"], e.loc["b"], e.loc["c"]
     assert a["device_compute_j"] == pytest.approx(5.0 * 0.5)
-    assert a["device_radio_j"] == pytest.approx(radio_a) and b["device_radio_j"] == pytest.approx(radio_b)
-    assert a["radio_promotion_j"] == pytest.approx(lte.promotion_mw * lte.promotion_s / 1000)
-    assert b["radio_promotion_j"] == 0.0
-    assert b["radio_tail_j"] == pytest.approx(lte.tail_mw * (0.55 + lte.tail_s) / 1000)
-    assert a["device_energy_j"] == pytest.approx(2.5 + radio_a)
+    assert a["device_radio_j"] == pytest.approx(RADIO_A_J) and b["device_radio_j"] == pytest.approx(RADIO_B_J)
+    # a finds the radio idle and b is d1's last request: neither pays the promotion or the 11.6 s tail
+    assert a["radio_promotion_j"] == 0.0 and b["radio_promotion_j"] == 0.0
+    assert a["radio_tail_j"] == pytest.approx(LTE.tail_mw * 0.25 / 1000)
+    assert b["radio_tail_j"] == pytest.approx(LTE.tail_mw * 0.55 / 1000)
+    assert b["radio_transfer_j"] == pytest.approx((LTE.alpha_up_mw * REQUEST_MBIT + LTE.beta_mw * 0.05
+                                                   + LTE.alpha_down_mw * 0.04 + LTE.beta_mw * 0.2) / 1000)
+    assert a["device_energy_j"] == pytest.approx(2.5 + RADIO_A_J)
     assert a["host_compute_j"] == pytest.approx({"cloud": 400 * 0.2, "d1": 2.5})
     assert a["total_compute_j"] == pytest.approx(82.5)
     assert b["device_compute_j"] == 0.0  # nothing ran on d1
-    assert b["device_energy_j"] == pytest.approx(radio_b)
+    assert b["device_energy_j"] == pytest.approx(RADIO_B_J)
     assert b["total_compute_j"] == pytest.approx(400 * 0.3)
     # a native device: its compute energy is unknown, not 0; d2 has no radio: 0 J radio
     assert pd.isna(c["device_compute_j"]) and pd.isna(c["device_energy_j"]) and pd.isna(c["total_compute_j"])
     assert c["device_radio_j"] == 0.0
+
+
+def test_the_overhead_is_what_the_requests_leave_out_of_the_devices_whole_run() -> None:
+    frame = requests()
+    overhead = device_radio_overhead(frame, NETWORK)
+    d1 = overhead["d1"]
+    # d1's radio over the whole run: promoted once at 100.0; tails 0.25 (a's gap), 0.6 (a's end at
+    # 100.4 -> b at 101.0), 0.55 (b's gap), then the last runs out in full; no transfers overlap
+    run_j = (PROMOTION_J * 1000 + LTE.alpha_up_mw * REQUEST_MBIT * 2 + LTE.beta_mw * (0.05 + 0.1 + 0.05 + 0.2)
+             + LTE.alpha_down_mw * (0.096 + 0.04) + LTE.tail_mw * (0.25 + 0.6 + 0.55 + LTE.tail_s)) / 1000
+    assert d1["requests"] == 2
+    assert d1["run_radio_j"] == pytest.approx(run_j)
+    assert d1["requests_radio_j"] == pytest.approx(RADIO_A_J + RADIO_B_J)
+    # left out: the one promotion, the idle tail between a and b, and the trailing tail
+    assert d1["promotion_j"] == pytest.approx(PROMOTION_J)
+    assert d1["tail_j"] == pytest.approx(LTE.tail_mw * (0.6 + LTE.tail_s) / 1000)
+    assert d1["transfer_j"] == pytest.approx(0.0, abs=1e-12)
+    assert d1["total_j"] == pytest.approx(d1["promotion_j"] + d1["transfer_j"] + d1["tail_j"])
+    # nothing hidden: per-request sum + overhead = the radio model over all the device's transfers
+    e = request_energy(frame, NETWORK, POWER)
+    assert e.loc[["a", "b"], "device_radio_j"].sum() + d1["total_j"] == pytest.approx(run_j)
+    everything = sorted(device_transfers(frame[frame["request_id"] == "a"])
+                        + device_transfers(frame[frame["request_id"] == "b"]), key=lambda t: t[0])
+    assert d1["run_radio_j"] == pytest.approx(radio_energy(LTE, everything).total_j)
+    # a device without a radio leaves nothing out; without a network document nothing is known
+    assert overhead["d2"] == pytest.approx(dict.fromkeys(OVERHEAD_KEYS, 0.0) | {"requests": 1})
+    assert device_radio_overhead(frame, None) == {"d1": None, "d2": None}
+    assert device_radio_overhead(frame, {"hosts": [{"name": "d2"}]})["d1"] is None  # d1 not in it
+
+
+def cloud_request(rid: str, t: float) -> dict:
+    """A cloud_only request of d1 sent at t: the request goes up (t, 0.05 s), the result comes down
+    (t + 0.6, 0.2 s, 5000 B)."""
+    return stage(rid, "cloud_only", "d1", 0, 1, "cloud", hardware="datacenter_gpu", t_request_sent=t,
+                 uplink_s=0.05, t_received=t + 0.07, transfer_s=0.01, message_bytes=300, compute_s=0.3,
+                 t_result_received=t + 0.8, result_transfer_s=0.2, result_message_bytes=5_000)
+
+
+@pytest.mark.parametrize("other_at_s", [None, 100.9, 200.0, 90.0],
+                         ids=["alone", "just-after", "long-after", "before"])
+def test_a_requests_figure_does_not_depend_on_the_devices_other_requests(other_at_s: float | None) -> None:
+    """x's radio joules are the same alone, with another request of its device 0.1 s after its result
+    (inside x's LTE tail: on one radio x's tail would be cut short and y spared a promotion), 99 s
+    after (x's tail would run out in full) or before it (x would find the radio awake)."""
+    rows = [cloud_request("x", 100.0)] + ([] if other_at_s is None else [cloud_request("y", other_at_s)])
+    e = request_energy(pd.DataFrame(rows, columns=COLUMNS), NETWORK, POWER)
+    x_j = (LTE.alpha_up_mw * REQUEST_MBIT + LTE.beta_mw * 0.05 + LTE.alpha_down_mw * 0.04 + LTE.beta_mw * 0.2
+           + LTE.tail_mw * 0.55) / 1000  # the gap 100.05 -> 100.6 in flight
+    assert e.loc["x", "device_radio_j"] == pytest.approx(x_j)
+    assert e.loc["x", "radio_promotion_j"] == 0.0
+    assert e.loc["x", "radio_tail_j"] == pytest.approx(LTE.tail_mw * 0.55 / 1000)
+    if other_at_s is not None:  # the same shape of request costs the same, wherever it comes
+        assert e.loc["y", "device_radio_j"] == pytest.approx(x_j)
+
+
+def test_requests_that_overlap_in_time_leave_a_negative_transfer_overhead() -> None:
+    """Two requests of d1 in flight together each pay beta (and tail power for their gap) over the
+    same seconds: the overhead gives back the double count, so the identity still holds."""
+    x, y = cloud_request("x", 0.0), cloud_request("y", 0.1)  # y: up 0.1-0.15, down 0.7-0.9
+    frame = pd.DataFrame([x, y], columns=COLUMNS)
+    per_request_j = (LTE.alpha_up_mw * REQUEST_MBIT + LTE.beta_mw * 0.25 + LTE.alpha_down_mw * 0.04
+                     + LTE.tail_mw * 0.55) / 1000
+    # one radio: busy 0-0.05, 0.1-0.15, 0.6-0.9 (0.4 s); idle gaps 0.05 and 0.45; one promotion
+    run_j = (PROMOTION_J * 1000 + 2 * (LTE.alpha_up_mw * REQUEST_MBIT + LTE.alpha_down_mw * 0.04)
+             + LTE.beta_mw * 0.4 + LTE.tail_mw * (0.05 + 0.45 + LTE.tail_s)) / 1000
+    overhead = device_radio_overhead(frame, NETWORK)["d1"]
+    figures = request_energy(frame, NETWORK, POWER)["device_radio_j"]
+    assert figures.tolist() == pytest.approx([per_request_j] * 2)
+    assert overhead["transfer_j"] == pytest.approx(LTE.beta_mw * (0.4 - 0.5) / 1000)
+    assert overhead["tail_j"] == pytest.approx(LTE.tail_mw * (0.5 + LTE.tail_s - 1.1) / 1000)
+    assert overhead["promotion_j"] == pytest.approx(PROMOTION_J)
+    assert 2 * per_request_j + overhead["total_j"] == pytest.approx(run_j)
 
 
 def test_unknown_radio_or_power_is_none_not_zero() -> None:
@@ -103,6 +190,8 @@ def test_summary_gives_joules_per_image_and_none_where_unknown(tmp_path) -> None
     split = summary["split"]
     assert split["device_energy_per_image_j"] == pytest.approx(energy.loc["a", "device_energy_j"] / 4)
     assert split["device_radio_per_image_j"] == pytest.approx(energy.loc["a", "device_radio_j"] / 4)
+    # b is d1's last request: its J/image holds its own transfers and gap, not the radio's 11.6 s tail
+    assert summary["cloud_only"]["device_radio_per_image_j"] == pytest.approx(RADIO_B_J / 4)
     assert split["compute_energy_per_image_j"] == pytest.approx(82.5 / 4)
     assert summary["device_only"]["device_energy_per_image_j"] is None
     assert summary["device_only"]["compute_energy_per_image_j"] is None

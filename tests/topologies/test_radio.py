@@ -1,11 +1,20 @@
 """Radio energy (topologies/radio.py): a constructed sequence of transfers costs exactly the model's
-formula, per radio kind; a scenario naming a radio that does not exist is refused."""
+formula, per radio kind, over one radio's whole run (transfer_energies) and for one request on its own
+(request_radio_energy: no promotion, no trailing tail); the two differ by exactly the promotions and
+idle tails; a scenario naming a radio that does not exist is refused."""
 
 from __future__ import annotations
 
 import pytest
 
-from topologies.radio import RADIOS, RadioEnergy, radio_energy, radio_model, transfer_energies
+from topologies.radio import (
+    RADIOS,
+    RadioEnergy,
+    radio_energy,
+    radio_model,
+    request_radio_energy,
+    transfer_energies,
+)
 from topologies.spec import parse_topology
 
 # (start_s, duration_s, bytes, direction): 1 Mbit up; 2 s later 2 Mbit down; an empty message inside
@@ -59,9 +68,48 @@ def test_back_to_back_transfers_pay_one_promotion_and_no_tail_between() -> None:
     ([(0.0, -0.1, 10, "up")], "negative"),
     ([(0.0, 0.1, 10, "sideways")], "direction"),
 ])
-def test_bad_transfers_are_refused(transfers: list, message: str) -> None:
+@pytest.mark.parametrize("energy", [transfer_energies, request_radio_energy])
+def test_bad_transfers_are_refused(transfers: list, message: str, energy) -> None:
     with pytest.raises(ValueError, match=message):
-        transfer_energies(radio_model("wifi"), transfers)
+        energy(radio_model("wifi"), transfers)
+
+
+# one request's transfers: 1 Mbit up for 0.5 s; 0.1 s later 2 Mbit down for 0.3 s, an empty message
+# inside that one.  The gap is shorter than every radio's tail (WiFi: 0.2381 s)
+REQUEST = [(0.0, 0.5, 125_000, "up"), (0.6, 0.3, 250_000, "down"), (0.7, 0.1, 0, "up")]
+
+
+@pytest.mark.parametrize("kind", ["wifi", "lte", "5g"])
+def test_a_requests_own_energy_is_bits_busy_time_and_its_gaps(kind: str) -> None:
+    m = RADIOS[kind]
+    two = request_radio_energy(m, REQUEST[:2])
+    # alpha per Mbit, beta over 0.5 + 0.3 s busy, tail power over the 0.1 s gap; no promotion or tail after
+    assert (two.promotion_j, two.transfer_j, two.tail_j) == pytest.approx(
+        (0.0, (m.alpha_up_mw * 1 + m.alpha_down_mw * 2 + m.beta_mw * 0.8) / 1000, m.tail_mw * 0.1 / 1000))
+    # the empty message inside the download adds no bits and no busy time: beta once over the union
+    three = request_radio_energy(m, REQUEST)
+    assert (three.promotion_j, three.transfer_j, three.tail_j) == pytest.approx(
+        (two.promotion_j, two.transfer_j, two.tail_j))
+    assert request_radio_energy(m, []) == RadioEnergy() and radio_energy(m, []) == RadioEnergy()
+
+
+@pytest.mark.parametrize(("shift_s", "promotions", "idle_tail_s"), [
+    (5.0, 1, 4.1),  # the second request comes 4.1 s after the first ends: inside LTE's tail
+    (50.0, 2, RADIOS["lte"].tail_s),  # long after: the first tail runs out, the radio is promoted again
+])
+def test_the_whole_run_is_the_requests_plus_promotions_and_idle_tails(shift_s: float, promotions: int,
+                                                                      idle_tail_s: float) -> None:
+    lte = radio_model("lte")
+    second = [(s + shift_s, d, b, direction) for s, d, b, direction in REQUEST]
+    one = (lte.alpha_up_mw * 1 + lte.alpha_down_mw * 2 + lte.beta_mw * 0.8 + lte.tail_mw * 0.1) / 1000
+    # each request's figure is its own, whenever the other comes
+    assert request_radio_energy(lte, REQUEST).total_j == pytest.approx(one)
+    assert request_radio_energy(lte, second).total_j == pytest.approx(one)
+    run = radio_energy(lte, REQUEST + second)
+    left_out_j = (promotions * lte.promotion_mw * lte.promotion_s
+                  + lte.tail_mw * (idle_tail_s + lte.tail_s)) / 1000  # between the requests, and after
+    assert run.total_j == pytest.approx(2 * one + left_out_j)
+    assert run.promotion_j == pytest.approx(promotions * lte.promotion_mw * lte.promotion_s / 1000)
 
 
 def test_every_model_names_its_source_and_5g_says_it_is_an_estimate() -> None:
