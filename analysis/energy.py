@@ -8,9 +8,10 @@ For each ok request (its rows in requests.parquet, one per stage):
                          on their own (topologies/radio.py, request_radio_energy):
                            transfer  alpha_dir per bit + beta over the union of the transfers' times
                            tail      tail_mw over the gaps between the request's first and last
-                                     transfer (the radio stays in its high-power state while the
-                                     request is in flight)
-                         radio_promotion_j is 0: no promotion and no trailing tail is charged
+                                     transfer, each up to the radio's tail time (the radio stays in
+                                     its high-power state while the request is in flight)
+                         radio_promotion_j: only for a gap inside the request longer than the
+                         tail time (the radio went idle); no first promotion, no trailing tail
     device_energy_j    = device_compute_j + device_radio_j
     total_compute_j    = sum of host_compute_j over the request's hosts (the device's included)
 
@@ -45,7 +46,7 @@ whole run, by device_radio_overhead: the whole-run radio energy of the device (r
 all its ok requests' transfers, sorted, with promotions and tails as the radio model charges them)
 minus the sum of its requests' device_radio_j, split by radio state, so that per-request sum plus
 overhead is the device's whole-run radio energy and nothing is hidden.  Its promotion_j is every
-promotion of the run (>= 0).  Its tail_j and transfer_j are signed: idle tails (between requests
+promotion of the run that no request paid (>= 0).  Its tail_j and transfer_j are signed: idle tails (between requests
 and after the last one) make them larger, and two things make them smaller, because the
 per-request attribution charges the same seconds to more than one request or charges seconds the
 whole-run radio spends idle: requests of one device that overlap in time (each pays beta, and tail

@@ -141,3 +141,30 @@ def _check(k: int, transfers: Sequence[Transfer], start: float, duration: float,
         raise ValueError(f"transfer {k}: direction must be 'up' or 'down', not {direction!r}")
     if k and start < transfers[k - 1][0]:
         raise ValueError(f"transfer {k}: transfers must be sorted by start ({start} < {transfers[k - 1][0]})")
+
+
+def request_radio_energy(model: RadioModel, transfers: Sequence[Transfer]) -> RadioEnergy:
+    """One request's radio joules on their own, whatever the device's other requests do: the
+    transfer joules of its transfers (alpha per bit, beta once over their union) and the tail power
+    for the gaps between them (the radio stays in its high-power state while the request is in
+    flight, up to its tail time; a longer gap lets it go idle, and the next transfer pays a
+    promotion), with no first promotion and no trailing tail.  Those two depend on when the
+    device's other requests come (a tail spares the next promotion), so they are the device's, not
+    a request's: this is the attribution the planner predicts and the per-image figures use."""
+    if not transfers:
+        return RadioEnergy()
+    for k, (start, duration, size, direction) in enumerate(transfers):
+        _check(k, transfers, start, duration, size, direction)
+    bits_j = sum((model.alpha_up_mw if d == "up" else model.alpha_down_mw) * 8.0 * b / 1e6
+                 for _, _, b, d in transfers) / 1000.0
+    busy, tails, promotions, active_until = 0.0, 0.0, 0, transfers[0][0]
+    for start, duration, _, _ in transfers:
+        end = start + duration
+        gap = max(0.0, start - active_until)
+        tails += min(gap, model.tail_s)
+        promotions += gap >= model.tail_s
+        busy += max(0.0, end - max(start, active_until))
+        active_until = max(active_until, end)
+    return RadioEnergy(promotion_j=promotions * model.promotion_mw * model.promotion_s / 1000.0,
+                       transfer_j=bits_j + model.beta_mw * busy / 1000.0,
+                       tail_j=model.tail_mw * tails / 1000.0)
