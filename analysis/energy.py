@@ -46,13 +46,10 @@ whole run, by device_radio_overhead: the whole-run radio energy of the device (r
 all its ok requests' transfers, sorted, with promotions and tails as the radio model charges them)
 minus the sum of its requests' device_radio_j, split by radio state, so that per-request sum plus
 overhead is the device's whole-run radio energy and nothing is hidden.  Its promotion_j is every
-promotion of the run that no request paid (>= 0).  Its tail_j and transfer_j are signed: idle tails (between requests
-and after the last one) make them larger, and two things make them smaller, because the
-per-request attribution charges the same seconds to more than one request or charges seconds the
-whole-run radio spends idle: requests of one device that overlap in time (each pays beta, and tail
-power for its gaps, over the same seconds) and a gap inside one request longer than the radio's
-tail_s (the request pays tail power for all of it; the whole-run radio goes idle after tail_s and
-is promoted again).
+promotion of the run that no request paid (>= 0).  Its tail_j and transfer_j are signed: idle
+tails (between requests and after the last one) make them larger; requests of one device that
+overlap in time make them smaller (each request pays beta, and tail power for its gaps, over the
+same seconds).
 
 The radio kind of a device is its host's `radio` in network.json (None or absent: no radio energy,
 0 J).  Without a network document the radios are unknown: device_radio_j and device_energy_j are
