@@ -9,6 +9,8 @@
   the ratio above 1.
 - request_prediction: each ok request's latency against profile step times (profiled stages)
   + its transfers' predictions (above) + its planning time; profiled runs only.
+- planner_prediction: each ok request's latency against what the coordinator predicted when it
+  chose the plan (its live estimates, not the configured links).
 - latency_parts: each ok request's parts (uplink, planning, transfers, queueing, compute,
   handoffs, result transfer) against its measured total; the issue asks for 2 %.
 - wire_overhead: bytes on the wire (data segments and the ACKs that answer them, per link) over
@@ -155,6 +157,21 @@ def request_predictions(requests: pd.DataFrame, tr: pd.DataFrame) -> pd.DataFram
     return pd.DataFrame(rows, columns=["request_id", "strategy", "measured_s", "predicted_s", "ratio"])
 
 
+def planner_predictions(requests: pd.DataFrame) -> pd.DataFrame:
+    """Per ok request: the latency the coordinator predicted when it chose the plan
+    (nodes/planner.py, from its live estimates) against the measured one."""
+    columns = ["request_id", "strategy", "plan", "measured_s", "predicted_s", "abs_error"]
+    if "predicted_total_s" not in requests:
+        return pd.DataFrame(columns=columns)
+    first = requests[(requests["outcome"] == "ok") & (requests["stage_index"] == 0)]
+    first = first[first["predicted_total_s"].notna()]
+    out = pd.DataFrame({"request_id": first["request_id"], "strategy": first["strategy"],
+                        "plan": first["plan"], "measured_s": first["total_s"].astype(float),
+                        "predicted_s": first["predicted_total_s"].astype(float)})
+    out["abs_error"] = (out["measured_s"] - out["predicted_s"]).abs() / out["measured_s"]
+    return out.reset_index(drop=True)[columns]
+
+
 def latency_parts(requests: pd.DataFrame) -> pd.DataFrame:
     ok = requests[(requests["outcome"] == "ok") & requests["stage_index"].notna()]
     parts = ["uplink_s", "planning_s", "transfer_s", "queueing_s", "compute_s", "handoff_s",
@@ -242,6 +259,13 @@ def accuracy_report(requests: pd.DataFrame, traffic: pd.DataFrame, network: dict
         "ratio": _stats(rp["ratio"]),
         "by_strategy": {k: _stats(g["ratio"]) for k, g in rp.groupby("strategy")},
         "requests": rp.to_dict("records")}
+    pp = planner_predictions(requests)
+    report["planner_prediction"] = {
+        "note": "|measured - predicted| / measured latency per ok request; predicted by the coordinator "
+                "when it chose the plan, from its live estimates (nodes/planner.py)",
+        "abs_error": _stats(pp["abs_error"]),
+        "by_strategy": {k: _stats(g["abs_error"]) for k, g in pp.groupby("strategy")},
+        "requests": pp.to_dict("records")}
     # astype(bool): an empty object column would otherwise be read as a list of column names
     cold = tr["cold_connection"].astype(bool)
     warm = tr[~cold]
@@ -311,5 +335,7 @@ def accuracy_report(requests: pd.DataFrame, traffic: pd.DataFrame, network: dict
         "wire_accounting_ratio_p50": report.get("accounting", {}).get("ratio", {}).get("p50"),
         "request_prediction_ratio_p50": _stats(rp["ratio"]).get("p50"),
         "request_prediction_n": int(rp["ratio"].notna().sum()),
+        "planner_prediction_abs_error_p50": _stats(pp["abs_error"]).get("p50"),
+        "planner_prediction_n": int(len(pp)),
     }
     return _clean(report)

@@ -64,6 +64,7 @@ from pydantic import (
 from nodes.diffusion.model_zoo import DENOISER_NAMES, check_denoiser_dir
 from nodes.runtime.node_config import (
     MAX_IMAGES,
+    PLANNED_KINDS,
     ComputeConfig,
     NodeConfig,
     Peer,
@@ -204,6 +205,8 @@ class Experiment(StrictModel):
         roles = self.roles_present()
         given = "strategies" in self.model_fields_set
         for name, spec in self.strategies.items():
+            if spec.kind in PLANNED_KINDS:
+                self._check_planned(name, spec)
             for tier, model, default in _strategy_needs(spec):
                 if tier not in roles:
                     raise ValueError(f"strategies.{name}: needs a {tier} host, {where} has none")
@@ -215,6 +218,32 @@ class Experiment(StrictModel):
                                      f"{model!r} here (holds {held}); add it, or give [strategies.*]")
                 which = f"its default model {model!r} (no `model` given)" if default else f"model {model!r}"
                 raise ValueError(f"strategies.{name}: {which} is not in nodes.{tier}.models {held}")
+
+    def _check_planned(self, name: str, spec: StrategySpec) -> None:
+        """A planned strategy needs the quality table of this scheduler and step count, and a plan
+        in it that meets its floor with models the hosts hold."""
+        from nodes.diffusion.quality_table import read_table
+        from nodes.planner import QualityFloor
+
+        gen = self.generation
+        try:
+            rows = read_table(gen.scheduler, gen.steps)
+        except ValueError as exc:
+            raise ValueError(f"strategies.{name}: {exc}") from None
+        held = {m for r in self.roles_present() for m in self.nodes.role(r).models}
+        floor = QualityFloor(spec.min_class_accuracy, spec.max_fid)
+        usable = [r for r in rows if set(r["models"].split(",")) <= held
+                  and (spec.kind != "routing" or "," not in r["models"])]
+        if not any(floor.admits(r) for r in usable):
+            best = max((r["class_accuracy"] for r in usable), default=None)
+            fid = min((r["fid"] for r in usable), default=None)
+            raise ValueError(f"strategies.{name}: no plan the hosts' models can run meets the floor "
+                             f"({floor}) in the quality table of {gen.scheduler}/{gen.steps} steps (best "
+                             f"there: class accuracy {best}, FID {fid})")
+
+    def host_radio(self, host: str) -> str | None:
+        """A device's radio (energy figures); None where the experiment does not say."""
+        return None
 
     def strategy_names(self) -> list[str]:
         return list(self.strategies)
@@ -228,13 +257,18 @@ class Experiment(StrictModel):
         `workload` a device to its requests (WorkloadRequest fields, emulated time); `t0` goes to
         the devices; `security(host)` gives a host's CURVE settings (default: plain TCP);
         `dilation` K turns the emulated times (arrivals, deadlines, timeouts) into wall time."""
-        peers = {h: Peer(endpoint=endpoint, role=role, models=self.nodes.role(role).models)
+        computes = {}
+        for host, (role, _, _) in hosts.items():
+            spec = self.nodes.role(role)
+            computes[host] = ComputeConfig(mode=spec.compute, hardware=spec.hardware, threads=spec.threads,
+                                           profiles_file=self.nodes.profiles_file)
+        peers = {h: Peer(endpoint=endpoint, role=role, models=self.nodes.role(role).models,
+                         compute=computes[h], radio=self.host_radio(h))
                  for h, (role, endpoint, _) in hosts.items()}
         configs = {}
         for host, (role, _, bind) in hosts.items():
             spec = self.nodes.role(role)
-            compute = ComputeConfig(mode=spec.compute, hardware=spec.hardware, threads=spec.threads,
-                                    profiles_file=self.nodes.profiles_file)
+            compute = computes[host]
             device = role == "device"
             configs[host] = NodeConfig(
                 host=host, role=role, bind=bind, coordinator=coordinator,
@@ -279,6 +313,9 @@ class Scenario(Experiment):
     def roles_present(self) -> set[str]:
         return {r for r in NODE_ROLES if any(self._hosts_of(r))}
 
+    def host_radio(self, host: str) -> str | None:
+        return next((d.radio for d in self.topology.device_specs() if d.name == host), None)
+
     def _hosts_of(self, role: str) -> list[str]:
         names = self.topology.host_names()
         devices = {d.name for d in self.topology.device_specs()}
@@ -298,6 +335,8 @@ def _strategy_needs(spec: StrategySpec) -> list[tuple[str, str, bool]]:
     default models."""
     from nodes.strategies import DEFAULT_MODEL
 
+    if spec.kind in PLANNED_KINDS:  # any host that holds a model of a plan (checked apart)
+        return []
     if spec.kind == "fixed_split":
         return [(s.tier, s.model, False) for s in spec.split or []]
     tier = spec.kind.removesuffix("_only")

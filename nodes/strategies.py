@@ -1,18 +1,22 @@
 """Strategies: how the coordinator turns a request into a plan with every stage's host filled in.
 
-One interface, `Strategy.plan_for(request, cluster) -> Plan`, so that a later planner (e.g. an
-elastic one that looks at load and links) drops in behind `build_strategy` without touching the
-node. A strategy raises ValueError naming the reason when it cannot serve a request; the
-coordinator turns that into a failed request.
+One interface, `Strategy.plan_for(request, cluster) -> Decision` (the plan, and for a planned
+strategy what it predicted and any note on the choice).  The fixed strategies (`cloud_only`,
+`edge_only`, `device_only`, `fixed_split`) give the same plan whatever happens; `elastic` and
+`routing` choose per request with nodes/planner.py from the cluster's live estimates.  A strategy
+raises ValueError naming the reason when it cannot serve a request; the coordinator turns that
+into a failed request.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from nodes.plan import Plan, Stage, check_tiling
+from nodes.planner import Ask, Decision, Objective, Planner, QualityFloor
+from nodes.runtime.estimates import LiveEstimates
 from nodes.runtime.node_config import StrategySpec, Tier
 
 DEFAULT_MODEL = {"cloud_only": "large", "edge_only": "medium", "device_only": "small"}
@@ -26,17 +30,24 @@ class PlanRequest:
     origin: str  # the requesting device's host
     n: int
     strategy: str
-    deadline_s: float | None = None
+    deadline_s: float | None = None  # wall seconds after `sent`
+    sent: float = 0.0  # wall epoch seconds: when the device sent it
+    received: float = 0.0  # when the coordinator had it
+    request_bytes: int = 0
 
 
 @dataclass(frozen=True)
 class Cluster:
-    """The coordinator's view: hosts by role and the models each one holds."""
+    """The coordinator's view: hosts by role and the models each one holds; for the planned
+    strategies also the planner and what is known now (live estimates, hosts to avoid and why)."""
 
     edge: str  # the coordinator's own edge host
     roles: Mapping[str, str]
     models: Mapping[str, tuple[str, ...]]
     steps: int
+    planner: Planner | None = None
+    live: LiveEstimates | None = None
+    unavailable: Mapping[str, str] = field(default_factory=dict)
 
     def hosts(self, role: str) -> list[str]:
         return sorted(h for h, r in self.roles.items() if r == role)
@@ -65,7 +76,7 @@ class Cluster:
 class Strategy(Protocol):
     name: str
 
-    def plan_for(self, request: PlanRequest, cluster: Cluster) -> Plan: ...
+    def plan_for(self, request: PlanRequest, cluster: Cluster) -> Decision: ...
 
 
 @dataclass(frozen=True)
@@ -76,9 +87,9 @@ class SingleTier:
     tier: Tier
     model: str
 
-    def plan_for(self, request: PlanRequest, cluster: Cluster) -> Plan:
+    def plan_for(self, request: PlanRequest, cluster: Cluster) -> Decision:
         host = cluster.host_of(self.tier, request)
-        return cluster.check(Plan((Stage(self.model, 0, cluster.steps, host),)))
+        return Decision(cluster.check(Plan((Stage(self.model, 0, cluster.steps, host),))))
 
 
 @dataclass(frozen=True)
@@ -89,7 +100,7 @@ class FixedSplit:
     name: str
     split: tuple[tuple[str, Tier, float], ...]
 
-    def plan_for(self, request: PlanRequest, cluster: Cluster) -> Plan:
+    def plan_for(self, request: PlanRequest, cluster: Cluster) -> Decision:
         stages, start, cumulative = [], 0, 0.0
         for index, (model, tier, share) in enumerate(self.split):
             cumulative += share
@@ -97,7 +108,25 @@ class FixedSplit:
             if end > start:
                 stages.append(Stage(model, start, end, cluster.host_of(tier, request)))
                 start = end
-        return cluster.check(Plan(tuple(_merge_same_host(stages))))
+        return Decision(cluster.check(Plan(tuple(_merge_same_host(stages)))))
+
+
+@dataclass(frozen=True)
+class Planned:
+    """`elastic` (any number of stages) or `routing` (one host): the planner's choice per request."""
+
+    name: str
+    objective: Objective
+
+    def plan_for(self, request: PlanRequest, cluster: Cluster) -> Decision:
+        if cluster.planner is None or cluster.live is None:
+            raise ValueError(f"strategy {self.name} needs the quality table, which this coordinator "
+                             "has not loaded")
+        ask = Ask(request.request_id, request.origin, request.n, sent=request.sent or request.received,
+                  now=request.received, deadline_s=request.deadline_s, request_bytes=request.request_bytes)
+        decision = cluster.planner.decide(ask, self.objective, cluster.live, cluster.unavailable)
+        cluster.check(decision.plan)
+        return decision
 
 
 def _merge_same_host(stages: list[Stage]) -> list[Stage]:
@@ -114,7 +143,14 @@ def _merge_same_host(stages: list[Stage]) -> list[Stage]:
 _TIER = {"cloud_only": "cloud", "edge_only": "edge", "device_only": "device"}
 
 
+def objective_of(spec: StrategySpec) -> Objective:
+    floor = QualityFloor(spec.min_class_accuracy, spec.max_fid)
+    return Objective(kind=spec.objective or "latency", floor=floor, single_host=spec.kind == "routing")
+
+
 def build_strategy(name: str, spec: StrategySpec) -> Strategy:
+    if spec.kind in ("elastic", "routing"):
+        return Planned(name, objective_of(spec))
     if spec.kind == "fixed_split":
         assert spec.split is not None  # the config validator guarantees it
         return FixedSplit(name, tuple((s.model, s.tier, s.share) for s in spec.split))

@@ -8,6 +8,12 @@ worker's computation.
 It watches the other stage hosts (nodes.runtime.transport.Outbox's monitors): while one is down, a plan
 through it is refused with a reason that names it, and every request it dispatched (and has not
 yet seen time out) whose plan uses it fails at once, rather than at the device's timeout.
+
+It also keeps the live estimates the planned strategies choose by (nodes/runtime/estimates.py):
+every request's arrival and every `report` (a stage host's after each stage, a device's when its
+result arrives) is an observation of a path, and every dispatched plan reserves its stages' time
+on their hosts.  Every plan, fixed or planned, is predicted (nodes/planner.py) and the prediction
+goes to the device with the plan, so that the records hold predicted beside measured latency.
 """
 
 from __future__ import annotations
@@ -19,12 +25,19 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from nodes.diffusion.quality_table import read_table, table_path
+from nodes.planner import Ask, Decision, HostFacts, Planner
+from nodes.runtime.estimates import LiveEstimates
+from nodes.runtime.node_config import PLANNED_KINDS, ComputeConfig, NodeConfig
+from nodes.runtime.pacing import load_power, load_profiles
 from nodes.runtime.protocol import (
     WIRE_VERSION,
     AcceptedMsg,
+    ReportMsg,
     RequestMsg,
     RequestTimes,
     StageMsg,
+    WirePrediction,
     WireStage,
     encode,
     plan_to_wire,
@@ -52,8 +65,12 @@ class Coordinator:
         self.node = node
         config = node.config
         self.strategies = build_strategies(config.strategies)
+        self.live = LiveEstimates()
+        self.planner = build_planner(config)
+        self.unavailable: dict[str, str] = {}
         self.cluster = Cluster(edge=config.host, roles=config.roles(), models=config.models_by_host(),
-                               steps=config.steps)
+                               steps=config.steps, planner=self.planner, live=self.live,
+                               unavailable=self.unavailable)
         # the hosts whose death fails requests: devices run only their own requests' stages
         self.watched = [h for h, role in config.roles().items() if role != "device" and h != config.host]
         self.in_flight: OrderedDict[str, InFlight] = OrderedDict()
@@ -87,20 +104,30 @@ class Coordinator:
             outbox.close()
 
     def handle(self, item: Inbound, outbox: Outbox) -> None:
+        if isinstance(item.message.envelope, ReportMsg):
+            self.observe(item.message.envelope)
+            return
         request: RequestMsg = item.message.envelope  # type: ignore[assignment]
         stats = self.node.stats
         strategy = self.strategies.get(request.strategy)
+        sent = request.timestamps.request_sent
+        self.live.observe_transfer(request.origin, self.node.host, item.message.message_bytes,
+                                   item.received - sent)
+        self._refresh_unavailable(outbox)
         try:
             if strategy is None:
                 known = ", ".join(sorted(self.strategies))
                 raise ValueError(f"unknown strategy {request.strategy!r} (known: {known})")
             asked = PlanRequest(request.request_id, request.origin, request.n, request.strategy,
-                                request.deadline_s)
-            plan = strategy.plan_for(asked, self.cluster)
+                                request.deadline_s, sent=sent, received=item.received,
+                                request_bytes=item.message.message_bytes)
+            decision = strategy.plan_for(asked, self.cluster)
         except Exception as exc:  # ValueError: cannot serve; anything else: a planner bug, same outcome
             stats.count("requests_refused")
             self._error(outbox, request, f"no plan: {exc}")
             return
+        decision = self._predicted(decision, request, item)
+        plan = decision.plan
         wire = plan_to_wire(plan)
         hosts = frozenset(stage.host or "" for stage in plan.stages)
         down = [reason for host in sorted(hosts) if (reason := outbox.down_reason(host))]
@@ -110,8 +137,14 @@ class Coordinator:
             return
         common = {"v": WIRE_VERSION, "request_id": request.request_id, "origin": request.origin,
                   "strategy": request.strategy, "plan": wire}
+        prediction = None
+        if decision.prediction is not None:
+            p = decision.prediction
+            prediction = WirePrediction(latency_s=max(0.0, p.latency_s), fid=p.fid,
+                                        class_accuracy=p.class_accuracy, device_energy_j=p.device_energy_j,
+                                        note=decision.note)
         try:
-            outbox.send(request.origin, encode(AcceptedMsg(kind="accepted", **common)))
+            outbox.send(request.origin, encode(AcceptedMsg(kind="accepted", prediction=prediction, **common)))
         except RuntimeError as exc:
             log.warning("could not tell %s its plan: %s", request.origin, exc)
         first = plan.stages[0]
@@ -127,7 +160,55 @@ class Coordinator:
             return
         stats.count("requests_planned")
         self._remember(request, wire, hosts, dispatched)
+        self._reserve(request.request_id, decision, dispatched)
         log.debug("%s: %s", request.request_id, plan)
+
+    def _predicted(self, decision: Decision, request: RequestMsg, item: Inbound) -> Decision:
+        """A fixed strategy's plan gets the same prediction a planned one makes for itself."""
+        if decision.prediction is not None:
+            return decision
+        ask = Ask(request.request_id, request.origin, request.n, sent=request.timestamps.request_sent,
+                  now=item.received, deadline_s=request.deadline_s, request_bytes=item.message.message_bytes)
+        row = self.planner.row_of(decision.plan)
+        predicted = self.planner.predict(decision.plan, row, ask, self.live)
+        return Decision(decision.plan, predicted, decision.note)
+
+    def _reserve(self, request_id: str, decision: Decision, dispatched: float) -> None:
+        """Each stage holds its host for its predicted time, from its predicted arrival."""
+        until = dispatched + self.node.config.request_timeout_s
+        assert decision.prediction is not None
+        for index, (stage, (ready, start, end)) in enumerate(zip(decision.plan.stages,
+                                                                 decision.prediction.stages, strict=True)):
+            self.live.queues.reserve(stage.host or "", (request_id, index), ready, end - start, until)
+
+    def observe(self, report: ReportMsg) -> None:
+        """A report: the path its work came by, and the end of its stage (or of its request)."""
+        self.live.reports += 1
+        if report.transfer is not None:
+            t = report.transfer
+            self.live.observe_transfer(t.source, report.host, t.message_bytes, t.received - t.sent)
+            self.planner.sizes.observe(t.kind, t.message_bytes, report.n)
+        if report.stage is None:  # the device has its result: nothing of this request is queued
+            self.live.queues.forget(report.request_id)
+            return
+        if report.compute_end is not None:
+            self.live.queues.finished(report.host, (report.request_id, report.stage), report.compute_end)
+            if report.compute_start is not None and report.model and report.steps:
+                self.live.observe_steps(report.host, report.model, report.n, report.steps,
+                                        report.compute_end - report.compute_start)
+
+    def _refresh_unavailable(self, outbox: Outbox) -> None:
+        """Hosts the planner must avoid now: down (the outbox saw the connection go) or suspect
+        (a stage there never reported; nodes/runtime/estimates.py)."""
+        self.unavailable.clear()
+        now = time.time()
+        for host in list(self.live.queues.queues):
+            self.live.queues.schedule(host, now)  # expires what timed out unreported
+        self.live.queues.expire_suspicion(now, self.node.config.request_timeout_s)
+        self.unavailable.update(self.live.queues.suspect_reasons())
+        for host in self.watched:
+            if reason := outbox.down_reason(host):
+                self.unavailable[host] = reason
 
     def _remember(self, request: RequestMsg, plan: list[WireStage], hosts: frozenset[str],
                   dispatched: float) -> None:
@@ -161,3 +242,26 @@ class Coordinator:
             outbox.send(request.origin, frames)
         except RuntimeError as exc:
             log.warning("could not tell %s that %s failed: %s", request.origin, request.request_id, exc)
+
+
+def build_planner(config: NodeConfig) -> Planner:
+    """The planner of this coordinator: the quality table of the run's scheduler and steps (needed
+    by the planned strategies; without it the fixed ones are still predicted, without quality),
+    and what every host's config says of its hardware and radio."""
+    planned = any(spec.kind in PLANNED_KINDS for spec in config.strategies.values())
+    rows = []
+    if planned or table_path(config.scheduler, config.steps).is_file():
+        rows = read_table(config.scheduler, config.steps)
+    computes = {config.host: config.compute, **{h: p.compute for h, p in config.peers.items()}}
+    radios = {h: p.radio for h, p in config.peers.items()}
+    hosts = {h: _facts(config.roles()[h], config.models_by_host()[h], computes[h], radios.get(h))
+             for h in config.roles()}
+    return Planner(rows, hosts, coordinator=config.host, steps=config.steps, dilation=config.time_dilation)
+
+
+def _facts(role: str, models: tuple[str, ...], compute: ComputeConfig | None, radio: str | None) -> HostFacts:
+    if compute is None or compute.mode != "profiled" or not compute.hardware:
+        return HostFacts(role, models, radio=radio)
+    profiles = load_profiles(compute.profiles_file).get(compute.hardware, {})
+    power = load_power(compute.profiles_file).get(compute.hardware)
+    return HostFacts(role, models, {m: profiles[m] for m in models if m in profiles}, power, radio)

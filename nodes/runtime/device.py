@@ -22,9 +22,11 @@ from nodes.runtime.protocol import (
     WIRE_VERSION,
     AcceptedMsg,
     ErrorMsg,
+    ReportMsg,
     RequestMsg,
     RequestTimes,
     ResultMsg,
+    WireTransfer,
     encode,
     plan_from_wire,
     wire_text,
@@ -104,7 +106,7 @@ class Device:
                     item = self.node.replies.get(timeout=max(0.0, min(wake)))
                 except queue.Empty:
                     continue
-                self.handle(item)
+                self.handle(item, outbox)
         finally:
             for request_id in list(self.pending):
                 self.fail(request_id, "node stopped before the result arrived")
@@ -135,7 +137,7 @@ class Device:
                 limit = self.node.config.request_timeout_s
                 self.fail(request_id, f"timeout: no result within {limit:g} s ({where})")
 
-    def handle(self, item: Inbound) -> None:
+    def handle(self, item: Inbound, outbox: Outbox) -> None:
         envelope = item.message.envelope
         pending = self.pending.get(envelope.request_id)
         if pending is None:
@@ -144,9 +146,11 @@ class Device:
             return
         if isinstance(envelope, AcceptedMsg):
             pending.plan = wire_text(envelope.plan)
+            pending.note["prediction"] = envelope.prediction
         elif isinstance(envelope, ErrorMsg):
             self.fail(envelope.request_id, f"{envelope.host}: {envelope.reason}", wire_text(envelope.plan))
         elif isinstance(envelope, ResultMsg):
+            self.report(outbox, item)
             try:
                 self.complete(item, pending)
             except Exception as exc:  # e.g. the samples cannot be written: the request fails, with why
@@ -154,6 +158,21 @@ class Device:
                 if envelope.request_id in self.pending:
                     self.fail(envelope.request_id, f"recording the result failed: {exc}",
                               wire_text(envelope.plan))
+
+    def report(self, outbox: Outbox, item: Inbound) -> None:
+        """Tell the coordinator how the result came (its estimate of the path to this device)."""
+        result: ResultMsg = item.message.envelope  # type: ignore[assignment]
+        last = result.hops[-1]
+        transfer = None
+        if last.host != self.node.host:
+            transfer = WireTransfer(source=last.host, kind="result", sent=last.sent, received=item.received,
+                                    message_bytes=item.message.message_bytes)
+        message = ReportMsg(v=WIRE_VERSION, kind="report", request_id=result.request_id, origin=result.origin,
+                            host=self.node.host, n=result.n, transfer=transfer)
+        try:
+            outbox.send(self.node.config.coordinator, encode(message))
+        except RuntimeError as exc:  # the estimates miss one report; the request is not affected
+            log.warning("could not report the result of %s: %s", result.request_id, exc)
 
     def complete(self, item: Inbound, pending: Pending) -> None:
         result: ResultMsg = item.message.envelope  # type: ignore[assignment]

@@ -11,7 +11,7 @@ Threads, each with its own ZeroMQ sockets (a socket is never shared across threa
     worker       runs stages (any node that holds models), forwards the state to the next
                  stage's host, or the result to the requesting device, over its PUSH sockets
     coordinator  (the edge host named `coordinator`) plans each request with its strategy and
-                 dispatches stage 0
+                 dispatches stage 0; learns links and load from the other nodes' reports
     device       (role device) issues the workload at t0 + at_s, collects results, errors and
                  timeouts, writes records and samples
 
@@ -44,6 +44,7 @@ from nodes.runtime.protocol import (
     AcceptedMsg,
     ErrorMsg,
     ProtocolError,
+    ReportMsg,
     RequestMsg,
     ResultMsg,
     StageMsg,
@@ -261,9 +262,10 @@ class Node:
         if envelope.origin not in self.roles or self.roles[envelope.origin] != "device":
             self.stats.drop("unknown_origin", f"{envelope.kind} from unknown device {envelope.origin!r}")
             return
-        if isinstance(envelope, RequestMsg):
+        if isinstance(envelope, RequestMsg | ReportMsg):
             if not self.config.is_coordinator:
-                self.stats.drop("misdirected", f"request {envelope.request_id} sent to a non-coordinator")
+                reason = f"{envelope.kind} {envelope.request_id} sent to a non-coordinator"
+                self.stats.drop("misdirected", reason)
                 return
             self.requests.put(item)
         elif isinstance(envelope, StageMsg):

@@ -26,7 +26,8 @@ from pydantic import (
 from nodes.schema import HOST_NAME, HOST_NAME_RULE, Role, SchedulerName, StrictModel, validation_message
 
 Tier = Role  # where a strategy puts a stage: the host of that role
-StrategyKind = Literal["cloud_only", "edge_only", "device_only", "fixed_split"]
+StrategyKind = Literal["cloud_only", "edge_only", "device_only", "fixed_split", "elastic", "routing"]
+PLANNED_KINDS = ("elastic", "routing")  # chosen per request by nodes/planner.py
 
 _ENDPOINT = re.compile(r"^tcp://(?P<addr>[A-Za-z0-9_.:*-]+):(?P<port>\d{1,5})$")
 _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
@@ -55,14 +56,6 @@ def check_endpoint(value: str) -> str:
     return value
 
 
-class Peer(StrictModel):
-    endpoint: str
-    role: Role
-    models: list[str] = []
-
-    _endpoint = field_validator("endpoint")(check_endpoint)
-
-
 class ComputeConfig(StrictModel):
     """`native`: real computation at the host's CPU share. `profiled`: every denoising step takes
     the time `nodes/profiles.toml` (or `profiles_file`) gives for (hardware, model), by pacing."""
@@ -77,6 +70,17 @@ class ComputeConfig(StrictModel):
         if self.mode == "profiled" and not self.hardware:
             raise ValueError("compute.hardware is required when compute.mode is 'profiled'")
         return self
+
+
+class Peer(StrictModel):
+    endpoint: str
+    role: Role
+    models: list[str] = []
+    # what a planner may know of another host in advance: its hardware, and a device's radio
+    compute: ComputeConfig | None = None
+    radio: str | None = None
+
+    _endpoint = field_validator("endpoint")(check_endpoint)
 
 
 class CurveConfig(StrictModel):
@@ -104,10 +108,24 @@ class StrategySpec(StrictModel):
     kind: StrategyKind
     model: str | None = None  # for the single-tier kinds; defaults: large, medium, small
     split: list[SplitStage] | None = None  # for fixed_split
+    # elastic and routing (nodes/planner.py): what to minimise, under which quality floor (the
+    # quality table's figures of the plan); routing minimises latency on one host
+    objective: Literal["latency", "quality", "energy"] | None = None
+    min_class_accuracy: float | None = Field(None, ge=0, le=1)
+    max_fid: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _fields_of_kind(self) -> StrategySpec:
-        if self.kind == "fixed_split":
+        planned = self.kind in PLANNED_KINDS
+        given = [f for f in ("objective", "min_class_accuracy", "max_fid") if getattr(self, f) is not None]
+        if not planned and given:
+            raise ValueError(f"{self.kind} takes no {given[0]!r} (only elastic and routing do)")
+        if planned:
+            if self.model is not None or self.split is not None:
+                raise ValueError(f"{self.kind} chooses its plans: it takes no 'model' or 'split'")
+            if self.kind == "routing" and self.objective not in (None, "latency"):
+                raise ValueError("routing minimises latency: its objective can only be 'latency'")
+        elif self.kind == "fixed_split":
             if not self.split:
                 raise ValueError("fixed_split needs 'split': a list of {model, tier, share}")
             if self.model is not None:

@@ -13,6 +13,11 @@ Envelope kinds and who sends them (every node has one PULL inbox; senders use PU
                                            state (its host draws the noise from `seed`)
     result    last stage host -> device    the final images
     error     any -> device                the request failed; `reason` says why
+    report    stage host/device -> coordinator
+                                           after a stage, or when a result arrives: the message that
+                                           brought the work (from where, bytes, sent, received) and
+                                           when the stage computed; the coordinator's live
+                                           estimates are made of these (nodes/runtime/estimates.py)
 
 A plan travels as its stages, each {model, start, end, host} (`plan_to_wire`, `plan_from_wire`,
 which checks that they tile the schedule); the text form (`large:0-12@cloud,...`) is only for
@@ -132,10 +137,21 @@ class RequestMsg(_Common):
     timestamps: RequestTimes
 
 
+class WirePrediction(_Wire):
+    """What the coordinator predicted for the plan it chose (nodes/planner.py), wall seconds."""
+
+    latency_s: Seconds
+    fid: Annotated[float, Field(strict=False, ge=0, lt=1e6)] | None = None
+    class_accuracy: Annotated[float, Field(strict=False, ge=0, le=1)] | None = None
+    device_energy_j: Annotated[float, Field(strict=False, ge=0, lt=1e9)] | None = None
+    note: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
 class AcceptedMsg(_Common):
     kind: Literal["accepted"]
     strategy: Annotated[str, StringConstraints(max_length=64)]
     plan: WirePlan
+    prediction: WirePrediction | None = None
 
 
 class StageMsg(_Common):
@@ -169,11 +185,34 @@ class ErrorMsg(_Common):
     stage: Annotated[int, Field(ge=0, lt=MAX_STAGES)] | None = None
 
 
-Envelope = RequestMsg | AcceptedMsg | StageMsg | ResultMsg | ErrorMsg
+class WireTransfer(_Wire):
+    """The message that brought work to the reporting host: where from, when, how big."""
+
+    source: Host
+    kind: Literal["dispatch", "state", "result"]
+    sent: Time
+    received: Time
+    message_bytes: Count
+
+
+class ReportMsg(_Common):
+    kind: Literal["report"]
+    host: Host  # who reports
+    n: Annotated[int, Field(ge=1, le=MAX_IMAGES)]
+    transfer: WireTransfer | None = None
+    stage: Annotated[int, Field(ge=0, lt=MAX_STAGES)] | None = None  # None: a device's result
+    model: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = None
+    steps: Annotated[int, Field(ge=0, le=100_000)] = 0
+    compute_start: Time | None = None
+    compute_end: Time | None = None
+
+
+Envelope = RequestMsg | AcceptedMsg | StageMsg | ResultMsg | ErrorMsg | ReportMsg
 _KINDS: dict[str, type[BaseModel]] = {
     "request": RequestMsg, "accepted": AcceptedMsg, "stage": StageMsg, "result": ResultMsg, "error": ErrorMsg,
+    "report": ReportMsg,
 }
-_CARRIES_STATE = {"request": False, "accepted": False, "error": False, "result": True}
+_CARRIES_STATE = {"request": False, "accepted": False, "error": False, "result": True, "report": False}
 _SAFE_KIND = re.compile(r"^[a-z]{1,16}$")
 
 

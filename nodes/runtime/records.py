@@ -94,10 +94,23 @@ class StageRecord(BaseModel):
     profiled_compute_s: float | None
     overrun_steps: int | None
     overrun_s: float | None
+    # what the coordinator predicted for the plan it chose (nodes/planner.py); None before a plan
+    # came back, or where the coordinator predicts nothing
+    predicted_total_s: float | None = None
+    predicted_fid: float | None = None
+    predicted_class_accuracy: float | None = None
+    predicted_device_energy_j: float | None = None
+    plan_note: str | None = None  # why the planner chose as it did, where its objective was not met
 
 
 def _request_fields(request: dict, outcome: Outcome, reason: str | None, plan: str | None) -> dict:
+    predicted = request.get("prediction")
     return {
+        "predicted_total_s": predicted.latency_s if predicted else None,
+        "predicted_fid": predicted.fid if predicted else None,
+        "predicted_class_accuracy": predicted.class_accuracy if predicted else None,
+        "predicted_device_energy_j": predicted.device_energy_j if predicted else None,
+        "plan_note": predicted.note if predicted else None,
         "request_id": request["request_id"], "device": request["device"], "strategy": request["strategy"],
         "plan": plan, "n_images": request["n"], "seed": request["seed"], "scheduler": request["scheduler"],
         "steps": request["steps"], "deadline_s": request["deadline_s"], "outcome": outcome,

@@ -17,7 +17,16 @@ from nodes.diffusion.schedulers import SCHEDULE_KEYS
 from nodes.diffusion.state import DenoisingMeta, StateBundle
 from nodes.plan import Plan, Stage
 from nodes.runtime.pacing import Pacer, load_profiles, profile_for
-from nodes.runtime.protocol import WIRE_VERSION, Hop, ResultMsg, StageMsg, encode, plan_from_wire
+from nodes.runtime.protocol import (
+    WIRE_VERSION,
+    Hop,
+    ReportMsg,
+    ResultMsg,
+    StageMsg,
+    WireTransfer,
+    encode,
+    plan_from_wire,
+)
 from nodes.runtime.transport import Inbound, Outbox, Stopping
 
 if TYPE_CHECKING:
@@ -100,6 +109,26 @@ class StageWorker:
         except Exception as exc:  # e.g. an envelope that no longer validates: the request fails
             log.exception("forwarding stage %d of %s failed", envelope.stage, envelope.request_id)
             self._error(outbox, envelope, f"forwarding stage {envelope.stage} failed: {exc}")
+        self.report(outbox, envelope, item, stage, hop)
+
+    def report(self, outbox, envelope: StageMsg, item: Inbound, stage: Stage, hop: Hop) -> None:
+        """Tell the coordinator how the work came here and when it computed (its live estimates)."""
+        if envelope.stage == 0:
+            source, kind, sent = self.config.coordinator, "dispatch", envelope.timestamps.dispatched
+        else:
+            source, kind, sent = envelope.hops[-1].host, "state", envelope.hops[-1].sent
+        transfer = None
+        if sent is not None and source != self.config.host:
+            transfer = WireTransfer(source=source, kind=kind, sent=sent, received=item.received,
+                                    message_bytes=item.message.message_bytes)
+        message = ReportMsg(v=WIRE_VERSION, kind="report", request_id=envelope.request_id,
+                            origin=envelope.origin, host=self.config.host, n=envelope.n, transfer=transfer,
+                            stage=envelope.stage, model=stage.model, steps=stage.steps,
+                            compute_start=hop.compute_start, compute_end=hop.compute_end)
+        try:
+            outbox.send(self.config.coordinator, encode(message))
+        except RuntimeError as exc:  # the estimates miss one report; the request is not affected
+            log.warning("could not report stage %d of %s: %s", envelope.stage, envelope.request_id, exc)
 
     def check(self, envelope: StageMsg, state: StateBundle | None) -> tuple[Plan, Stage]:
         try:

@@ -13,7 +13,7 @@ CLUSTER = Cluster(edge="edge", roles=ROLES, models=MODELS, steps=50)
 
 def _plan(name: str, origin: str = "d2", cluster: Cluster = CLUSTER) -> str:
     strategy = build_strategies(default_strategies())[name]
-    return str(strategy.plan_for(PlanRequest("r1", origin, 4, name), cluster))
+    return str(strategy.plan_for(PlanRequest("r1", origin, 4, name), cluster).plan)
 
 
 def test_default_strategies():
@@ -29,7 +29,7 @@ def test_fixed_split_rounds_cuts_drops_empty_stages_and_merges_neighbours():
         {"model": "small", "tier": "edge", "share": 0.5}, {"model": "small", "tier": "edge", "share": 0.49},
         {"model": "small", "tier": "device", "share": 0.01}])
     cluster = Cluster(edge="edge", roles=ROLES, models=MODELS, steps=10)
-    plan = build_strategy("s", spec).plan_for(PlanRequest("r", "d1", 1, "s"), cluster)
+    plan = build_strategy("s", spec).plan_for(PlanRequest("r", "d1", 1, "s"), cluster).plan
     assert str(plan) == "small:0-10@edge"  # 0.01 of 10 steps rounds to nothing; two edge stages merge
 
 

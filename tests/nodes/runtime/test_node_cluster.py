@@ -98,6 +98,18 @@ def test_every_request_under_every_strategy_completes_with_a_row_per_stage(recor
                      "fixed_split": "small:0-4@cloud,small:4-7@edge,small:7-10@d1"}
 
 
+def test_every_plan_comes_with_the_coordinator_s_prediction(records):
+    """Fixed strategies are predicted too (nodes/planner.py); on loopback the profiled edge's
+    10 steps of 20 ms dominate edge_only, so its prediction is close to what happened."""
+    ok = [rows[0] for rows in records.values() if rows[0].outcome == "ok"]
+    assert all(r.predicted_total_s is not None and r.predicted_total_s >= 0 for r in ok)
+    edge = [r for r in ok if r.strategy == "edge_only"]
+    assert all(r.predicted_total_s >= STEPS * EDGE_STEP_S for r in edge)
+    assert all(abs(r.predicted_total_s - r.total_s) < 0.15 for r in edge), [
+        (r.predicted_total_s, r.total_s) for r in edge]
+    assert all(r.predicted_fid is not None for r in edge)  # small:0-10 is in the table
+
+
 def test_latency_parts_add_up_to_the_total(records):
     for rows in records.values():
         if rows[0].outcome != "ok":

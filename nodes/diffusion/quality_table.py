@@ -1,0 +1,93 @@
+"""The quality table as a planner reads it: torch- and pandas-free, so a coordinator node can load it.
+
+One CSV per (scheduler, steps) beside the models (`nodes/pretrained/quality-table/dpm-30.csv`),
+one row per plan of the grid with its measured figures; analysis/quality_table.py measures and
+writes it (`edgestage quality-table`) and answers questions about plans off the grid.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+from nodes.diffusion.model_zoo import PRETRAINED_DIR
+from nodes.plan import parse_plan
+from nodes.schema import check_scheduler_name
+
+TABLE_DIR = PRETRAINED_DIR / "quality-table"
+REPO_ROOT = PRETRAINED_DIR.parents[1]
+FIGURES = ("fid", "kid", "class_accuracy", "psnr_vs_large_db")
+COLUMNS = ("plan", "models", "boundaries", "scheduler", "steps", "n", *FIGURES, "cache_file")
+
+
+def _shown(path: str | Path) -> str:
+    """A path under the repository as a relative one (what the shipped table and messages show)."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(p)
+
+
+def table_path(scheduler: str, steps: int) -> Path:
+    return TABLE_DIR / f"{check_scheduler_name(scheduler)}-{steps}.csv"
+
+
+def read_table(scheduler: str, steps: int, path: Path | None = None) -> list[dict[str, Any]]:
+    """The table of `scheduler`/`steps` (default: the shipped one); ValueError saying how to make it
+    where it is missing, and naming the file and line where it is malformed."""
+    path = Path(path) if path is not None else table_path(scheduler, steps)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"no quality table for {scheduler}/{steps} steps: {_shown(path)} (make it with: "
+                         f"edgestage quality-table --scheduler {scheduler} --steps {steps})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read quality table {_shown(path)}: {exc}") from None
+    rows = list(csv.reader(text.splitlines()))
+    if not rows or tuple(rows[0]) != COLUMNS:
+        raise ValueError(f"{_shown(path)}:1: not a quality table: the header must be {','.join(COLUMNS)}")
+    if len(rows) < 2:
+        raise ValueError(f"{_shown(path)}:2: quality table has no rows")
+    records = [_parse_row(row, scheduler, steps, f"{_shown(path)}:{line}")
+               for line, row in enumerate(rows[1:], start=2)]
+    return records
+
+
+def _number(text: str, field: str, where: str, optional: bool = False) -> float | None:
+    if optional and text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{where}: {field}: expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: {field}: expected a finite number, got {text!r}")
+    return value
+
+
+def _parse_row(row: list[str], scheduler: str, steps: int, where: str) -> dict[str, Any]:
+    """One CSV row checked and typed; `where` is `file:line` for the message."""
+    if len(row) != len(COLUMNS):
+        raise ValueError(f"{where}: expected {len(COLUMNS)} fields, got {len(row)}")
+    raw = dict(zip(COLUMNS, row, strict=True))
+    try:
+        plan = parse_plan(raw["plan"], steps)
+    except ValueError as exc:
+        raise ValueError(f"{where}: plan: {exc}") from None
+    if raw["scheduler"] != scheduler or raw["steps"] != str(steps):
+        raise ValueError(f"{where}: a row for {raw['scheduler']}/{raw['steps']} steps in the table of "
+                         f"{scheduler}/{steps}")
+    if raw["models"] != ",".join(plan.models()):
+        raise ValueError(f"{where}: models: {raw['models']!r} is not what plan {plan} runs")
+    if raw["boundaries"] != ",".join(str(s.start) for s in plan.stages[1:]):
+        raise ValueError(f"{where}: boundaries: {raw['boundaries']!r} are not plan {plan}'s")
+    if not raw["n"].isdigit() or int(raw["n"]) < 2:
+        raise ValueError(f"{where}: n: expected a number of images >= 2, got {raw['n']!r}")
+    # large-only has no PSNR against itself (it would be infinite): the only empty figure
+    figures = {f: _number(raw[f], f, where, optional=f == "psnr_vs_large_db") for f in FIGURES}
+    if not 0 <= figures["class_accuracy"] <= 1:
+        raise ValueError(f"{where}: class_accuracy: must lie in [0, 1], got {raw['class_accuracy']}")
+    return {**raw, "steps": steps, "n": int(raw["n"]), **figures}

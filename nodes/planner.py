@@ -1,0 +1,266 @@
+"""The planner behind the `elastic` and `routing` strategies: candidate plans, what each would cost
+now, and the choice an objective makes among them.
+
+Candidates: the plans of the quality table's grid (nodes/diffusion/quality_table.py: each model
+alone, the model pairs with a boundary every 10 % of the steps, a coarse large->medium->small
+grid), each stage on every host that holds its model; a device runs stages of its own requests
+only.  The planner chooses among measured plans only: a plan off the grid has no measured quality,
+so it is never a candidate.
+
+A candidate's predicted latency follows the request's path with the coordinator's live estimates
+(nodes/runtime/estimates.py), never the configured links:
+
+    arrive_0 = now + transfer(coordinator -> host_0, dispatch bytes)
+    start_i  = max(arrive_i, when host_i's queue is free)
+    end_i    = start_i + steps_i * step_s(host_i, model_i, n)
+    arrive_i+1 = end_i + transfer(host_i -> host_i+1, state bytes)
+    done     = end_last + transfer(host_last -> device, result bytes)     (0 if it is the device)
+    latency  = done - request_sent
+
+step_s is the host's profile (x K under time dilation) for a profiled host, its reported steps for
+a native one.  A path not yet observed is composed through the coordinator (a -> coordinator ->
+b); one still unknown counts 0 s and the prediction says so (`assumed`).  Quality is the plan's
+row of the table.  Device energy (joules, emulated time) is the device's busy power times its
+compute time plus its radio's joules for the request's own transfers
+(topologies.radio.request_radio_energy).
+
+Objectives (a strategy's `objective`), each under the strategy's quality floor:
+    latency  least predicted latency
+    quality  best quality (least FID) among plans predicted to meet the deadline
+    energy   least device energy among plans predicted to meet the deadline
+Where no plan is predicted to meet the deadline, `quality` and `energy` take the fastest plan and
+say so in the decision's `note`; where no candidate meets the floor (a host down or suspect), the
+request is refused with the reason: never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from nodes.plan import Plan, Stage, parse_plan
+from nodes.runtime.estimates import LiveEstimates
+from nodes.runtime.pacing import HardwarePower, StepProfile
+from topologies.radio import Transfer, radio_model, request_radio_energy
+
+ObjectiveKind = Literal["latency", "quality", "energy"]
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What the coordinator knows of a host in advance (its config, not its links)."""
+
+    role: str
+    models: tuple[str, ...]
+    profiles: Mapping[str, StepProfile] | None = None  # model -> profile, when profiled
+    power: HardwarePower | None = None
+    radio: str | None = None
+
+
+@dataclass(frozen=True)
+class QualityFloor:
+    min_class_accuracy: float | None = None
+    max_fid: float | None = None
+
+    def admits(self, row: Mapping[str, Any]) -> bool:
+        return ((self.min_class_accuracy is None or row["class_accuracy"] >= self.min_class_accuracy)
+                and (self.max_fid is None or row["fid"] <= self.max_fid))
+
+    def __str__(self) -> str:
+        parts = []
+        if self.min_class_accuracy is not None:
+            parts.append(f"class accuracy >= {self.min_class_accuracy:g}")
+        if self.max_fid is not None:
+            parts.append(f"FID <= {self.max_fid:g}")
+        return " and ".join(parts) or "none"
+
+
+@dataclass(frozen=True)
+class Objective:
+    kind: ObjectiveKind = "latency"
+    floor: QualityFloor = QualityFloor()
+    single_host: bool = False  # routing: the whole request on one host
+
+
+@dataclass(frozen=True)
+class Ask:
+    """The request as the planner sees it (wall-clock seconds)."""
+
+    request_id: str
+    origin: str
+    n: int
+    sent: float  # when the device sent it
+    now: float  # when the planning happens
+    deadline_s: float | None = None  # wall seconds after `sent`
+    request_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Prediction:
+    latency_s: float  # wall seconds from the request's sending to its result's arrival
+    fid: float | None
+    class_accuracy: float | None
+    device_energy_j: float | None
+    stages: tuple[tuple[float, float, float], ...]  # (arrive, start, end) per stage, wall epoch s
+    assumed: tuple[str, ...] = ()  # paths with no estimate, counted as 0 s
+
+
+@dataclass(frozen=True)
+class Decision:
+    plan: Plan
+    prediction: Prediction | None = None
+    note: str | None = None  # e.g. why the objective could not be met
+
+
+@dataclass
+class Sizes:
+    """Message sizes learnt from reports: bytes of a dispatch, per image of a state and a result."""
+
+    dispatch: float = 0.0
+    state_per_image: float = 0.0
+    result_per_image: float = 0.0
+    seen: dict[str, int] = field(default_factory=dict)
+
+    def observe(self, kind: str, size: int, n: int) -> None:
+        value = size if kind == "dispatch" else size / max(1, n)
+        attr = {"dispatch": "dispatch", "state": "state_per_image", "result": "result_per_image"}[kind]
+        count = self.seen.get(kind, 0)
+        old = getattr(self, attr)
+        setattr(self, attr, value if count == 0 else 0.8 * old + 0.2 * value)
+        self.seen[kind] = count + 1
+
+
+class Planner:
+    def __init__(self, rows: Sequence[Mapping[str, Any]], hosts: Mapping[str, HostFacts], coordinator: str,
+                 steps: int, dilation: float = 1.0) -> None:
+        self.rows = list(rows)
+        self.hosts = dict(hosts)
+        self.coordinator = coordinator
+        self.steps = steps
+        self.dilation = dilation
+        self.sizes = Sizes()
+        self.plans = [(parse_plan(r["plan"], steps), r) for r in self.rows]
+
+    # --- candidates ----------------------------------------------------------------------------
+    def holders(self, model: str, origin: str) -> list[str]:
+        return [h for h, f in sorted(self.hosts.items())
+                if model in f.models and (f.role != "device" or h == origin)]
+
+    def candidates(self, origin: str, objective: Objective,
+                   unavailable: Mapping[str, str] | None = None) -> list[tuple[Plan, Mapping[str, Any]]]:
+        """Grid plans that meet the floor, with hosts; ValueError naming why there are none."""
+        unavailable = unavailable or {}
+        floor_ok = [(p, r) for p, r in self.plans if objective.floor.admits(r)
+                    and (not objective.single_host or len(p.stages) == 1)]
+        if not floor_ok:
+            raise ValueError(f"infeasible: no plan of the quality table meets the floor ({objective.floor})")
+        out = []
+        for plan, row in floor_ok:
+            options = [[h for h in self.holders(s.model, origin) if h not in unavailable]
+                       for s in plan.stages]
+            for hosts in itertools.product(*options):
+                out.append((Plan(tuple(Stage(s.model, s.start, s.end, h)
+                                       for s, h in zip(plan.stages, hosts, strict=True))), row))
+        if not out:
+            why = "; ".join(f"{h}: {why}" for h, why in sorted(unavailable.items())) or "no host holds them"
+            raise ValueError(f"infeasible: no host can run a plan that meets the floor "
+                             f"({objective.floor}): {why}")
+        return out
+
+    # --- prediction ----------------------------------------------------------------------------
+    def step_s(self, host: str, model: str, n: int, live: LiveEstimates) -> float:
+        facts = self.hosts[host]
+        if facts.profiles is not None and model in facts.profiles:
+            return facts.profiles[model].step_s(n) * self.dilation
+        measured = live.step_s(host, model, n)
+        return 0.0 if measured is None else measured
+
+    def transfer_s(self, src: str, dst: str, size: float, live: LiveEstimates,
+                   assumed: list[str]) -> float:
+        direct = live.transfer_s(src, dst, int(size))
+        if direct is not None:
+            return direct
+        via = self.coordinator
+        if via not in (src, dst):
+            first, second = live.transfer_s(src, via, int(size)), live.transfer_s(via, dst, int(size))
+            if first is not None and second is not None:
+                return first + second
+        assumed.append(f"{src}->{dst}")
+        return 0.0
+
+    def predict(self, plan: Plan, row: Mapping[str, Any] | None, ask: Ask, live: LiveEstimates) -> Prediction:
+        assumed: list[str] = []
+        sizes = self.sizes
+        device = ask.origin
+        radio: list[Transfer] = []
+        compute_s = 0.0
+
+        def hop(src: str, dst: str, size: float, at: float) -> float:
+            seconds = self.transfer_s(src, dst, size, live, assumed)
+            if device in (src, dst) and src != dst:
+                radio.append((at, seconds, int(size), "up" if src == device else "down"))
+            return at + seconds
+
+        if ask.request_bytes:
+            radio.append((ask.sent, max(0.0, ask.now - ask.sent), ask.request_bytes, "up"))
+        arrive = hop(self.coordinator, plan.stages[0].host or "", sizes.dispatch, ask.now)
+        times = []
+        for index, stage in enumerate(plan.stages):
+            host = stage.host or ""
+            start = max(arrive, live.queues.free_at(host, ask.now))
+            end = start + stage.steps * self.step_s(host, stage.model, ask.n, live)
+            times.append((arrive, start, end))
+            if host == device:
+                compute_s += end - start
+            last = index == len(plan.stages) - 1
+            target = device if last else plan.stages[index + 1].host or ""
+            size = (sizes.result_per_image if last else sizes.state_per_image) * ask.n
+            arrive = hop(host, target, size, end)
+        return Prediction(latency_s=arrive - ask.sent, fid=row["fid"] if row else None,
+                          class_accuracy=row["class_accuracy"] if row else None,
+                          device_energy_j=self._device_energy(device, compute_s, radio),
+                          stages=tuple(times), assumed=tuple(dict.fromkeys(assumed)))
+
+    def _device_energy(self, device: str, compute_s: float, radio: list[Transfer]) -> float | None:
+        facts = self.hosts.get(device)
+        if facts is None or facts.power is None:
+            return None
+        k = self.dilation  # joules are power times emulated seconds
+        joules = facts.power.busy_w * compute_s / k
+        if facts.radio:
+            emulated = sorted((s / k, d / k, b, direction) for s, d, b, direction in radio)
+            joules += request_radio_energy(radio_model(facts.radio), emulated).total_j
+        return joules
+
+    def row_of(self, plan: Plan) -> Mapping[str, Any] | None:
+        bare = str(Plan(tuple(Stage(s.model, s.start, s.end) for s in plan.stages)))
+        return next((r for p, r in self.plans if str(p) == bare), None)
+
+    # --- the choice ----------------------------------------------------------------------------
+    def decide(self, ask: Ask, objective: Objective, live: LiveEstimates,
+               unavailable: Mapping[str, str] | None = None) -> Decision:
+        scored = [(plan, self.predict(plan, row, ask, live))
+                  for plan, row in self.candidates(ask.origin, objective, unavailable)]
+
+        def fastest(item: tuple[Plan, Prediction]) -> tuple[float, float]:
+            return item[1].latency_s, item[1].fid or 0.0
+
+        if objective.kind == "latency":
+            plan, prediction = min(scored, key=fastest)
+            return Decision(plan, prediction)
+        in_time = [s for s in scored if ask.deadline_s is None or s[1].latency_s <= ask.deadline_s]
+        if not in_time:
+            plan, prediction = min(scored, key=fastest)
+            return Decision(plan, prediction, f"no plan is predicted to meet the deadline of "
+                                              f"{ask.deadline_s:.3g} s: the fastest instead")
+        if objective.kind == "quality":
+            plan, prediction = min(in_time, key=lambda s: (s[1].fid or 0.0, s[1].latency_s))
+        else:
+            plan, prediction = min(in_time, key=lambda s: (_energy(s[1]), s[1].latency_s))
+        return Decision(plan, prediction)
+
+
+def _energy(prediction: Prediction) -> float:
+    return float("inf") if prediction.device_energy_j is None else prediction.device_energy_j

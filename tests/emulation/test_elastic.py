@@ -1,0 +1,94 @@
+"""The elastic planner in a real emulated run: its plans follow a step change in a device link
+that it learns of only from the nodes' reports (the configured links are never read)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="Mininet needs root")
+
+# d1's link: 10 Mbit/s, then from 1.05 s (emulated, on the workload's clock) 0.1 Mbit/s: the
+# result of an edge plan (about 3 kB) then takes about 0.25 s to reach the device, the dispatch of
+# a device plan (about 0.7 kB) 0.06 s
+TRACE = "time_s,bw_mbit,delay_ms,loss_pct\n0,10,10,0\n1.05,0.1,10,0\n30,0.1,10,0\n"
+SCENARIO = """
+[topology]
+kind = "star"
+[[topology.devices]]
+name = "el1"
+bw_mbit = 10
+delay_ms = 10
+trace = "step.csv"
+
+[nodes.edge]
+models = ["medium"]
+compute = "profiled"
+hardware = "edge_gpu"
+[nodes.device]
+models = ["small"]
+compute = "profiled"
+hardware = "phone"
+[nodes.cloud]
+models = []
+
+[workload]
+requests = 8
+arrival = "fixed"
+interval_s = 0.3
+images_per_request = 2
+request_timeout_s = 5
+warmup = true
+warmup_gap_s = 0.1
+warmup_settle_s = 0.3
+
+[strategies.elastic]
+kind = "elastic"
+
+[generation]
+scheduler = "dpm"
+steps = 10
+
+[capture]
+enabled = false
+
+[run]
+timeout_s = 3
+time_dilation = 16
+"""
+
+
+@root_only
+@pytest.mark.slow
+def test_elastic_moves_the_steps_to_the_device_when_its_link_slows(tmp_path, nothing_left_after) -> None:
+    nothing_left_after.add("el1")
+    (tmp_path / "step.csv").write_text(TRACE)
+    path = tmp_path / "elastic.toml"
+    path.write_text(SCENARIO)
+    argv = [sys.executable, "-m", "emulation.cli", "run", str(path), "--out", str(tmp_path / "run"),
+            "--quiet",
+            "--no-quality"]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    req = pd.read_parquet(tmp_path / "run" / "requests.parquet")
+    first = req[(req["stage_index"] == 0) & req["warmup"].ne(True)].sort_values("t_scheduled")
+    assert (first["outcome"] == "ok").all(), first[["request_id", "reason"]]
+    plans = list(zip(first["t_scheduled"], first["plan"], strict=True))
+    before = [p for t, p in plans if t < 1.0]
+    after = [p for t, p in plans if t > 1.1]
+    # fast link: the edge's medium is quicker than the phone's small; slow link: the device
+    assert before and all("@edge" in p for p in before), plans
+    assert after[-3:] == ["small:0-10@el1"] * 3, plans
+    # it re-plans within one request of the change: at most the first request after it is wrong
+    assert all(p == "small:0-10@el1" for p in after[1:]), plans
+    # every decision came with its prediction, and the summary and report name the strategy
+    assert first["predicted_total_s"].notna().all()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert "elastic" in summary["strategies"]
