@@ -11,7 +11,7 @@ A candidate's predicted latency follows the request's path with the coordinator'
 (nodes/runtime/estimates.py), never the configured links:
 
     arrive_0 = now + transfer(coordinator -> host_0, dispatch bytes)
-    start_i  = max(arrive_i, when host_i's queue is free)
+    start_i  = max(arrive_i, when host_i is done with the stages whose inputs arrive before)
     end_i    = start_i + steps_i * step_s(host_i, model_i, n)
     arrive_i+1 = end_i + transfer(host_i -> host_i+1, state bytes)
     done     = end_last + transfer(host_last -> device, result bytes)     (0 if it is the device)
@@ -209,7 +209,7 @@ class Planner:
         times = []
         for index, stage in enumerate(plan.stages):
             host = stage.host or ""
-            start = max(arrive, live.queues.free_at(host, ask.now))
+            start = max(arrive, live.queues.free_at(host, ask.now, arrive))
             end = start + stage.steps * self.step_s(host, stage.model, ask.n, live)
             times.append((arrive, start, end))
             if host == device:

@@ -1,4 +1,4 @@
-"""`edgestage bench models | topology | fidelity | memory`: benchmarks that print figures (medians,
+"""`edgestage bench models | topology | fidelity | memory | planner`: benchmarks that print figures (medians,
 with what produced them)."""
 
 from __future__ import annotations
@@ -36,6 +36,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--mode", choices=("shared", "separate", "both"), default="both")
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=_memory)
+    pl = bench.add_parser("planner", help="time of one elastic planning decision with N devices")
+    pl.add_argument("--devices", type=positive_int, default=64)
+    pl.add_argument("--decisions", type=positive_int, default=1000)
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=_planner)
+
+
+def _planner(args: argparse.Namespace) -> int:
+    import os
+    import platform
+
+    from nodes.planner_bench import decision_times
+
+    if args.devices > 4096:
+        raise ValueError(f"--devices must be at most 4096, got {args.devices}")
+    r = {**decision_times(args.devices, args.decisions), "machine": platform.node(),
+         "cpus": os.cpu_count()}
+    if args.json:
+        print_json(r)
+        return 0
+    print(f"elastic plan_for, {r['devices']} devices, {r['candidates']} candidate plans meeting the floor, "
+          f"{r['decisions']} decisions on {r['cpus']} CPUs:")
+    print(f"  median {r['p50_s'] * 1e3:.2f} ms, p95 {r['p95_s'] * 1e3:.2f} ms, max {r['max_s'] * 1e3:.2f} ms "
+          f"(target: median < 5 ms: {'met' if r['p50_s'] < 0.005 else 'NOT met'})")
+    print(f"  plans chosen: {', '.join(r['plans'])}")
+    return 0
 
 
 def _bench_models(args: argparse.Namespace) -> int:

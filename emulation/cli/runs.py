@@ -32,6 +32,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-quality", action="store_true", help="skip FID/KID/class accuracy")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_sweep)
+    p = sub.add_parser("compare", help="every strategy alone on the same workload, and an oracle; "
+                       "one table and one figure (root)")
+    p.add_argument("scenario", help="scenario file (.toml), e.g. scenarios/bench/burst.toml")
+    p.add_argument("--out", help="compare directory to create (default: runs/<scenario>-compare-<time>)")
+    p.add_argument("--no-oracle", action="store_true", help="only the scenario's strategies")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_compare)
     p = sub.add_parser("report", help="(re)write a run directory's report.md and plots/")
     p.add_argument("run_dir", help="a run directory, e.g. runs/default-20261127-120000")
     p.add_argument("--no-quality", action="store_true",
@@ -95,6 +102,26 @@ def _print_run(result: RunResult) -> None:
     print(format_accuracy(summary["accuracy"]))
     print(format_memory(summary["node_memory"]))
     print(f"run directory: {result.run_dir}", flush=True)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import time
+
+    from emulation.compare import run_compare, variants
+
+    runs = variants(args.scenario, oracle=not args.no_oracle)  # every run validated first: exit 2
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else Path("runs") / f"{Path(args.scenario).stem}-compare-{stamp}"
+    print(f"{len(runs)} runs: " + ", ".join(f"{n} ({p})" if p else n for n, p, _ in runs))
+    table = run_compare(args.scenario, out, oracle=not args.no_oracle, progress=not args.quiet,
+                        on_run=lambda name, run: print(f"done: {name} -> {run}", flush=True))
+    meta = json.loads((out / "compare.json").read_text())
+    print(f"times are emulated seconds (time dilation K = {meta['time_dilation']:g}); quality from the "
+          "quality table; oracle: per request the fastest candidate meeting the floor")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"compare directory: {out} (compare.csv, compare.png)")
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:

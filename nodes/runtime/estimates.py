@@ -9,9 +9,11 @@ when it was sent and received) and when the stage computed.  From those:
   one direction's messages have one size (results only), both directions are fitted together
   (the requests going up give the small sizes); where neither has sizes to tell rate from delay,
   the mean time.  A message the estimate misses by more than CHANGE restarts both directions'
-  estimates from it, so that a step change in a link shows in the next plan.  A path never
-  observed has no estimate (`None`); the planner then composes it through the coordinator's
-  host.  The configured links are never read.
+  estimates from it, so that a step change in a link shows in the next plan.  The first message
+  on a path is left out: ZeroMQ opens a TCP connection on a peer's first message, so its time
+  holds the handshakes (three round trips and more), not the link.  A path never observed has no
+  estimate (`None`); the planner then composes it through the coordinator's host.  The
+  configured links are never read.
 - step times per (host, model, images) of a native host: a moving average of its reported
   per-step compute time (a profiled host's steps are its profile's, known in advance).
 - `HostQueues`: each host runs one stage at a time, first come first served.  Every stage the
@@ -94,9 +96,11 @@ class HostQueues:
             queue[:] = [r for r in queue if r.key[0] != request_id]
 
     def schedule(self, host: str, now: float) -> list[Reservation]:
-        """The host's reservations laid end to end from what is known at `now`; expired ones
-        (their request timed out unreported) are dropped and make the host suspect."""
+        """The host's reservations in the order their inputs arrive (the worker's order), laid end
+        to end from what is known at `now`; expired ones (their request timed out unreported) are
+        dropped and make the host suspect."""
         queue = self.queues.get(host, [])
+        queue.sort(key=lambda r: r.ready)
         expired = [r for r in queue if r.until <= now]
         if expired:
             why = f"suspect: stage {expired[0].key[1]} of {expired[0].key[0]} never reported"
@@ -121,9 +125,13 @@ class HostQueues:
     def suspect_reasons(self) -> dict[str, str]:
         return {host: why for host, (_, why) in self.suspect.items()}
 
-    def free_at(self, host: str, now: float) -> float:
+    def free_at(self, host: str, now: float, arrive: float | None = None) -> float:
+        """When the host can start work that arrives at `arrive` (default: never before the
+        reservations, i.e. at the end of all of them): after every reservation whose input
+        arrives before it."""
         queue = self.schedule(host, now)
-        return max(now, queue[-1].end if queue else 0.0)
+        ahead = [r.end for r in queue if arrive is None or r.ready <= arrive]
+        return max(now, ahead[-1] if ahead else 0.0, self.free.get(host, 0.0))
 
     def backlog_s(self, host: str, now: float) -> float:
         return self.free_at(host, now) - now
@@ -136,12 +144,16 @@ class LiveEstimates:
         self.queues = HostQueues()
         self.reports = 0
         self.changes = 0  # step changes detected (see observe_transfer)
+        self.opened: set[tuple[str, str]] = set()  # paths whose first (cold) message went by
 
     def observe_transfer(self, src: str, dst: str, size: int, seconds: float) -> None:
         """One message crossed src -> dst.  One that the estimate misses by more than CHANGE (a
         step change in the link, or a retransmission) restarts the estimates of both directions
         from it: older messages describe a link that is no longer there."""
         if src == dst:
+            return
+        if (src, dst) not in self.opened:  # ZeroMQ connects on first use: handshakes, not the link
+            self.opened.add((src, dst))
             return
         size, seconds = max(0, int(size)), max(0.0, float(seconds))
         before = self.transfer_s(src, dst, size) if self._knows(src, dst, size) else None
