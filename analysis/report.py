@@ -6,6 +6,8 @@ editing the analysis, say). Figures:
     latency_parts.png      where a request's time goes, per strategy (mean seconds)
     cost_and_quality.png   per strategy, what it costs (p50 latency, bytes on the wire per image)
                            against what it buys (FID and class accuracy of the plans it used)
+    prediction.png         per request, the latency the coordinator predicted when it planned
+                           (nodes/planner.py) against the measured one
 Quality is shown per plan, from analysis/plan_quality.py's figures (n images each, n beside every
 figure); the run's own few images give only the `run-sample` columns, labelled as such. A run in
 which nothing was done still gets its report: what failed and why, no figures. Energy per image
@@ -132,6 +134,9 @@ def write_figures(requests: pd.DataFrame, strategies: dict[str, dict[str, Any]],
     if any(e.get("done") for e in strategies.values()):
         figure = plot_cost_and_quality(strategies, plots / "cost_and_quality.png")
         figures.append(("Cost and quality", figure))
+    if "predicted_total_s" in ok and ok["predicted_total_s"].notna().any():
+        figure = plot_prediction(requests, plots / "prediction.png")
+        figures.append(("Predicted against measured latency", figure))
     return figures
 
 
@@ -204,10 +209,45 @@ def energy_lines(strategies: dict[str, dict[str, Any]]) -> list[str]:
     if not any(e.get(k) is not None for e in strategies.values() for k in keys):
         return []
     return ["Energy, joules per delivered image: *device* is the requesting device's own compute (busy power "
-            "x compute time) and radio (its radio model's promotion, transfer and tail energy; "
-            "`topologies/radio.py`); *compute* is every host's compute. Power figures: "
+            "x compute time) and radio (the radio energy of the request's own transfers: alpha per bit, "
+            "beta while busy, tail power between them; promotions and idle tails depend on the other "
+            "requests, so they are the device's, not a request's; `topologies/radio.py`); *compute* is "
+            "every host's compute. Power figures: "
             "`nodes/profiles.toml`; \"-\" where a host is not profiled or has no power figures "
             "(`analysis/energy.py`).", ""]
+
+
+def plan_lines(strategies: dict[str, dict[str, Any]]) -> list[str]:
+    """The plans of each strategy that chose more than one (elastic, routing), with how many
+    requests each."""
+    def bare(plan: str) -> str:
+        return ",".join(part.split("@")[0] for part in plan.split(","))
+
+    # the strategies whose plans differ by more than the requesting device
+    varied = {n: e for n, e in strategies.items() if len({bare(p) for p in e.get("plans") or {}}) > 1}
+    rows = [{"strategy": name, "plan": plan, "requests": count}
+            for name, entry in varied.items() for plan, count in (entry.get("plans") or {}).items()]
+    if not rows:
+        return []
+    return ["## Plans chosen", "", pd.DataFrame(rows).to_markdown(index=False), "",
+            "The coordinator's prediction for every plan it chose, against what happened, is in "
+            "`accuracy.json` (`planner_prediction`) and the figure below.", ""]
+
+
+def plot_prediction(requests: pd.DataFrame, path: Path) -> Path:
+    """Per ok request: the latency the coordinator predicted when it planned, against the measured."""
+    ok = ok_requests(requests)
+    first = ok[(ok["stage_index"] == 0) & ok["predicted_total_s"].notna()]
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for strategy, group in first.groupby("strategy", sort=False):
+        ax.scatter(group["predicted_total_s"], group["total_s"], s=14, label=strategy)
+    top = float(max(first["predicted_total_s"].max(), first["total_s"].max())) * 1.05
+    ax.plot([0, top], [0, top], color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("predicted at planning (s)")
+    ax.set_ylabel("measured (s)")
+    ax.set_title("request latency: predicted vs measured")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
 
 
 def quality_lines(strategies: dict[str, dict[str, Any]]) -> list[str]:
@@ -249,6 +289,7 @@ def report_markdown(run: dict[str, Any], figures: list[tuple[str, Path]]) -> str
         lines += overrun_lines(strategies)
         lines += ["## Per strategy", "", _markdown(summary_frame(strategies)), ""]
         lines += energy_lines(strategies)
+        lines += plan_lines(strategies)
         lines += quality_lines(strategies)
     accuracy = summary.get("accuracy") or {}
     if accuracy:

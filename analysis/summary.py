@@ -329,7 +329,16 @@ def format_accuracy(headline: dict[str, Any]) -> str:
             f"latency parts add up (within 2 %): {headline.get('latency_parts_within_2pct', '-')}\n"
             f"wire bytes / (payload + 66 B per packet), p50: "
             f"{fmt(headline.get('wire_accounting_ratio_p50'), '.3f')}  (details: accuracy.json)"
-            + _prediction_line(headline))
+            + _prediction_line(headline) + _planner_line(headline))
+
+
+def _planner_line(headline: dict[str, Any]) -> str:
+    n = headline.get("planner_prediction_n")
+    if not n:
+        return ""
+    error = headline.get("planner_prediction_abs_error_p50")
+    return (f"\ncoordinator's latency prediction at planning (live estimates) vs measured, median "
+            f"|error|: {error:.1%} over {n} requests")
 
 
 def _prediction_line(headline: dict[str, Any]) -> str:

@@ -1,0 +1,70 @@
+"""`edgestage compare`: what it runs (validated before anything starts) and how it builds its table
+and the oracle from run directories."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from emulation.compare import compare_table, oracle_candidates, variants
+from emulation.scenario import load_scenario
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH = sorted((REPO / "scenarios" / "bench").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", BENCH, ids=[p.stem for p in BENCH])
+def test_the_benchmark_scenarios_load_with_every_strategy_and_the_equal_quality_floor(path):
+    scenario = load_scenario(path)
+    names = {"cloud_only", "edge_only", "device_only", "fixed_split", "elastic", "routing"}
+    assert names <= set(scenario.strategies)
+    elastic = scenario.strategies["elastic"]
+    assert (elastic.min_class_accuracy, elastic.max_fid) == (0.946, 1.53)
+
+
+def test_each_strategy_runs_alone_and_the_oracle_adds_only_plans_no_strategy_runs():
+    runs = variants(REPO / "scenarios" / "default.toml")
+    names = [n for n, _, _ in runs]
+    assert names[:6] == ["cloud_only", "edge_only", "device_only", "fixed_split", "elastic", "routing"]
+    for name, _, scenario in runs:
+        assert list(scenario.strategies) == [name]
+        assert scenario.workload == runs[0][2].workload and scenario.topology == runs[0][2].topology
+    candidates = oracle_candidates(load_scenario(REPO / "scenarios" / "default.toml"))
+    assert "small:0-30" not in candidates.values()  # class accuracy 0.832: under the floor
+    assert {"large:0-30", "medium:0-30", "large:0-12,medium:12-21,small:21-30"} <= set(candidates.values())
+    extra = {plan for _, plan, _ in runs if plan}
+    assert extra and extra.isdisjoint({"large:0-30", "medium:0-30", "large:0-12,medium:12-21,small:21-30"})
+
+
+def _run(directory: Path, name: str, rows: list[dict]) -> None:
+    directory.mkdir(parents=True)
+    base = {"warmup": False, "stage_index": 0, "n_images": 2, "outcome": "ok"}
+    pd.DataFrame([{**base, **r} for r in rows]).to_parquet(directory / "requests.parquet")
+    summary = {"strategies": {name: {"wire_bytes_per_image": 100.0}}}
+    (directory / "summary.json").write_text(json.dumps(summary))
+
+
+def test_the_oracle_takes_per_request_the_fastest_candidate_that_meets_the_floor(tmp_path):
+    meta = {"scheduler": "dpm", "steps": 30, "time_dilation": 1, "strategies": ["cloud_only"],
+            "oracle_candidates": {"large:0-30": "cloud_only", "small:0-30": "oracle-1",
+                                  "large:0-3,medium:3-30": "oracle-2"},
+            "floor": {"min_class_accuracy": 0.946, "max_fid": 1.53}}
+    (tmp_path / "compare.json").write_text(json.dumps(meta))
+    cloud = [{"request_id": "a", "t_scheduled": 0.0, "plan": "large:0-30@cloud", "total_s": 0.10},
+             {"request_id": "b", "t_scheduled": 0.1, "plan": "large:0-30@cloud", "total_s": 0.10}]
+    _run(tmp_path / "cloud_only", "cloud_only", cloud)
+    small = [{"request_id": r, "t_scheduled": t, "plan": "small:0-30@d1", "total_s": 0.01}
+             for r, t in (("a", 0), ("b", 0.1))]
+    _run(tmp_path / "oracle-1", "oracle-1", small)  # fastest, but under the floor
+    split = [{"request_id": "a", "t_scheduled": 0.0, "plan": "large:0-3@cloud,medium:3-30@edge",
+              "total_s": 0.05},
+             {"request_id": "b", "t_scheduled": 0.1, "plan": None, "total_s": None, "outcome": "failed"}]
+    _run(tmp_path / "oracle-2", "oracle-2", split)
+    table = compare_table(tmp_path).set_index("strategy")
+    assert table.loc["oracle", "done"] == 2 and table.loc["oracle", "latency_mean_s"] == pytest.approx(0.075)
+    assert table.loc["oracle", "class_accuracy"] == pytest.approx((0.95 + 0.956) / 2)
+    assert table.loc["cloud_only", "latency_p50_s"] == pytest.approx(0.10)
+    assert (tmp_path / "compare.csv").is_file()
