@@ -112,6 +112,13 @@ ARGUMENT_CASES = {
                            "positive finite number"),
 }
 
+
+
+def with_elastic(fields: str) -> str:
+    """The smoke scenario with an elastic strategy `el` of these fields."""
+    return SMOKE.replace("[generation]", f'[strategies.el]\nkind = "elastic"\n{fields}\n[generation]')
+
+
 SCENARIO_CASES = {  # (text of the scenario, needle); every one through `run --check`
     "requests as a string": (SMOKE.replace("requests = 8 ", 'requests = "8" '),
                              ":56: workload.requests: Input should be a valid integer (got '8'"),
@@ -141,6 +148,17 @@ SCENARIO_CASES = {  # (text of the scenario, needle); every one through `run --c
         "nodes.cloud.hardware: hardware 'datacenter_gpu' has no busy_w/idle_w in"),
     "radio that does not exist": (SMOKE.replace('name = "d1"\n', 'name = "d1"\nradio = "pigeon"\n', 1),
                                   ":9: topology.devices[0].radio: Input should be 'wifi', 'lte' or '5g'"),
+    "unknown objective": (with_elastic('objective = "cheapest"\n'),
+                          "strategies.el.objective: Input should be 'latency', 'quality' or 'energy'"),
+    "floor no plan meets": (with_elastic("min_class_accuracy = 0.99\n"),
+                            "strategies.el: no plan the hosts' models can run meets the floor (class "
+                            "accuracy >= 0.99)"),
+    "no quality table": (with_elastic("").replace("steps = 10", "steps = 7"),
+                         "strategies.el: no quality table for dpm/7 steps: "
+                         "nodes/pretrained/quality-table/dpm-7.csv (make it with: edgestage quality-table "
+                         "--scheduler dpm --steps 7)"),
+    "a model with an elastic strategy": (with_elastic('model = "small"\n'),
+                                         "elastic chooses its plans: it takes no 'model' or 'split'"),
 }
 
 
