@@ -215,8 +215,58 @@ def compare_table(out_dir: str | Path) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=COLUMNS)
     table.to_csv(out / "compare.csv", index=False)
     meta["table"] = json.loads(table.to_json(orient="records"))
+    meta["targets"] = target_checks(table, meta["floor"]) if len(table) else []
     (out / "compare.json").write_text(json.dumps(meta, indent=1))
     return table
+
+
+FIXED = ("cloud_only", "edge_only", "device_only", "fixed_split")
+
+
+def target_checks(table: pd.DataFrame, floor: dict[str, float | None]) -> list[dict[str, Any]]:
+    """The issue's targets that this table can check, each with its value and whether it is met
+    (None where a strategy it needs is missing)."""
+    rows = table.set_index("strategy")
+    checks: list[dict[str, Any]] = []
+
+    def add(check: str, value: float | None, target: str, met: bool | None) -> None:
+        checks.append({"check": check, "value": value, "target": target, "met": met})
+
+    def has(*names: str) -> bool:
+        return all(n in rows.index and rows.loc[n, "done"] > 0 for n in names)
+
+    if has("elastic", "cloud_only"):
+        e, c = rows.loc["elastic"], rows.loc["cloud_only"]
+        equal = abs(e["class_accuracy"] - c["class_accuracy"]) <= 0.01 and e["fid"] <= 1.05 * c["fid"]
+        speedup = c["latency_mean_s"] / e["latency_mean_s"]
+        add("cloud_only mean / elastic mean (at equal quality: class accuracy within 1 point, FID "
+            "within 5 %)", speedup, ">= 2 in the burst; >= 1 elsewhere", bool(equal and speedup >= 1))
+    if has("elastic", "oracle"):
+        ratio = rows.loc["elastic", "latency_mean_s"] / rows.loc["oracle", "latency_mean_s"]
+        add("elastic mean / oracle mean", ratio, "<= 1.10", bool(ratio <= 1.10))
+    qualified = [n for n in FIXED if has(n) and _meets(rows.loc[n], floor)]
+    if has("elastic") and qualified:
+        best = min(qualified, key=lambda n: rows.loc[n, "latency_p95_s"])
+        cut = 1 - rows.loc["elastic", "latency_p95_s"] / rows.loc[best, "latency_p95_s"]
+        add(f"elastic p95 below the best fixed strategy meeting the floor ({best})", cut,
+            ">= 0.30 in the trace and outage scenarios", bool(cut >= 0.30))
+    if has("elastic", "oracle"):
+        extra = int(rows.loc["elastic", "failed"] - rows.loc["oracle", "failed"])
+        add("requests elastic failed that a candidate served (elastic failed - oracle failed)", extra, "0",
+            extra <= 0)
+    for name in [n for n in rows.index if n.startswith("elastic_energy")]:
+        if has(name, "device_only"):
+            joules = rows["device_energy_per_image_j"]
+            cut = 1 - joules[name] / joules["device_only"]
+            better = rows.loc[name, "fid"] <= rows.loc["device_only", "fid"]
+            add(f"{name}: device J/image below device_only (quality equal or better)", cut, ">= 0.30",
+                bool(cut >= 0.30 and better))
+    return checks
+
+
+def _meets(row: pd.Series, floor: dict[str, float | None]) -> bool:
+    low, high = floor.get("min_class_accuracy"), floor.get("max_fid")
+    return (low is None or row["class_accuracy"] >= low) and (high is None or row["fid"] <= high)
 
 
 def _oracle(candidates: list[pd.DataFrame], floor: dict, scheduler: str, steps: int) -> pd.DataFrame:

@@ -120,6 +120,11 @@ def _compare(args: argparse.Namespace) -> int:
     print(f"times are emulated seconds (time dilation K = {meta['time_dilation']:g}); quality from the "
           "quality table; oracle: per request the fastest candidate meeting the floor")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    for check in meta.get("targets", []):
+        state = {True: "met", False: "NOT met", None: "-"}[check["met"]]
+        value = check["value"]
+        shown = f"{value:.3g}" if isinstance(value, float) else str(value)
+        print(f"  {check['check']}: {shown} (target {check['target']}): {state}")
     print(f"compare directory: {out} (compare.csv, compare.png)")
     return 0
 
