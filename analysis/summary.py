@@ -342,12 +342,22 @@ def _planner_line(headline: dict[str, Any]) -> str:
 
 
 def _prediction_line(headline: dict[str, Any]) -> str:
-    n = headline.get("request_prediction_n")
+    return _figure_line(headline, "request_prediction", "ratio_p50", "{:.3f}",
+                        "profiled request latency / (profiled steps + bytes/bw + delay per hop), p50")
+
+
+def _planner_line(headline: dict[str, Any]) -> str:
+    return _figure_line(headline, "planner_prediction", "abs_error_p50", "{:.1%}",
+                        "coordinator's latency prediction at planning (live estimates) vs measured, "
+                        "median |error|")
+
+
+def _figure_line(headline: dict[str, Any], prefix: str, key: str, spec: str, what: str) -> str:
+    """One more line for a headline figure over n requests; nothing where there were none."""
+    n = headline.get(f"{prefix}_n")
     if not n:
         return ""
-    ratio = headline.get("request_prediction_ratio_p50")
-    return (f"\nprofiled request latency / (profiled steps + bytes/bw + delay per hop), p50: "
-            f"{ratio:.3f} over {n} requests")
+    return f"\n{what}: {spec.format(headline.get(f'{prefix}_{key}'))} over {n} requests"
 
 
 def format_memory(memory: dict[str, Any]) -> str:
