@@ -155,6 +155,39 @@ def run_compare(scenario_path: str | Path, out_dir: str | Path, oracle: bool = T
     return table
 
 
+def rerun(scenario_path: str | Path, out_dir: str | Path, names: list[str], progress: bool = True,
+          on_run: Callable[[str, Path], None] | None = None) -> pd.DataFrame:
+    """Run again, in an existing compare directory, the runs `names` (after a change to a planner,
+    say): at the K the directory's other runs had, each replacing its old run directory; then the
+    table and the figure again.  compare.json records which runs were repeated."""
+    import shutil
+
+    from emulation.dilation import Dilation
+    from emulation.runner import run_scenario
+
+    out = Path(out_dir)
+    try:
+        meta = json.loads((out / "compare.json").read_text())
+    except (OSError, ValueError):
+        raise ValueError(f"{out}: not a compare directory (no readable compare.json)") from None
+    runs = {name: scenario for name, _, scenario in variants(scenario_path, oracle=True)}
+    unknown = [n for n in names if n not in runs or n not in meta["runs"]]
+    if unknown:
+        raise ValueError(f"--again {', '.join(unknown)}: not a run of {out} "
+                         f"(its runs: {', '.join(meta['runs'])})")
+    dilation = Dilation(k=meta["time_dilation"], how=f"the compare's K, {meta['how']}", measured=[])
+    for name in names:
+        shutil.rmtree(out / name, ignore_errors=True)
+        run_scenario(runs[name], out / name, progress=progress, quality=False, dilation=dilation)
+        if on_run:
+            on_run(name, out / name)
+    meta["repeated"] = sorted(set(meta.get("repeated", [])) | set(names))
+    (out / "compare.json").write_text(json.dumps(meta, indent=1))
+    table = compare_table(out)
+    plot_compare(out)
+    return table
+
+
 def _requests(run_dir: Path) -> pd.DataFrame:
     req = pd.read_parquet(run_dir / "requests.parquet")
     return req[req["warmup"].ne(True)]

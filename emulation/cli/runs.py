@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("scenario", help="scenario file (.toml), e.g. scenarios/bench/burst.toml")
     p.add_argument("--out", help="compare directory to create (default: runs/<scenario>-compare-<time>)")
     p.add_argument("--no-oracle", action="store_true", help="only the scenario's strategies")
+    p.add_argument("--again", metavar="RUN,...", help="in the existing compare directory --out, run "
+                   "these again (at its K), then its table and figure")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_compare)
     p = sub.add_parser("report", help="(re)write a run directory's report.md and plots/")
@@ -107,15 +109,21 @@ def _print_run(result: RunResult) -> None:
 def _compare(args: argparse.Namespace) -> int:
     import time
 
-    from emulation.compare import run_compare, variants
+    from emulation.compare import rerun, run_compare, variants
 
     runs = variants(args.scenario, oracle=not args.no_oracle)  # every run validated first: exit 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.scenario).stem}-compare-{stamp}"
-    print(f"{len(runs)} runs: " + ", ".join(f"{n} ({p})" if p else n for n, p, _ in runs))
-    table = run_compare(args.scenario, out, oracle=not args.no_oracle, progress=not args.quiet,
-                        on_run=lambda name, run: print(f"done: {name} -> {run}", flush=True))
+    done = lambda name, run: print(f"done: {name} -> {run}", flush=True)  # noqa: E731
+    if args.again:
+        if not args.out:
+            raise ValueError("--again needs --out: the compare directory to run them again in")
+        table = rerun(args.scenario, out, [n.strip() for n in args.again.split(",")], not args.quiet, done)
+    else:
+        print(f"{len(runs)} runs: " + ", ".join(f"{n} ({p})" if p else n for n, p, _ in runs))
+        table = run_compare(args.scenario, out, oracle=not args.no_oracle, progress=not args.quiet,
+                            on_run=done)
     meta = json.loads((out / "compare.json").read_text())
     print(f"times are emulated seconds (time dilation K = {meta['time_dilation']:g}); quality from the "
           "quality table; oracle: per request the fastest candidate meeting the floor")
