@@ -178,13 +178,14 @@ class Planner:
         return 0.0 if measured is None else measured
 
     def transfer_s(self, src: str, dst: str, size: float, live: LiveEstimates,
-                   assumed: list[str]) -> float:
-        direct = live.transfer_s(src, dst, int(size))
+                   assumed: list[str], now: float | None = None) -> float:
+        direct = live.transfer_s(src, dst, int(size), now)
         if direct is not None:
             return direct
         via = self.coordinator
         if via not in (src, dst):
-            first, second = live.transfer_s(src, via, int(size)), live.transfer_s(via, dst, int(size))
+            first = live.transfer_s(src, via, int(size), now)
+            second = live.transfer_s(via, dst, int(size), now)
             if first is not None and second is not None:
                 return first + second
         assumed.append(f"{src}->{dst}")
@@ -198,7 +199,7 @@ class Planner:
         compute_s = 0.0
 
         def hop(src: str, dst: str, size: float, at: float) -> float:
-            seconds = self.transfer_s(src, dst, size, live, assumed)
+            seconds = self.transfer_s(src, dst, size, live, assumed, ask.now)
             if device in (src, dst) and src != dst:
                 radio.append((at, seconds, int(size), "up" if src == device else "down"))
             return at + seconds

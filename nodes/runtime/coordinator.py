@@ -189,8 +189,18 @@ class Coordinator:
             self.live.observe_transfer(t.source, report.host, t.message_bytes, t.received - t.sent)
             self.planner.sizes.observe(t.kind, t.message_bytes, report.n)
         if report.stage is None:  # the device has its result: nothing of this request is queued
-            self.live.queues.forget(report.request_id)
+            self.live.forget(report.request_id)
             return
+        self.live.arrived((report.request_id, report.stage))
+        flight = self.in_flight.get(report.request_id)
+        if report.compute_end is not None and flight is not None:  # its output is on its way now
+            plan, index = flight.plan, report.stage + 1
+            last = index == len(plan)
+            target = flight.origin if last else plan[min(index, len(plan) - 1)].host
+            sizes = self.planner.sizes
+            size = (sizes.result_per_image if last else sizes.state_per_image) * report.n
+            self.live.sent((report.request_id, index), report.host, target, report.compute_end, flight.until,
+                           size)
         if report.compute_end is not None:
             self.live.queues.finished(report.host, (report.request_id, report.stage), report.compute_end)
             if report.compute_start is not None and report.model and report.steps:

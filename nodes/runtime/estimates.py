@@ -13,7 +13,10 @@ when it was sent and received) and when the stage computed.  From those:
   on a path is left out: ZeroMQ opens a TCP connection on a peer's first message, so its time
   holds the handshakes (three round trips and more), not the link.  A path never observed has no
   estimate (`None`); the planner then composes it through the coordinator's host.  The
-  configured links are never read.
+  configured links are never read.  A message still on its way (a stage reported it sent, its
+  receiver has not reported it come) bounds its path from below: the planner counts the path at
+  least as long as that message has taken so far (scaled down for smaller messages), so a link
+  that just got slow or went down shows before the first slow message arrives.
 - step times per (host, model, images) of a native host: a moving average of its reported
   per-step compute time (a profiled host's steps are its profile's, known in advance).
 - `HostQueues`: each host runs one stage at a time, first come first served.  Every stage the
@@ -145,6 +148,9 @@ class LiveEstimates:
         self.reports = 0
         self.changes = 0  # step changes detected (see observe_transfer)
         self.opened: set[tuple[str, str]] = set()  # paths whose first (cold) message went by
+        # messages on their way: (request_id, index of the stage they feed, or the stage count for
+        # the result) -> (src, dst, sent, until, bytes expected)
+        self.awaited: dict[tuple[str, int], tuple[str, str, float, float, float]] = {}
 
     def observe_transfer(self, src: str, dst: str, size: int, seconds: float) -> None:
         """One message crossed src -> dst.  One that the estimate misses by more than CHANGE (a
@@ -156,7 +162,7 @@ class LiveEstimates:
             self.opened.add((src, dst))
             return
         size, seconds = max(0, int(size)), max(0.0, float(seconds))
-        before = self.transfer_s(src, dst, size) if self._knows(src, dst, size) else None
+        before = self._fitted(src, dst, size) if self._knows(src, dst, size) else None
         if before is not None and abs(seconds - before) > CHANGE * max(before, seconds * 0.1):
             self.paths.pop((dst, src), None)
             self.paths.pop((src, dst), None)
@@ -170,19 +176,55 @@ class LiveEstimates:
         old = self.steps.get(key)
         self.steps[key] = value if old is None else (1 - STEP_EWMA) * old + STEP_EWMA * value
 
+    def sent(self, key: tuple[str, int], src: str, dst: str, sent: float, until: float,
+             size: float = 0.0) -> None:
+        """A message of about `size` bytes left `src` for `dst` at `sent` (a stage's report says
+        so); until its arrival is reported, its elapsed time bounds the path's (`transfer_s`)."""
+        if src != dst:
+            self.awaited[key] = (src, dst, sent, until, size)
+
+    def arrived(self, key: tuple[str, int]) -> None:
+        self.awaited.pop(key, None)
+
+    def forget(self, request_id: str) -> None:
+        for key in [k for k in self.awaited if k[0] == request_id]:
+            del self.awaited[key]
+        self.queues.forget(request_id)
+
+    def overdue_s(self, src: str, dst: str, now: float, size: float) -> float:
+        """The longest any message still on its way from src to dst has taken so far (0: none),
+        scaled down for a smaller message (as if the path had lost rate, not gained delay: a
+        small message may still pass); messages of requests that timed out are dropped."""
+        longest = 0.0
+        for key, (a, b, sent, until, expected) in list(self.awaited.items()):
+            if until <= now:
+                del self.awaited[key]
+            elif (a, b) == (src, dst):
+                scale = 1.0 if expected <= 0 else min(1.0, size / expected)
+                longest = max(longest, (now - sent) * scale)
+        return longest
+
     def _knows(self, src: str, dst: str, size: int) -> bool:
         """Whether the estimate for `size` rests on more than a guess: a fit of varied sizes, or
         messages of about this size (a mean time of other sizes is no basis to call a change)."""
         both = list(self.paths.get((src, dst), ())) + list(self.paths.get((dst, src), ()))
         return _varied(both) or any(size / 1.5 <= x <= size * 1.5 for x, _ in both)
 
-    def transfer_s(self, src: str, dst: str, size: int) -> float | None:
+    def transfer_s(self, src: str, dst: str, size: int, now: float | None = None) -> float | None:
         """Seconds for `size` bytes from src to dst: the path's own fit where its messages differ
         in size; else the fit of both directions together (links are assumed symmetric, as the
         emulated ones are: a device's small uplink requests and large downlink results give the
-        rate); else its mean time; None where neither direction has been seen."""
+        rate); else its mean time; None where neither direction has been seen.  With `now`, at
+        least as long as a message on its way there has taken so far (`overdue_s`): a message
+        that is late says the path is slow before any report can."""
         if src == dst:
             return 0.0
+        estimate = self._fitted(src, dst, size)
+        if now is not None and (late := self.overdue_s(src, dst, now, size)) > (estimate or 0.0):
+            return late
+        return estimate
+
+    def _fitted(self, src: str, dst: str, size: int) -> float | None:
         own = list(self.paths.get((src, dst), ()))
         both = own + list(self.paths.get((dst, src), ()))
         for observations in (own, both):

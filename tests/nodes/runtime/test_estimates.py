@@ -114,3 +114,19 @@ def test_work_arriving_before_a_reserved_stage_s_input_does_not_wait_for_it():
     assert [r.key[0] for r in q.schedule("edge", 100.0)] == ["now", "late"]  # the worker's order
     assert q.free_at("edge", 100.0, arrive=100.1) == pytest.approx(100.2)  # behind "now" only
     assert q.free_at("edge", 100.0, arrive=101.0) == pytest.approx(101.5)  # behind both
+
+
+def test_a_message_still_on_its_way_bounds_its_path_from_below():
+    live = warm(LiveEstimates(), ("d1", "edge"), ("edge", "d1"))
+    for _ in range(3):
+        live.observe_transfer("d1", "edge", 300, 0.01 + 300 / 1e6)
+        live.observe_transfer("edge", "d1", 4000, 0.01 + 4000 / 1e6)
+    live.sent(("r1", 1), "edge", "d1", sent=100.0, until=110.0, size=4000)  # the result left at 100 s
+    assert live.transfer_s("edge", "d1", 4000, now=100.005) == pytest.approx(0.014)  # not late yet
+    assert live.transfer_s("edge", "d1", 4000, now=100.5) == pytest.approx(0.5)  # late: at least 0.5 s
+    assert live.transfer_s("edge", "d1", 1000, now=100.5) == pytest.approx(0.125)  # a quarter the size
+    assert live.transfer_s("d1", "edge", 300, now=100.5) == pytest.approx(0.0103)  # the other way: not
+    live.arrived(("r1", 1))
+    assert live.transfer_s("edge", "d1", 4000, now=100.5) == pytest.approx(0.014)
+    live.sent(("r2", 1), "edge", "d1", sent=100.0, until=101.0, size=4000)
+    assert live.transfer_s("edge", "d1", 4000, now=101.5) == pytest.approx(0.014)  # timed out: dropped
