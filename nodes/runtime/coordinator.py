@@ -161,6 +161,9 @@ class Coordinator:
         stats.count("requests_planned")
         self._remember(request, wire, hosts, dispatched)
         self._reserve(request.request_id, decision, dispatched)
+        until = dispatched + self.node.config.request_timeout_s
+        self.live.sent((request.request_id, 0), self.node.host, first.host or "", dispatched, until,
+                       self.planner.sizes.dispatch)
         log.debug("%s: %s", request.request_id, plan)
 
     def _predicted(self, decision: Decision, request: RequestMsg, item: Inbound) -> Decision:
