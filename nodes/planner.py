@@ -25,7 +25,12 @@ compute time plus its radio's joules for the request's own transfers
 (topologies.radio.request_radio_energy).
 
 Objectives (a strategy's `objective`), each under the strategy's quality floor:
-    latency  least predicted latency
+    latency  least predicted latency plus what the plan costs the requests after it: its compute
+             seconds on each server (cloud, edge) times the stages queued there now (a proxy for
+             how many will queue behind it; 0 on an idle server).  Under load a plan that spends a
+             device's own compute to spare a busy server is worth its few extra milliseconds
+             (greedy least latency put a burst's every request whole on the edge or the cloud,
+             and took longer in the mean than the fixed three-tier split)
     quality  best quality (least FID) among plans predicted to meet the deadline
     energy   least device energy among plans predicted to meet the deadline
 Where no plan is predicted to meet the deadline, `quality` and `energy` take the fastest plan and
@@ -244,12 +249,18 @@ class Planner:
                unavailable: Mapping[str, str] | None = None) -> Decision:
         scored = [(plan, self.predict(plan, row, ask, live))
                   for plan, row in self.candidates(ask.origin, objective, unavailable)]
+        # routing is the least expected completion alone, as the paper's routing inference
+        busy = {} if objective.single_host else {
+            h: len(live.queues.schedule(h, ask.now)) for h, f in self.hosts.items() if f.role != "device"}
 
         def fastest(item: tuple[Plan, Prediction]) -> tuple[float, float]:
             return item[1].latency_s, item[1].fid or 0.0
 
+        def fastest_for_all(item: tuple[Plan, Prediction]) -> tuple[float, float]:
+            return item[1].latency_s + _taken_from_others(item, busy), item[1].fid or 0.0
+
         if objective.kind == "latency":
-            plan, prediction = min(scored, key=fastest)
+            plan, prediction = min(scored, key=fastest_for_all)
             return Decision(plan, prediction)
         in_time = [s for s in scored if ask.deadline_s is None or s[1].latency_s <= ask.deadline_s]
         if not in_time:
@@ -261,6 +272,15 @@ class Planner:
         else:
             plan, prediction = min(in_time, key=lambda s: (_energy(s[1]), s[1].latency_s))
         return Decision(plan, prediction)
+
+
+def _taken_from_others(item: tuple[Plan, Prediction], queued: Mapping[str, int]) -> float:
+    """What the plan's server time costs the requests after it: each compute second on a server
+    delays every request that will queue there behind it; the stages queued there now stand for
+    how many will (none queued: no cost, the plan is judged on its own latency)."""
+    plan, prediction = item
+    return sum((end - start) * queued.get(stage.host or "", 0)
+               for stage, (_, start, end) in zip(plan.stages, prediction.stages, strict=True))
 
 
 def _energy(prediction: Prediction) -> float:

@@ -137,3 +137,18 @@ def test_an_unobserved_path_is_composed_through_the_coordinator():
     dispatch_s = 0.01 + 700 / 100e6
     compute_s = 30 * PROFILES["datacenter_gpu"]["large"].step_s(N)
     assert prediction.latency_s == pytest.approx(dispatch_s + compute_s + result_s, rel=1e-3)
+
+
+def test_under_load_a_device_s_own_compute_spares_the_busy_servers():
+    live = links(0.001, 100e6, ALL)
+    now = time.time()
+    floor = Objective(floor=QualityFloor(min_class_accuracy=0.946, max_fid=1.53))
+    idle = planner().decide(ask(now), floor, live)
+    assert str(idle.plan) == "medium:0-30@edge"  # nothing queued: the fastest alone
+    for server in ("cloud", "edge"):  # a burst: both servers have work queued
+        for k in range(6):
+            live.queues.reserve(server, (f"{server}{k}", 0), now, 0.05, now + 60)
+    busy = planner().decide(ask(now), floor, live)
+    assert "d1" in {s.host for s in busy.plan.stages}, busy.plan  # the device takes some steps
+    routed = planner().decide(ask(now), Objective(floor=floor.floor, single_host=True), live)
+    assert len(routed.plan.stages) == 1
