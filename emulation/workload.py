@@ -43,7 +43,8 @@ class PlannedRequest:
     def node_request(self) -> dict:
         """The device's `WorkloadRequest` (nodes/runtime/node_config.py)."""
         return {"request_id": self.request_id, "at_s": self.at_s, "n": self.n, "labels": self.labels,
-                "seed": self.seed, "strategy": self.strategy, "deadline_s": self.deadline_s}
+                "seed": self.seed, "strategy": self.strategy, "deadline_s": self.deadline_s,
+                "warmup": self.warmup}
 
     def as_row(self) -> dict:
         return asdict(self)

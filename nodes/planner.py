@@ -240,15 +240,24 @@ class Planner:
             joules += request_radio_energy(radio_model(facts.radio), emulated).total_j
         return joules
 
+    def unobserved(self, plan: Plan, origin: str, live: LiveEstimates) -> int:
+        """How many of the plan's paths (dispatch, hand-offs, result) have no estimate yet."""
+        hosts = [self.coordinator, *(s.host or "" for s in plan.stages), origin]
+        return sum(1 for a, b in zip(hosts, hosts[1:], strict=False) if a != b and (a, b) not in live.paths)
+
     def row_of(self, plan: Plan) -> Mapping[str, Any] | None:
         bare = str(Plan(tuple(Stage(s.model, s.start, s.end) for s in plan.stages)))
         return next((r for p, r in self.plans if str(p) == bare), None)
 
     # --- the choice ----------------------------------------------------------------------------
     def decide(self, ask: Ask, objective: Objective, live: LiveEstimates,
-               unavailable: Mapping[str, str] | None = None) -> Decision:
+               unavailable: Mapping[str, str] | None = None, explore: bool = False) -> Decision:
         scored = [(plan, self.predict(plan, row, ask, live))
                   for plan, row in self.candidates(ask.origin, objective, unavailable)]
+        if explore:  # an unmeasured request: the plan over the most paths not yet observed
+            plan, prediction = min(scored, key=lambda s: (-self.unobserved(s[0], ask.origin, live),
+                                                          s[1].latency_s))
+            return Decision(plan, prediction, "warm-up: explores the paths it had not observed")
         # routing is the least expected completion alone, as the paper's routing inference
         busy = {} if objective.single_host else {
             h: len(live.queues.schedule(h, ask.now)) for h, f in self.hosts.items() if f.role != "device"}

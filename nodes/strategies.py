@@ -34,6 +34,7 @@ class PlanRequest:
     sent: float = 0.0  # wall epoch seconds: when the device sent it
     received: float = 0.0  # when the coordinator had it
     request_bytes: int = 0
+    explore: bool = False  # a warm-up request: a planned strategy observes paths it has not seen
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,8 @@ class Planned:
                              "has not loaded")
         ask = Ask(request.request_id, request.origin, request.n, sent=request.sent or request.received,
                   now=request.received, deadline_s=request.deadline_s, request_bytes=request.request_bytes)
-        decision = cluster.planner.decide(ask, self.objective, cluster.live, cluster.unavailable)
+        decision = cluster.planner.decide(ask, self.objective, cluster.live, cluster.unavailable,
+                                          explore=request.explore)
         cluster.check(decision.plan)
         return decision
 

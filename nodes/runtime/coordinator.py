@@ -89,7 +89,9 @@ class Coordinator:
 
     def run(self) -> None:
         outbox = Outbox(self.node.context, self.node.endpoints, self.node.curve)
-        for host in self.watched:  # up front: a host must be watched before it can be seen to die
+        # up front: a host must be watched before it can be seen to die, and no plan or dispatch
+        # should pay a connection's handshakes
+        for host in self.node.endpoints:
             outbox.connect(host)
         try:
             while not self.node.stop.is_set():
@@ -120,7 +122,7 @@ class Coordinator:
                 raise ValueError(f"unknown strategy {request.strategy!r} (known: {known})")
             asked = PlanRequest(request.request_id, request.origin, request.n, request.strategy,
                                 request.deadline_s, sent=sent, received=item.received,
-                                request_bytes=item.message.message_bytes)
+                                request_bytes=item.message.message_bytes, explore=request.warmup)
             decision = strategy.plan_for(asked, self.cluster)
         except Exception as exc:  # ValueError: cannot serve; anything else: a planner bug, same outcome
             stats.count("requests_refused")

@@ -81,6 +81,7 @@ class Device:
 
     def run(self) -> None:
         outbox = Outbox(self.node.context, self.node.endpoints, self.node.curve)
+        outbox.connect(self.node.config.coordinator)  # now: the first request pays no handshakes
         t0 = self.node.config.t0 if self.node.config.t0 is not None else time.time()
         upcoming = list(self.schedule)
         done_reported = False
@@ -122,7 +123,8 @@ class Device:
         self.pending[request_id] = Pending(note, labels, sent + config.request_timeout_s)
         message = RequestMsg(v=WIRE_VERSION, kind="request", request_id=request_id, origin=config.host,
                              strategy=request.strategy, n=request.n, labels=labels, seed=request.seed,
-                             deadline_s=request.deadline_s, timestamps=RequestTimes(request_sent=sent))
+                             deadline_s=request.deadline_s, timestamps=RequestTimes(request_sent=sent),
+                             warmup=request.warmup)
         try:
             outbox.send(config.coordinator, encode(message))
         except RuntimeError as exc:

@@ -9,14 +9,15 @@ when it was sent and received) and when the stage computed.  From those:
   one direction's messages have one size (results only), both directions are fitted together
   (the requests going up give the small sizes); where neither has sizes to tell rate from delay,
   the mean time.  A message the estimate misses by more than CHANGE restarts both directions'
-  estimates from it, so that a step change in a link shows in the next plan.  The first message
-  on a path is left out: ZeroMQ opens a TCP connection on a peer's first message, so its time
-  holds the handshakes (three round trips and more), not the link.  A path never observed has no
-  estimate (`None`); the planner then composes it through the coordinator's host.  The
-  configured links are never read.  A message still on its way (a stage reported it sent, its
-  receiver has not reported it come) bounds its path from below: the planner counts the path at
-  least as long as that message has taken so far (scaled down for smaller messages), so a link
-  that just got slow or went down shows before the first slow message arrives.
+  estimates from it, so that a step change in a link shows in the next plan.  (The nodes open
+  their connections at start, so no observed message holds TCP or ZMTP handshakes.)  A path
+  never observed has no estimate (`None`); the planner then composes it through the
+  coordinator's host, and a warm-up request of a planned strategy takes the plan over the most
+  paths not yet observed.  The configured links are never read.  A message still on its way (a
+  stage reported it sent, its receiver has not reported it come) bounds its path from below: the
+  planner counts the path at least as long as that message has taken so far (scaled down for
+  smaller messages), so a link that just got slow or went down shows before the first slow
+  message arrives.
 - step times per (host, model, images) of a native host: a moving average of its reported
   per-step compute time (a profiled host's steps are its profile's, known in advance).
 - `HostQueues`: each host runs one stage at a time, first come first served.  Every stage the
@@ -147,7 +148,6 @@ class LiveEstimates:
         self.queues = HostQueues()
         self.reports = 0
         self.changes = 0  # step changes detected (see observe_transfer)
-        self.opened: set[tuple[str, str]] = set()  # paths whose first (cold) message went by
         # messages on their way: (request_id, index of the stage they feed, or the stage count for
         # the result) -> (src, dst, sent, until, bytes expected)
         self.awaited: dict[tuple[str, int], tuple[str, str, float, float, float]] = {}
@@ -157,9 +157,6 @@ class LiveEstimates:
         step change in the link, or a retransmission) restarts the estimates of both directions
         from it: older messages describe a link that is no longer there."""
         if src == dst:
-            return
-        if (src, dst) not in self.opened:  # ZeroMQ connects on first use: handshakes, not the link
-            self.opened.add((src, dst))
             return
         size, seconds = max(0, int(size)), max(0.0, float(seconds))
         before = self._fitted(src, dst, size) if self._knows(src, dst, size) else None

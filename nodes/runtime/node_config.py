@@ -164,6 +164,7 @@ class WorkloadRequest(StrictModel):
     strategy: str
     deadline_s: float | None = Field(None, gt=0)
     request_id: str | None = None
+    warmup: bool = False  # unmeasured: a planned strategy explores paths it has not seen with it
 
     @model_validator(mode="after")
     def _labels(self) -> WorkloadRequest:

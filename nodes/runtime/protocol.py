@@ -135,6 +135,7 @@ class RequestMsg(_Common):
     seed: Annotated[int, Field(ge=0, lt=2**63)]
     deadline_s: Annotated[float, Field(strict=False, gt=0, lt=1e9)] | None = None
     timestamps: RequestTimes
+    warmup: bool = False  # unmeasured: the planner may use it to observe paths it has not seen
 
 
 class WirePrediction(_Wire):

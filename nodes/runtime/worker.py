@@ -73,6 +73,8 @@ class StageWorker:
 
     def run(self) -> None:
         outbox = Outbox(self.node.context, self.node.endpoints, self.node.curve)
+        for host in self.peers_to_open():
+            outbox.connect(host)
         try:
             while not self.node.stop.is_set():
                 outbox.poll_events()  # so that a dead next host is known by the time we forward
@@ -83,6 +85,16 @@ class StageWorker:
                 self.handle(item, outbox)
         finally:
             outbox.close()
+
+    def peers_to_open(self) -> list[str]:
+        """Whom this worker may send to, connected at start so that no measured message pays TCP
+        and ZMTP handshakes (ZeroMQ connects on first use otherwise), and no planner estimate
+        holds them: a server any host (states, results, reports); a device the coordinator and
+        itself (its stages' results stay on it)."""
+        config = self.config
+        if config.role == "device":
+            return list(dict.fromkeys([config.coordinator, config.host]))
+        return list(self.node.endpoints)
 
     def handle(self, item: Inbound, outbox) -> None:
         envelope: StageMsg = item.message.envelope  # type: ignore[assignment]

@@ -40,7 +40,6 @@ def links(delay_s, bytes_per_s, pairs):
     """Estimates of every path in `pairs` as if two messages of different sizes had crossed it."""
     live = LiveEstimates()
     for src, dst in pairs:
-        live.observe_transfer(src, dst, 700, 1.0)  # the first, on a new connection: left out
         for size in (700, 12_000):
             live.observe_transfer(src, dst, size, delay_s + size / bytes_per_s)
     return live
@@ -152,3 +151,12 @@ def test_under_load_a_device_s_own_compute_spares_the_busy_servers():
     assert "d1" in {s.host for s in busy.plan.stages}, busy.plan  # the device takes some steps
     routed = planner().decide(ask(now), Objective(floor=floor.floor, single_host=True), live)
     assert len(routed.plan.stages) == 1
+
+
+def test_a_warm_up_request_explores_the_paths_not_yet_observed():
+    live = links(0.001, 100e6, [("d1", "edge"), ("edge", "d1")])  # only the device's own link
+    p = planner()
+    explored = p.decide(ask(time.time()), Objective(), live, explore=True)
+    assert p.unobserved(explored.plan, "d1", live) == max(
+        p.unobserved(plan, "d1", live) for plan, _ in p.candidates("d1", Objective()))
+    assert "cloud" in {s.host for s in explored.plan.stages} and "warm-up" in explored.note

@@ -6,23 +6,8 @@ import pytest
 from nodes.runtime.estimates import HostQueues, LiveEstimates, fit
 
 
-def warm(live: LiveEstimates, *paths: tuple[str, str]) -> LiveEstimates:
-    """The first message on each path, which opens its connection and is left out."""
-    for src, dst in paths:
-        live.observe_transfer(src, dst, 100, 5.0)
-    return live
-
-
-def test_the_first_message_on_a_path_opens_the_connection_and_is_left_out():
-    live = LiveEstimates()
-    live.observe_transfer("d1", "edge", 300, 0.2)  # three round trips of handshakes
-    assert live.transfer_s("d1", "edge", 300) is None
-    live.observe_transfer("d1", "edge", 300, 0.02)
-    assert live.transfer_s("d1", "edge", 300) == pytest.approx(0.02)
-
-
 def test_a_path_fit_recovers_delay_and_rate_from_messages_of_two_sizes():
-    live = warm(LiveEstimates(), ("edge", "d1"))
+    live = LiveEstimates()
     for size in (700, 12_000, 700, 12_000):
         live.observe_transfer("edge", "d1", size, 0.02 + size / 250e3)  # 20 ms, 2 Mbit/s
     assert fit(list(live.paths[("edge", "d1")])) == pytest.approx((0.02, 1 / 250e3))
@@ -32,18 +17,18 @@ def test_a_path_fit_recovers_delay_and_rate_from_messages_of_two_sizes():
 
 
 def test_one_size_each_way_is_fitted_with_the_other_direction():
-    live = warm(LiveEstimates(), ("d1", "edge"), ("edge", "d1"))
+    live = LiveEstimates()
     for _ in range(3):
         live.observe_transfer("d1", "edge", 300, 0.01 + 300 / 1e6)  # requests up
         live.observe_transfer("edge", "d1", 4000, 0.01 + 4000 / 1e6)  # results down
     assert live.transfer_s("edge", "d1", 700) == pytest.approx(0.01 + 700 / 1e6)
-    only = warm(LiveEstimates(), ("edge", "cloud"))
+    only = LiveEstimates()
     only.observe_transfer("edge", "cloud", 4000, 0.03)
     assert only.transfer_s("edge", "cloud", 100) == pytest.approx(0.03)  # one size: its mean time
 
 
 def test_a_step_change_restarts_both_directions_and_shows_in_the_next_estimate():
-    live = warm(LiveEstimates(), ("d1", "edge"), ("edge", "d1"))
+    live = LiveEstimates()
     for _ in range(5):
         live.observe_transfer("d1", "edge", 300, 0.01 + 300 / 1e6)
         live.observe_transfer("edge", "d1", 4000, 0.01 + 4000 / 1e6)
@@ -117,7 +102,7 @@ def test_work_arriving_before_a_reserved_stage_s_input_does_not_wait_for_it():
 
 
 def test_a_message_still_on_its_way_bounds_its_path_from_below():
-    live = warm(LiveEstimates(), ("d1", "edge"), ("edge", "d1"))
+    live = LiveEstimates()
     for _ in range(3):
         live.observe_transfer("d1", "edge", 300, 0.01 + 300 / 1e6)
         live.observe_transfer("edge", "d1", 4000, 0.01 + 4000 / 1e6)
