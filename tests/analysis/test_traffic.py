@@ -20,7 +20,7 @@ from analysis.traffic import COLUMNS, parse_run_traffic, parse_zmtp, read_flows,
 from .conftest import SMOKE_RUN
 
 PCAPS = sorted((SMOKE_RUN / "pcap").glob("*.pcap"))
-NODE_KINDS = {"request", "accepted", "stage", "result", "error"}
+NODE_KINDS = {"request", "accepted", "stage", "result", "error", "report"}
 # the smoke topology (two_tier) is a tree: every host's links up to the edge server
 UP = {"d1": ["d1-ap", "ap-edge"], "d2": ["d2-ap", "ap-edge"], "edge": [], "cloud": ["edge-cloud"]}
 # ZMTP frame headers: 2 bytes (short frame) or 9 (long frame) per frame; node messages have a few frames
