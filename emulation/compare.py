@@ -379,9 +379,12 @@ def _plot_plans(ax: Any, run: Path) -> None:
     rows = _requests(run)
     rows = rows[(rows["outcome"] == "ok") & rows["stage_index"].notna()]
     colours = {"cloud": "tab:blue", "edge": "tab:orange"}
+    times = sorted(rows["t_scheduled"].unique())
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False) if b > a]
+    width = 0.8 * (sorted(gaps)[len(gaps) // 2] if gaps else 0.02)  # the median spacing
     for row in rows.itertuples():
         colour = colours.get(row.host, "tab:green")
-        ax.bar(row.t_scheduled, row.end_step - row.start_step, bottom=row.start_step, width=0.02,
+        ax.bar(row.t_scheduled, row.end_step - row.start_step, bottom=row.start_step, width=width,
                color=colour)
     for t in _link_changes(run):
         ax.axvline(t, color="grey", lw=0.6, ls=":")
