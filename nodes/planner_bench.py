@@ -63,7 +63,7 @@ def decision_times(devices: int = 64, decisions: int = 500) -> dict[str, Any]:
         start = time.perf_counter()
         decision = strategy.plan_for(request, cluster)
         times.append(time.perf_counter() - start)
-        plans.add(str(decision.plan).split("@")[0])
+        plans.add(",".join(str(s).split("@")[0] for s in decision.plan.stages))
     times.sort()
     return {"devices": devices, "decisions": decisions, "candidates": len(cluster.planner.candidates(
         "d1", strategy.objective)), "p50_s": statistics.median(times), "p95_s": times[int(0.95 * len(times))],

@@ -160,3 +160,11 @@ def test_a_warm_up_request_explores_the_paths_not_yet_observed():
     assert p.unobserved(explored.plan, "d1", live) == max(
         p.unobserved(plan, "d1", live) for plan, _ in p.candidates("d1", Objective()))
     assert "cloud" in {s.host for s in explored.plan.stages} and "warm-up" in explored.note
+
+
+def test_the_planner_benchmark_times_real_decisions():
+    from nodes.planner_bench import decision_times
+
+    r = decision_times(devices=8, decisions=20)
+    assert r["decisions"] == 20 and r["candidates"] == 17 and 0 < r["p50_s"] <= r["max_s"]
+    assert all("@" not in p for p in r["plans"])
