@@ -154,7 +154,8 @@ class Coordinator:
         times = RequestTimes(request_sent=request.timestamps.request_sent, coordinator_received=item.received,
                              dispatched=dispatched)
         stage = StageMsg(kind="stage", stage=0, start=first.start, end=first.end, n=request.n,
-                         labels=request.labels, seed=request.seed, timestamps=times, hops=[], **common)
+                         labels=request.labels, seed=request.seed, timestamps=times, hops=[],
+                         prediction=prediction, **common)
         try:
             outbox.send(first.host or "", encode(stage))
         except RuntimeError as exc:

@@ -195,6 +195,8 @@ class Device:
             self.fail(result.request_id, f"inconsistent result: {exc}", wire_text(result.plan))
             return
         note = pending.note
+        if note.get("prediction") is None:  # the result overtook the `accepted` message
+            note["prediction"] = result.prediction
         samples = Samples(images=images.clamp(-1.0, 1.0), labels=state.tensors[LABELS], plan=plan,
                           seed=note["seed"], scheduler=note["scheduler"], steps=note["steps"])
         save_samples(self.samples_dir / f"{result.request_id}.npz", samples)  # before the ok records

@@ -167,6 +167,7 @@ class StageMsg(_Common):
     seed: Annotated[int, Field(ge=0, lt=2**63)]
     timestamps: RequestTimes
     hops: Annotated[list[Hop], Field(max_length=MAX_STAGES)]
+    prediction: WirePrediction | None = None  # travels with the request to its result
 
 
 class ResultMsg(_Common):
@@ -176,6 +177,8 @@ class ResultMsg(_Common):
     n: Annotated[int, Field(ge=1, le=MAX_IMAGES)]
     timestamps: RequestTimes
     hops: Annotated[list[Hop], Field(min_length=1, max_length=MAX_STAGES)]
+    # the coordinator's prediction, also here: the result can overtake the `accepted` message
+    prediction: WirePrediction | None = None
 
 
 class ErrorMsg(_Common):

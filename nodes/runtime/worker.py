@@ -235,7 +235,7 @@ class StageWorker:
         hops = [*envelope.hops, hop.model_copy(update={"sent": sent})]
         common = {"v": WIRE_VERSION, "request_id": envelope.request_id, "origin": envelope.origin,
                   "strategy": envelope.strategy, "plan": envelope.plan, "timestamps": envelope.timestamps,
-                  "hops": hops}
+                  "hops": hops, "prediction": envelope.prediction}
         if last:
             target = envelope.origin
             message = ResultMsg(kind="result", n=envelope.n, **common)
