@@ -388,14 +388,14 @@ def _plot_plans(ax: Any, run: Path) -> None:
                color=colour)
     for t in _link_changes(run):
         ax.axvline(t, color="grey", lw=0.6, ls=":")
-    handles = [plt_patch(c, label) for label, c in (("cloud", "tab:blue"), ("edge", "tab:orange"),
+    handles = [_patch(c, label) for label, c in (("cloud", "tab:blue"), ("edge", "tab:orange"),
                                                     ("device", "tab:green"))]
     ax.legend(handles=handles, fontsize=7)
     ax.set_xlabel("request sent (emulated s)")
     ax.set_ylabel("denoising step")
 
 
-def plt_patch(colour: str, label: str) -> Any:
+def _patch(colour: str, label: str) -> Any:
     from matplotlib.patches import Patch
 
     return Patch(color=colour, label=label)
