@@ -24,7 +24,8 @@ host_compute_j and in the summary), never 0.
 
 The device's transfers, from the records' timestamps and sizes (seconds as the table gives them):
     up    the request, from t_request_sent for uplink_s (stage 0's row; it includes the hop from the
-          access point to the coordinator), REQUEST_MESSAGE_BYTES
+          access point to the coordinator), REQUEST_MESSAGE_BYTES; a cascade's escalation the same,
+          from its first row's uplink_s less gate_s (the gate's own compute is not charged)
     down  a stage's input (the dispatch envelope for stage 0, or the state) arriving on the device
           from another host: t_received - transfer_s for transfer_s, message_bytes
     up    a stage's input leaving the device for another host (the device ran the stage before)
@@ -172,9 +173,16 @@ def device_transfers(stages: pd.DataFrame) -> list[Transfer]:
     device = rows[0]["device"]
     out: list[Transfer] = [(rows[0]["t_request_sent"], rows[0]["uplink_s"], REQUEST_MESSAGE_BYTES, "up")]
     for i, row in enumerate(rows):
+        # a cascade's escalation (a later row with an uplink) is a request of its own: up after the
+        # gate, and its first stage's input comes from the coordinator
+        escalation = i > 0 and (row.get("uplink_s") or 0.0) > 0
+        if escalation:
+            gate = row.get("gate_s") or 0.0
+            out.append((row["t_coordinator_received"] - row["uplink_s"] + gate, row["uplink_s"] - gate,
+                        REQUEST_MESSAGE_BYTES, "up"))
         # a message crosses the radio when exactly one of its ends is the device (stage 0's comes
         # from the coordinator, never the device)
-        here, before = row["host"] == device, i > 0 and rows[i - 1]["host"] == device
+        here, before = row["host"] == device, i > 0 and not escalation and rows[i - 1]["host"] == device
         if here != before:
             out.append((row["t_received"] - row["transfer_s"], row["transfer_s"], int(row["message_bytes"]),
                         "down" if here else "up"))

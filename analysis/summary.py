@@ -33,6 +33,7 @@ import pandas as pd
 
 from analysis.energy import request_energy
 from nodes.runtime.pacing import HardwarePower, load_power
+from nodes.runtime.records import ESCALATION_SUFFIX, request_of
 
 TABLE_COLUMNS = [
     ("strategy", "strategy", "{}"), ("done", "done", "{}"), ("failed", "failed", "{}"),
@@ -93,18 +94,22 @@ def summarize(requests: pd.DataFrame, traffic: pd.DataFrame | None, samples_dir:
     energy = request_energy(requests, network, load_power() if power is None else power)
     wire, by_link = _wire(traffic)
     ok_all = reqs[reqs["outcome"] == "ok"]
-    per_plan = (_plans_quality(ok_all, plan_images, cache_dir, progress)
-                if quality and len(ok_all) else {})
+    planned = ok_all[_cascades(ok_all).isna()]  # a cascade's quality is its table's, not its first plan's
+    per_plan = (_plans_quality(planned, plan_images, cache_dir, progress)
+                if quality and len(planned) else {})
     out: dict[str, dict[str, Any]] = {}
     for strategy, group in reqs.groupby("strategy", sort=False):
         ok = group[group["outcome"] == "ok"]
         entry = _costs(group, ok, requests, wire, by_link)
         entry.update(_overruns(requests[requests["request_id"].isin(group.index)]))
         entry.update(_energy(ok, energy))
+        cascading = _cascades(ok).notna().any()
+        if cascading:
+            entry.update(_escalations(ok))
         if quality and len(ok):
-            entry.update(_strategy_quality(ok, per_plan))
+            entry.update(_cascade_quality(ok) if cascading else _strategy_quality(ok, per_plan))
         if quality and entry["images"] >= 2:
-            entry.update(_run_sample_quality(list(ok.index), samples_dir))
+            entry.update(_run_sample_quality(ok, samples_dir))
         out[str(strategy)] = _clean(entry)
     return out
 
@@ -114,6 +119,8 @@ def _wire(traffic: pd.DataFrame | None) -> tuple[pd.Series, pd.DataFrame]:
     if traffic is None or traffic.empty:
         return pd.Series(dtype=float), pd.DataFrame()
     attributed = traffic.dropna(subset=["request_id"])
+    # a cascade's escalation travels as a request of its own: its bytes are its cascade request's
+    attributed = attributed.assign(request_id=attributed["request_id"].map(request_of))
     wire = attributed.groupby("request_id")["wire_bytes"].sum()
     by_link = attributed.groupby(["request_id", "link"])["wire_bytes"].sum().unstack(fill_value=0.0)
     return wire, by_link
@@ -242,20 +249,67 @@ def _strategy_quality(ok: pd.DataFrame, per_plan: PlanFigures) -> dict[str, Any]
     return entry
 
 
-def _run_sample_quality(request_ids: list[str], samples_dir: Path) -> dict[str, Any]:
-    """Quality of the run's own delivered images, pooled: few, so only named as what they are."""
+def _cascades(reqs: pd.DataFrame) -> pd.Series:
+    """Per request, its cascade (`small>large@0.9`), or NaN; all NaN for a run from before cascades."""
+    return reqs["cascade"] if "cascade" in reqs else pd.Series(float("nan"), index=reqs.index, dtype=object)
+
+
+def _escalations(ok: pd.DataFrame) -> dict[str, Any]:
+    """How many of a cascade's delivered images its devices' gates sent up again."""
+    images = int(ok["n_images"].sum())
+    escalated = int(ok["escalated_images"].fillna(0).sum())
+    return {"escalated_images": escalated, "escalation_rate": escalated / images if images else None,
+            "escalated_requests": int((ok["escalated_images"].fillna(0) > 0).sum())}
+
+
+def _cascade_quality(ok: pd.DataFrame) -> dict[str, Any]:
+    """A cascade's figures: the cascade table's row of its models and threshold (n images of its
+    own, nodes/pretrained/cascade/), weighted by requests like a plan's."""
+    from nodes.diffusion.cascade_table import cascade_figures, parse_cascade
+
+    usage = pd.DataFrame({"cascade": ok["cascade"].astype(str), "scheduler": ok["scheduler"].astype(str),
+                          "steps": ok["steps"].astype(int)}).value_counts(sort=False)
+    plans = []
+    for (cascade, scheduler, steps), requests in usage.items():
+        try:
+            row = cascade_figures(*parse_cascade(cascade), scheduler, int(steps))
+        except ValueError as exc:
+            return {"quality_error": f"cascade {cascade}: {exc}"}
+        plans.append({"plan": f"cascade {cascade}", "scheduler": scheduler, "steps": int(steps),
+                      "requests": int(requests), "n_images": row["n"],
+                      "table_escalation_rate": row["escalation_rate"],
+                      **{k: row.get(k) for k in PLAN_FIGURES}})
+    weights = [p["requests"] for p in plans]
+    entry: dict[str, Any] = {"plan_quality": plans, "n_quality": min(p["n_images"] for p in plans)}
+    for key in (*PLAN_FIGURES, "table_escalation_rate"):
+        values = [p[key] for p in plans]
+        entry[key] = (None if any(v is None or v != v for v in values)
+                      else sum(w * float(v) for w, v in zip(weights, values, strict=True)) / sum(weights))
+    return entry
+
+
+def _run_sample_quality(ok: pd.DataFrame, samples_dir: Path) -> dict[str, Any]:
+    """Quality of the run's own delivered images, pooled: few, so only named as what they are.
+    A cascade request delivered its escalation's images in place of the ones its gate doubted."""
     import torch
 
     from analysis.quality import quality_table
     from nodes.diffusion.samples import load_samples
 
+    indices = (ok["escalated_indices"] if "escalated_indices" in ok
+               else pd.Series(None, index=ok.index, dtype=object))
     images, labels = [], []
-    for rid in request_ids:
+    for rid, doubted in indices.items():
         path = Path(samples_dir) / f"{rid}.npz"
-        if path.is_file():
-            s = load_samples(path)
-            images.append(s.images)
-            labels.append(s.labels)
+        if not path.is_file():
+            continue
+        s = load_samples(path)
+        delivered = s.images.clone()
+        if isinstance(doubted, str) and doubted:
+            escalation = load_samples(path.with_name(f"{rid}{ESCALATION_SUFFIX}.npz"))
+            delivered[[int(i) for i in doubted.split(",")]] = escalation.images
+        images.append(delivered)
+        labels.append(s.labels)
     if sum(len(x) for x in images) < 2:
         return {}
     table = quality_table(torch.cat(images), torch.cat(labels))

@@ -43,7 +43,8 @@ from nodes.runtime.node_config import PLANNED_KINDS
 ORACLE_FRACTIONS = ((("large", "medium"), (0.1,)), (("large", "medium"), (0.3,)),
                     (("large", "small"), (0.7,)), (("large", "medium", "small"), (0.2, 0.8)))
 COLUMNS = ["strategy", "requests", "done", "failed", "latency_mean_s", "latency_p50_s", "latency_p95_s",
-           "fid", "class_accuracy", "wire_bytes_per_image", "device_energy_per_image_j", "overrun_steps"]
+           "fid", "class_accuracy", "wire_bytes_per_image", "device_energy_per_image_j", "overrun_steps",
+           "escalation_rate"]
 _TIER = {"large": "cloud", "medium": "edge", "small": "device"}
 
 
@@ -97,7 +98,7 @@ def fixed_plans(scenario: Scenario) -> dict[str, str]:
     roles = {"cloud": "cloud", "edge": "edge", "d": "device"}
     models = {h: tuple(scenario.nodes.role(r).models) for h, r in roles.items()}
     cluster = Cluster("edge", roles, models, scenario.generation.steps)
-    fixed = {n: s for n, s in scenario.strategies.items() if s.kind not in PLANNED_KINDS}
+    fixed = {n: s for n, s in scenario.strategies.items() if s.kind not in (*PLANNED_KINDS, "cascade")}
     out = {}
     for name, strategy in build_strategies(fixed).items():
         try:
@@ -219,6 +220,8 @@ def _row(name: str, first: pd.DataFrame, summary: dict[str, Any] | None, schedul
     weights = ok["n_images"].astype(float).to_numpy()
     totals = ok["total_s"].astype(float)
     entry = summary or {}
+    if "cascade" in ok and ok["cascade"].notna().any():  # its quality is the cascade table's
+        quality = pd.DataFrame({k: [entry.get(k, math.nan)] * len(ok) for k in ("fid", "class_accuracy")})
     return {"strategy": name, "requests": len(first), "done": len(ok), "failed": len(first) - len(ok),
             "latency_mean_s": totals.mean(), "latency_p50_s": totals.quantile(0.5),
             "latency_p95_s": totals.quantile(0.95),
@@ -227,7 +230,7 @@ def _row(name: str, first: pd.DataFrame, summary: dict[str, Any] | None, schedul
             else None,
             "wire_bytes_per_image": entry.get("wire_bytes_per_image"),
             "device_energy_per_image_j": entry.get("device_energy_per_image_j"),
-            "overrun_steps": entry.get("overrun_steps")}
+            "overrun_steps": entry.get("overrun_steps"), "escalation_rate": entry.get("escalation_rate")}
 
 
 def compare_table(out_dir: str | Path) -> pd.DataFrame:
@@ -287,6 +290,13 @@ def target_checks(table: pd.DataFrame, floor: dict[str, float | None]) -> list[d
         extra = int(rows.loc["elastic", "failed"] - rows.loc["oracle", "failed"])
         add("requests elastic failed that a candidate served (elastic failed - oracle failed)", extra, "0",
             extra <= 0)
+    for name in [n for n in rows.index if n.startswith("cascade")]:
+        if has(name, "cloud_only"):
+            small = 1 - rows.loc[name, "escalation_rate"]
+            drop = rows.loc["cloud_only", "class_accuracy"] - rows.loc[name, "class_accuracy"]
+            add(f"{name}: share of images served by the device's model alone", small, ">= 0.50",
+                bool(small >= 0.50))
+            add(f"{name}: class accuracy below cloud_only's", drop, "<= 0.01", bool(drop <= 0.01))
     for name in [n for n in rows.index if n.startswith("elastic_energy")]:
         if has(name, "device_only"):
             joules = rows["device_energy_per_image_j"]

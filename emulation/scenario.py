@@ -207,6 +207,8 @@ class Experiment(StrictModel):
         for name, spec in self.strategies.items():
             if spec.kind in PLANNED_KINDS:
                 self._check_planned(name, spec)
+            if spec.kind == "cascade":
+                self._check_cascade(name, spec)
             for tier, model, default in _strategy_needs(spec):
                 if tier not in roles:
                     raise ValueError(f"strategies.{name}: needs a {tier} host, {where} has none")
@@ -240,6 +242,19 @@ class Experiment(StrictModel):
             raise ValueError(f"strategies.{name}: no plan the hosts' models can run meets the floor "
                              f"({floor}) in the quality table of {gen.scheduler}/{gen.steps} steps (best "
                              f"there: class accuracy {best}, FID {fid})")
+
+    def _check_cascade(self, name: str, spec: StrategySpec) -> None:
+        """A cascade's quality is the cascade table's row of its models and threshold: it must be there."""
+        from nodes.diffusion.cascade_table import cascade_figures
+        from nodes.strategies import DEFAULT_MODEL
+
+        gen = self.generation
+        assert spec.escalate_model is not None and spec.threshold is not None  # the spec checks them
+        try:
+            cascade_figures(spec.model or DEFAULT_MODEL["cascade"], spec.escalate_model, spec.threshold,
+                            gen.scheduler, gen.steps)
+        except ValueError as exc:
+            raise ValueError(f"strategies.{name}: {exc}") from None
 
     def host_radio(self, host: str) -> str | None:
         """A device's radio (energy figures); None where the experiment does not say."""
@@ -313,6 +328,19 @@ class Scenario(Experiment):
     def roles_present(self) -> set[str]:
         return {r for r in NODE_ROLES if any(self._hosts_of(r))}
 
+    def _check_cascade(self, name: str, spec: StrategySpec) -> None:
+        """A cascade's quality is the cascade table's row of its models and threshold: it must be there."""
+        from nodes.diffusion.cascade_table import cascade_figures
+        from nodes.strategies import DEFAULT_MODEL
+
+        gen = self.generation
+        assert spec.escalate_model is not None and spec.threshold is not None  # the spec checks them
+        try:
+            cascade_figures(spec.model or DEFAULT_MODEL["cascade"], spec.escalate_model, spec.threshold,
+                            gen.scheduler, gen.steps)
+        except ValueError as exc:
+            raise ValueError(f"strategies.{name}: {exc}") from None
+
     def host_radio(self, host: str) -> str | None:
         return next((d.radio for d in self.topology.device_specs() if d.name == host), None)
 
@@ -339,6 +367,10 @@ def _strategy_needs(spec: StrategySpec) -> list[tuple[str, str, bool]]:
         return []
     if spec.kind == "fixed_split":
         return [(s.tier, s.model, False) for s in spec.split or []]
+    if spec.kind == "cascade":
+        assert spec.escalate_tier is not None and spec.escalate_model is not None  # the spec checks them
+        return [("device", spec.model or DEFAULT_MODEL["cascade"], spec.model is None),
+                (spec.escalate_tier, spec.escalate_model, False)]
     tier = spec.kind.removesuffix("_only")
     return [(tier, spec.model or DEFAULT_MODEL[spec.kind], spec.model is None)]
 

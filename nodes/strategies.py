@@ -3,7 +3,8 @@
 One interface, `Strategy.plan_for(request, cluster) -> Decision` (the plan, and for a planned
 strategy what it predicted and any note on the choice).  The fixed strategies (`cloud_only`,
 `edge_only`, `device_only`, `fixed_split`) give the same plan whatever happens; `elastic` and
-`routing` choose per request with nodes/planner.py from the cluster's live estimates.  A strategy
+`routing` choose per request with nodes/planner.py from the cluster's live estimates; `cascade`
+runs the device's model on the device and plans the escalation of the images its gate doubts.  A strategy
 raises ValueError naming the reason when it cannot serve a request; the coordinator turns that
 into a failed request.
 """
@@ -19,7 +20,7 @@ from nodes.planner import Ask, Decision, Objective, Planner, QualityFloor
 from nodes.runtime.estimates import LiveEstimates
 from nodes.runtime.node_config import StrategySpec, Tier
 
-DEFAULT_MODEL = {"cloud_only": "large", "edge_only": "medium", "device_only": "small"}
+DEFAULT_MODEL = {"cloud_only": "large", "edge_only": "medium", "device_only": "small", "cascade": "small"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class PlanRequest:
     received: float = 0.0  # when the coordinator had it
     request_bytes: int = 0
     explore: bool = False  # a warm-up request: a planned strategy observes paths it has not seen
+    escalation: bool = False  # a cascade's second pass: the images its device's gate doubted
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,25 @@ class Planned:
         return decision
 
 
+@dataclass(frozen=True)
+class Cascade:
+    """`cascade`: every image first with the device's model on the device; the images the device's
+    gate doubts come back as an escalation request (nodes/runtime/device.py), planned here on the
+    escalation tier with the escalation model, all steps."""
+
+    name: str
+    model: str
+    threshold: float
+    escalate_model: str
+    escalate_tier: Tier
+
+    def plan_for(self, request: PlanRequest, cluster: Cluster) -> Decision:
+        escalate = request.escalation
+        model, tier = (self.escalate_model, self.escalate_tier) if escalate else (self.model, "device")
+        host = cluster.host_of(tier, request)
+        return Decision(cluster.check(Plan((Stage(model, 0, cluster.steps, host),))))
+
+
 def _merge_same_host(stages: list[Stage]) -> list[Stage]:
     """Two consecutive stages with the same model on the same host are one stage (no transfer)."""
     merged: list[Stage] = []
@@ -153,6 +174,10 @@ def objective_of(spec: StrategySpec) -> Objective:
 def build_strategy(name: str, spec: StrategySpec) -> Strategy:
     if spec.kind in ("elastic", "routing"):
         return Planned(name, objective_of(spec))
+    if spec.kind == "cascade":
+        assert spec.threshold is not None and spec.escalate_model and spec.escalate_tier  # spec-checked
+        return Cascade(name, spec.model or DEFAULT_MODEL["cascade"], spec.threshold, spec.escalate_model,
+                       spec.escalate_tier)
     if spec.kind == "fixed_split":
         assert spec.split is not None  # the config validator guarantees it
         return FixedSplit(name, tuple((s.model, s.tier, s.share) for s in spec.split))

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_doctor)
 
     p = sub.add_parser("train", help="reproduce an embedded model (deterministic)")
-    p.add_argument("model", choices=("small", "medium", "large", "classifier"))
+    p.add_argument("model", choices=("small", "medium", "large", "classifier", "gate"))
     p.add_argument("--out", help="model directory to write (default: the shipped one)")
     p.set_defaults(func=_train)
 
@@ -61,7 +61,10 @@ def _train(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise ValueError(f"cannot write model directory {out}: it is a file")
     check_output_path(out / "config.json", what="model directory file")
-    facts = train_classifier(out) if args.model == "classifier" else train_denoiser(args.model, out)
+    if args.model in ("classifier", "gate"):
+        facts = train_classifier(out, name=args.model)
+    else:
+        facts = train_denoiser(args.model, out)
     render_card(out)
     print(f"trained {args.model}: {facts['parameters']:,} parameters in {facts['wall_time_s']} s -> {out}")
     return 0

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # torch and diffusers are imported where a model is loaded, n
 
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"  # nodes/pretrained
 CLASSIFIER_NAME = "classifier"
+GATE_NAME = "gate"  # the cascade's own classifier, on the device (not the judge of quality)
 # nodes.diffusion.architectures.DENOISER_NAMES, spelled out so that checking a model needs no torch (a test
 # keeps them in step)
 DENOISER_NAMES = ("small", "medium", "large")
@@ -58,8 +59,8 @@ class SampleShape:
 
 
 def resolve_model_dir(name_or_path: str) -> Path:
-    """A default model's name (small, medium, large, classifier) or a model directory's path."""
-    if name_or_path in (*DENOISER_NAMES, CLASSIFIER_NAME):
+    """A default model's name (small, medium, large, classifier, gate) or a model directory's path."""
+    if name_or_path in (*DENOISER_NAMES, CLASSIFIER_NAME, GATE_NAME):
         path = PRETRAINED_DIR / name_or_path
         if not (path / "config.json").is_file():
             raise ValueError(f"default model {name_or_path!r} is missing from {PRETRAINED_DIR} "
@@ -148,7 +149,7 @@ def _first_sentence(exc: BaseException) -> str:
     return first[: cut + 1] if cut > 0 else first
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=2)
 def load_classifier(name_or_path: str = CLASSIFIER_NAME) -> DigitClassifier:
     from nodes.diffusion.architectures import DigitClassifier
 
@@ -171,7 +172,7 @@ def sha256_of(path: Path) -> str:
 def default_models() -> list[dict]:
     """Name, directory, parameter count, weight size and checksum of each embedded model found."""
     found = []
-    for name in (*DENOISER_NAMES, CLASSIFIER_NAME):
+    for name in (*DENOISER_NAMES, CLASSIFIER_NAME, GATE_NAME):
         path = PRETRAINED_DIR / name
         if not (path / "config.json").is_file():
             continue

@@ -46,7 +46,12 @@ RECIPES: dict[str, TrainingRecipe] = {
     "medium": TrainingRecipe(steps=1500, batch_size=96, learning_rate=1.5e-3),
     "large": TrainingRecipe(steps=1200, batch_size=64, learning_rate=1.5e-3),
     "classifier": TrainingRecipe(steps=1500, batch_size=128, learning_rate=2e-3, ema_decay=0.0),
+    # the cascade's gate on the device: narrower, fewer steps, another seed, so that it is not the
+    # judge of class accuracy under another name (a gate that is the judge passes exactly the
+    # images the judge will count as right)
+    "gate": TrainingRecipe(steps=600, batch_size=128, learning_rate=2e-3, seed=1, ema_decay=0.0),
 }
+CLASSIFIER_WIDTH = {"classifier": 64, "gate": 16}  # DigitClassifier.feature_dim
 
 
 @contextlib.contextmanager
@@ -123,20 +128,21 @@ def _train_denoiser(name: str, out_dir: Path, recipe: TrainingRecipe, gen: torch
     return _write_facts(out_dir, name, model, recipe, wall, {"final_loss": sum(tail) / len(tail)})
 
 
-def train_classifier(out_dir: Path, recipe: TrainingRecipe | None = None) -> dict:
-    recipe = recipe or RECIPES["classifier"]
+def train_classifier(out_dir: Path, recipe: TrainingRecipe | None = None, name: str = "classifier") -> dict:
+    """`classifier` (the judge of quality) or `gate` (the cascade's, on the device)."""
+    recipe = recipe or RECIPES[name]
     with _deterministic(recipe.seed) as gen:
-        return _train_classifier(out_dir, recipe, gen)
+        return _train_classifier(out_dir, recipe, gen, name)
 
 
-def _train_classifier(out_dir: Path, recipe: TrainingRecipe, gen: torch.Generator) -> dict:
+def _train_classifier(out_dir: Path, recipe: TrainingRecipe, gen: torch.Generator, name: str) -> dict:
     data = load_split("train")
-    model = DigitClassifier()
+    model = DigitClassifier(feature_dim=CLASSIFIER_WIDTH[name])
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=1e-4)
     lr_sched = _lr_schedule(optimizer, recipe.steps)
     started = time.perf_counter()
     model.train()
-    for _ in tqdm(range(recipe.steps), desc="train classifier", unit="step"):
+    for _ in tqdm(range(recipe.steps), desc=f"train {name}", unit="step"):
         idx = torch.randint(0, len(data.labels), (recipe.batch_size,), generator=gen)
         images = _shift(data.images[idx], gen)
         # light noise so that the judge is not thrown by the grain of generated samples
@@ -153,7 +159,7 @@ def _train_classifier(out_dir: Path, recipe: TrainingRecipe, gen: torch.Generato
         accuracy = (model(test.images).argmax(1) == test.labels).float().mean().item()
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
-    return _write_facts(out_dir, "classifier", model, recipe, wall, {"test_accuracy": accuracy})
+    return _write_facts(out_dir, name, model, recipe, wall, {"test_accuracy": accuracy})
 
 
 def _write_facts(

@@ -122,7 +122,8 @@ class Coordinator:
                 raise ValueError(f"unknown strategy {request.strategy!r} (known: {known})")
             asked = PlanRequest(request.request_id, request.origin, request.n, request.strategy,
                                 request.deadline_s, sent=sent, received=item.received,
-                                request_bytes=item.message.message_bytes, explore=request.warmup)
+                                request_bytes=item.message.message_bytes, explore=request.warmup,
+                                escalation=request.escalation_of is not None)
             decision = strategy.plan_for(asked, self.cluster)
         except Exception as exc:  # ValueError: cannot serve; anything else: a planner bug, same outcome
             stats.count("requests_refused")

@@ -3,6 +3,12 @@
 Every request ends exactly once, as `ok` (its result arrived: samples saved, then its records
 written) or `failed` (an error came back, it timed out, or the node was stopped first). Anything
 that arrives for a request that already ended is dropped and counted (`late_replies`).
+
+A `cascade` request has two passes: when its first result comes (the device's own model), the
+device's gate classifier (nodes/diffusion/gate.py) scores each image's requested label, and the
+images below the strategy's threshold go back to the coordinator as an escalation request
+(`<request_id>.esc`, the same strategy, a seed of its own); the request ends when that result
+comes, its images in place of the doubted ones.  Nothing doubted: it ends with the first result.
 """
 
 from __future__ import annotations
@@ -10,13 +16,14 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from nodes.diffusion.executor import LABELS, SAMPLE
 from nodes.diffusion.samples import Samples, save_samples
+from nodes.plan import Plan
 from nodes.runtime.node_config import WorkloadRequest
 from nodes.runtime.protocol import (
     WIRE_VERSION,
@@ -31,7 +38,14 @@ from nodes.runtime.protocol import (
     plan_from_wire,
     wire_text,
 )
-from nodes.runtime.records import RecordWriter, completed_records, failed_records
+from nodes.runtime.records import (
+    ESCALATION_SUFFIX,
+    RecordWriter,
+    StageRecord,
+    cascade_records,
+    completed_records,
+    failed_records,
+)
 from nodes.runtime.transport import Inbound, Outbox
 
 if TYPE_CHECKING:
@@ -49,11 +63,29 @@ def workload_labels(request: WorkloadRequest) -> list[int]:
 
 
 @dataclass
+class FirstPass:
+    """A cascade request's first result, kept while its escalation is on its way."""
+
+    rows: list[StageRecord]
+    images: torch.Tensor
+    indices: list[int]  # the images sent up again
+    escalation_id: str
+    plan: str | None = None  # the escalation's, once the coordinator says
+    note: dict[str, Any] = field(default_factory=dict)  # the escalation's own prediction
+
+
+@dataclass
 class Pending:
     note: dict[str, Any]  # the request fields of its records
     labels: list[int]
     timeout_at: float
     plan: str | None = None
+    first: FirstPass | None = None  # a cascade request whose escalation is out
+
+
+def escalation_seed(seed: int) -> int:
+    """The escalation's images are drawn anew: a seed of their own, fixed by the request's."""
+    return (seed * 6364136223846793005 + 1442695040888963407) % 2**63
 
 
 class Device:
@@ -67,6 +99,7 @@ class Device:
             key=lambda entry: entry[0],
         )
         self.pending: dict[str, Pending] = {}
+        self.escalations: dict[str, str] = {}  # escalation id -> its cascade request
         self.ended: set[str] = set()
         self.outcomes = {"ok": 0, "failed": 0}
         self.done = False
@@ -119,7 +152,8 @@ class Device:
         sent = time.time()
         note = {"request_id": request_id, "device": config.host, "strategy": request.strategy, "n": request.n,
                 "seed": request.seed, "scheduler": config.scheduler, "steps": config.steps,
-                "deadline_s": request.deadline_s, "t_scheduled": scheduled, "t_request_sent": sent}
+                "deadline_s": request.deadline_s, "t_scheduled": scheduled, "t_request_sent": sent,
+                "warmup": request.warmup}
         self.pending[request_id] = Pending(note, labels, sent + config.request_timeout_s)
         message = RequestMsg(v=WIRE_VERSION, kind="request", request_id=request_id, origin=config.host,
                              strategy=request.strategy, n=request.n, labels=labels, seed=request.seed,
@@ -141,25 +175,31 @@ class Device:
 
     def handle(self, item: Inbound, outbox: Outbox) -> None:
         envelope = item.message.envelope
-        pending = self.pending.get(envelope.request_id)
-        if pending is None:
+        request_id = self.escalations.get(envelope.request_id, envelope.request_id)
+        pending = self.pending.get(request_id)
+        escalation = request_id != envelope.request_id
+        if pending is None or (pending.first is not None) != escalation:
             seen = "already ended" if envelope.request_id in self.ended else "unknown"
             self.node.stats.drop("late_replies", f"{envelope.kind} for {seen} request {envelope.request_id}")
             return
         if isinstance(envelope, AcceptedMsg):
-            pending.plan = wire_text(envelope.plan)
-            pending.note["prediction"] = envelope.prediction
+            if pending.first is not None:
+                pending.first.plan = wire_text(envelope.plan)
+                pending.first.note["prediction"] = envelope.prediction
+            else:
+                pending.plan = wire_text(envelope.plan)
+                pending.note["prediction"] = envelope.prediction
         elif isinstance(envelope, ErrorMsg):
-            self.fail(envelope.request_id, f"{envelope.host}: {envelope.reason}", wire_text(envelope.plan))
+            why = "escalation: " if escalation else ""
+            self.fail(request_id, f"{why}{envelope.host}: {envelope.reason}", wire_text(envelope.plan))
         elif isinstance(envelope, ResultMsg):
             self.report(outbox, item)
             try:
-                self.complete(item, pending)
+                self.complete(item, pending, outbox)
             except Exception as exc:  # e.g. the samples cannot be written: the request fails, with why
                 log.exception("recording the result of %s failed", envelope.request_id)
-                if envelope.request_id in self.pending:
-                    self.fail(envelope.request_id, f"recording the result failed: {exc}",
-                              wire_text(envelope.plan))
+                if request_id in self.pending:
+                    self.fail(request_id, f"recording the result failed: {exc}", wire_text(envelope.plan))
 
     def report(self, outbox: Outbox, item: Inbound) -> None:
         """Tell the coordinator how the result came (its estimate of the path to this device)."""
@@ -176,34 +216,76 @@ class Device:
         except RuntimeError as exc:  # the estimates miss one report; the request is not affected
             log.warning("could not report the result of %s: %s", result.request_id, exc)
 
-    def complete(self, item: Inbound, pending: Pending) -> None:
+    def complete(self, item: Inbound, pending: Pending, outbox: Outbox) -> None:
+        result: ResultMsg = item.message.envelope  # type: ignore[assignment]
+        first = pending.first
+        request_id = pending.note["request_id"]
+        labels = pending.labels if first is None else [pending.labels[i] for i in first.indices]
+        try:
+            plan, images = self._checked(item, labels)
+        except (ValueError, KeyError) as exc:
+            self.fail(request_id, f"inconsistent result: {exc}", wire_text(result.plan))
+            return
+        note = pending.note if first is None else {**pending.note, **first.note, "n": len(labels)}
+        if note.get("prediction") is None:  # the result overtook the `accepted` message
+            note["prediction"] = result.prediction
+        seed = note["seed"] if first is None else escalation_seed(note["seed"])
+        samples = Samples(images=images, labels=torch.tensor(labels), plan=plan, seed=seed,
+                          scheduler=note["scheduler"], steps=note["steps"])
+        name = request_id if first is None else request_id + ESCALATION_SUFFIX
+        save_samples(self.samples_dir / f"{name}.npz", samples)  # before the ok records
+        rows = completed_records(note, str(plan), result.timestamps, list(result.hops), item.received,
+                                 item.message.payload_bytes, item.message.message_bytes)
+        spec = self.node.config.strategies.get(note["strategy"])
+        if first is not None:
+            rows = cascade_records(first.rows, rows, _cascade_name(spec), first.indices)
+        elif spec is not None and spec.kind == "cascade":
+            if self._escalate(outbox, pending, spec, images, rows):
+                return
+            rows = cascade_records(rows, [], _cascade_name(spec), [])
+        self.writer.write(rows)
+        self._end(request_id, "ok")
+
+    def _checked(self, item: Inbound, labels: list[int]) -> tuple[Plan, torch.Tensor]:
+        """The result's plan and images, once they are seen to be what was asked; ValueError if not."""
         result: ResultMsg = item.message.envelope  # type: ignore[assignment]
         state = item.message.state
         assert state is not None  # the protocol refuses a result without state
-        try:
-            plan = plan_from_wire(result.plan, pending.note["steps"])
-            if [(h.stage, h.host, h.model) for h in result.hops] != [
-                (i, s.host, s.model) for i, s in enumerate(plan.stages)
-            ]:
-                raise ValueError("its hops do not follow the plan's stages")
-            if state.tensors[LABELS].tolist() != pending.labels:
-                raise ValueError("its labels are not the requested ones")
-            images = state.tensors[SAMPLE]
-            if images.dtype != torch.float32 or images.ndim != 4 or not torch.isfinite(images).all():
-                raise ValueError("its images are not finite float32 N x C x H x W")
-        except (ValueError, KeyError) as exc:
-            self.fail(result.request_id, f"inconsistent result: {exc}", wire_text(result.plan))
-            return
+        plan = plan_from_wire(result.plan, self.node.config.steps)
+        if [(h.stage, h.host, h.model) for h in result.hops] != [
+            (i, s.host, s.model) for i, s in enumerate(plan.stages)
+        ]:
+            raise ValueError("its hops do not follow the plan's stages")
+        if state.tensors[LABELS].tolist() != labels:
+            raise ValueError("its labels are not the requested ones")
+        images = state.tensors[SAMPLE]
+        if images.dtype != torch.float32 or images.ndim != 4 or not torch.isfinite(images).all():
+            raise ValueError("its images are not finite float32 N x C x H x W")
+        return plan, images.clamp(-1.0, 1.0)
+
+    def _escalate(self, outbox: Outbox, pending: Pending, spec: Any, images: torch.Tensor,
+                  rows: list[StageRecord]) -> bool:
+        """A cascade's first result: send the images the gate doubts up again; False if none."""
+        from nodes.diffusion.gate import escalated
+
+        indices = escalated(images, torch.tensor(pending.labels), spec.threshold)
+        if not indices:
+            return False
         note = pending.note
-        if note.get("prediction") is None:  # the result overtook the `accepted` message
-            note["prediction"] = result.prediction
-        samples = Samples(images=images.clamp(-1.0, 1.0), labels=state.tensors[LABELS], plan=plan,
-                          seed=note["seed"], scheduler=note["scheduler"], steps=note["steps"])
-        save_samples(self.samples_dir / f"{result.request_id}.npz", samples)  # before the ok records
-        records = completed_records(note, str(plan), result.timestamps, list(result.hops), item.received,
-                                    item.message.payload_bytes, item.message.message_bytes)
-        self.writer.write(records)
-        self._end(result.request_id, "ok")
+        escalation_id = note["request_id"] + ESCALATION_SUFFIX
+        pending.first = FirstPass(rows, images, indices, escalation_id)
+        self.escalations[escalation_id] = note["request_id"]
+        message = RequestMsg(v=WIRE_VERSION, kind="request", request_id=escalation_id, origin=self.node.host,
+                             strategy=note["strategy"], n=len(indices),
+                             labels=[pending.labels[i] for i in indices], seed=escalation_seed(note["seed"]),
+                             deadline_s=note["deadline_s"], timestamps=RequestTimes(request_sent=time.time()),
+                             warmup=note.get("warmup", False), escalation_of=note["request_id"])
+        try:
+            outbox.send(self.node.config.coordinator, encode(message))
+        except RuntimeError as exc:
+            coordinator = self.node.config.coordinator
+            self.fail(note["request_id"], f"sending the escalation to {coordinator} failed: {exc}")
+        return True
 
     def fail(self, request_id: str, reason: str, plan: str | None = None) -> None:
         pending = self.pending[request_id]
@@ -217,7 +299,17 @@ class Device:
         self._end(request_id, "failed")
 
     def _end(self, request_id: str, outcome: str) -> None:
-        del self.pending[request_id]
+        pending = self.pending.pop(request_id)
+        if pending.first is not None:
+            self.escalations.pop(pending.first.escalation_id, None)
+            self.ended.add(pending.first.escalation_id)
         self.ended.add(request_id)
         self.outcomes[outcome] += 1
         self.node.stats.count(f"requests_{outcome}")
+
+
+def _cascade_name(spec: Any) -> str:
+    """How a cascade request's records name its cascade: device model > escalation model @ threshold."""
+    from nodes.strategies import DEFAULT_MODEL
+
+    return f"{spec.model or DEFAULT_MODEL['cascade']}>{spec.escalate_model}@{spec.threshold:g}"

@@ -26,8 +26,10 @@ from pydantic import (
 from nodes.schema import HOST_NAME, HOST_NAME_RULE, Role, SchedulerName, StrictModel, validation_message
 
 Tier = Role  # where a strategy puts a stage: the host of that role
-StrategyKind = Literal["cloud_only", "edge_only", "device_only", "fixed_split", "elastic", "routing"]
+StrategyKind = Literal["cloud_only", "edge_only", "device_only", "fixed_split", "elastic", "routing",
+                       "cascade"]
 PLANNED_KINDS = ("elastic", "routing")  # chosen per request by nodes/planner.py
+CASCADE_FIELDS = ("threshold", "escalate_model", "escalate_tier")
 
 _ENDPOINT = re.compile(r"^tcp://(?P<addr>[A-Za-z0-9_.:*-]+):(?P<port>\d{1,5})$")
 _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
@@ -113,6 +115,12 @@ class StrategySpec(StrictModel):
     objective: Literal["latency", "quality", "energy"] | None = None
     min_class_accuracy: float | None = Field(None, ge=0, le=1)
     max_fid: float | None = Field(None, gt=0)
+    # cascade: `model` (default small) on the device; the images whose requested label the device's
+    # gate classifier gives less than `threshold` are regenerated with `escalate_model` on the host
+    # of `escalate_tier`
+    threshold: float | None = Field(None, gt=0, lt=1)
+    escalate_model: str | None = None
+    escalate_tier: Literal["edge", "cloud"] | None = None
 
     @model_validator(mode="after")
     def _fields_of_kind(self) -> StrategySpec:
@@ -120,6 +128,15 @@ class StrategySpec(StrictModel):
         given = [f for f in ("objective", "min_class_accuracy", "max_fid") if getattr(self, f) is not None]
         if not planned and given:
             raise ValueError(f"{self.kind} takes no {given[0]!r} (only elastic and routing do)")
+        cascading = [f for f in CASCADE_FIELDS if getattr(self, f) is not None]
+        if self.kind == "cascade":
+            missing = [f for f in CASCADE_FIELDS if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"cascade needs {missing[0]!r} ({', '.join(CASCADE_FIELDS)})")
+            if self.split is not None:
+                raise ValueError("cascade takes 'model' (the device's), not 'split'")
+        elif cascading:
+            raise ValueError(f"{self.kind} takes no {cascading[0]!r} (only cascade does)")
         if planned:
             if self.model is not None or self.split is not None:
                 raise ValueError(f"{self.kind} chooses its plans: it takes no 'model' or 'split'")

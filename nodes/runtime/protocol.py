@@ -136,6 +136,7 @@ class RequestMsg(_Common):
     deadline_s: Annotated[float, Field(strict=False, gt=0, lt=1e9)] | None = None
     timestamps: RequestTimes
     warmup: bool = False  # unmeasured: the planner may use it to observe paths it has not seen
+    escalation_of: RequestId | None = None  # a cascade's second pass for the images of this request
 
 
 class WirePrediction(_Wire):

@@ -101,6 +101,13 @@ class StageRecord(BaseModel):
     predicted_class_accuracy: float | None = None
     predicted_device_energy_j: float | None = None
     plan_note: str | None = None  # why the planner chose as it did, where its objective was not met
+    # a cascade request (nodes/strategies.py Cascade): "small>large@0.9" (device model > escalation
+    # model @ threshold), how many of its images its device's gate escalated and which (comma
+    # separated); its escalation's stages follow its first pass's as stage_index len(first)...
+    cascade: str | None = None
+    escalated_images: int | None = None
+    escalated_indices: str | None = None
+    gate_s: float | None = None  # from the first result to the escalation's send: the gate's time
 
 
 def _request_fields(request: dict, outcome: Outcome, reason: str | None, plan: str | None) -> dict:
@@ -180,6 +187,47 @@ def failed_records(request: dict, reason: str, plan: str | None) -> list[StageRe
                        "host": s.host, "model": s.model, "start_step": s.start, "end_step": s.end})
         for i, s in enumerate(stages)
     ]
+
+
+ESCALATION_SUFFIX = ".esc"  # a cascade's escalation travels as its own request: <request_id>.esc
+
+
+def request_of(wire_id: str) -> str:
+    """The request a message belongs to: an escalation's is its cascade request's."""
+    return wire_id.removesuffix(ESCALATION_SUFFIX)
+
+
+def cascade_records(first: list[StageRecord], second: list[StageRecord], cascade: str,
+                    indices: list[int]) -> list[StageRecord]:
+    """One cascade request's rows: its first pass's stages, then (if any image was escalated) its
+    escalation's, renumbered after them.  total_s runs to the last result; the escalation's first
+    uplink_s runs from the first result's arrival (the gate's time included) to the coordinator's
+    receipt of the escalation, so the parts still add up to total_s; gate_s is the part of it
+    before the escalation was sent (the gate classifying, the message made)."""
+    head = first[0]
+    end = (second or first)[-1].t_result_received
+    assert end is not None and head.t_result_received is not None
+    total = end - head.t_request_sent
+    met = None if head.deadline_s is None else total <= head.deadline_s
+    common = {"total_s": total, "deadline_met": met, "stage_count": len(first) + len(second),
+              "cascade": cascade, "escalated_images": len(indices),
+              "escalated_indices": ",".join(map(str, indices)) or None}
+    if second:
+        assert second[0].t_coordinator_received is not None and second[0].uplink_s is not None
+        common["gate_s"] = second[0].t_coordinator_received - second[0].uplink_s - head.t_result_received
+        # a prediction made for the first pass alone is not one of the request
+        common.update(dict.fromkeys(("predicted_total_s", "predicted_fid", "predicted_class_accuracy",
+                                     "predicted_device_energy_j")),
+                      plan_note="escalated: no prediction covers a cascade's escalation")
+    rows = [r.model_copy(update=common) for r in first]
+    for i, r in enumerate(second):
+        assert r.stage_index is not None and r.t_coordinator_received is not None
+        rows.append(r.model_copy(update={
+            **common, "request_id": head.request_id, "n_images": head.n_images, "seed": head.seed,
+            "t_request_sent": head.t_request_sent, "t_scheduled": head.t_scheduled,
+            "stage_index": len(first) + r.stage_index,
+            "uplink_s": (r.t_coordinator_received - head.t_result_received) if i == 0 else 0.0}))
+    return rows
 
 
 class RecordWriter:

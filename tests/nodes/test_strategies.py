@@ -49,3 +49,22 @@ def test_strategy_specs_are_checked():
         StrategySpec(kind="edge_only", split=[{"model": "small", "tier": "edge", "share": 1}])
     with pytest.raises(ValueError, match="tier"):
         StrategySpec(kind="fixed_split", split=[{"model": "small", "tier": "moon", "share": 1}])
+    with pytest.raises(ValueError, match="cascade needs 'threshold'"):
+        StrategySpec(kind="cascade", escalate_model="large", escalate_tier="cloud")
+    with pytest.raises(ValueError, match="edge_only takes no 'threshold' \\(only cascade does\\)"):
+        StrategySpec(kind="edge_only", threshold=0.9)
+    with pytest.raises(ValueError, match="threshold"):
+        StrategySpec(kind="cascade", threshold=1.0, escalate_model="large", escalate_tier="cloud")
+    with pytest.raises(ValueError, match="escalate_tier"):
+        StrategySpec(kind="cascade", threshold=0.9, escalate_model="large", escalate_tier="device")
+
+
+def test_a_cascade_runs_on_the_device_first_and_escalates_to_its_tier():
+    spec = StrategySpec(kind="cascade", threshold=0.9, escalate_model="large", escalate_tier="cloud")
+    cascade = build_strategy("c", spec)
+    first = cascade.plan_for(PlanRequest("r", "d1", 4, "c"), CLUSTER).plan
+    again = cascade.plan_for(PlanRequest("r.esc", "d1", 2, "c", escalation=True), CLUSTER).plan
+    assert (str(first), str(again)) == ("small:0-50@d1", "large:0-50@cloud")
+    to_edge = StrategySpec(kind="cascade", threshold=0.9, escalate_model="medium", escalate_tier="edge")
+    assert str(build_strategy("c", to_edge).plan_for(PlanRequest("r.esc", "d2", 1, "c", escalation=True),
+                                                     CLUSTER).plan) == "medium:0-50@edge"

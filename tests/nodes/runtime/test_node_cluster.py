@@ -1,4 +1,5 @@
-"""Real node processes on loopback: a device with a workload under every strategy, an edge server
+"""Real node processes on loopback: a device with a workload under every strategy (and a cascade,
+whose doubted images go to the cloud), an edge server
 (worker + coordinator, profiled at a slow test profile), a cloud (profiled as a datacenter GPU,
 which this CPU cannot keep up with, so its overruns must show), and a probe device played by the
 test. One cluster for the module (starting node processes is the slow part); the last test stops
@@ -17,10 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nodes.diffusion.executor import initial_state
+from nodes.diffusion.gate import gate_confidence
 from nodes.diffusion.generation import generate
 from nodes.diffusion.model_zoo import SampleShape, denoiser_config
 from nodes.diffusion.samples import load_samples
 from nodes.plan import parse_plan
+from nodes.runtime.device import escalation_seed
 from nodes.runtime.local_cluster import LocalCluster, Probe, loopback_configs
 from nodes.runtime.protocol import WIRE_VERSION, Hop, RequestTimes, StageMsg, encode, plan_to_wire
 from nodes.runtime.records import read_records
@@ -31,6 +34,7 @@ STEPS = 10
 N = 4
 STRATEGIES = ("cloud_only", "edge_only", "device_only", "fixed_split")
 EDGE_STEP_S = 0.02  # the test profile of the edge: 20 ms per step whatever the batch
+CASCADE_THRESHOLD = 0.95  # the gate's confidences of these seeds' images are far from it either way
 SPLIT = [{"model": "small", "tier": "cloud", "share": 0.4}, {"model": "small", "tier": "edge", "share": 0.3},
          {"model": "small", "tier": "device", "share": 0.3}]
 
@@ -43,6 +47,8 @@ def _workload() -> list[dict]:
     requests[0]["deadline_s"] = 600.0
     requests[1]["deadline_s"] = 1e-6
     requests.append({"at_s": 0.1, "n": 2, "label": 7, "seed": 1, "strategy": "nope", "request_id": "bad-1"})
+    requests += [{"at_s": 0.3 + 0.5 * i, "n": N, "seed": 200 + i, "strategy": "cascade",
+                  "request_id": f"casc-{i}"} for i in range(3)]
     return requests
 
 
@@ -63,7 +69,9 @@ def cluster(tmp_path_factory):
     strategies = {"cloud_only": {"kind": "cloud_only", "model": "small"},
                   "edge_only": {"kind": "edge_only", "model": "small"},
                   "device_only": {"kind": "device_only"},
-                  "fixed_split": {"kind": "fixed_split", "split": SPLIT}}
+                  "fixed_split": {"kind": "fixed_split", "split": SPLIT},
+                  "cascade": {"kind": "cascade", "threshold": CASCADE_THRESHOLD, "escalate_model": "small",
+                              "escalate_tier": "cloud"}}
     configs = loopback_configs(run_dir, hosts, steps=STEPS, scheduler="dpm", request_timeout_s=60,
                                strategies=strategies)
     configs.pop("probe")  # played by the test itself
@@ -75,13 +83,23 @@ def cluster(tmp_path_factory):
         yield local
 
 
-@pytest.fixture(scope="module")
-def records(cluster):
+def _by_request(cluster) -> dict[str, list]:
     rows = read_records(cluster.nodes["d1"].config.run_dir / "records" / "d1.jsonl")
     by_request: dict[str, list] = {}
     for row in rows:
         by_request.setdefault(row.request_id, []).append(row)
     return by_request
+
+
+@pytest.fixture(scope="module")
+def all_records(cluster):
+    return _by_request(cluster)
+
+
+@pytest.fixture(scope="module")
+def records(all_records):
+    """Every request but the cascade's (their own test below)."""
+    return {rid: rows for rid, rows in all_records.items() if rows[0].strategy != "cascade"}
 
 
 def test_every_request_under_every_strategy_completes_with_a_row_per_stage(records):
@@ -110,15 +128,15 @@ def test_every_plan_comes_with_the_coordinator_s_prediction(records):
     assert all(r.predicted_fid is not None for r in edge)  # small:0-10 is in the table
 
 
-def test_latency_parts_add_up_to_the_total(records):
-    for rows in records.values():
+def test_latency_parts_add_up_to_the_total(all_records):
+    for rows in all_records.values():
         if rows[0].outcome != "ok":
             continue
         parts = sum(r.uplink_s + r.planning_s + r.transfer_s + r.queueing_s + r.compute_s + r.handoff_s
                     + r.result_transfer_s for r in rows)
         total = rows[0].total_s
         assert math.isclose(parts, total, rel_tol=1e-9, abs_tol=1e-9)
-        assert total == pytest.approx(rows[0].t_result_received - rows[0].t_request_sent)
+        assert total == pytest.approx(rows[-1].t_result_received - rows[0].t_request_sent)
         for r in rows:
             assert min(r.transfer_s, r.queueing_s, r.compute_s, r.handoff_s, r.result_transfer_s) >= 0
             assert r.t_request_sent <= r.t_received <= r.t_compute_start <= r.t_compute_end <= r.t_sent
@@ -169,6 +187,38 @@ def test_images_over_the_network_equal_the_local_unsplit_run(records, cluster):
         assert samples.images.shape == (N, 1, 16, 16) and str(samples.plan) == rows[0].plan
         local = generate(parse_plan("small:0-10"), samples.labels, samples.seed, samples.scheduler)
         assert (samples.images - local).abs().max().item() <= 1e-5
+
+def test_a_cascade_escalates_exactly_what_the_gate_doubts_and_delivers_the_escalation(all_records, cluster):
+    """The device's gate decides as the gate does locally on the same images; the doubted images
+    come back from the cloud as the local run of their labels and the escalation's seed; the
+    request's rows are its first pass on the device, then its escalation in the cloud."""
+    run_dir = cluster.nodes["d1"].config.run_dir
+    cascades = {rid: rows for rid, rows in all_records.items() if rows[0].strategy == "cascade"}
+    assert sorted(cascades) == ["casc-0", "casc-1", "casc-2"]
+    escalated = 0
+    for request_id, rows in cascades.items():
+        assert all(r.outcome == "ok" and r.cascade == f"small>small@{CASCADE_THRESHOLD:g}" for r in rows)
+        first = load_samples(run_dir / "samples" / f"{request_id}.npz")
+        confidence = gate_confidence(first.images, first.labels)
+        doubted = [i for i, c in enumerate(confidence) if c < CASCADE_THRESHOLD]
+        assert rows[0].escalated_images == len(doubted)
+        assert rows[0].escalated_indices == (",".join(map(str, doubted)) or None)
+        if not doubted:
+            assert [r.host for r in rows] == ["d1"]
+            continue
+        escalated += len(doubted)
+        assert [(r.stage_index, r.host, r.plan) for r in rows] == [(0, "d1", "small:0-10@d1"),
+                                                                   (1, "cloud", "small:0-10@cloud")]
+        again = load_samples(run_dir / "samples" / f"{request_id}.esc.npz")
+        assert again.labels.tolist() == [first.labels[i] for i in doubted]
+        assert again.seed == escalation_seed(first.seed)
+        local = generate(parse_plan("small:0-10"), again.labels, again.seed, "dpm")
+        assert (again.images - local).abs().max().item() <= 1e-5
+        assert rows[1].payload_bytes == 0  # the escalation's first stage draws its own noise
+        assert rows[0].total_s == rows[1].total_s > rows[1].t_result_received - rows[1].t_coordinator_received
+        assert rows[1].predicted_total_s is None  # the first pass's prediction does not cover it
+    assert escalated > 0  # these seeds' images have confidences below the threshold (0.78, 0.94, 0.01)
+
 
 def wire(text: str) -> list:
     """A plan as it crosses the wire."""

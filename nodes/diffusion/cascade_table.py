@@ -1,0 +1,70 @@
+"""The cascade table as the runtime and the summary read it: torch- and pandas-free.
+
+One CSV per (scheduler, steps) beside the models (`nodes/pretrained/cascade/dpm-30.csv`): per
+device model, escalation model and threshold, the share of images the gate escalates and the
+quality of what is delivered, on 500 images; analysis/cascade_quality.py measures and writes it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+from nodes.diffusion.model_zoo import PRETRAINED_DIR
+from nodes.schema import check_scheduler_name
+
+CASCADE_DIR = PRETRAINED_DIR / "cascade"
+THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+NUMBERS = ("threshold", "escalation_rate", "fid", "kid", "class_accuracy")
+
+
+def table_file(scheduler: str, steps: int) -> Path:
+    return CASCADE_DIR / f"{check_scheduler_name(scheduler)}-{steps}.csv"
+
+
+def read_cascade_table(scheduler: str, steps: int, path: Path | None = None) -> list[dict[str, Any]]:
+    """Every row, typed; ValueError naming the file (and line) where it is missing or malformed."""
+    path = Path(path) if path is not None else table_file(scheduler, steps)
+    try:
+        rows = list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
+    except FileNotFoundError:
+        raise ValueError(f"no cascade table for {scheduler}/{steps} steps: {path.name} is missing from "
+                         f"{path.parent} (make it with: python -m analysis.cascade_quality --scheduler "
+                         f"{scheduler} --steps {steps})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read cascade table {path}: {exc}") from None
+    out = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            typed = {**row, **{k: float(row[k]) for k in NUMBERS}, "n": int(row["n"])}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}:{line}: not a cascade table row ({exc})") from None
+        if not all(math.isfinite(typed[k]) for k in NUMBERS):
+            raise ValueError(f"{path}:{line}: a figure is not a finite number")
+        out.append(typed)
+    return out
+
+
+def parse_cascade(text: str) -> tuple[str, str, float]:
+    """`small>large@0.9` (what a cascade request's records say) -> (small, large, 0.9)."""
+    try:
+        models, threshold = text.rsplit("@", 1)
+        device_model, escalate_model = models.split(">")
+        return device_model, escalate_model, float(threshold)
+    except ValueError:
+        raise ValueError(f"not a cascade: {text!r} (expected MODEL>MODEL@THRESHOLD)") from None
+
+
+def cascade_figures(device_model: str, escalate_model: str, threshold: float, scheduler: str,
+                    steps: int) -> dict[str, Any]:
+    """The table's row of this cascade; ValueError listing the thresholds it has where it has not."""
+    rows = [r for r in read_cascade_table(scheduler, steps)
+            if r["device_model"] == device_model and r["escalate_model"] == escalate_model]
+    for row in rows:
+        if math.isclose(row["threshold"], threshold, abs_tol=1e-9):
+            return row
+    have = ", ".join(f"{r['threshold']:g}" for r in rows) or "none"
+    raise ValueError(f"the cascade table of {scheduler}/{steps} steps has no row for {device_model} -> "
+                     f"{escalate_model} at threshold {threshold:g} (it has: {have})")
