@@ -137,6 +137,10 @@ def write_figures(requests: pd.DataFrame, strategies: dict[str, dict[str, Any]],
     if "predicted_total_s" in ok and ok["predicted_total_s"].notna().any():
         figure = plot_prediction(requests, plots / "prediction.png")
         figures.append(("Predicted against measured latency", figure))
+    cascades = cascade_tables(strategies)
+    if cascades:
+        figure = plot_cascade(cascades, plots / "cascade.png")
+        figures.append(("Cascade: quality against the threshold", figure))
     return figures
 
 
@@ -234,6 +238,68 @@ def plan_lines(strategies: dict[str, dict[str, Any]]) -> list[str]:
             "`accuracy.json` (`planner_prediction`) and the figure below.", ""]
 
 
+def cascade_tables(strategies: dict[str, dict[str, Any]]) -> dict[str, tuple[dict, pd.DataFrame]]:
+    """strategy -> (its summary entry's cascade, the cascade table's rows of its models at every
+    threshold) for each cascade strategy that was judged."""
+    from nodes.diffusion.cascade_table import parse_cascade, read_cascade_table
+
+    out = {}
+    for name, entry in strategies.items():
+        for row in entry.get("plan_quality") or []:
+            if not str(row.get("plan", "")).startswith("cascade "):
+                continue
+            device, escalate, threshold = parse_cascade(row["plan"].removeprefix("cascade "))
+            try:
+                table = pd.DataFrame(read_cascade_table(row["scheduler"], int(row["steps"])))
+            except ValueError:
+                continue
+            table = table[(table["device_model"] == device) & (table["escalate_model"] == escalate)]
+            out[name] = ({"threshold": threshold, "device": device, "escalate": escalate,
+                          "run_rate": entry.get("escalation_rate")}, table.sort_values("threshold"))
+    return out
+
+
+def cascade_lines(strategies: dict[str, dict[str, Any]]) -> list[str]:
+    """What each cascade escalated in the run, and what its models give at every threshold."""
+    lines = []
+    for name, (facts, table) in cascade_tables(strategies).items():
+        entry = strategies[name]
+        rate = facts["run_rate"]
+        lines += [f"## Cascade `{name}`", "",
+                  f"`{facts['device']}` on the device; images whose requested digit the device's gate "
+                  f"classifier gives less than {facts['threshold']:g} go to `{facts['escalate']}`. In this "
+                  f"run it escalated {entry.get('escalated_images', 0)} of {entry.get('images', 0)} images "
+                  f"({'-' if rate is None else f'{rate:.1%}'}) in {entry.get('escalated_requests', 0)} "
+                  "requests. Quality against the threshold, on n images each (the cascade table, "
+                  "`analysis/cascade_quality.py`; class accuracy is the judge's, not the gate's):", "",
+                  table[["threshold", "escalation_rate", "class_accuracy", "fid", "kid", "n"]]
+                  .to_markdown(index=False, floatfmt=".4g"), ""]
+    return lines
+
+
+def plot_cascade(cascades: dict[str, tuple[dict, pd.DataFrame]], path: Path) -> Path:
+    """Per cascade: escalation rate and class accuracy (left), FID (right) against the threshold,
+    its own threshold marked, and the run's escalation rate."""
+    fig, axes = plt.subplots(1, len(cascades), figsize=(6 * len(cascades), 4.2), squeeze=False)
+    for ax, (name, (facts, table)) in zip(axes[0], cascades.items(), strict=True):
+        x = table["threshold"]
+        ax.plot(x, table["escalation_rate"], marker="o", label="escalated share (table)")
+        ax.plot(x, table["class_accuracy"], marker="s", label="class accuracy")
+        ax.axvline(facts["threshold"], color="grey", ls=":", lw=1)
+        if facts["run_rate"] is not None:
+            ax.scatter([facts["threshold"]], [facts["run_rate"]], color="red", zorder=3,
+                       label="escalated share (this run)")
+        ax.set_xlabel("gate threshold")
+        ax.set_ylim(0, 1.02)
+        right = ax.twinx()
+        right.plot(x, table["fid"], color="tab:green", marker="^", label="FID")
+        right.set_ylabel("FID")
+        ax.set_title(f"{name}: {facts['device']} -> {facts['escalate']}")
+        handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, fontsize=7, loc="center left")
+    return _save(fig, path)
+
+
 def plot_prediction(requests: pd.DataFrame, path: Path) -> Path:
     """Per ok request: the latency the coordinator predicted when it planned, against the measured."""
     ok = ok_requests(requests)
@@ -291,6 +357,7 @@ def report_markdown(run: dict[str, Any], figures: list[tuple[str, Path]]) -> str
         lines += energy_lines(strategies)
         lines += plan_lines(strategies)
         lines += quality_lines(strategies)
+        lines += cascade_lines(strategies)
     accuracy = summary.get("accuracy") or {}
     if accuracy:
         frame = pd.Series({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in accuracy.items()},

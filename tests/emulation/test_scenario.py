@@ -45,6 +45,15 @@ def test_shipped_scenarios_validate(name):
         ("[nodes.device]\nmodels = [\"nope\"]\n", "nodes.device.models[0]", 12),
         ("[nodes.device]\ncompute = \"profiled\"\n", "nodes.device: compute = 'profiled' needs", 11),
         ("[strategies.b]\nkind = \"edge_only\"\nmodel = \"large\"\n", "strategies.b", None),
+        # a cascade's quality is its table's row: a threshold (or model pair) the table lacks is refused
+        ("[strategies.c]\nkind = \"cascade\"\nthreshold = 0.42\nescalate_model = \"small\"\n"
+         "escalate_tier = \"cloud\"\n[generation]\nscheduler = \"dpm\"\nsteps = 30\n",
+         "strategies.c: the cascade table of dpm/30 steps has no row for small -> small at threshold 0.42",
+         None),
+        ("[strategies.c]\nkind = \"cascade\"\nthreshold = 0.9\nescalate_model = \"small\"\n"
+         "escalate_tier = \"cloud\"\n[generation]\nsteps = 17\n", "no cascade table for", None),
+        ("[strategies.c]\nkind = \"cascade\"\nthreshold = 0.9\n", "strategies.c: cascade needs "
+         "'escalate_model'", None),
     ],
 )
 def test_bad_fields_name_the_field_and_line(tmp_path, extra, field, line):

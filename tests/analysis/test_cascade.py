@@ -1,0 +1,69 @@
+"""The cascade's figures: the shipped cascade table (nodes/pretrained/cascade), what the summary
+reports for a cascade strategy from it, and the report's section and figure."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.report import cascade_lines, cascade_tables, plot_cascade
+from analysis.summary import summarize
+from nodes.diffusion.cascade_table import THRESHOLDS, cascade_figures, parse_cascade, read_cascade_table
+from nodes.runtime.protocol import Hop, RequestTimes
+from nodes.runtime.records import cascade_records, completed_records
+
+NOTE = {"device": "d1", "strategy": "cascade", "n": 4, "seed": 9, "scheduler": "dpm", "steps": 30,
+        "deadline_s": None, "t_scheduled": 100.0, "t_request_sent": 100.0}
+
+
+def test_the_shipped_table_covers_every_threshold_and_escalating_more_never_hurts_accuracy():
+    rows = pd.DataFrame(read_cascade_table("dpm", 30))
+    for (device, escalate), group in rows.groupby(["device_model", "escalate_model"]):
+        group = group.sort_values("threshold")
+        assert device == "small" and tuple(group["threshold"]) == THRESHOLDS and (group["n"] >= 500).all()
+        # a higher threshold escalates a superset of the images (the same confidences, one cut)
+        assert group["escalation_rate"].is_monotonic_increasing
+        assert group["class_accuracy"].is_monotonic_increasing, escalate
+
+
+def test_a_cascade_s_row_and_the_error_naming_what_the_table_has():
+    assert parse_cascade("small>large@0.95") == ("small", "large", 0.95)
+    assert cascade_figures("small", "large", 0.95, "dpm", 30)["escalation_rate"] == pytest.approx(0.302)
+    with pytest.raises(ValueError, match=r"no row for small -> large at threshold 0.96 \(it has: 0.5, 0.7"):
+        cascade_figures("small", "large", 0.96, "dpm", 30)
+    with pytest.raises(ValueError, match="not a cascade"):
+        parse_cascade("small@0.9")
+
+
+def _request(request_id: str, escalated: list[int], t0: float) -> list:
+    times = RequestTimes(request_sent=t0, coordinator_received=t0 + 0.01, dispatched=t0 + 0.02)
+    hop = Hop(stage=0, host="d1", model="small", received=t0 + 0.03, compute_start=t0 + 0.04,
+              compute_end=t0 + 0.3, sent=t0 + 0.31, payload_bytes=0, message_bytes=300, real_compute_s=0.2)
+    note = {**NOTE, "request_id": request_id, "t_request_sent": t0}
+    first = completed_records(note, "small:0-30@d1", times, [hop], t0 + 0.35, 1000, 1200)
+    second = []
+    if escalated:
+        times = RequestTimes(request_sent=t0 + 0.4, coordinator_received=t0 + 0.41, dispatched=t0 + 0.42)
+        hop = Hop(stage=0, host="cloud", model="large", received=t0 + 0.43, compute_start=t0 + 0.44,
+                  compute_end=t0 + 0.5, sent=t0 + 0.51, payload_bytes=0, message_bytes=300,
+                  real_compute_s=0.05)
+        second = completed_records({**NOTE, "request_id": request_id + ".esc", "n": len(escalated)},
+                                   "large:0-30@cloud", times, [hop], t0 + 0.6, 500, 700)
+    return cascade_records(first, second, "small>large@0.95", escalated)
+
+
+def test_the_summary_reports_the_cascade_s_escalations_and_its_table_s_quality(tmp_path: Path):
+    rows = _request("r1", [1, 3], 100.0) + _request("r2", [], 101.0)
+    requests = pd.DataFrame([r.model_dump() for r in rows])
+    entry = summarize(requests, None, tmp_path, quality=True)["cascade"]
+    table = cascade_figures("small", "large", 0.95, "dpm", 30)
+    assert (entry["escalated_images"], entry["images"], entry["escalated_requests"]) == (2, 8, 1)
+    assert entry["escalation_rate"] == 0.25
+    assert entry["class_accuracy"] == table["class_accuracy"] and entry["fid"] == table["fid"]
+    assert entry["n_quality"] == 500 and entry["plan_quality"][0]["plan"] == "cascade small>large@0.95"
+    assert entry["latency_mean_s"] == pytest.approx((0.6 + 0.35) / 2)
+    cascades = cascade_tables({"cascade": entry})
+    lines = "\n".join(cascade_lines({"cascade": entry}))
+    assert "escalated 2 of 8 images (25.0%) in 1 requests" in lines, lines
+    assert "|       0.95  |             0.302 |" in lines, lines
+    assert plot_cascade(cascades, tmp_path / "cascade.png").stat().st_size > 10_000
