@@ -102,7 +102,7 @@ def test_doctor_json_reports_machine_and_models():
                 "torch", "diffusers", "models"):
         assert key in report
     names = {m["name"] for m in report["models"]}
-    assert names == {"small", "medium", "large", "classifier"}
+    assert names == {"small", "medium", "large", "classifier", "gate"}
     assert all(len(m["sha256"]) == 64 and m["weights_bytes"] > 0 for m in report["models"])
 
 
