@@ -71,14 +71,16 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from nodes.diffusion.generation import check_fits, check_plan_models, generate, request_labels
-    from nodes.diffusion.samples import Samples, check_output_path, load_samples, save_samples
+    # each import only where it is first needed: a bad plan is refused before torch is imported,
+    # a bad samples file before diffusers is (a few seconds of start-up each)
     from nodes.plan import parse_plan
     from nodes.schema import check_scheduler_name
 
     if args.out.endswith(("/", "\\")):
         raise ValueError(f"--out {args.out}: give a file name (.npz), not a folder")
     if args.replay:
+        from nodes.diffusion.samples import load_samples
+
         old = load_samples(Path(args.replay))
         plan, labels, seed, scheduler, steps = old.plan, old.labels, old.seed, old.scheduler, old.steps
     else:
@@ -91,8 +93,13 @@ def _generate(args: argparse.Namespace) -> int:
         if hosted:
             raise ValueError(f"--plan stage {hosted[0]}: generate runs every stage on this machine, so "
                              f"@{hosted[0].host} means nothing here (hosts are for emulated runs)")
+        from nodes.diffusion.generation import request_labels
+
         labels = request_labels(args.n, args.label)
         seed, scheduler, steps = args.seed, check_scheduler_name(args.scheduler), args.steps
+    from nodes.diffusion.generation import check_fits, check_plan_models, generate
+    from nodes.diffusion.samples import Samples, check_output_path, save_samples
+
     check_output_path(Path(args.out))  # before any work: a path that cannot be written fails now
     check_plan_models(plan)
     check_fits(plan.models(), len(labels), None if not args.replay else f"--replay {args.replay}")
@@ -107,11 +114,12 @@ def _quality(args: argparse.Namespace) -> int:
         return _quality_of_plans(args)
     if not args.samples:
         raise ValueError("quality needs a samples file or --plans")
-    from analysis.plan_quality import is_reference_plan, large_reference
-    from analysis.quality import quality_table
     from nodes.diffusion.samples import load_samples
 
-    samples = load_samples(Path(args.samples))
+    samples = load_samples(Path(args.samples))  # a bad file is refused before the metrics are imported
+    from analysis.plan_quality import is_reference_plan, large_reference
+    from analysis.quality import quality_table
+
     reference = None
     if not args.no_reference and not is_reference_plan(samples.plan):
         reference = large_reference(samples.labels, samples.seed, samples.scheduler, samples.steps)

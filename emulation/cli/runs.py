@@ -56,8 +56,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from emulation.dilation import choose_dilation
-    from emulation.runner import check_can_run, default_out_dir, run_scenario
     from emulation.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)  # ValueError -> one line, exit 2, nothing started
@@ -65,6 +63,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{args.scenario}: ok ({len(scenario.strategies)} strategies, "
               f"{scenario.workload.requests * scenario.run.repetitions} requests)")
         return 0
+    # the runner (torch, pandas) only for a run: --check needs none of it
+    from emulation.dilation import choose_dilation
+    from emulation.runner import check_can_run, default_out_dir, run_scenario
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = Path(args.out) if args.out else default_out_dir(scenario)
     check_can_run(out)  # before measuring anything for "auto"
@@ -141,7 +143,6 @@ def _report(args: argparse.Namespace) -> int:
     import json
 
     from analysis.report import write_report
-    from emulation.runner import finish_killed_run
 
     manifest = Path(args.run_dir) / "manifest.json"
     try:
@@ -149,6 +150,8 @@ def _report(args: argparse.Namespace) -> int:
     except (OSError, ValueError, AttributeError):
         unfinished = False  # write_report names what is missing
     if unfinished:  # killed before it wrote its tables: they are rebuilt from the records first
+        from emulation.runner import finish_killed_run
+
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         result = finish_killed_run(args.run_dir, quality=not args.no_quality)
         print(f"{args.run_dir}: unfinished run (its runner is gone) finished from its records: "
@@ -175,12 +178,13 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from emulation.calibration import calibrate, format_table
     from topologies.spec import load_topology
 
     if not 0 < args.duration <= 60:  # (nan is outside too)
         raise ValueError(f"--duration: {args.duration} is outside (0, 60] seconds")
     spec = load_topology(args.scenario)
+    from emulation.calibration import calibrate, format_table
+
     if args.impairment:
         spec = spec.model_copy(update={"impairment": args.impairment})
     rows = calibrate(spec, duration=args.duration)
