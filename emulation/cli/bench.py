@@ -47,10 +47,10 @@ def _planner(args: argparse.Namespace) -> int:
     import os
     import platform
 
-    from nodes.planner_bench import decision_times
-
     if args.devices > 4096:
         raise ValueError(f"--devices must be at most 4096, got {args.devices}")
+    from nodes.planner_bench import decision_times  # checked first: a bad argument needs no import
+
     r = {**decision_times(args.devices, args.decisions), "machine": platform.node(),
          "cpus": os.cpu_count()}
     if args.json:
@@ -65,12 +65,12 @@ def _planner(args: argparse.Namespace) -> int:
 
 
 def _bench_models(args: argparse.Namespace) -> int:
+    if args.repeats <= 0:
+        raise ValueError(f"--repeats must be positive, got {args.repeats}")
     import pandas as pd
 
     from nodes.diffusion.model_bench import bench_models
 
-    if args.repeats <= 0:
-        raise ValueError(f"--repeats must be positive, got {args.repeats}")
     rows = bench_models(repeats=args.repeats)
     if args.record:
         from nodes.diffusion.model_cards import record
@@ -87,10 +87,10 @@ def _bench_models(args: argparse.Namespace) -> int:
 
 
 def _topology(args: argparse.Namespace) -> int:
-    from emulation.bench_topology import bench
-
     if not 1 <= args.devices <= 1024 or not 1 <= args.reps <= 100:
         raise ValueError("--devices must be in 1..1024 and --reps in 1..100")
+    from emulation.bench_topology import bench
+
     r = bench(args.devices, args.reps, args.all_pairs)
     if args.json:
         print_json(r)
@@ -110,14 +110,14 @@ def _topology(args: argparse.Namespace) -> int:
 
 
 def _fidelity(args: argparse.Namespace) -> int:
-    from emulation.bench_fidelity import summary, sweep
-    from emulation.calibration import format_table
-
     if not 0 < args.duration <= 60:
         raise ValueError(f"--duration: {args.duration} is outside (0, 60] seconds")
     for k in args.dilation or []:
         if not 1 <= k <= 100:  # nan fails too
             raise ValueError(f"--dilation: {k} is outside 1..100")
+    from emulation.bench_fidelity import summary, sweep
+    from emulation.calibration import format_table
+
     if args.dilation:
         rows = [row for k in args.dilation for row in sweep(args.impairment, args.duration, k)]
     else:
@@ -131,14 +131,14 @@ def _fidelity(args: argparse.Namespace) -> int:
 
 
 def _memory(args: argparse.Namespace) -> int:
+    if not 1 <= args.devices <= 64:
+        raise ValueError(f"--devices must be in 1..64, got {args.devices}")
     import json
 
     import pandas as pd
 
     from nodes.runtime.memory_bench import MODES, bench_memory
 
-    if not 1 <= args.devices <= 64:
-        raise ValueError(f"--devices must be in 1..64, got {args.devices}")
     rows = bench_memory(args.devices, MODES if args.mode == "both" else (args.mode,))
     if args.json:
         print(json.dumps(rows, indent=1))
