@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,27 @@ DEPLOY = (REPO / "scenarios" / "deploy-loopback.toml").read_text()
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([*EDGESTAGE, *args], capture_output=True, text=True, timeout=300,
                           cwd=cwd or REPO)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """Runs commands side by side, for the families of cases below: each case is still its own fresh
+    `edgestage` process, but most of its time is the interpreter importing torch on one core, so
+    on N cores N of them take about the time of one.  Each test waits for its own case only."""
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as executor:
+        yield executor
+
+
+def started(pool: ThreadPoolExecutor, root: Path, args: list[str]) -> Future:
+    """`edgestage ARGS` started in the pool; its future gives (the finished process, the listing
+    of root before it started, the listing after it ended)."""
+    before = listing(root)
+
+    def one() -> tuple[subprocess.CompletedProcess, set[str], set[str]]:
+        done = run(*args)
+        return done, before, listing(root)
+
+    return pool.submit(one)
 
 
 def good_samples() -> dict[str, np.ndarray]:
@@ -174,26 +196,46 @@ def listing(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
+@pytest.fixture(scope="module")
+def samples_runs(pool, tmp_path_factory) -> dict[str, Future]:
+    """Every case of SAMPLES_CASES, in a folder of its own, started at once."""
+    runs = {}
+    for case, (make, args, _needle) in SAMPLES_CASES.items():
+        tmp = tmp_path_factory.mktemp("samples")
+        given = make(tmp / "in.npz")
+        runs[case] = started(pool, tmp, args(str(given), str(tmp)))
+    return runs
+
+
 @pytest.mark.parametrize("case", SAMPLES_CASES, ids=list(SAMPLES_CASES))
-def test_bad_samples_files(tmp_path, case):
-    make, args, needle = SAMPLES_CASES[case]
-    given = make(tmp_path / "in.npz")
-    before = listing(tmp_path)
-    assert_bad_input(run(*args(str(given), str(tmp_path))), needle)
-    assert listing(tmp_path) == before
+def test_bad_samples_files(samples_runs, case):
+    needle = SAMPLES_CASES[case][2]
+    done, before, after = samples_runs[case].result()
+    assert_bad_input(done, needle)
+    assert after == before
+
+
+@pytest.fixture(scope="module")
+def argument_runs(pool, tmp_path_factory) -> dict[str, Future]:
+    """Every case of ARGUMENT_CASES, in a folder of its own, started at once."""
+    runs = {}
+    for case, (args, _needle) in ARGUMENT_CASES.items():
+        tmp = tmp_path_factory.mktemp("arguments")
+        (tmp / "a-file").write_text("a file, not a folder")
+        (tmp / "deploy.toml").write_text(DEPLOY)
+        args = [a.replace("{tmp}", str(tmp)) for a in args]
+        if args[0] == "generate" and "--out" not in args:
+            args += ["--out", str(tmp / "out.npz")]
+        runs[case] = started(pool, tmp, args)
+    return runs
 
 
 @pytest.mark.parametrize("case", ARGUMENT_CASES, ids=list(ARGUMENT_CASES))
-def test_bad_arguments(tmp_path, case):
-    args, needle = ARGUMENT_CASES[case]
-    (tmp_path / "a-file").write_text("a file, not a folder")
-    (tmp_path / "deploy.toml").write_text(DEPLOY)
-    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    if args[0] == "generate" and "--out" not in args:
-        args += ["--out", str(tmp_path / "out.npz")]
-    before = listing(tmp_path)
-    assert_bad_input(run(*args), needle)
-    assert listing(tmp_path) == before
+def test_bad_arguments(argument_runs, case):
+    needle = ARGUMENT_CASES[case][1]
+    done, before, after = argument_runs[case].result()
+    assert_bad_input(done, needle)
+    assert after == before
     assert not list(Path("/proc").glob(".edgestage-probe-*"))
 
 

@@ -1,9 +1,11 @@
 """The command line as a user runs it: real subprocesses, real files."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -18,6 +20,13 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*EDGESTAGE, *args], capture_output=True, text=True, timeout=300)
 
 
+def run_all(*commands: list[str]) -> list[subprocess.CompletedProcess]:
+    """Independent commands side by side, each its own fresh process: most of each one's time is
+    the interpreter importing torch on one core, so on N cores N of them take about one's time."""
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        return list(pool.map(lambda args: run(*args), commands))
+
+
 def assert_bad_input(done: subprocess.CompletedProcess, needle: str) -> None:
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
@@ -25,33 +34,45 @@ def assert_bad_input(done: subprocess.CompletedProcess, needle: str) -> None:
     assert lines[0].startswith("edgestage: error:") and needle in lines[0], lines[0]
 
 
-@pytest.mark.parametrize(
-    ("args", "needle"),
-    [
-        (["--plan", "huge:0-50"], "unknown model 'huge'"),
-        (["--plan", "large:0-30;small:30-50"], "malformed plan stage"),
-        (["--plan", "large:0-30,small:35-50"], "do not tile"),
-        (["--plan", "large:0-40"], "do not tile [0, 50)"),
-        (["--plan", "small:0-50", "--n", "0"], "--n"),
-        (["--plan", "small:0-50", "--label", "11"], "label must lie in 0-9"),
-        (["--plan", "small:0-50", "--scheduler", "euler"], "invalid choice"),
-        (["--plan", "small:0-50", "--steps", "-3"], "--steps"),
-    ],
-)
-def test_generate_bad_input_is_one_line_exit_2_nothing_written(tmp_path, args, needle):
-    out = tmp_path / "s.npz"
-    assert_bad_input(run("generate", *args, "--out", str(out)), needle)
-    assert list(tmp_path.iterdir()) == []
+GENERATE_BAD_INPUT = [
+    (["--plan", "huge:0-50"], "unknown model 'huge'"),
+    (["--plan", "large:0-30;small:30-50"], "malformed plan stage"),
+    (["--plan", "large:0-30,small:35-50"], "do not tile"),
+    (["--plan", "large:0-40"], "do not tile [0, 50)"),
+    (["--plan", "small:0-50", "--n", "0"], "--n"),
+    (["--plan", "small:0-50", "--label", "11"], "label must lie in 0-9"),
+    (["--plan", "small:0-50", "--scheduler", "euler"], "invalid choice"),
+    (["--plan", "small:0-50", "--steps", "-3"], "--steps"),
+]
+
+
+@pytest.fixture(scope="module")
+def generate_bad_input_runs(tmp_path_factory) -> list[tuple[subprocess.CompletedProcess, list]]:
+    """Every case of GENERATE_BAD_INPUT, each with a folder of its own, run side by side: per case
+    the finished process and what its folder holds afterwards."""
+    folders = [tmp_path_factory.mktemp("generate") for _ in GENERATE_BAD_INPUT]
+    done = run_all(*(["generate", *args, "--out", str(folder / "s.npz")]
+                     for (args, _), folder in zip(GENERATE_BAD_INPUT, folders, strict=True)))
+    return [(d, list(folder.iterdir())) for d, folder in zip(done, folders, strict=True)]
+
+
+@pytest.mark.parametrize(("args", "needle"), GENERATE_BAD_INPUT)
+def test_generate_bad_input_is_one_line_exit_2_nothing_written(generate_bad_input_runs, args, needle):
+    done, left = generate_bad_input_runs[GENERATE_BAD_INPUT.index((args, needle))]
+    assert_bad_input(done, needle)
+    assert left == []
 
 
 def test_samples_missing_keys_is_rejected(tmp_path):
     broken = tmp_path / "broken.npz"
     np.savez(broken, images=np.zeros((2, 1, 16, 16), np.float32))
-    assert_bad_input(run("quality", str(broken)), "missing keys: labels, plan, seed")
-    assert_bad_input(run("generate", "--replay", str(broken), "--out", str(tmp_path / "x.npz")),
-                     "missing keys")
+    quality, replay, absent = run_all(
+        ["quality", str(broken)], ["generate", "--replay", str(broken), "--out", str(tmp_path / "x.npz")],
+        ["quality", str(tmp_path / "absent.npz")])
+    assert_bad_input(quality, "missing keys: labels, plan, seed")
+    assert_bad_input(replay, "missing keys")
     assert not (tmp_path / "x.npz").exists()
-    assert_bad_input(run("quality", str(tmp_path / "absent.npz")), "does not exist")
+    assert_bad_input(absent, "does not exist")
 
 
 def test_generate_replay_and_quality(tmp_path):
@@ -66,10 +87,12 @@ def test_generate_replay_and_quality(tmp_path):
     assert (str(samples.plan), samples.seed, samples.scheduler, samples.steps) == (
         "medium:0-6,small:6-10", 4, "dpm", 10)
 
-    assert run("generate", "--replay", str(first), "--out", str(again)).returncode == 0
+    # the replay and the figures of the first file, side by side
+    replayed, done = run_all(["generate", "--replay", str(first), "--out", str(again)],
+                             ["quality", str(first), "--json"])
+    assert replayed.returncode == 0, replayed.stderr
     assert np.array_equal(load_samples(again).images.numpy(), samples.images.numpy())
 
-    done = run("quality", str(first), "--json")
     assert done.returncode == 0, done.stderr
     table = json.loads(done.stdout)
     assert set(table) >= {"n", "fid", "kid", "class_accuracy", "psnr_vs_large"}
