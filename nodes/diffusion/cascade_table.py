@@ -38,7 +38,9 @@ def read_cascade_table(scheduler: str, steps: int, path: Path | None = None) -> 
     out = []
     for line, row in enumerate(rows, start=2):
         try:
-            typed = {**row, **{k: float(row[k]) for k in NUMBERS}, "n": int(row["n"])}
+            psnr = row.get("psnr_vs_large_db")
+            typed = {**row, **{k: float(row[k]) for k in NUMBERS}, "n": int(row["n"]),
+                     "psnr_vs_large_db": float(psnr) if psnr else None}
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}:{line}: not a cascade table row ({exc})") from None
         if not all(math.isfinite(typed[k]) for k in NUMBERS):

@@ -9,6 +9,12 @@ It watches the other stage hosts (nodes.runtime.transport.Outbox's monitors): wh
 through it is refused with a reason that names it, and every request it dispatched (and has not
 yet seen time out) whose plan uses it fails at once, rather than at the device's timeout.
 
+A link can fail without a connection closing (a backhaul outage: TCP just waits).  A planned
+strategy's request whose message has been on its way RESCUE_FACTOR times longer than the path's
+estimate (and at least RESCUE_MIN_S emulated) is re-planned once, avoiding the host at the far
+end of that path, and dispatched again; its device takes whichever result comes first and counts
+the other as a late reply.
+
 It also keeps the live estimates the planned strategies choose by (nodes/runtime/estimates.py):
 every request's arrival and every `report` (a stage host's after each stage, a device's when its
 result arrives) is an observation of a path, and every dispatched plan reserves its stages' time
@@ -43,21 +49,27 @@ from nodes.runtime.protocol import (
     plan_to_wire,
 )
 from nodes.runtime.transport import Inbound, Outbox
-from nodes.strategies import Cluster, PlanRequest, build_strategies
+from nodes.strategies import Cluster, Planned, PlanRequest, build_strategies
 
 if TYPE_CHECKING:
     from nodes.runtime.node import Node
 
 log = logging.getLogger("nodes.runtime.coordinator")
 MAX_IN_FLIGHT = 10_000  # dispatched requests remembered for a host failure; the oldest go first
+RESCUE_FACTOR = 3.0  # a message this many times its path's estimate late: the path has failed
+RESCUE_MIN_S = 0.03  # emulated seconds: never for lateness a queue or a jittery link explains
+STUCK = "~stuck"  # a re-planned request's stuck messages stay awaited under <request_id>~stuck
 
 
-@dataclass(frozen=True)
+@dataclass
 class InFlight:
-    origin: str
+    request: RequestMsg
+    received: float  # when the coordinator had the request
+    request_bytes: int
     plan: list[WireStage]
     hosts: frozenset[str]
     until: float  # by then the device has timed it out itself
+    rescued: bool = False
 
 
 class Coordinator:
@@ -97,8 +109,9 @@ class Coordinator:
             while not self.node.stop.is_set():
                 for host in outbox.poll_events():
                     self.host_down(outbox, host)
+                self.rescue(outbox)
                 try:
-                    item = self.node.requests.get(timeout=0.1)
+                    item = self.node.requests.get(timeout=0.05)
                 except queue.Empty:
                     continue
                 self.handle(item, outbox)
@@ -130,6 +143,12 @@ class Coordinator:
             self._error(outbox, request, f"no plan: {exc}")
             return
         decision = self._predicted(decision, request, item)
+        self._dispatch(outbox, request, decision, item.received, item.message.message_bytes)
+
+    def _dispatch(self, outbox: Outbox, request: RequestMsg, decision: Decision, received: float,
+                  request_bytes: int, note: str | None = None) -> None:
+        """Tell the device its plan and send the first stage on its way (or fail the request)."""
+        stats = self.node.stats
         plan = decision.plan
         wire = plan_to_wire(plan)
         hosts = frozenset(stage.host or "" for stage in plan.stages)
@@ -143,16 +162,17 @@ class Coordinator:
         prediction = None
         if decision.prediction is not None:
             p = decision.prediction
+            why = "; ".join(n for n in (note, decision.note) if n) or None
             prediction = WirePrediction(latency_s=max(0.0, p.latency_s), fid=p.fid,
                                         class_accuracy=p.class_accuracy, device_energy_j=p.device_energy_j,
-                                        note=decision.note)
+                                        note=why[:500] if why else None)
         try:
             outbox.send(request.origin, encode(AcceptedMsg(kind="accepted", prediction=prediction, **common)))
         except RuntimeError as exc:
             log.warning("could not tell %s its plan: %s", request.origin, exc)
         first = plan.stages[0]
         dispatched = time.time()
-        times = RequestTimes(request_sent=request.timestamps.request_sent, coordinator_received=item.received,
+        times = RequestTimes(request_sent=request.timestamps.request_sent, coordinator_received=received,
                              dispatched=dispatched)
         stage = StageMsg(kind="stage", stage=0, start=first.start, end=first.end, n=request.n,
                          labels=request.labels, seed=request.seed, timestamps=times, hops=[],
@@ -163,7 +183,7 @@ class Coordinator:
             self._error(outbox, request, f"dispatch to {first.host} failed: {exc}", wire)
             return
         stats.count("requests_planned")
-        self._remember(request, wire, hosts, dispatched)
+        self._remember(request, received, request_bytes, wire, hosts, dispatched)
         self._reserve(request.request_id, decision, dispatched)
         until = dispatched + self.node.config.request_timeout_s
         self.live.sent((request.request_id, 0), self.node.host, first.host or "", dispatched, until,
@@ -191,19 +211,28 @@ class Coordinator:
     def observe(self, report: ReportMsg) -> None:
         """A report: the path its work came by, and the end of its stage (or of its request)."""
         self.live.reports += 1
+        flight = self.in_flight.get(report.request_id)
+        if report.stage is not None and flight is not None and flight.rescued and (
+                report.stage >= len(flight.plan) or flight.plan[report.stage].host != report.host):
+            # the plan it was re-planned away from: its message got through, so that path is up
+            # again, and the time it took tells of the failure, not of the path now
+            self.live.arrived((report.request_id + STUCK, report.stage))
+            return
         if report.transfer is not None:
             t = report.transfer
             self.live.observe_transfer(t.source, report.host, t.message_bytes, t.received - t.sent)
             self.planner.sizes.observe(t.kind, t.message_bytes, report.n)
         if report.stage is None:  # the device has its result: nothing of this request is queued
             self.live.forget(report.request_id)
+            # nor on its way: a stage's report that comes after this one (another sender, no
+            # order between them) must not start awaiting the result it already delivered
+            self.in_flight.pop(report.request_id, None)
             return
         self.live.arrived((report.request_id, report.stage))
-        flight = self.in_flight.get(report.request_id)
         if report.compute_end is not None and flight is not None:  # its output is on its way now
             plan, index = flight.plan, report.stage + 1
             last = index == len(plan)
-            target = flight.origin if last else plan[min(index, len(plan) - 1)].host
+            target = flight.request.origin if last else plan[min(index, len(plan) - 1)].host
             sizes = self.planner.sizes
             size = (sizes.result_per_image if last else sizes.state_per_image) * report.n
             self.live.sent((report.request_id, index), report.host, target, report.compute_end, flight.until,
@@ -227,14 +256,55 @@ class Coordinator:
             if reason := outbox.down_reason(host):
                 self.unavailable[host] = reason
 
-    def _remember(self, request: RequestMsg, plan: list[WireStage], hosts: frozenset[str],
-                  dispatched: float) -> None:
+    def _remember(self, request: RequestMsg, received: float, request_bytes: int, plan: list[WireStage],
+                  hosts: frozenset[str], dispatched: float) -> None:
         now = time.time()
         while self.in_flight and (len(self.in_flight) >= MAX_IN_FLIGHT
                                   or next(iter(self.in_flight.values())).until <= now):
             self.in_flight.popitem(last=False)  # dispatched earliest, so timed out first
-        until = dispatched + self.node.config.request_timeout_s
-        self.in_flight[request.request_id] = InFlight(request.origin, plan, hosts, until)
+        earlier = self.in_flight.pop(request.request_id, None)
+        until = earlier.until if earlier else dispatched + self.node.config.request_timeout_s
+        self.in_flight[request.request_id] = InFlight(request, received, request_bytes, plan, hosts, until,
+                                                      rescued=earlier is not None)
+
+    def rescue(self, outbox: Outbox) -> None:
+        """Re-plan (once) each planned request whose message is stuck on a path that has failed."""
+        now = time.time()
+        late_after = RESCUE_MIN_S * self.node.config.time_dilation
+        for (request_id, _), (src, dst, sent, until, size) in list(self.live.awaited.items()):
+            flight = self.in_flight.get(request_id)
+            if flight is None or flight.rescued or until <= now:
+                continue
+            strategy = self.strategies.get(flight.request.strategy)
+            avoid = [h for h in (dst, src) if h not in (self.node.host, flight.request.origin)]
+            expected = self.live.transfer_s(src, dst, int(size))
+            if not isinstance(strategy, Planned) or not avoid or expected is None:
+                continue  # a fixed plan stays fixed; a device's own link has no way around it
+            if now - sent < max(RESCUE_FACTOR * expected, expected + late_after):
+                continue
+            self._replan(outbox, flight, strategy, avoid[0], f"{src}->{dst} {now - sent:.3g} s late")
+
+    def _replan(self, outbox: Outbox, flight: InFlight, strategy: Planned, avoid: str, why: str) -> None:
+        request = flight.request
+        flight.rescued = True
+        self._refresh_unavailable(outbox)
+        self.unavailable.setdefault(avoid, f"a message to or from it is overdue ({why})")
+        asked = PlanRequest(request.request_id, request.origin, request.n, request.strategy,
+                            request.deadline_s, sent=request.timestamps.request_sent, received=time.time(),
+                            request_bytes=flight.request_bytes)
+        try:
+            decision = strategy.plan_for(asked, self.cluster)
+        except ValueError as exc:  # no other plan: the request rides out the stuck one
+            log.info("%s: not re-planned (%s): %s", request.request_id, why, exc)
+            return
+        self.node.stats.count("requests_replanned")
+        self.live.queues.forget(request.request_id)  # the stuck plan's reservations
+        for key in [k for k in self.live.awaited if k[0] == request.request_id]:
+            # still on its way: it bounds its path from below until it arrives (or times out)
+            self.live.awaited[(request.request_id + STUCK, key[1])] = self.live.awaited.pop(key)
+        log.info("%s: re-planned (%s): %s", request.request_id, why, decision.plan)
+        self._dispatch(outbox, request, decision, flight.received, flight.request_bytes,
+                       note=f"re-planned: {why}")
 
     def host_down(self, outbox: Outbox, host: str) -> None:
         """Fail every request in flight through `host` now: its device need not wait for a timeout.
@@ -247,10 +317,10 @@ class Coordinator:
             del self.in_flight[request_id]
             self.node.stats.count("requests_failed_host_down")
             try:
-                frames = self.node.error_frames(flight.origin, request_id, reason, flight.plan)
-                outbox.send(flight.origin, frames)
+                frames = self.node.error_frames(flight.request.origin, request_id, reason, flight.plan)
+                outbox.send(flight.request.origin, frames)
             except RuntimeError as exc:
-                log.warning("could not tell %s that %s failed: %s", flight.origin, request_id, exc)
+                log.warning("could not tell %s that %s failed: %s", flight.request.origin, request_id, exc)
 
     def _error(self, outbox: Outbox, request: RequestMsg, reason: str,
                plan: list[WireStage] | None = None) -> None:

@@ -227,8 +227,8 @@ class Device:
             self.fail(request_id, f"inconsistent result: {exc}", wire_text(result.plan))
             return
         note = pending.note if first is None else {**pending.note, **first.note, "n": len(labels)}
-        if note.get("prediction") is None:  # the result overtook the `accepted` message
-            note["prediction"] = result.prediction
+        if result.prediction is not None:  # its own plan's (a re-planned request had two, or the
+            note["prediction"] = result.prediction  # result overtook the `accepted` message)
         seed = note["seed"] if first is None else escalation_seed(note["seed"])
         samples = Samples(images=images, labels=torch.tensor(labels), plan=plan, seed=seed,
                           scheduler=note["scheduler"], steps=note["steps"])

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.report import cascade_lines, cascade_tables, plot_cascade
+from analysis.report import cascade_lines, cascade_tables, plan_quality_frame, plot_cascade
 from analysis.summary import summarize
 from nodes.diffusion.cascade_table import THRESHOLDS, cascade_figures, parse_cascade, read_cascade_table
 from nodes.runtime.protocol import Hop, RequestTimes
@@ -67,3 +67,5 @@ def test_the_summary_reports_the_cascade_s_escalations_and_its_table_s_quality(t
     assert "escalated 2 of 8 images (25.0%) in 1 requests" in lines, lines
     assert "|       0.95  |             0.302 |" in lines, lines
     assert plot_cascade(cascades, tmp_path / "cascade.png").stat().st_size > 10_000
+    shown = plan_quality_frame({"cascade": entry})  # the report's quality table takes it like a plan's
+    assert shown.loc["cascade", "PSNR vs large (dB)"] == f"{table['psnr_vs_large_db']:.2f}"

@@ -95,3 +95,87 @@ def test_elastic_moves_the_steps_to_the_device_when_its_link_slows(tmp_path, not
     assert first["predicted_total_s"].notna().all()
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert "elastic" in summary["strategies"]
+
+
+# The backhaul goes down at 0.765 s (emulated), while request 3 (sent at 0.75 s) is in the cloud
+# or on its way back, and stays down for 3 s.  elastic prefers the cloud's datacenter GPU to the
+# edge's Jetson before; no connection closes (TCP just waits), so only the overdue message shows it.
+OUTAGE = """
+[topology]
+kind = "two_tier"
+[[topology.devices]]
+name = "ou1"
+bw_mbit = 20
+delay_ms = 2
+[topology.backhaul]
+bw_mbit = 100
+delay_ms = 5
+[[topology.events]]
+at = 0.765
+link = ["edge", "cloud"]
+action = "down"
+[[topology.events]]
+at = 3.8
+link = ["edge", "cloud"]
+action = "up"
+
+[nodes.cloud]
+models = ["medium"]
+compute = "profiled"
+hardware = "datacenter_gpu"
+[nodes.edge]
+models = ["medium"]
+compute = "profiled"
+hardware = "jetson"
+[nodes.device]
+models = ["small"]
+compute = "profiled"
+hardware = "phone"
+
+[workload]
+requests = 6
+arrival = "fixed"
+interval_s = 0.25
+images_per_request = 2
+request_timeout_s = 6
+warmup = true
+warmup_gap_s = 0.1
+warmup_settle_s = 0.3
+
+[strategies.elastic]
+kind = "elastic"
+min_class_accuracy = 0.93   # medium (0.934) and large, not small (0.824): the device's phone is out
+
+[generation]
+scheduler = "dpm"
+steps = 10
+
+[capture]
+enabled = false
+
+[run]
+timeout_s = 5
+time_dilation = 24
+"""
+
+
+@root_only
+@pytest.mark.slow
+def test_a_request_stuck_behind_a_failed_backhaul_is_re_planned(tmp_path, nothing_left_after) -> None:
+    nothing_left_after.add("ou1")
+    path = tmp_path / "outage.toml"
+    path.write_text(OUTAGE)
+    argv = [sys.executable, "-m", "emulation.cli", "run", str(path), "--out", str(tmp_path / "run"),
+            "--quiet", "--no-quality"]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    req = pd.read_parquet(tmp_path / "run" / "requests.parquet")
+    first = req[(req["stage_index"] == 0) & req["warmup"].ne(True)].sort_values("t_scheduled")
+    rows = list(zip(first["t_scheduled"], first["plan"], first["plan_note"], first["total_s"], strict=True))
+    assert (first["outcome"] == "ok").all(), first[["request_id", "reason"]]
+    assert all("@cloud" in plan for t, plan, _, _ in rows if t < 0.7), rows  # the cloud is quicker
+    stuck = [r for r in rows if 0.7 < r[0] < 0.8]
+    (_, plan, note, total), = stuck
+    # re-planned onto the edge well before the link came back (3 s later)
+    assert "re-planned" in (note or "") and "@cloud" not in plan and total < 0.5, rows
+    assert all("@cloud" not in plan for t, plan, _, _ in rows if t > 0.8), rows  # and nothing else went there
