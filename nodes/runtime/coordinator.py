@@ -13,7 +13,8 @@ A link can fail without a connection closing (a backhaul outage: TCP just waits)
 strategy's request whose message has been on its way RESCUE_FACTOR times longer than the path's
 estimate (and at least RESCUE_MIN_S emulated) is re-planned once, avoiding the host at the far
 end of that path, and dispatched again; its device takes whichever result comes first and counts
-the other as a late reply.
+the other as a late reply.  That host is then avoided by every plan until a report from it says
+its path is back (a stuck message got through), or for a request timeout.
 
 It also keeps the live estimates the planned strategies choose by (nodes/runtime/estimates.py):
 every request's arrival and every `report` (a stage host's after each stage, a device's when its
@@ -49,7 +50,7 @@ from nodes.runtime.protocol import (
     plan_to_wire,
 )
 from nodes.runtime.transport import Inbound, Outbox
-from nodes.strategies import Cluster, Planned, PlanRequest, build_strategies
+from nodes.strategies import Cluster, Planned, PlanRequest, Strategy, build_strategies
 
 if TYPE_CHECKING:
     from nodes.runtime.node import Node
@@ -86,6 +87,8 @@ class Coordinator:
         # the hosts whose death fails requests: devices run only their own requests' stages
         self.watched = [h for h, role in config.roles().items() if role != "device" and h != config.host]
         self.in_flight: OrderedDict[str, InFlight] = OrderedDict()
+        self.avoided: dict[str, tuple[float, str]] = {}  # host re-planned around -> (until, why)
+        self.replanned: OrderedDict[str, None] = OrderedDict()  # request ids re-planned, newest last
         self._warn_unservable()
 
     def _warn_unservable(self) -> None:
@@ -137,7 +140,7 @@ class Coordinator:
                                 request.deadline_s, sent=sent, received=item.received,
                                 request_bytes=item.message.message_bytes, explore=request.warmup,
                                 escalation=request.escalation_of is not None)
-            decision = strategy.plan_for(asked, self.cluster)
+            decision = self._plan(strategy, asked)
         except Exception as exc:  # ValueError: cannot serve; anything else: a planner bug, same outcome
             stats.count("requests_refused")
             self._error(outbox, request, f"no plan: {exc}")
@@ -190,6 +193,19 @@ class Coordinator:
                        self.planner.sizes.dispatch)
         log.debug("%s: %s", request.request_id, plan)
 
+    def _plan(self, strategy: Strategy, asked: PlanRequest) -> Decision:
+        """The strategy's plan; where only a host being avoided (re-planned around) could serve
+        it, a plan through that host after all: waiting on a path that may be back beats failing."""
+        try:
+            return strategy.plan_for(asked, self.cluster)
+        except ValueError:
+            avoided = [h for h in self.avoided if h in self.unavailable]
+            if not avoided:
+                raise
+            for host in avoided:
+                del self.unavailable[host]
+            return strategy.plan_for(asked, self.cluster)
+
     def _predicted(self, decision: Decision, request: RequestMsg, item: Inbound) -> Decision:
         """A fixed strategy's plan gets the same prediction a planned one makes for itself."""
         if decision.prediction is not None:
@@ -211,9 +227,17 @@ class Coordinator:
     def observe(self, report: ReportMsg) -> None:
         """A report: the path its work came by, and the end of its stage (or of its request)."""
         self.live.reports += 1
+        self.avoided.pop(report.host, None)  # a report came through: its path is back
         flight = self.in_flight.get(report.request_id)
-        if report.stage is not None and flight is not None and flight.rescued and (
-                report.stage >= len(flight.plan) or flight.plan[report.stage].host != report.host):
+        if report.late:  # the first plan's result of a re-planned request reached its device
+            for key, (src, *_) in list(self.live.awaited.items()):
+                if key[0] == report.request_id + STUCK:
+                    self.avoided.pop(src, None)  # it got through from there: that path is back
+            self.live.forget(report.request_id + STUCK)
+            return
+        if report.stage is not None and report.request_id in self.replanned and (
+                flight is None or report.stage >= len(flight.plan)
+                or flight.plan[report.stage].host != report.host):
             # the plan it was re-planned away from: its message got through, so that path is up
             # again, and the time it took tells of the failure, not of the path now
             self.live.arrived((report.request_id + STUCK, report.stage))
@@ -244,14 +268,19 @@ class Coordinator:
                                         report.compute_end - report.compute_start)
 
     def _refresh_unavailable(self, outbox: Outbox) -> None:
-        """Hosts the planner must avoid now: down (the outbox saw the connection go) or suspect
-        (a stage there never reported; nodes/runtime/estimates.py)."""
+        """Hosts the planner must avoid now: down (the outbox saw the connection go), suspect (a
+        stage there never reported; nodes/runtime/estimates.py) or re-planned around (`avoided`)."""
         self.unavailable.clear()
         now = time.time()
         for host in list(self.live.queues.queues):
             self.live.queues.schedule(host, now)  # expires what timed out unreported
         self.live.queues.expire_suspicion(now, self.node.config.request_timeout_s)
         self.unavailable.update(self.live.queues.suspect_reasons())
+        for host, (until, why) in list(self.avoided.items()):
+            if until <= now:
+                del self.avoided[host]
+            else:
+                self.unavailable.setdefault(host, why)
         for host in self.watched:
             if reason := outbox.down_reason(host):
                 self.unavailable[host] = reason
@@ -271,24 +300,40 @@ class Coordinator:
         """Re-plan (once) each planned request whose message is stuck on a path that has failed."""
         now = time.time()
         late_after = RESCUE_MIN_S * self.node.config.time_dilation
-        for (request_id, _), (src, dst, sent, until, size) in list(self.live.awaited.items()):
+        for (request_id, index), (src, dst, sent, until, size) in list(self.live.awaited.items()):
             flight = self.in_flight.get(request_id)
             if flight is None or flight.rescued or until <= now:
                 continue
             strategy = self.strategies.get(flight.request.strategy)
             avoid = [h for h in (dst, src) if h not in (self.node.host, flight.request.origin)]
-            expected = self.live.transfer_s(src, dst, int(size))
-            if not isinstance(strategy, Planned) or not avoid or expected is None:
+            due = self._due_s(request_id, index, src, dst, int(size), sent, now)
+            if not isinstance(strategy, Planned) or not avoid or due is None:
                 continue  # a fixed plan stays fixed; a device's own link has no way around it
-            if now - sent < max(RESCUE_FACTOR * expected, expected + late_after):
+            transfer, expected = due
+            if now - sent < expected + max((RESCUE_FACTOR - 1) * transfer, late_after):
                 continue
             self._replan(outbox, flight, strategy, avoid[0], f"{src}->{dst} {now - sent:.3g} s late")
+
+    def _due_s(self, request_id: str, index: int, src: str, dst: str, size: int, sent: float,
+               now: float) -> tuple[float, float] | None:
+        """The message's transfer time, and how long after `sent` the report that ends its wait
+        is due: a stage's input is reported only once the stage has computed, so its transfer,
+        its wait in the host's queue and its compute; a result's, its transfer."""
+        transfer = self.live.transfer_s(src, dst, size)
+        if transfer is None:
+            return None
+        for r in self.live.queues.schedule(dst, now):
+            if r.key == (request_id, index):
+                return transfer, max(transfer, r.start + r.duration - sent)  # its own end, not stretched
+        return transfer, transfer
 
     def _replan(self, outbox: Outbox, flight: InFlight, strategy: Planned, avoid: str, why: str) -> None:
         request = flight.request
         flight.rescued = True
         self._refresh_unavailable(outbox)
-        self.unavailable.setdefault(avoid, f"a message to or from it is overdue ({why})")
+        reason = f"a message to or from it is overdue ({why})"
+        self.avoided[avoid] = (time.time() + self.node.config.request_timeout_s, reason)
+        self.unavailable.setdefault(avoid, reason)
         asked = PlanRequest(request.request_id, request.origin, request.n, request.strategy,
                             request.deadline_s, sent=request.timestamps.request_sent, received=time.time(),
                             request_bytes=flight.request_bytes)
@@ -298,6 +343,9 @@ class Coordinator:
             log.info("%s: not re-planned (%s): %s", request.request_id, why, exc)
             return
         self.node.stats.count("requests_replanned")
+        self.replanned[request.request_id] = None
+        while len(self.replanned) > MAX_IN_FLIGHT:
+            self.replanned.popitem(last=False)
         self.live.queues.forget(request.request_id)  # the stuck plan's reservations
         for key in [k for k in self.live.awaited if k[0] == request.request_id]:
             # still on its way: it bounds its path from below until it arrives (or times out)

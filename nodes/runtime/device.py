@@ -181,6 +181,8 @@ class Device:
         if pending is None or (pending.first is not None) != escalation:
             seen = "already ended" if envelope.request_id in self.ended else "unknown"
             self.node.stats.drop("late_replies", f"{envelope.kind} for {seen} request {envelope.request_id}")
+            if isinstance(envelope, ResultMsg) and envelope.request_id in self.ended:
+                self.report(outbox, item, late=True)  # the path it took is up again
             return
         if isinstance(envelope, AcceptedMsg):
             if pending.first is not None:
@@ -201,8 +203,9 @@ class Device:
                 if request_id in self.pending:
                     self.fail(request_id, f"recording the result failed: {exc}", wire_text(envelope.plan))
 
-    def report(self, outbox: Outbox, item: Inbound) -> None:
-        """Tell the coordinator how the result came (its estimate of the path to this device)."""
+    def report(self, outbox: Outbox, item: Inbound, late: bool = False) -> None:
+        """Tell the coordinator how the result came (its estimate of the path to this device); a
+        `late` one (a re-planned request's first plan's result) only that its path delivers again."""
         result: ResultMsg = item.message.envelope  # type: ignore[assignment]
         last = result.hops[-1]
         transfer = None
@@ -210,7 +213,7 @@ class Device:
             transfer = WireTransfer(source=last.host, kind="result", sent=last.sent, received=item.received,
                                     message_bytes=item.message.message_bytes)
         message = ReportMsg(v=WIRE_VERSION, kind="report", request_id=result.request_id, origin=result.origin,
-                            host=self.node.host, n=result.n, transfer=transfer)
+                            host=self.node.host, n=result.n, transfer=None if late else transfer, late=late)
         try:
             outbox.send(self.node.config.coordinator, encode(message))
         except RuntimeError as exc:  # the estimates miss one report; the request is not affected

@@ -210,6 +210,7 @@ class ReportMsg(_Common):
     steps: Annotated[int, Field(ge=0, le=100_000)] = 0
     compute_start: Time | None = None
     compute_end: Time | None = None
+    late: bool = False  # a device's: a result of a request that had already ended (re-planned)
 
 
 Envelope = RequestMsg | AcceptedMsg | StageMsg | ResultMsg | ErrorMsg | ReportMsg
