@@ -19,7 +19,9 @@ BENCH = sorted((REPO / "scenarios" / "bench").glob("*.toml"))
 @pytest.mark.parametrize("path", BENCH, ids=[p.stem for p in BENCH])
 def test_the_benchmark_scenarios_load_with_every_strategy_and_the_equal_quality_floor(path):
     scenario = load_scenario(path)
-    names = {"cloud_only", "edge_only", "device_only", "fixed_split", "elastic", "routing"}
+    names = {"cloud_only", "edge_only", "fixed_split", "elastic"}
+    if path.stem != "outage-cloud":  # it leaves out device_only (under the floor) and routing
+        names |= {"device_only", "routing"}
     assert names <= set(scenario.strategies)
     elastic = scenario.strategies["elastic"]
     assert (elastic.min_class_accuracy, elastic.max_fid) == (0.946, 1.53)
