@@ -220,8 +220,11 @@ def _row(name: str, first: pd.DataFrame, summary: dict[str, Any] | None, schedul
     weights = ok["n_images"].astype(float).to_numpy()
     totals = ok["total_s"].astype(float)
     entry = summary or {}
-    if "cascade" in ok and ok["cascade"].notna().any():  # its quality is the cascade table's
-        quality = pd.DataFrame({k: [entry.get(k, math.nan)] * len(ok) for k in ("fid", "class_accuracy")})
+    if "cascade" in ok and ok["cascade"].notna().any():  # its quality is the cascade table's row
+        from nodes.diffusion.cascade_table import cascade_figures, parse_cascade
+
+        rows = [cascade_figures(*parse_cascade(c), scheduler, steps) for c in ok["cascade"]]
+        quality = pd.DataFrame({k: [r[k] for r in rows] for k in ("fid", "class_accuracy")})
     return {"strategy": name, "requests": len(first), "done": len(ok), "failed": len(first) - len(ok),
             "latency_mean_s": totals.mean(), "latency_p50_s": totals.quantile(0.5),
             "latency_p95_s": totals.quantile(0.95),

@@ -97,3 +97,14 @@ def test_the_targets_are_checked_from_the_table():
     assert "cloud_only" in p95["check"] and p95["value"] == pytest.approx(1 - 0.5 / 1.4)
     energy = next(c for k, c in checks.items() if k.startswith("elastic_energy"))
     assert energy["value"] == pytest.approx(0.85) and energy["met"]
+
+
+def test_a_cascade_s_row_takes_its_quality_from_the_cascade_table():
+    from emulation.compare import _row
+
+    first = pd.DataFrame({"request_id": ["a", "b"], "outcome": ["ok", "ok"], "n_images": [2, 2],
+                          "total_s": [0.1, 0.3], "plan": ["small:0-30@d1", "small:0-30@d2"],
+                          "cascade": ["small>large@0.95", "small>large@0.95"]})
+    row = _row("cascade", first, {"escalation_rate": 0.25}, "dpm", 30)
+    assert (row["fid"], row["class_accuracy"]) == pytest.approx((2.06301, 0.95))
+    assert row["escalation_rate"] == 0.25 and row["latency_mean_s"] == pytest.approx(0.2)
