@@ -328,19 +328,6 @@ class Scenario(Experiment):
     def roles_present(self) -> set[str]:
         return {r for r in NODE_ROLES if any(self._hosts_of(r))}
 
-    def _check_cascade(self, name: str, spec: StrategySpec) -> None:
-        """A cascade's quality is the cascade table's row of its models and threshold: it must be there."""
-        from nodes.diffusion.cascade_table import cascade_figures
-        from nodes.strategies import DEFAULT_MODEL
-
-        gen = self.generation
-        assert spec.escalate_model is not None and spec.threshold is not None  # the spec checks them
-        try:
-            cascade_figures(spec.model or DEFAULT_MODEL["cascade"], spec.escalate_model, spec.threshold,
-                            gen.scheduler, gen.steps)
-        except ValueError as exc:
-            raise ValueError(f"strategies.{name}: {exc}") from None
-
     def host_radio(self, host: str) -> str | None:
         return next((d.radio for d in self.topology.device_specs() if d.name == host), None)
 
