@@ -8,9 +8,12 @@ raises ValueError with one line naming the file; `save_samples` writes all or no
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,13 +52,25 @@ def check_output_path(path: Path, what: str = "samples file") -> Path:
     if not ancestor.is_dir():
         raise ValueError(f"cannot write {what} {path}: {ancestor} is not a directory")
     try:  # the only sure test (read-only mounts, /proc, permissions, quotas): make a file, remove it
-        fd, probe = tempfile.mkstemp(prefix=".edgestage-probe-", dir=ancestor)
+        with ctrl_c_held():
+            fd, probe = tempfile.mkstemp(prefix=".edgestage-probe-", dir=ancestor)
+            os.close(fd)
+            os.unlink(probe)
     except OSError as exc:
         raise ValueError(f"cannot write {what} {path}: cannot create a file in {ancestor} "
                          f"({exc.strerror or exc})") from None
-    os.close(fd)
-    os.unlink(probe)
     return path
+
+
+@contextmanager
+def ctrl_c_held() -> Iterator[None]:
+    """SIGINT held off (delivered on leaving) where it could come between making a temporary file
+    and knowing its name, and leave the file behind (seen in CI)."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def save_samples(path: Path, samples: Samples) -> None:
@@ -66,7 +81,8 @@ def save_samples(path: Path, samples: Samples) -> None:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
+        with ctrl_c_held():
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             np.savez(
                 handle,

@@ -1,0 +1,27 @@
+"""A samples file is written whole or not at all, and Ctrl-C cannot come between making a
+temporary file and knowing its name (which left a probe file behind once, in CI)."""
+
+import os
+import signal
+
+import pytest
+
+from nodes.diffusion.samples import check_output_path, ctrl_c_held
+
+
+def test_ctrl_c_inside_a_held_block_comes_when_it_ends(tmp_path):
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with ctrl_c_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            reached.append("after the signal")  # not interrupted here
+        reached.append("after the block")  # interrupted before this
+    assert reached == ["after the signal"]
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())  # unblocked again
+
+
+def test_checking_an_output_path_leaves_nothing(tmp_path):
+    assert check_output_path(tmp_path / "new" / "s.npz") == tmp_path / "new" / "s.npz"
+    assert list(tmp_path.iterdir()) == []  # not even the folder it would make
+    with pytest.raises(ValueError, match="it is a directory"):
+        check_output_path(tmp_path)
