@@ -14,7 +14,11 @@ strategy's request whose message has been on its way RESCUE_FACTOR times longer 
 estimate (and at least RESCUE_MIN_S emulated) is re-planned once, avoiding the host at the far
 end of that path, and dispatched again; its device takes whichever result comes first and counts
 the other as a late reply.  That host is then avoided by every plan until a report from it says
-its path is back (a stuck message got through), or for a request timeout.
+its path is back (a stuck message got through), or for a request timeout.  Where the stuck
+message is one of its own dispatches, it also gives up that connection for a fresh one
+(Outbox.reconnect): everything sent after the stuck message would wait behind it for TCP's
+retransmission back-off, while a fresh connection's handshake says the path is back as soon as it
+is, and from then on carries the new dispatches.
 
 It also keeps the live estimates the planned strategies choose by (nodes/runtime/estimates.py):
 every request's arrival and every `report` (a stage host's after each stage, a device's when its
@@ -89,6 +93,7 @@ class Coordinator:
         self.in_flight: OrderedDict[str, InFlight] = OrderedDict()
         self.avoided: dict[str, tuple[float, str]] = {}  # host re-planned around -> (until, why)
         self.replanned: OrderedDict[str, None] = OrderedDict()  # request ids re-planned, newest last
+        self.reconnecting: dict[str, float] = {}  # host -> when its stuck connection was given up
         self._warn_unservable()
 
     def _warn_unservable(self) -> None:
@@ -112,6 +117,8 @@ class Coordinator:
             while not self.node.stop.is_set():
                 for host in outbox.poll_events():
                     self.host_down(outbox, host)
+                for host in outbox.reconnected():
+                    self.path_back(host)
                 self.rescue(outbox)
                 try:
                     item = self.node.requests.get(timeout=0.05)
@@ -312,7 +319,31 @@ class Coordinator:
             transfer, expected = due
             if now - sent < expected + max((RESCUE_FACTOR - 1) * transfer, late_after):
                 continue
-            self._replan(outbox, flight, strategy, avoid[0], f"{src}->{dst} {now - sent:.3g} s late")
+            late_s = (now - sent) / self.node.config.time_dilation
+            self._replan(outbox, flight, strategy, avoid[0], f"{src}->{dst} {late_s:.3g} s late (emulated)")
+            if index == 0 and src == self.node.host and dst not in self.reconnecting:  # our dispatch
+                self._reconnect(outbox, dst)
+
+    def _reconnect(self, outbox: Outbox, host: str) -> None:
+        """A fresh connection to `host` in place of the one stuck behind a failed link; each attempt
+        is given a few round trips of the path (at least the kernel's first SYN timeout, 1 s)."""
+        trip = self.live.transfer_s(self.node.host, host, 0) or 0.0
+        self.reconnecting[host] = time.time()
+        outbox.reconnect(host, connect_timeout_s=max(1.0, 8 * trip))
+        self.node.stats.count("connections_renewed")
+        log.info("gave up the connection to %s for a fresh one", host)
+
+    def path_back(self, host: str) -> None:
+        """A fresh connection to `host` completed its handshake: the path is back. What was sent on
+        the old connection arrives when TCP retransmits it and says nothing of the path now."""
+        since = self.reconnecting.pop(host, None)
+        if since is None:
+            return
+        self.avoided.pop(host, None)
+        for key, (src, dst, sent, *_) in list(self.live.awaited.items()):
+            if (src, dst) == (self.node.host, host) and sent <= since:
+                del self.live.awaited[key]
+        log.info("the path to %s is back (a fresh connection's handshake)", host)
 
     def _due_s(self, request_id: str, index: int, src: str, dst: str, size: int, sent: float,
                now: float) -> tuple[float, float] | None:

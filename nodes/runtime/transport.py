@@ -141,7 +141,13 @@ class Outbox:
     Each socket has a monitor: a killed peer's TCP connections are closed by its kernel, so the
     DISCONNECTED event comes at once. A host whose connection closed and has not completed a
     handshake again within DOWN_GRACE_S is down: sends to it raise PeerDown at once rather than
-    queue for a peer that may never come back."""
+    queue for a peer that may never come back.
+
+    A failed link closes nothing: what was sent into it waits for TCP's retransmission back-off,
+    and so does everything sent after it on that connection. `reconnect` gives up the connection
+    (what it already handed the kernel is still delivered, late) for a fresh one that tries anew
+    every `connect_timeout_s`; its handshake is the first sign that the path is back
+    (`reconnected`)."""
 
     def __init__(self, context: zmq.Context, endpoints: dict[str, str],
                  curve: CurveKeys | None = None) -> None:
@@ -152,9 +158,29 @@ class Outbox:
         self._monitors: dict[str, zmq.Socket] = {}
         self._lost: dict[str, float] = {}  # host -> when its connection closed (not back since)
         self._reported: set[str] = set()
+        self._probing: set[str] = set()  # hosts reconnected, their handshake not yet done
+        self._back: list[str] = []  # hosts whose fresh connection has completed its handshake
 
-    def connect(self, host: str) -> zmq.Socket:
-        """The socket to `host`, connecting it now if need be (to watch a peer before sending)."""
+    def reconnect(self, host: str, connect_timeout_s: float) -> None:
+        """A fresh connection to `host` instead of the one stuck behind a failed link."""
+        old = self._sockets.pop(host, None)
+        if old is not None:
+            old.disable_monitor()
+            self._monitors.pop(host).close(linger=0)
+            old.close(linger=0)
+        self._probing.add(host)
+        self.connect(host, connect_timeout_s)
+
+    def reconnected(self) -> list[str]:
+        """The hosts whose fresh connection (`reconnect`) completed its handshake since last asked."""
+        self.poll_events()
+        back, self._back = self._back, []
+        return back
+
+    def connect(self, host: str, connect_timeout_s: float = 0.0) -> zmq.Socket:
+        """The socket to `host`, connecting it now if need be (to watch a peer before sending).
+        A `connect_timeout_s` abandons an unanswered connection attempt for a new one: without it
+        the kernel retransmits the SYN after 1, 3, 7, 15 ... s of wall time."""
         if host not in self._endpoints:
             raise RuntimeError(f"no endpoint known for host {host!r}")
         sock = self._sockets.get(host)
@@ -162,6 +188,8 @@ class Outbox:
             sock = self._context.socket(zmq.PUSH)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+            if connect_timeout_s > 0:
+                sock.setsockopt(zmq.CONNECT_TIMEOUT, max(1, round(connect_timeout_s * 1000)))
             if self._curve is not None:
                 secure_client(sock, self._curve, host)
             self._monitors[host] = sock.get_monitor_socket(_PEER_EVENTS)
@@ -192,6 +220,9 @@ class Outbox:
                 elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     if host in self._reported:
                         log.info("host %s is back", host)
+                    if host in self._probing:
+                        self._probing.discard(host)
+                        self._back.append(host)
                     self._lost.pop(host, None)
                     self._reported.discard(host)
         down = [h for h, t in self._lost.items() if now - t >= DOWN_GRACE_S and h not in self._reported]

@@ -57,6 +57,37 @@ def test_an_outbox_reports_a_peer_whose_connection_closed_until_it_comes_back():
         context.term()
 
 
+def test_a_fresh_connection_says_when_its_host_is_back_and_carries_what_was_sent_meanwhile():
+    context = zmq.Context()
+    endpoint = f"tcp://127.0.0.1:{free_ports(1)[0]}"
+    inbox = context.socket(zmq.PULL)
+    inbox.bind(endpoint)
+    outbox = Outbox(context, {"cloud": endpoint})
+    try:
+        outbox.send("cloud", [b"first"])
+        assert inbox.poll(2000) and inbox.recv() == b"first"
+        assert outbox.reconnected() == []  # the first connection's handshake is not a return
+        inbox.close(linger=0)  # unreachable from now on: each attempt of the fresh connection fails
+        time.sleep(0.1)  # (the listener closes in ZeroMQ's I/O thread)
+        outbox.reconnect("cloud", connect_timeout_s=0.2)
+        outbox.send("cloud", [b"meanwhile"])  # queued for the fresh connection, not refused
+        time.sleep(0.5)
+        assert outbox.reconnected() == []
+        inbox = context.socket(zmq.PULL)
+        inbox.bind(endpoint)
+        deadline = time.monotonic() + 5
+        back: list[str] = []
+        while not back and time.monotonic() < deadline:
+            back = outbox.reconnected()
+            time.sleep(0.02)
+        assert back == ["cloud"] and outbox.reconnected() == []  # said once
+        assert inbox.poll(2000) and inbox.recv() == b"meanwhile"
+    finally:
+        outbox.close()
+        inbox.close(linger=0)
+        context.term()
+
+
 @pytest.mark.slow
 def test_killing_the_cloud_fails_its_requests_fast_and_names_it(tmp_path):
     profiles = tmp_path / "profiles.toml"  # slow enough that a cloud request is in flight at the kill
