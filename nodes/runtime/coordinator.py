@@ -11,14 +11,14 @@ yet seen time out) whose plan uses it fails at once, rather than at the device's
 
 A link can fail without a connection closing (a backhaul outage: TCP just waits).  A planned
 strategy's request whose message has been on its way RESCUE_FACTOR times longer than the path's
-estimate (and at least RESCUE_MIN_S emulated) is re-planned once, avoiding the host at the far
-end of that path, and dispatched again; its device takes whichever result comes first and counts
-the other as a late reply.  That host is then avoided by every plan until a report from it says
-its path is back (a stuck message got through), or for a request timeout.  Where the stuck
-message is one of its own dispatches, it also gives up that connection for a fresh one
-(Outbox.reconnect): everything sent after the stuck message would wait behind it for TCP's
-retransmission back-off, while a fresh connection's handshake says the path is back as soon as it
-is, and from then on carries the new dispatches.
+estimate (and at least two round trips, and RESCUE_MIN_S emulated) is re-planned once, avoiding
+the host at the far end of that path, and dispatched again; its device takes whichever result
+comes first and counts the other as a late reply.  That host is then avoided by every plan until
+a report from it says its path is back (a stuck message got through), or for a request timeout.
+Where the stuck message is one of its own dispatches, it also gives up that connection for a
+fresh one (Outbox.reconnect): everything sent after the stuck message would wait behind it for
+TCP's retransmission back-off, while a fresh connection's handshake says the path is back as soon
+as it is, and from then on carries the new dispatches.
 
 It also keeps the live estimates the planned strategies choose by (nodes/runtime/estimates.py):
 every request's arrival and every `report` (a stage host's after each stage, a device's when its
@@ -317,7 +317,11 @@ class Coordinator:
             if not isinstance(strategy, Planned) or not avoid or due is None:
                 continue  # a fixed plan stays fixed; a device's own link has no way around it
             transfer, expected = due
-            if now - sent < expected + max((RESCUE_FACTOR - 1) * transfer, late_after):
+            # two round trips more are no failure: TCP restarts its window after an idle spell
+            # (RFC 2861), so a message on a quiet connection may wait for an ACK (seen: 0.03 s)
+            trip = self.live.transfer_s(src, dst, 0) or 0.0
+            trip += self.live.transfer_s(dst, src, 0) or trip
+            if now - sent < expected + max((RESCUE_FACTOR - 1) * transfer, late_after, 2 * trip):
                 continue
             late_s = (now - sent) / self.node.config.time_dilation
             self._replan(outbox, flight, strategy, avoid[0], f"{src}->{dst} {late_s:.3g} s late (emulated)")
