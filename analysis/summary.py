@@ -3,7 +3,9 @@
 Per strategy: requests done and failed, latency (mean / p50 / p95 of each ok request's total, from
 the device's send to the result's arrival), deadline hits, profiled-compute overruns, bytes on the
 wire per image (every packet of the strategy's requests on every link it crossed, ACKs included,
-divided by the images delivered) and per link, energy per image, and quality.
+divided by the images delivered) and per link, the part of it that is the nodes' `report`s to the
+coordinator (`report_bytes_per_image`: sent for every strategy's stages, used by the planned
+ones), energy per image, and quality.
 
 Overruns (a profiled step that really took longer than its profile) are never silent: per strategy
 `overrun_steps`, `overrun_s` (seconds beyond the profile, summed) and `overrun_requests`; the
@@ -92,7 +94,7 @@ def summarize(requests: pd.DataFrame, traffic: pd.DataFrame | None, samples_dir:
     if reqs.empty:
         return {}
     energy = request_energy(requests, network, load_power() if power is None else power)
-    wire, by_link = _wire(traffic)
+    wire, by_link, reports = _wire(traffic)
     ok_all = reqs[reqs["outcome"] == "ok"]
     planned = ok_all[_cascades(ok_all).isna()]  # a cascade's quality is its table's, not its first plan's
     per_plan = (_plans_quality(planned, plan_images, cache_dir, progress)
@@ -100,7 +102,7 @@ def summarize(requests: pd.DataFrame, traffic: pd.DataFrame | None, samples_dir:
     out: dict[str, dict[str, Any]] = {}
     for strategy, group in reqs.groupby("strategy", sort=False):
         ok = group[group["outcome"] == "ok"]
-        entry = _costs(group, ok, requests, wire, by_link)
+        entry = _costs(group, ok, requests, wire, by_link, reports)
         entry.update(_overruns(requests[requests["request_id"].isin(group.index)]))
         entry.update(_energy(ok, energy))
         cascading = _cascades(ok).notna().any()
@@ -114,16 +116,18 @@ def summarize(requests: pd.DataFrame, traffic: pd.DataFrame | None, samples_dir:
     return out
 
 
-def _wire(traffic: pd.DataFrame | None) -> tuple[pd.Series, pd.DataFrame]:
-    """Wire bytes per request, and per request and link, of the packets attributed to a request."""
+def _wire(traffic: pd.DataFrame | None) -> tuple[pd.Series, pd.DataFrame, pd.Series]:
+    """Wire bytes per request, per request and link, and of reports per request, of the packets
+    attributed to a request."""
     if traffic is None or traffic.empty:
-        return pd.Series(dtype=float), pd.DataFrame()
+        return pd.Series(dtype=float), pd.DataFrame(), pd.Series(dtype=float)
     attributed = traffic.dropna(subset=["request_id"])
     # a cascade's escalation travels as a request of its own: its bytes are its cascade request's
     attributed = attributed.assign(request_id=attributed["request_id"].map(request_of))
     wire = attributed.groupby("request_id")["wire_bytes"].sum()
     by_link = attributed.groupby(["request_id", "link"])["wire_bytes"].sum().unstack(fill_value=0.0)
-    return wire, by_link
+    reports = attributed[attributed["kind"] == "report"].groupby("request_id")["wire_bytes"].sum()
+    return wire, by_link, reports
 
 
 def _failures(group: pd.DataFrame) -> pd.DataFrame:
@@ -133,7 +137,7 @@ def _failures(group: pd.DataFrame) -> pd.DataFrame:
 
 
 def _costs(group: pd.DataFrame, ok: pd.DataFrame, requests: pd.DataFrame, wire: pd.Series,
-           by_link: pd.DataFrame) -> dict[str, Any]:
+           by_link: pd.DataFrame, reports: pd.Series) -> dict[str, Any]:
     """Counts, failures with their reasons, latency, deadlines, overruns and bytes of one strategy."""
     totals = ok["total_s"].astype(float)
     images = int(ok["n_images"].sum())
@@ -155,6 +159,8 @@ def _costs(group: pd.DataFrame, ok: pd.DataFrame, requests: pd.DataFrame, wire: 
         if ok["deadline_met"].notna().any() else None,
         "wire_bytes": float(wire.reindex(ok.index).fillna(0).sum()) if len(wire) else None,
         "wire_bytes_per_image": (float(wire.reindex(ok.index).fillna(0).sum()) / images)
+        if len(wire) and images else None,
+        "report_bytes_per_image": (float(reports.reindex(ok.index).fillna(0).sum()) / images)
         if len(wire) and images else None,
         "payload_bytes_per_image": (float(rows["message_bytes"].fillna(0).sum()
                                           + rows["result_message_bytes"].fillna(0).sum()) / images)

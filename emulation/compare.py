@@ -43,8 +43,8 @@ from nodes.runtime.node_config import PLANNED_KINDS
 ORACLE_FRACTIONS = ((("large", "medium"), (0.1,)), (("large", "medium"), (0.3,)),
                     (("large", "small"), (0.7,)), (("large", "medium", "small"), (0.2, 0.8)))
 COLUMNS = ["strategy", "requests", "done", "failed", "latency_mean_s", "latency_p50_s", "latency_p95_s",
-           "fid", "class_accuracy", "wire_bytes_per_image", "device_energy_per_image_j", "overrun_steps",
-           "escalation_rate"]
+           "fid", "class_accuracy", "wire_bytes_per_image", "report_bytes_per_image",
+           "device_energy_per_image_j", "overrun_steps", "escalation_rate"]
 _TIER = {"large": "cloud", "medium": "edge", "small": "device"}
 
 
@@ -232,6 +232,7 @@ def _row(name: str, first: pd.DataFrame, summary: dict[str, Any] | None, schedul
             "class_accuracy": float((quality["class_accuracy"] * weights).sum() / weights.sum()) if len(ok)
             else None,
             "wire_bytes_per_image": entry.get("wire_bytes_per_image"),
+            "report_bytes_per_image": entry.get("report_bytes_per_image"),
             "device_energy_per_image_j": entry.get("device_energy_per_image_j"),
             "overrun_steps": entry.get("overrun_steps"), "escalation_rate": entry.get("escalation_rate")}
 

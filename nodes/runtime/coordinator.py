@@ -317,11 +317,7 @@ class Coordinator:
             if not isinstance(strategy, Planned) or not avoid or due is None:
                 continue  # a fixed plan stays fixed; a device's own link has no way around it
             transfer, expected = due
-            # two round trips more are no failure: TCP restarts its window after an idle spell
-            # (RFC 2861), so a message on a quiet connection may wait for an ACK (seen: 0.03 s)
-            trip = self.live.transfer_s(src, dst, 0) or 0.0
-            trip += self.live.transfer_s(dst, src, 0) or trip
-            if now - sent < expected + max((RESCUE_FACTOR - 1) * transfer, late_after, 2 * trip):
+            if not overdue(now - sent, expected, transfer, self._round_trip_s(src, dst), late_after):
                 continue
             late_s = (now - sent) / self.node.config.time_dilation
             self._replan(outbox, flight, strategy, avoid[0], f"{src}->{dst} {late_s:.3g} s late (emulated)")
@@ -331,11 +327,17 @@ class Coordinator:
     def _reconnect(self, outbox: Outbox, host: str) -> None:
         """A fresh connection to `host` in place of the one stuck behind a failed link; each attempt
         is given a few round trips of the path (at least the kernel's first SYN timeout, 1 s)."""
-        trip = self.live.transfer_s(self.node.host, host, 0) or 0.0
         self.reconnecting[host] = time.time()
-        outbox.reconnect(host, connect_timeout_s=max(1.0, 8 * trip))
+        outbox.reconnect(host, connect_timeout_s=max(1.0, 4 * self._round_trip_s(self.node.host, host)))
         self.node.stats.count("connections_renewed")
         log.info("gave up the connection to %s for a fresh one", host)
+
+    def _round_trip_s(self, a: str, b: str) -> float:
+        """An empty message's time a -> b and back (one direction twice where only it is known)."""
+        there, back = self.live.transfer_s(a, b, 0), self.live.transfer_s(b, a, 0)
+        if there is None and back is None:
+            return 0.0
+        return (there if there is not None else back) + (back if back is not None else there)  # type: ignore[operator]
 
     def path_back(self, host: str) -> None:
         """A fresh connection to `host` completed its handshake: the path is back. What was sent on
@@ -412,6 +414,16 @@ class Coordinator:
             outbox.send(request.origin, frames)
         except RuntimeError as exc:
             log.warning("could not tell %s that %s failed: %s", request.origin, request.request_id, exc)
+
+
+def overdue(elapsed_s: float, expected_s: float, transfer_s: float, round_trip_s: float,
+            floor_s: float) -> bool:
+    """Whether a message `elapsed_s` on its way, due after `expected_s` (its transfer of
+    `transfer_s`, and for a stage's input the stage's queue and compute), is stuck behind a failed
+    link: late by RESCUE_FACTOR - 1 transfers, two round trips (TCP restarts its window after an
+    idle spell, RFC 2861, so a message on a quiet connection may wait one for an ACK) and
+    `floor_s`, whichever is most."""
+    return elapsed_s >= expected_s + max((RESCUE_FACTOR - 1) * transfer_s, 2 * round_trip_s, floor_s)
 
 
 def build_planner(config: NodeConfig) -> Planner:
