@@ -6,7 +6,9 @@ A message is
                   shapes, scheduler state) then one raw buffer per tensor, sent with copy=False.
 
 Envelope kinds and who sends them (every node has one PULL inbox; senders use PUSH sockets):
-    request   device -> coordinator        a device asks for `n` images under a strategy
+    request   device -> coordinator        a device asks for `n` images under a strategy; a
+                                           cascade's second pass (`escalation_of` its first
+                                           request) asks for the images its gate doubted
     accepted  coordinator -> device        the plan chosen (so a timeout can name the stages)
     stage     coordinator/stage host -> stage host
                                            run steps [start, end) of `plan`; stage 0 carries no
@@ -17,7 +19,10 @@ Envelope kinds and who sends them (every node has one PULL inbox; senders use PU
                                            after a stage, or when a result arrives: the message that
                                            brought the work (from where, bytes, sent, received) and
                                            when the stage computed; the coordinator's live
-                                           estimates are made of these (nodes/runtime/estimates.py)
+                                           estimates are made of these (nodes/runtime/estimates.py);
+                                           `late`: a device's, for a result that came after its
+                                           request had ended (the plan it was re-planned away
+                                           from got through: that path is back)
 
 A plan travels as its stages, each {model, start, end, host} (`plan_to_wire`, `plan_from_wire`,
 which checks that they tile the schedule); the text form (`large:0-12@cloud,...`) is only for
