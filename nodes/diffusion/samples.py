@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
+import threading
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -64,13 +65,21 @@ def check_output_path(path: Path, what: str = "samples file") -> Path:
 
 @contextmanager
 def ctrl_c_held() -> Iterator[None]:
-    """SIGINT held off (delivered on leaving) where it could come between making a temporary file
-    and knowing its name, and leave the file behind (seen in CI)."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    """Ctrl-C held off (raised again on leaving) where it could come between making a temporary
+    file and knowing its name, and leave the file behind (seen in CI).  Python runs signal
+    handlers in the main thread only, so elsewhere there is nothing to hold; blocking the signal
+    instead would not do either: the kernel gives it to another thread (torch's, ZeroMQ's)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)  # as it would have come, to whatever handles it now
 
 
 def save_samples(path: Path, samples: Samples) -> None:
