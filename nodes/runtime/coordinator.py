@@ -334,10 +334,8 @@ class Coordinator:
 
     def _round_trip_s(self, a: str, b: str) -> float:
         """An empty message's time a -> b and back (one direction twice where only it is known)."""
-        there, back = self.live.transfer_s(a, b, 0), self.live.transfer_s(b, a, 0)
-        if there is None and back is None:
-            return 0.0
-        return (there if there is not None else back) + (back if back is not None else there)  # type: ignore[operator]
+        known = [t for t in (self.live.transfer_s(a, b, 0), self.live.transfer_s(b, a, 0)) if t is not None]
+        return 2 * sum(known) / len(known) if known else 0.0
 
     def path_back(self, host: str) -> None:
         """A fresh connection to `host` completed its handshake: the path is back. What was sent on

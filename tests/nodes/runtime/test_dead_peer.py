@@ -25,67 +25,81 @@ def _wait_down(outbox: Outbox, host: str, timeout: float = 5.0) -> list[str]:
     return []
 
 
-def test_an_outbox_reports_a_peer_whose_connection_closed_until_it_comes_back():
-    context = zmq.Context()
-    endpoint = f"tcp://127.0.0.1:{free_ports(1)[0]}"
-    inbox = context.socket(zmq.PULL)
-    inbox.bind(endpoint)
-    outbox = Outbox(context, {"cloud": endpoint})
-    try:
-        outbox.send("cloud", [b"hello"])
-        assert inbox.poll(2000) and inbox.recv() == b"hello"
-        inbox.close(linger=0)
-        closed = time.monotonic()
-        assert _wait_down(outbox, "cloud") == ["cloud"]
-        assert time.monotonic() - closed < 2.0
-        with pytest.raises(PeerDown, match=r"^host cloud is down: its connection closed at .* and has not "
-                                           r"come back$"):
-            outbox.send("cloud", [b"lost"])
-        assert outbox.poll_events() == []  # reported once
-        inbox = context.socket(zmq.PULL)  # the host comes back on the same address
-        inbox.bind(endpoint)
-        deadline = time.monotonic() + 5
-        while outbox.down_reason("cloud") and time.monotonic() < deadline:
-            outbox.poll_events()
-            time.sleep(0.05)
-        assert outbox.down_reason("cloud") is None
-        outbox.send("cloud", [b"again"])
-        assert inbox.poll(2000) and inbox.recv() == b"again"
-    finally:
-        outbox.close()
-        inbox.close(linger=0)
-        context.term()
+class LoopbackPeer:
+    """A host `cloud` on loopback that an Outbox sends to, and that can go away and come back on
+    the same address."""
+
+    def __init__(self) -> None:
+        self.context = zmq.Context()
+        self.endpoint = f"tcp://127.0.0.1:{free_ports(1)[0]}"
+        self.inbox: zmq.Socket | None = None
+        self.up()
+        self.outbox = Outbox(self.context, {"cloud": self.endpoint})
+
+    def up(self) -> None:
+        self.inbox = self.context.socket(zmq.PULL)
+        self.inbox.bind(self.endpoint)
+
+    def down(self) -> None:
+        self.inbox.close(linger=0)
+
+    def received(self) -> bytes | None:
+        return self.inbox.recv() if self.inbox.poll(2000) else None
+
+    def close(self) -> None:
+        self.outbox.close()
+        self.inbox.close(linger=0)
+        self.context.term()
 
 
-def test_a_fresh_connection_says_when_its_host_is_back_and_carries_what_was_sent_meanwhile():
-    context = zmq.Context()
-    endpoint = f"tcp://127.0.0.1:{free_ports(1)[0]}"
-    inbox = context.socket(zmq.PULL)
-    inbox.bind(endpoint)
-    outbox = Outbox(context, {"cloud": endpoint})
-    try:
-        outbox.send("cloud", [b"first"])
-        assert inbox.poll(2000) and inbox.recv() == b"first"
-        assert outbox.reconnected() == []  # the first connection's handshake is not a return
-        inbox.close(linger=0)  # unreachable from now on: each attempt of the fresh connection fails
-        time.sleep(0.1)  # (the listener closes in ZeroMQ's I/O thread)
-        outbox.reconnect("cloud", connect_timeout_s=0.2)
-        outbox.send("cloud", [b"meanwhile"])  # queued for the fresh connection, not refused
-        time.sleep(0.5)
-        assert outbox.reconnected() == []
-        inbox = context.socket(zmq.PULL)
-        inbox.bind(endpoint)
-        deadline = time.monotonic() + 5
-        back: list[str] = []
-        while not back and time.monotonic() < deadline:
-            back = outbox.reconnected()
-            time.sleep(0.02)
-        assert back == ["cloud"] and outbox.reconnected() == []  # said once
-        assert inbox.poll(2000) and inbox.recv() == b"meanwhile"
-    finally:
-        outbox.close()
-        inbox.close(linger=0)
-        context.term()
+@pytest.fixture
+def peer():
+    peer = LoopbackPeer()
+    yield peer
+    peer.close()
+
+
+def test_an_outbox_reports_a_peer_whose_connection_closed_until_it_comes_back(peer):
+    outbox = peer.outbox
+    outbox.send("cloud", [b"hello"])
+    assert peer.received() == b"hello"
+    peer.down()
+    closed = time.monotonic()
+    assert _wait_down(outbox, "cloud") == ["cloud"]
+    assert time.monotonic() - closed < 2.0
+    with pytest.raises(PeerDown, match=r"^host cloud is down: its connection closed at .* and has not "
+                                       r"come back$"):
+        outbox.send("cloud", [b"lost"])
+    assert outbox.poll_events() == []  # reported once
+    peer.up()  # the host comes back on the same address
+    deadline = time.monotonic() + 5
+    while outbox.down_reason("cloud") and time.monotonic() < deadline:
+        outbox.poll_events()
+        time.sleep(0.05)
+    assert outbox.down_reason("cloud") is None
+    outbox.send("cloud", [b"again"])
+    assert peer.received() == b"again"
+
+
+def test_a_fresh_connection_says_when_its_host_is_back_and_carries_what_was_sent_meanwhile(peer):
+    outbox = peer.outbox
+    outbox.send("cloud", [b"first"])
+    assert peer.received() == b"first"
+    assert outbox.reconnected() == []  # the first connection's handshake is not a return
+    peer.down()  # unreachable from now on: each attempt of the fresh connection fails
+    time.sleep(0.1)  # (the listener closes in ZeroMQ's I/O thread)
+    outbox.reconnect("cloud", connect_timeout_s=0.2)
+    outbox.send("cloud", [b"meanwhile"])  # queued for the fresh connection, not refused
+    time.sleep(0.5)
+    assert outbox.reconnected() == []
+    peer.up()
+    deadline = time.monotonic() + 5
+    back: list[str] = []
+    while not back and time.monotonic() < deadline:
+        back = outbox.reconnected()
+        time.sleep(0.02)
+    assert back == ["cloud"] and outbox.reconnected() == []  # said once
+    assert peer.received() == b"meanwhile"
 
 
 @pytest.mark.slow
