@@ -159,7 +159,7 @@ def request_predictions(requests: pd.DataFrame, tr: pd.DataFrame) -> pd.DataFram
 
 def planner_predictions(requests: pd.DataFrame) -> pd.DataFrame:
     """Per ok request: the latency the coordinator predicted when it chose the plan
-    (nodes/planner.py, from its live estimates) against the measured one."""
+    (nodes/planning/planner.py, from its live estimates) against the measured one."""
     columns = ["request_id", "strategy", "plan", "measured_s", "predicted_s", "abs_error"]
     if "predicted_total_s" not in requests:
         return pd.DataFrame(columns=columns)
@@ -262,7 +262,7 @@ def accuracy_report(requests: pd.DataFrame, traffic: pd.DataFrame, network: dict
     pp = planner_predictions(requests)
     report["planner_prediction"] = {
         "note": "|measured - predicted| / measured latency per ok request; predicted by the coordinator "
-                "when it chose the plan, from its live estimates (nodes/planner.py)",
+                "when it chose the plan, from its live estimates (nodes/planning/planner.py)",
         "abs_error": _stats(pp["abs_error"]),
         "by_strategy": {k: _stats(g["abs_error"]) for k, g in pp.groupby("strategy")},
         "requests": pp.to_dict("records")}

@@ -1,7 +1,7 @@
 """Quality of the cascade against its threshold: what escalating the images the device's gate
 doubts buys, measured on enough images to rank by (what the summary reports for `cascade`).
 
-The cascade (nodes/strategies.py `Cascade`, the device in nodes/runtime/device.py) generates
+The cascade (nodes/planning/strategies.py `Cascade`, the device in nodes/runtime/device.py) generates
 with the device's model, asks its gate classifier (`gate`, not the judge of quality) how
 confident it is in each image's requested label, and regenerates the images below the threshold
 with the escalation model.  Here the same thing on PLAN_QUALITY_IMAGES images (labels cycling
@@ -31,10 +31,10 @@ import torch
 
 from analysis.plan_quality import PLAN_QUALITY_IMAGES, PLAN_QUALITY_SEED, large_reference
 from analysis.quality import quality_table
-from nodes.diffusion.cascade_table import THRESHOLDS, table_file
 from nodes.diffusion.gate import gate_confidence
 from nodes.diffusion.generation import generate, request_labels
-from nodes.plan import single_model_plan
+from nodes.planning.cascade_table import THRESHOLDS, table_file
+from nodes.planning.plan import single_model_plan
 
 
 def cascade_rows(device_model: str, escalate_model: str, scheduler: str, steps: int,

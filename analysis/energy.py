@@ -64,7 +64,7 @@ from typing import Any
 
 import pandas as pd
 
-from nodes.runtime.pacing import HardwarePower
+from nodes.planning.hardware import HardwarePower
 from topologies.radio import RadioEnergy, Transfer, radio_energy, radio_model, request_radio_energy
 
 # The request envelope (JSON: ids, strategy, labels, seed, timestamps) as protocol.encode writes it:

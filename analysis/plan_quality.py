@@ -51,7 +51,7 @@ from nodes.diffusion.model_zoo import (
     sha256_of,
     weights_file,
 )
-from nodes.plan import Plan, Stage, parse_plan, single_model_plan
+from nodes.planning.plan import Plan, Stage, parse_plan, single_model_plan
 from nodes.schema import check_scheduler_name
 
 REFERENCE_MODEL = "large"

@@ -30,7 +30,8 @@ from typing import Any
 
 import pandas as pd
 
-from nodes.diffusion.quality_table import (  # noqa: F401  (table_path, TABLE_DIR: this module's API too)
+from nodes.planning.plan import Plan, Stage, parse_plan
+from nodes.planning.quality_table import (  # noqa: F401  (table_path, TABLE_DIR: this module's API too)
     COLUMNS,
     FIGURES,
     TABLE_DIR,
@@ -38,7 +39,6 @@ from nodes.diffusion.quality_table import (  # noqa: F401  (table_path, TABLE_DI
     read_table,
     table_path,
 )
-from nodes.plan import Plan, Stage, parse_plan
 from nodes.schema import check_scheduler_name
 
 SINGLE_MODELS = ("large", "medium", "small")
@@ -113,7 +113,7 @@ def write_table(df: pd.DataFrame, path: Path) -> Path:
 
 def load_table(scheduler: str, steps: int, path: Path | None = None) -> pd.DataFrame:
     """The table of `scheduler`/`steps` (default: the shipped one) as a DataFrame; ValueError as
-    nodes.diffusion.quality_table.read_table (how to make a missing one, file:line of a bad row)."""
+    nodes.planning.quality_table.read_table (how to make a missing one, file:line of a bad row)."""
     return pd.DataFrame(read_table(scheduler, steps, path), columns=COLUMNS)
 
 

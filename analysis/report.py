@@ -7,7 +7,7 @@ editing the analysis, say). Figures:
     cost_and_quality.png   per strategy, what it costs (p50 latency, bytes on the wire per image)
                            against what it buys (FID and class accuracy of the plans it used)
     prediction.png         per request, the latency the coordinator predicted when it planned
-                           (nodes/planner.py) against the measured one
+                           (nodes/planning/planner.py) against the measured one
 Quality is shown per plan, from analysis/plan_quality.py's figures (n images each, n beside every
 figure); the run's own few images give only the `run-sample` columns, labelled as such. A run in
 which nothing was done still gets its report: what failed and why, no figures. Energy per image
@@ -242,7 +242,7 @@ def plan_lines(strategies: dict[str, dict[str, Any]]) -> list[str]:
 def cascade_tables(strategies: dict[str, dict[str, Any]]) -> dict[str, tuple[dict, pd.DataFrame]]:
     """strategy -> (its summary entry's cascade, the cascade table's rows of its models at every
     threshold) for each cascade strategy that was judged."""
-    from nodes.diffusion.cascade_table import parse_cascade, read_cascade_table
+    from nodes.planning.cascade_table import parse_cascade, read_cascade_table
 
     out = {}
     for name, entry in strategies.items():

@@ -34,7 +34,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.energy import request_energy
-from nodes.runtime.pacing import HardwarePower, load_power
+from nodes.planning.hardware import HardwarePower, load_power
 from nodes.runtime.records import ESCALATION_SUFFIX, request_of
 
 TABLE_COLUMNS = [
@@ -271,7 +271,7 @@ def _escalations(ok: pd.DataFrame) -> dict[str, Any]:
 def _cascade_quality(ok: pd.DataFrame) -> dict[str, Any]:
     """A cascade's figures: the cascade table's row of its models and threshold (n images of its
     own, nodes/pretrained/cascade/), weighted by requests like a plan's."""
-    from nodes.diffusion.cascade_table import cascade_figures, parse_cascade
+    from nodes.planning.cascade_table import cascade_figures, parse_cascade
 
     usage = pd.DataFrame({"cascade": ok["cascade"].astype(str), "scheduler": ok["scheduler"].astype(str),
                           "steps": ok["steps"].astype(int)}).value_counts(sort=False)

@@ -37,7 +37,7 @@ from typing import Any
 import pandas as pd
 
 from emulation.scenario import Scenario, parse_scenario, scenario_tables
-from nodes.runtime.node_config import PLANNED_KINDS
+from nodes.planning.strategy_specs import PLANNED_KINDS
 
 # (model sequence, fractions of T at the boundaries) of the oracle's multi-stage candidates
 ORACLE_FRACTIONS = ((("large", "medium"), (0.1,)), (("large", "medium"), (0.3,)),
@@ -60,8 +60,8 @@ def floor_of(scenario: Scenario) -> dict[str, float | None]:
 def oracle_candidates(scenario: Scenario) -> dict[str, str]:
     """name -> plan text (no hosts) of the oracle's candidates the hosts can run and the floor admits."""
     from analysis.quality_table import lookup
-    from nodes.diffusion.quality_table import read_table
-    from nodes.planner import QualityFloor
+    from nodes.planning.planner import QualityFloor
+    from nodes.planning.quality_table import read_table
 
     steps = scenario.generation.steps
     table = pd.DataFrame(read_table(scenario.generation.scheduler, steps))
@@ -93,7 +93,7 @@ def _split(plan: str, steps: int) -> dict[str, Any]:
 
 def fixed_plans(scenario: Scenario) -> dict[str, str]:
     """strategy -> its plan without hosts, for the scenario's fixed strategies."""
-    from nodes.strategies import Cluster, PlanRequest, build_strategies
+    from nodes.planning.strategies import Cluster, PlanRequest, build_strategies
 
     roles = {"cloud": "cloud", "edge": "edge", "d": "device"}
     models = {h: tuple(scenario.nodes.role(r).models) for h, r in roles.items()}
@@ -221,7 +221,7 @@ def _row(name: str, first: pd.DataFrame, summary: dict[str, Any] | None, schedul
     totals = ok["total_s"].astype(float)
     entry = summary or {}
     if "cascade" in ok and ok["cascade"].notna().any():  # its quality is the cascade table's row
-        from nodes.diffusion.cascade_table import cascade_figures, parse_cascade
+        from nodes.planning.cascade_table import cascade_figures, parse_cascade
 
         rows = [cascade_figures(*parse_cascade(c), scheduler, steps) for c in ok["cascade"]]
         quality = pd.DataFrame({k: [r[k] for r in rows] for k in ("fid", "class_accuracy")})

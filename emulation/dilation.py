@@ -71,7 +71,7 @@ def _roles(scenario: Scenario) -> list[str]:
 
 
 def _auto(scenario: Scenario, timer: StepTimer) -> tuple[float, str, list[dict]]:
-    from nodes.runtime.pacing import load_profiles, profile_for
+    from nodes.planning.hardware import load_profiles, profile_for
 
     batch = scenario.workload.images_per_request
     profiles = None

@@ -492,7 +492,7 @@ class _Run:
 
     def _summary(self, measured: pd.DataFrame, traffic: pd.DataFrame | None, quality: bool) -> dict:
         from analysis.summary import summarize
-        from nodes.runtime.pacing import load_power
+        from nodes.planning.hardware import load_power
 
         return summarize(measured, traffic if traffic is not None else _empty_traffic(),
                          self.run_dir / "samples", quality=quality, network=self.net_manifest,
@@ -546,7 +546,7 @@ def _empty_traffic() -> pd.DataFrame:
 
 def compute_manifest(sc: Scenario) -> dict[str, Any]:
     """CPU shares (from [topology.compute]) and, for profiled roles, the profile entries used."""
-    from nodes.runtime.pacing import load_profiles
+    from nodes.planning.hardware import load_profiles
     from nodes.schema import NODE_ROLES
 
     out: dict[str, Any] = {}

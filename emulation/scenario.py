@@ -31,7 +31,7 @@ Tables of a scenario file (every one but `[topology]` has defaults):
         warmup_gap_s = 0.5                warmup_gap_s apart, the measured ones warmup_settle_s after
         warmup_settle_s = 3.0             the last (emulated seconds)
     [strategies.NAME]     kind = cloud_only|edge_only|device_only|fixed_split, model or split
-                          (nodes/runtime/node_config.py StrategySpec); absent: the four defaults
+                          (nodes/planning/strategy_specs.py StrategySpec); absent: the four defaults
     [generation]          scheduler = "dpm", steps = 20
     [capture]             enabled = true, snaplen = 0 (bytes per packet, 0: whole packets)
     [run]                 repetitions = 1, timeout_s = 600, ready_timeout_s = 180,
@@ -62,15 +62,13 @@ from pydantic import (
 )
 
 from nodes.diffusion.model_zoo import DENOISER_NAMES, check_denoiser_dir
+from nodes.planning.strategy_specs import PLANNED_KINDS, StrategySpec, default_strategies
 from nodes.runtime.node_config import (
     MAX_IMAGES,
-    PLANNED_KINDS,
     ComputeConfig,
     NodeConfig,
     Peer,
     SecurityConfig,
-    StrategySpec,
-    default_strategies,
 )
 from nodes.schema import NODE_ROLES, SchedulerName, StrictModel, file_error, line_of, located, read_toml
 from topologies.spec import TopologySpec
@@ -224,8 +222,8 @@ class Experiment(StrictModel):
     def _check_planned(self, name: str, spec: StrategySpec) -> None:
         """A planned strategy needs the quality table of this scheduler and step count, and a plan
         in it that meets its floor with models the hosts hold."""
-        from nodes.diffusion.quality_table import read_table
-        from nodes.planner import QualityFloor
+        from nodes.planning.planner import QualityFloor
+        from nodes.planning.quality_table import read_table
 
         gen = self.generation
         try:
@@ -245,8 +243,8 @@ class Experiment(StrictModel):
 
     def _check_cascade(self, name: str, spec: StrategySpec) -> None:
         """A cascade's quality is the cascade table's row of its models and threshold: it must be there."""
-        from nodes.diffusion.cascade_table import cascade_figures
-        from nodes.strategies import DEFAULT_MODEL
+        from nodes.planning.cascade_table import cascade_figures
+        from nodes.planning.strategies import DEFAULT_MODEL
 
         gen = self.generation
         assert spec.escalate_model is not None and spec.threshold is not None  # the spec checks them
@@ -348,7 +346,7 @@ def _dilated(request: dict, k: float) -> dict:
 def _strategy_needs(spec: StrategySpec) -> list[tuple[str, str, bool]]:
     """(tier, model, whether it is the default model) a strategy needs, with the node strategies'
     default models."""
-    from nodes.strategies import DEFAULT_MODEL
+    from nodes.planning.strategies import DEFAULT_MODEL
 
     if spec.kind in PLANNED_KINDS:  # any host that holds a model of a plan (checked apart)
         return []
@@ -377,7 +375,7 @@ def check_resources(scenario: Scenario, base: Path | None = None) -> Scenario:
     """Models on disk (a model directory of one's own is loaded once, so that one that does not
     load is refused here and not on a node after the network is up) and profile entries: what
     pydantic cannot see.  ValueError, one line."""
-    from nodes.runtime.pacing import DEFAULT_PROFILES, load_power, load_profiles, power_for, profile_for
+    from nodes.planning.hardware import DEFAULT_PROFILES, load_power, load_profiles, power_for, profile_for
 
     check_models(scenario.nodes)
     profiles = None

@@ -49,7 +49,7 @@ def _planner(args: argparse.Namespace) -> int:
 
     if args.devices > 4096:
         raise ValueError(f"--devices must be at most 4096, got {args.devices}")
-    from nodes.planner_bench import decision_times  # checked first: a bad argument needs no import
+    from nodes.planning.planner_bench import decision_times  # checked first: a bad argument needs no import
 
     r = {**decision_times(args.devices, args.decisions), "machine": platform.node(),
          "cpus": os.cpu_count()}

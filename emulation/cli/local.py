@@ -73,7 +73,7 @@ def _train(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     # each import only where it is first needed: a bad plan is refused before torch is imported,
     # a bad samples file before diffusers is (a few seconds of start-up each)
-    from nodes.plan import parse_plan
+    from nodes.planning.plan import parse_plan
     from nodes.schema import check_scheduler_name
 
     if args.out.endswith(("/", "\\")):
@@ -137,7 +137,7 @@ def _quality(args: argparse.Namespace) -> int:
 def _quality_of_plans(args: argparse.Namespace) -> int:
     from analysis.plan_quality import REFERENCE_MODEL, compare_plans
     from nodes.diffusion.generation import check_fits
-    from nodes.plan import parse_plan
+    from nodes.planning.plan import parse_plan
 
     plans = [parse_plan(text, args.steps) for text in args.plans]
     check_fits([REFERENCE_MODEL, *(m for plan in plans for m in plan.models())], args.n)
@@ -155,7 +155,7 @@ def _record_quality(frame, args: argparse.Namespace) -> None:
     from nodes.diffusion.architectures import DENOISER_NAMES
     from nodes.diffusion.model_cards import record
     from nodes.diffusion.model_zoo import PRETRAINED_DIR
-    from nodes.plan import parse_plan
+    from nodes.planning.plan import parse_plan
 
     command = (
         f"edgestage quality --plans {' '.join(args.plans)} --n {args.n} --seed {args.seed} "

@@ -17,7 +17,7 @@ from nodes.diffusion.digits import NUM_CLASSES
 from nodes.diffusion.executor import SAMPLE, initial_state, run_stage
 from nodes.diffusion.model_zoo import SampleShape, check_denoiser_dir, load_denoiser, load_noise_schedule
 from nodes.diffusion.schedulers import SCHEDULE_KEYS
-from nodes.plan import Plan
+from nodes.planning.plan import Plan
 from nodes.schema import MAX_GENERATE_IMAGES
 
 # Peak resident memory per image of `edgestage generate` with each shipped model, in MiB: the

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from nodes.diffusion.digits import IMAGE_SIZE, NUM_CLASSES
-from nodes.plan import Plan, parse_plan
+from nodes.planning.plan import Plan, parse_plan
 from nodes.schema import MAX_SEED, MAX_STEPS, check_scheduler_name
 
 REQUIRED_KEYS = ("images", "labels", "plan", "seed", "scheduler", "steps")

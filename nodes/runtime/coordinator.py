@@ -20,10 +20,10 @@ fresh one (Outbox.reconnect): everything sent after the stuck message would wait
 TCP's retransmission back-off, while a fresh connection's handshake says the path is back as soon
 as it is, and from then on carries the new dispatches.
 
-It also keeps the live estimates the planned strategies choose by (nodes/runtime/estimates.py):
+It also keeps the live estimates the planned strategies choose by (nodes/planning/estimates.py):
 every request's arrival and every `report` (a stage host's after each stage, a device's when its
 result arrives) is an observation of a path, and every dispatched plan reserves its stages' time
-on their hosts.  Every plan, fixed or planned, is predicted (nodes/planner.py) and the prediction
+on their hosts.  Every plan, fixed or planned, is predicted (nodes/planning/planner.py) and the prediction
 goes to the device with the plan, so that the records hold predicted beside measured latency.
 """
 
@@ -36,11 +36,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from nodes.diffusion.quality_table import read_table, table_path
-from nodes.planner import Ask, Decision, HostFacts, Planner
-from nodes.runtime.estimates import LiveEstimates
-from nodes.runtime.node_config import PLANNED_KINDS, ComputeConfig, NodeConfig
-from nodes.runtime.pacing import load_power, load_profiles
+from nodes.planning.estimates import LiveEstimates
+from nodes.planning.hardware import load_power, load_profiles
+from nodes.planning.planner import Ask, Decision, HostFacts, Planner
+from nodes.planning.quality_table import read_table, table_path
+from nodes.planning.strategies import Cluster, Planned, PlanRequest, Strategy, build_strategies
+from nodes.planning.strategy_specs import PLANNED_KINDS
+from nodes.runtime.node_config import ComputeConfig, NodeConfig
 from nodes.runtime.protocol import (
     WIRE_VERSION,
     AcceptedMsg,
@@ -54,7 +56,6 @@ from nodes.runtime.protocol import (
     plan_to_wire,
 )
 from nodes.runtime.transport import Inbound, Outbox
-from nodes.strategies import Cluster, Planned, PlanRequest, Strategy, build_strategies
 
 if TYPE_CHECKING:
     from nodes.runtime.node import Node
@@ -276,7 +277,7 @@ class Coordinator:
 
     def _refresh_unavailable(self, outbox: Outbox) -> None:
         """Hosts the planner must avoid now: down (the outbox saw the connection go), suspect (a
-        stage there never reported; nodes/runtime/estimates.py) or re-planned around (`avoided`)."""
+        stage there never reported; nodes/planning/estimates.py) or re-planned around (`avoided`)."""
         self.unavailable.clear()
         now = time.time()
         for host in list(self.live.queues.queues):

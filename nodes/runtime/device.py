@@ -23,7 +23,7 @@ import torch
 
 from nodes.diffusion.executor import LABELS, SAMPLE
 from nodes.diffusion.samples import Samples, save_samples
-from nodes.plan import Plan
+from nodes.planning.plan import Plan
 from nodes.runtime.node_config import WorkloadRequest
 from nodes.runtime.protocol import (
     WIRE_VERSION,
@@ -313,6 +313,6 @@ class Device:
 
 def _cascade_name(spec: Any) -> str:
     """How a cascade request's records name its cascade: device model > escalation model @ threshold."""
-    from nodes.strategies import DEFAULT_MODEL
+    from nodes.planning.strategies import DEFAULT_MODEL
 
     return f"{spec.model or DEFAULT_MODEL['cascade']}>{spec.escalate_model}@{spec.threshold:g}"

@@ -51,7 +51,7 @@ UNUSED_IN_NODES = ("scipy",)
 PRELOAD = ("nodes.runtime.node", "nodes.runtime.worker", "nodes.runtime.device", "nodes.runtime.coordinator",
            "nodes.runtime.records", "nodes.runtime.pacing", "nodes.diffusion.executor",
            "nodes.diffusion.model_zoo", "nodes.diffusion.schedulers", "nodes.diffusion.samples",
-           "nodes.strategies", "psutil", "zmq.auth.thread")
+           "nodes.planning.strategies", "psutil", "zmq.auth.thread")
 STOP_GRACE_S = 10.0
 _CLONE_NEWNS, _CLONE_NEWNET = 0x00020000, 0x40000000
 _PR_SET_NAME, _PR_SET_PDEATHSIG = 15, 1

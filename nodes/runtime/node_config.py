@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import math
 import re
 import sys
 from pathlib import Path
@@ -17,19 +16,13 @@ from typing import Literal
 
 from pydantic import (
     Field,
-    StrictFloat,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from nodes.planning.strategy_specs import StrategySpec, default_strategies
 from nodes.schema import HOST_NAME, HOST_NAME_RULE, Role, SchedulerName, StrictModel, validation_message
-
-Tier = Role  # where a strategy puts a stage: the host of that role
-StrategyKind = Literal["cloud_only", "edge_only", "device_only", "fixed_split", "elastic", "routing",
-                       "cascade"]
-PLANNED_KINDS = ("elastic", "routing")  # chosen per request by nodes/planner.py
-CASCADE_FIELDS = ("threshold", "escalate_model", "escalate_tier")
 
 _ENDPOINT = re.compile(r"^tcp://(?P<addr>[A-Za-z0-9_.:*-]+):(?P<port>\d{1,5})$")
 _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
@@ -96,78 +89,6 @@ class CurveConfig(StrictModel):
 
 class SecurityConfig(StrictModel):
     curve: CurveConfig | None = None  # None: plain TCP, as inside the emulated network
-
-
-class SplitStage(StrictModel):
-    """One stage of a fixed split: `model` on the host of `tier` for `share` of the T steps."""
-
-    model: str
-    tier: Tier
-    share: StrictFloat = Field(gt=0, le=1)
-
-
-class StrategySpec(StrictModel):
-    kind: StrategyKind
-    model: str | None = None  # for the single-tier kinds; defaults: large, medium, small
-    split: list[SplitStage] | None = None  # for fixed_split
-    # elastic and routing (nodes/planner.py): what to minimise, under which quality floor (the
-    # quality table's figures of the plan); routing minimises latency on one host
-    objective: Literal["latency", "quality", "energy"] | None = None
-    min_class_accuracy: float | None = Field(None, ge=0, le=1)
-    max_fid: float | None = Field(None, gt=0)
-    # cascade: `model` (default small) on the device; the images whose requested label the device's
-    # gate classifier gives less than `threshold` are regenerated with `escalate_model` on the host
-    # of `escalate_tier`
-    threshold: float | None = Field(None, gt=0, lt=1)
-    escalate_model: str | None = None
-    escalate_tier: Literal["edge", "cloud"] | None = None
-
-    @model_validator(mode="after")
-    def _fields_of_kind(self) -> StrategySpec:
-        planned = self.kind in PLANNED_KINDS
-        given = [f for f in ("objective", "min_class_accuracy", "max_fid") if getattr(self, f) is not None]
-        if not planned and given:
-            raise ValueError(f"{self.kind} takes no {given[0]!r} (only elastic and routing do)")
-        cascading = [f for f in CASCADE_FIELDS if getattr(self, f) is not None]
-        if self.kind == "cascade":
-            missing = [f for f in CASCADE_FIELDS if getattr(self, f) is None]
-            if missing:
-                raise ValueError(f"cascade needs {missing[0]!r} ({', '.join(CASCADE_FIELDS)})")
-            if self.split is not None:
-                raise ValueError("cascade takes 'model' (the device's), not 'split'")
-        elif cascading:
-            raise ValueError(f"{self.kind} takes no {cascading[0]!r} (only cascade does)")
-        if planned:
-            if self.model is not None or self.split is not None:
-                raise ValueError(f"{self.kind} chooses its plans: it takes no 'model' or 'split'")
-            if self.kind == "routing" and self.objective not in (None, "latency"):
-                raise ValueError("routing minimises latency: its objective can only be 'latency'")
-        elif self.kind == "fixed_split":
-            if not self.split:
-                raise ValueError("fixed_split needs 'split': a list of {model, tier, share}")
-            if self.model is not None:
-                raise ValueError("fixed_split takes 'split', not 'model'")
-            if not math.isclose(sum(s.share for s in self.split), 1.0, abs_tol=1e-6):
-                raise ValueError("fixed_split shares must add up to 1")
-        elif self.split is not None:
-            raise ValueError(f"{self.kind} takes 'model', not 'split'")
-        return self
-
-
-def default_strategies() -> dict[str, StrategySpec]:
-    return {
-        "cloud_only": StrategySpec(kind="cloud_only"),
-        "edge_only": StrategySpec(kind="edge_only"),
-        "device_only": StrategySpec(kind="device_only"),
-        "fixed_split": StrategySpec(
-            kind="fixed_split",
-            split=[
-                SplitStage(model="large", tier="cloud", share=0.4),
-                SplitStage(model="medium", tier="edge", share=0.3),
-                SplitStage(model="small", tier="device", share=0.3),
-            ],
-        ),
-    }
 
 
 class WorkloadRequest(StrictModel):

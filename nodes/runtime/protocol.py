@@ -19,7 +19,7 @@ Envelope kinds and who sends them (every node has one PULL inbox; senders use PU
                                            after a stage, or when a result arrives: the message that
                                            brought the work (from where, bytes, sent, received) and
                                            when the stage computed; the coordinator's live
-                                           estimates are made of these (nodes/runtime/estimates.py);
+                                           estimates are made of these (nodes/planning/estimates.py);
                                            `late`: a device's, for a result that came after its
                                            request had ended (the plan it was re-planned away
                                            from got through: that path is back)
@@ -47,7 +47,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from nodes.diffusion.state import StateBundle
-from nodes.plan import Plan, Stage, check_tiling
+from nodes.planning.plan import Plan, Stage, check_tiling
 from nodes.runtime.node_config import MAX_IMAGES
 from nodes.schema import validation_message
 
@@ -145,7 +145,7 @@ class RequestMsg(_Common):
 
 
 class WirePrediction(_Wire):
-    """What the coordinator predicted for the plan it chose (nodes/planner.py), wall seconds."""
+    """What the coordinator predicted for the plan it chose (nodes/planning/planner.py), wall seconds."""
 
     latency_s: Seconds
     fid: Annotated[float, Field(strict=False, ge=0, lt=1e6)] | None = None

@@ -34,7 +34,7 @@ from typing import IO, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from nodes.plan import parse_plan
+from nodes.planning.plan import parse_plan
 from nodes.runtime.protocol import Hop, RequestTimes
 
 Outcome = Literal["ok", "failed"]
@@ -94,14 +94,14 @@ class StageRecord(BaseModel):
     profiled_compute_s: float | None
     overrun_steps: int | None
     overrun_s: float | None
-    # what the coordinator predicted for the plan it chose (nodes/planner.py); None before a plan
+    # what the coordinator predicted for the plan it chose (nodes/planning/planner.py); None before a plan
     # came back, or where the coordinator predicts nothing
     predicted_total_s: float | None = None
     predicted_fid: float | None = None
     predicted_class_accuracy: float | None = None
     predicted_device_energy_j: float | None = None
     plan_note: str | None = None  # why the planner chose as it did, where its objective was not met
-    # a cascade request (nodes/strategies.py Cascade): "small>large@0.9" (device model > escalation
+    # a cascade request (nodes/planning/strategies.py Cascade): "small>large@0.9" (device model > escalation
     # model @ threshold), how many of its images its device's gate escalated and which (comma
     # separated); its escalation's stages follow its first pass's as stage_index len(first)...
     cascade: str | None = None

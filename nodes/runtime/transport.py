@@ -20,7 +20,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from nodes.diffusion.model_zoo import SampleShape, denoiser_config
 from nodes.diffusion.state import MAX_HEADER_BYTES
-from nodes.plan import Plan, Stage
+from nodes.planning.plan import Plan, Stage
 from nodes.runtime.node_config import NodeConfig
 from nodes.runtime.protocol import MAX_ENVELOPE_BYTES, Message
 from nodes.runtime.security import CurveKeys, secure_client

@@ -15,8 +15,9 @@ from nodes.diffusion.executor import LABELS, SAMPLE, initial_state, run_stage
 from nodes.diffusion.model_zoo import SampleShape, load_denoiser, load_noise_schedule
 from nodes.diffusion.schedulers import SCHEDULE_KEYS
 from nodes.diffusion.state import DenoisingMeta, StateBundle
-from nodes.plan import Plan, Stage
-from nodes.runtime.pacing import Pacer, load_profiles, profile_for
+from nodes.planning.hardware import load_profiles, profile_for
+from nodes.planning.plan import Plan, Stage
+from nodes.runtime.pacing import Pacer
 from nodes.runtime.protocol import (
     WIRE_VERSION,
     Hop,

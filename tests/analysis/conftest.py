@@ -27,7 +27,7 @@ def failed_row(request_id: str, strategy: str, reason: str | None, t: float) -> 
 
 def ok_rows(request_id: str, strategy: str, plan: str, t: float, n_images: int = 4) -> list[dict[str, Any]]:
     """One row per stage of a request that was done, with latency parts that add up to total_s."""
-    from nodes.plan import parse_plan
+    from nodes.planning.plan import parse_plan
 
     stages = parse_plan(plan).stages
     rows = []

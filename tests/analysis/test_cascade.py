@@ -8,7 +8,7 @@ import pytest
 
 from analysis.report import cascade_lines, cascade_tables, plan_quality_frame, plot_cascade
 from analysis.summary import summarize
-from nodes.diffusion.cascade_table import THRESHOLDS, cascade_figures, parse_cascade, read_cascade_table
+from nodes.planning.cascade_table import THRESHOLDS, cascade_figures, parse_cascade, read_cascade_table
 from nodes.runtime.protocol import Hop, RequestTimes
 from nodes.runtime.records import cascade_records, completed_records
 

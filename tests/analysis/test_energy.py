@@ -19,7 +19,7 @@ from analysis.energy import (
     request_energy,
 )
 from analysis.summary import summarize
-from nodes.runtime.pacing import HardwarePower, load_power
+from nodes.planning.hardware import HardwarePower, load_power
 from topologies.radio import RADIOS, radio_energy
 
 from .conftest import COLUMNS

@@ -7,7 +7,7 @@ from analysis.quality import ClassifierFeatures, class_accuracy, fid_kid, psnr, 
 from nodes.diffusion.digits import load_split
 from nodes.diffusion.generation import generate, request_labels
 from nodes.diffusion.model_zoo import load_classifier
-from nodes.plan import single_model_plan
+from nodes.planning.plan import single_model_plan
 
 
 def test_adapter_takes_torchmetrics_probe_image():

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import analysis.quality_table as qt
-from nodes.plan import parse_plan
+from nodes.planning.plan import parse_plan
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
@@ -64,7 +64,7 @@ def scenario_plans(scenario: str) -> set[str]:
     """The plans (without hosts) the scenario's strategies give a device's request."""
     from analysis.plan_quality import without_hosts
     from emulation.scenario import load_scenario
-    from nodes.strategies import Cluster, PlanRequest, build_strategies
+    from nodes.planning.strategies import Cluster, PlanRequest, build_strategies
 
     loaded = load_scenario(SCENARIOS / scenario)
     roles = {"cloud": "cloud", "edge": "edge", "d1": "device"}

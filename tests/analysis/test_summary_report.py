@@ -23,7 +23,7 @@ from analysis.summary import NO_REASON, format_table, summarize
 from analysis.traffic import parse_run_traffic
 from nodes.diffusion.generation import generate, request_labels
 from nodes.diffusion.samples import Samples, save_samples
-from nodes.plan import parse_plan
+from nodes.planning.plan import parse_plan
 
 from .conftest import SMOKE_RUN, frame, ok_rows, write_run
 

@@ -22,7 +22,7 @@ import pytest
 from analysis.run_tables import Clock
 from emulation.dilation import SAFETY_MARGIN, choose_dilation
 from emulation.scenario import parse_scenario
-from nodes.runtime.pacing import load_profiles, profile_for
+from nodes.planning.hardware import load_profiles, profile_for
 from topologies.spec import LinkShape
 
 REPO = Path(__file__).resolve().parents[2]

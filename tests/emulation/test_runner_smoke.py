@@ -19,8 +19,8 @@ from emulation.runner import run_scenario
 from emulation.scenario import load_scenario
 from nodes.diffusion.generation import generate
 from nodes.diffusion.samples import load_samples
-from nodes.plan import parse_plan
-from nodes.runtime.node_config import StrategySpec
+from nodes.planning.plan import parse_plan
+from nodes.planning.strategy_specs import StrategySpec
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,6 +1,6 @@
 import pytest
 
-from nodes.plan import Stage, parse_plan
+from nodes.planning.plan import Stage, parse_plan
 
 
 def test_parses_models_ranges_and_hosts():

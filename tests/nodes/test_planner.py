@@ -5,11 +5,11 @@ import time
 
 import pytest
 
-from nodes.diffusion.quality_table import read_table
-from nodes.plan import parse_plan
-from nodes.planner import Ask, HostFacts, Objective, Planner, QualityFloor
-from nodes.runtime.estimates import LiveEstimates
-from nodes.runtime.pacing import StepProfile, load_power, load_profiles
+from nodes.planning.estimates import LiveEstimates
+from nodes.planning.hardware import StepProfile, load_power, load_profiles
+from nodes.planning.plan import parse_plan
+from nodes.planning.planner import Ask, HostFacts, Objective, Planner, QualityFloor
+from nodes.planning.quality_table import read_table
 
 PROFILES, POWER = load_profiles(), load_power()
 N = 4
@@ -163,7 +163,7 @@ def test_a_warm_up_request_explores_the_paths_not_yet_observed():
 
 
 def test_the_planner_benchmark_times_real_decisions():
-    from nodes.planner_bench import decision_times
+    from nodes.planning.planner_bench import decision_times
 
     r = decision_times(devices=8, decisions=20)
     assert r["decisions"] == 20 and r["candidates"] == 17 and 0 < r["p50_s"] <= r["max_s"]

@@ -2,9 +2,9 @@
 
 import pytest
 
-from nodes.plan import parse_plan
-from nodes.runtime.node_config import StrategySpec, default_strategies
-from nodes.strategies import Cluster, PlanRequest, build_strategies, build_strategy
+from nodes.planning.plan import parse_plan
+from nodes.planning.strategies import Cluster, PlanRequest, build_strategies, build_strategy
+from nodes.planning.strategy_specs import StrategySpec, default_strategies
 
 ROLES = {"edge": "edge", "cloud": "cloud", "d1": "device", "d2": "device"}
 MODELS = {"edge": ("medium", "small"), "cloud": ("large",), "d1": ("small",), "d2": ("small",)}

@@ -3,7 +3,7 @@ reservations and reports."""
 
 import pytest
 
-from nodes.runtime.estimates import HostQueues, LiveEstimates, fit
+from nodes.planning.estimates import HostQueues, LiveEstimates, fit
 
 
 def test_a_path_fit_recovers_delay_and_rate_from_messages_of_two_sizes():

@@ -15,7 +15,7 @@ import pytest
 
 from nodes.diffusion.generation import generate
 from nodes.diffusion.samples import load_samples
-from nodes.plan import parse_plan
+from nodes.planning.plan import parse_plan
 from nodes.runtime.launcher import NodeLauncher
 from nodes.runtime.local_cluster import ROOT, LocalCluster, Probe, loopback_configs
 from nodes.runtime.memory import process_memory

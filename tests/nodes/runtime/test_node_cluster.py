@@ -22,7 +22,7 @@ from nodes.diffusion.gate import gate_confidence
 from nodes.diffusion.generation import generate
 from nodes.diffusion.model_zoo import SampleShape, denoiser_config
 from nodes.diffusion.samples import load_samples
-from nodes.plan import parse_plan
+from nodes.planning.plan import parse_plan
 from nodes.runtime.device import escalation_seed
 from nodes.runtime.local_cluster import LocalCluster, Probe, loopback_configs
 from nodes.runtime.protocol import WIRE_VERSION, Hop, RequestTimes, StageMsg, encode, plan_to_wire
@@ -117,7 +117,7 @@ def test_every_request_under_every_strategy_completes_with_a_row_per_stage(recor
 
 
 def test_every_plan_comes_with_the_coordinator_s_prediction(records):
-    """Fixed strategies are predicted too (nodes/planner.py); on loopback the profiled edge's
+    """Fixed strategies are predicted too (nodes/planning/planner.py); on loopback the profiled edge's
     10 steps of 20 ms dominate edge_only, so its prediction is close to what happened."""
     ok = [rows[0] for rows in records.values() if rows[0].outcome == "ok"]
     assert all(r.predicted_total_s is not None and r.predicted_total_s >= 0 for r in ok)

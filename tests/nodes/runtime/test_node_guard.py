@@ -12,7 +12,7 @@ import torch
 import zmq
 
 from nodes.diffusion.state import MAX_HEADER_BYTES, StateBundle
-from nodes.plan import parse_plan
+from nodes.planning.plan import parse_plan
 from nodes.runtime.local_cluster import LocalCluster, Probe, loopback_configs
 from nodes.runtime.node_config import MAX_IMAGES
 from nodes.runtime.protocol import (

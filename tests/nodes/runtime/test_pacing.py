@@ -8,7 +8,8 @@ import torch
 
 from nodes.diffusion.executor import initial_state, run_stage
 from nodes.diffusion.model_zoo import SampleShape, denoiser_config, load_denoiser, load_noise_schedule
-from nodes.runtime.pacing import DEFAULT_PROFILES, Pacer, StepProfile, load_profiles, profile_for
+from nodes.planning.hardware import DEFAULT_PROFILES, StepProfile, load_profiles, profile_for
+from nodes.runtime.pacing import Pacer
 
 SHAPE = SampleShape.of(denoiser_config("small"))  # every shipped denoiser draws this
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from nodes.runtime.pacing import DEFAULT_PROFILES, HardwarePower, load_power, load_profiles, power_for
+from nodes.planning.hardware import DEFAULT_PROFILES, HardwarePower, load_power, load_profiles, power_for
 
 MODELS = "[hardware.x.models]\nsmall = { step_ms = 1, per_image_ms = 0.1 }\n"
 

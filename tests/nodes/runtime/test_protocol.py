@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from nodes.diffusion.executor import initial_state
 from nodes.diffusion.model_zoo import SampleShape, denoiser_config
-from nodes.plan import parse_plan
+from nodes.planning.plan import parse_plan
 from nodes.runtime.protocol import (
     MAX_ENVELOPE_BYTES,
     MAX_FRAMES,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nodes.diffusion.model_zoo import PRETRAINED_DIR
-from nodes.plan import parse_plan
+from nodes.planning.plan import parse_plan
 from nodes.schema import check_scheduler_name
 
 TABLE_DIR = PRETRAINED_DIR / "quality-table"

@@ -13,11 +13,11 @@ import statistics
 import time
 from typing import Any
 
-from nodes.diffusion.quality_table import read_table
-from nodes.planner import HostFacts, Objective, Planner, QualityFloor
-from nodes.runtime.estimates import LiveEstimates
-from nodes.runtime.pacing import load_power, load_profiles
-from nodes.strategies import Cluster, Planned, PlanRequest
+from nodes.planning.estimates import LiveEstimates
+from nodes.planning.hardware import load_power, load_profiles
+from nodes.planning.planner import HostFacts, Objective, Planner, QualityFloor
+from nodes.planning.quality_table import read_table
+from nodes.planning.strategies import Cluster, Planned, PlanRequest
 
 FLOOR = QualityFloor(min_class_accuracy=0.946, max_fid=1.53)
 

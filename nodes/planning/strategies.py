@@ -3,7 +3,7 @@
 One interface, `Strategy.plan_for(request, cluster) -> Decision` (the plan, and for a planned
 strategy what it predicted and any note on the choice).  The fixed strategies (`cloud_only`,
 `edge_only`, `device_only`, `fixed_split`) give the same plan whatever happens; `elastic` and
-`routing` choose per request with nodes/planner.py from the cluster's live estimates; `cascade`
+`routing` choose per request with nodes/planning/planner.py from the cluster's live estimates; `cascade`
 runs the device's model on the device and plans the escalation of the images its gate doubts.  A strategy
 raises ValueError naming the reason when it cannot serve a request; the coordinator turns that
 into a failed request.
@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from nodes.plan import Plan, Stage, check_tiling
-from nodes.planner import Ask, Decision, Objective, Planner, QualityFloor
-from nodes.runtime.estimates import LiveEstimates
-from nodes.runtime.node_config import StrategySpec, Tier
+from nodes.planning.estimates import LiveEstimates
+from nodes.planning.plan import Plan, Stage, check_tiling
+from nodes.planning.planner import Ask, Decision, Objective, Planner, QualityFloor
+from nodes.planning.strategy_specs import StrategySpec, Tier
 
 DEFAULT_MODEL = {"cloud_only": "large", "edge_only": "medium", "device_only": "small", "cascade": "small"}
 

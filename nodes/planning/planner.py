@@ -1,14 +1,14 @@
 """The planner behind the `elastic` and `routing` strategies: candidate plans, what each would cost
 now, and the choice an objective makes among them.
 
-Candidates: the plans of the quality table's grid (nodes/diffusion/quality_table.py: each model
+Candidates: the plans of the quality table's grid (nodes/planning/quality_table.py: each model
 alone, the model pairs with a boundary every 10 % of the steps, a coarse large->medium->small
 grid), each stage on every host that holds its model; a device runs stages of its own requests
 only.  The planner chooses among measured plans only: a plan off the grid has no measured quality,
 so it is never a candidate.
 
 A candidate's predicted latency follows the request's path with the coordinator's live estimates
-(nodes/runtime/estimates.py), never the configured links:
+(nodes/planning/estimates.py), never the configured links:
 
     arrive_0 = now + transfer(coordinator -> host_0, dispatch bytes)
     start_i  = max(arrive_i, when host_i is done with the stages whose inputs arrive before)
@@ -45,9 +45,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from nodes.plan import Plan, Stage, parse_plan
-from nodes.runtime.estimates import LiveEstimates
-from nodes.runtime.pacing import HardwarePower, StepProfile
+from nodes.planning.estimates import LiveEstimates
+from nodes.planning.hardware import HardwarePower, StepProfile
+from nodes.planning.plan import Plan, Stage, parse_plan
 from topologies.radio import Transfer, radio_model, request_radio_energy
 
 ObjectiveKind = Literal["latency", "quality", "energy"]
