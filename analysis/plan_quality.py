@@ -51,7 +51,7 @@ from nodes.diffusion.model_zoo import (
     sha256_of,
     weights_file,
 )
-from nodes.planning.plan import Plan, Stage, parse_plan, single_model_plan
+from nodes.planning.plan import Plan, parse_plan, single_model_plan
 from nodes.schema import check_scheduler_name
 
 REFERENCE_MODEL = "large"
@@ -112,12 +112,6 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "edgestage" / "plan-quality"
 
 
-def without_hosts(plan: Plan | str) -> Plan:
-    """The plan as generation sees it: where a stage ran does not change what it computes."""
-    parsed = parse_plan(plan) if isinstance(plan, str) else plan
-    return Plan(tuple(Stage(s.model, s.start, s.end) for s in parsed.stages))
-
-
 @lru_cache(maxsize=64)
 def _checksum(weights: Path, size: int, mtime_ns: int) -> str:
     # size and mtime in the cache key: a retrained model in the same place is hashed again
@@ -141,7 +135,7 @@ class PlanQualityKey:
 
     @classmethod
     def of(cls, plan: Plan | str, scheduler: str, steps: int, seed: int, n: int) -> PlanQualityKey:
-        bare = without_hosts(plan)
+        bare = (parse_plan(plan) if isinstance(plan, str) else plan).without_hosts()
         if bare.total_steps != steps:
             raise ValueError(f"plan {bare} does not tile [0, {steps})")
         if n < 2:
@@ -229,7 +223,7 @@ def plans_quality(plans: Iterable[Plan | str], scheduler: str, steps: int, *, n:
     # a cache given by the caller is the only one; by default the shipped figures come first
     lookup = [Path(cache_dir)] if cache_dir is not None else [SHIPPED_DIR, default_cache_dir()]
     cache_dir = lookup[-1]
-    keys = {str(without_hosts(p)): None for p in plans}
+    keys = {(parse_plan(p) if isinstance(p, str) else p).key: None for p in plans}
     out: dict[str, dict[str, Any]] = {}
     missing: list[PlanQualityKey] = []
     for text in keys:

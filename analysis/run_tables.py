@@ -119,3 +119,15 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         if (d / f"{name}.json").is_file():
             out[name] = json.loads((d / f"{name}.json").read_text())
     return out
+
+
+def load_runs(run_dirs: list[str | Path]) -> dict[str, pd.DataFrame]:
+    """Many runs' requests and traffic tables, each concatenated with a `run` column (the run
+    directory's name) to group and compare by.  Imports no torch, diffusers or Mininet."""
+    frames: dict[str, list[pd.DataFrame]] = {"requests": [], "traffic": []}
+    for run_dir in run_dirs:
+        run = load_run(run_dir)
+        for name, parts in frames.items():
+            if name in run:
+                parts.append(run[name].assign(run=Path(run_dir).name))
+    return {name: pd.concat(parts, ignore_index=True) for name, parts in frames.items() if parts}

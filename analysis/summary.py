@@ -35,6 +35,7 @@ import pandas as pd
 
 from analysis.energy import request_energy
 from nodes.planning.hardware import HardwarePower, load_power
+from nodes.planning.plan import parse_plan
 from nodes.runtime.records import ESCALATION_SUFFIX, request_of
 
 TABLE_COLUMNS = [
@@ -199,10 +200,9 @@ def _energy(ok: pd.DataFrame, energy: pd.DataFrame) -> dict[str, Any]:
 
 def _plan_usage(ok: pd.DataFrame) -> pd.DataFrame:
     """(plan without hosts, scheduler, steps) -> ok requests, one row per distinct triple."""
-    from analysis.plan_quality import without_hosts
 
     ok = ok[ok["plan"].notna()]
-    frame = pd.DataFrame({"plan": [str(without_hosts(p)) for p in ok["plan"]],
+    frame = pd.DataFrame({"plan": [parse_plan(p).key for p in ok["plan"]],
                           "scheduler": ok["scheduler"].astype(str).to_numpy(),
                           "steps": ok["steps"].astype(int).to_numpy()})
     return frame.value_counts(sort=False).rename("requests").reset_index()
@@ -390,15 +390,6 @@ def format_accuracy(headline: dict[str, Any]) -> str:
             f"wire bytes / (payload + 66 B per packet), p50: "
             f"{fmt(headline.get('wire_accounting_ratio_p50'), '.3f')}  (details: accuracy.json)"
             + _prediction_line(headline) + _planner_line(headline))
-
-
-def _planner_line(headline: dict[str, Any]) -> str:
-    n = headline.get("planner_prediction_n")
-    if not n:
-        return ""
-    error = headline.get("planner_prediction_abs_error_p50")
-    return (f"\ncoordinator's latency prediction at planning (live estimates) vs measured, median "
-            f"|error|: {error:.1%} over {n} requests")
 
 
 def _prediction_line(headline: dict[str, Any]) -> str:

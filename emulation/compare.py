@@ -37,6 +37,7 @@ from typing import Any
 import pandas as pd
 
 from emulation.scenario import Scenario, parse_scenario, scenario_tables
+from nodes.planning.plan import parse_plan
 from nodes.planning.strategy_specs import PLANNED_KINDS
 
 # (model sequence, fractions of T at the boundaries) of the oracle's multi-stage candidates
@@ -102,7 +103,7 @@ def fixed_plans(scenario: Scenario) -> dict[str, str]:
     out = {}
     for name, strategy in build_strategies(fixed).items():
         try:
-            out[name] = _bare(str(strategy.plan_for(PlanRequest("r", "d", 1, name), cluster).plan))
+            out[name] = strategy.plan_for(PlanRequest("r", "d", 1, name), cluster).plan.key
         except ValueError:
             continue  # a strategy these roles cannot serve: no candidate to share
     return out
@@ -204,14 +205,10 @@ def _plan_quality(plans: pd.Series, scheduler: str, steps: int) -> pd.DataFrame:
     from analysis.quality_table import load_table, lookup
 
     table = load_table(scheduler, steps)
-    cache = {p: lookup(table, _bare(p)) for p in plans.dropna().unique()}
+    cache = {p: lookup(table, parse_plan(p).key) for p in plans.dropna().unique()}
     return pd.DataFrame({"fid": plans.map(lambda p: cache[p]["fid"] if p in cache else math.nan),
                          "class_accuracy": plans.map(lambda p: cache[p]["class_accuracy"] if p in cache
                                                      else math.nan)})
-
-
-def _bare(plan: str) -> str:
-    return ",".join(part.split("@")[0] for part in plan.split(","))
 
 
 def _row(name: str, first: pd.DataFrame, summary: dict[str, Any] | None, scheduler: str, steps: int) -> dict:

@@ -19,7 +19,6 @@ their clocks must be synchronised (chrony / PTP); `total_s` is measured on the d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -141,13 +140,6 @@ def make_keys(deployment: Deployment, base: Path | None = None) -> Path:
     return directory
 
 
-@dataclass
-class DeployResult:
-    run_dir: Path
-    statuses: dict[str, dict[str, Any]]  # the devices' last status files
-    summary: dict[str, dict[str, Any]]  # strategy -> done, failed, p50_s
-
-
 def deploy_cluster(configs: dict[str, NodeConfig], hosts: list[str]) -> LocalCluster:
     """The node processes of some hosts of a deployment, on this machine (servers ready before any
     device issues a request); stopped by PID on exit, whatever happened.  ValueError naming a host
@@ -187,18 +179,6 @@ def summarise(run_dir: Path, devices: list[str]) -> dict[str, dict[str, Any]]:
     return {s: {"done": len(totals.get(s, [])), "failed": failed.get(s, 0),
                 "p50_s": round(median(totals[s]), 4) if totals.get(s) else None}
             for s in sorted({*totals, *failed})}
-
-
-def run_hosts(deployment: Deployment, hosts: list[str], base: Path | None = None,
-              timeout: float | None = None) -> DeployResult:
-    """Start `hosts` here, run the workload of the devices among them, stop them; the result.
-    (Servers alone have no workload to wait for: keep them up with deploy_cluster.)"""
-    configs = host_configs(deployment, base)
-    run_dir = next(iter(configs.values())).run_dir
-    with deploy_cluster(configs, hosts) as running:
-        statuses = running.wait_workload(timeout or workload_timeout(deployment))
-        devices = running.devices
-    return DeployResult(run_dir=run_dir, statuses=statuses, summary=summarise(run_dir, devices))
 
 
 # --- command line -------------------------------------------------------------------------------

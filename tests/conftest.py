@@ -18,7 +18,13 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+SLOW_TIMEOUT_S = 600  # a whole emulated run on 2 cores; every other test has pyproject's 180 s
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "slow" in item.keywords and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
     if os.geteuid() == 0:
         return
     skip = pytest.mark.skip(reason=NOT_ROOT_REASON)

@@ -77,12 +77,6 @@ class EdgeTopo(Topo):
     def role(self, name: str) -> str:
         return self.nodeInfo(name)["role"]
 
-    def link_between(self, a: str, b: str) -> LinkInfo:
-        for info in self.link_infos:
-            if {info.a, info.b} == {a, b}:
-                return info
-        raise KeyError(f"no link between {a} and {b}")
-
     def neighbours(self, name: str) -> list[tuple[str, LinkInfo]]:
         out = []
         for info in self.link_infos:

@@ -68,6 +68,22 @@ def _varied(observations: list[tuple[int, float]]) -> bool:
     return len(sizes) > 1 and max(sizes) >= 1.5 * max(1, min(sizes))
 
 
+Key = tuple[str, int]  # (request_id, index of the stage a message feeds; the stage count: the result)
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A message on its way: from its sender's report (or the coordinator's own dispatch) to its
+    receiver's report."""
+
+    key: Key
+    src: str
+    dst: str
+    sent: float
+    until: float  # when its request times out: no longer awaited after that
+    size: float  # bytes expected
+
+
 @dataclass
 class Reservation:
     key: tuple[str, int]  # (request_id, stage)
@@ -148,9 +164,10 @@ class LiveEstimates:
         self.queues = HostQueues()
         self.reports = 0
         self.changes = 0  # step changes detected (see observe_transfer)
-        # messages on their way: (request_id, index of the stage they feed, or the stage count for
-        # the result) -> (src, dst, sent, until, bytes expected)
-        self.awaited: dict[tuple[str, int], tuple[str, str, float, float, float]] = {}
+        # messages on their way, by (request_id, index of the stage they feed, or the stage count
+        # for the result), and those stranded on a path their request was re-planned away from
+        self.on_way: dict[Key, InFlight] = {}
+        self.stranded: dict[Key, InFlight] = {}
 
     def observe_transfer(self, src: str, dst: str, size: int, seconds: float) -> None:
         """One message crossed src -> dst.  One that the estimate misses by more than CHANGE (a
@@ -173,19 +190,39 @@ class LiveEstimates:
         old = self.steps.get(key)
         self.steps[key] = value if old is None else (1 - STEP_EWMA) * old + STEP_EWMA * value
 
-    def sent(self, key: tuple[str, int], src: str, dst: str, sent: float, until: float,
-             size: float = 0.0) -> None:
+    def sent(self, key: Key, src: str, dst: str, sent: float, until: float, size: float = 0.0) -> None:
         """A message of about `size` bytes left `src` for `dst` at `sent` (a stage's report says
         so); until its arrival is reported, its elapsed time bounds the path's (`transfer_s`)."""
         if src != dst:
-            self.awaited[key] = (src, dst, sent, until, size)
+            self.on_way[key] = InFlight(key, src, dst, sent, until, size)
 
-    def arrived(self, key: tuple[str, int]) -> None:
-        self.awaited.pop(key, None)
+    def arrived(self, key: Key, stranded: bool = False) -> None:
+        (self.stranded if stranded else self.on_way).pop(key, None)
+
+    def strand(self, request_id: str) -> None:
+        """The request was re-planned: its messages still on their way are no longer its plan's,
+        but they bound their paths from below until they arrive (or time out)."""
+        for key in [k for k in self.on_way if k[0] == request_id]:
+            self.stranded[key] = self.on_way.pop(key)
+
+    def take_stranded(self, request_id: str) -> list[InFlight]:
+        """The request's stranded messages, forgotten: its first plan's result got through."""
+        taken = [m for k, m in self.stranded.items() if k[0] == request_id]
+        for message in taken:
+            del self.stranded[message.key]
+        return taken
+
+    def drop_sent(self, src: str, dst: str, before: float) -> None:
+        """Forget the messages src -> dst sent by `before`: they wait for TCP's retransmission on a
+        connection given up, and say nothing of the path now."""
+        for messages in (self.on_way, self.stranded):
+            for key in [k for k, m in messages.items() if (m.src, m.dst) == (src, dst) and m.sent <= before]:
+                del messages[key]
 
     def forget(self, request_id: str) -> None:
-        for key in [k for k in self.awaited if k[0] == request_id]:
-            del self.awaited[key]
+        """The request is done (or failed): nothing of its plan is queued or on its way."""
+        for key in [k for k in self.on_way if k[0] == request_id]:
+            del self.on_way[key]
         self.queues.forget(request_id)
 
     def overdue_s(self, src: str, dst: str, now: float, size: float) -> float:
@@ -193,12 +230,13 @@ class LiveEstimates:
         scaled down for a smaller message (as if the path had lost rate, not gained delay: a
         small message may still pass); messages of requests that timed out are dropped."""
         longest = 0.0
-        for key, (a, b, sent, until, expected) in list(self.awaited.items()):
-            if until <= now:
-                del self.awaited[key]
-            elif (a, b) == (src, dst):
-                scale = 1.0 if expected <= 0 else min(1.0, size / expected)
-                longest = max(longest, (now - sent) * scale)
+        for messages in (self.on_way, self.stranded):
+            for key, m in list(messages.items()):
+                if m.until <= now:
+                    del messages[key]
+                elif (m.src, m.dst) == (src, dst):
+                    scale = 1.0 if m.size <= 0 else min(1.0, size / m.size)
+                    longest = max(longest, (now - m.sent) * scale)
         return longest
 
     def _knows(self, src: str, dst: str, size: int) -> bool:

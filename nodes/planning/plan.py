@@ -39,6 +39,15 @@ class Plan:
     def models(self) -> list[str]:
         return [stage.model for stage in self.stages]
 
+    def without_hosts(self) -> Plan:
+        """The plan as generation sees it: where a stage ran does not change what it computes."""
+        return Plan(tuple(Stage(s.model, s.start, s.end) for s in self.stages))
+
+    @property
+    def key(self) -> str:
+        """The plan's text without its hosts: what its quality is looked up by."""
+        return str(self.without_hosts())
+
     def __str__(self) -> str:
         return ",".join(str(stage) for stage in self.stages)
 

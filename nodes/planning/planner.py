@@ -246,8 +246,7 @@ class Planner:
         return sum(1 for a, b in zip(hosts, hosts[1:], strict=False) if a != b and (a, b) not in live.paths)
 
     def row_of(self, plan: Plan) -> Mapping[str, Any] | None:
-        bare = str(Plan(tuple(Stage(s.model, s.start, s.end) for s in plan.stages)))
-        return next((r for p, r in self.plans if str(p) == bare), None)
+        return next((r for p, r in self.plans if p.key == plan.key), None)
 
     # --- the choice ----------------------------------------------------------------------------
     def decide(self, ask: Ask, objective: Objective, live: LiveEstimates,

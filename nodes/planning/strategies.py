@@ -18,7 +18,8 @@ from typing import Protocol
 from nodes.planning.estimates import LiveEstimates
 from nodes.planning.plan import Plan, Stage, check_tiling
 from nodes.planning.planner import Ask, Decision, Objective, Planner, QualityFloor
-from nodes.planning.strategy_specs import StrategySpec, Tier
+from nodes.planning.strategy_specs import StrategySpec
+from nodes.schema import Role
 
 DEFAULT_MODEL = {"cloud_only": "large", "edge_only": "medium", "device_only": "small", "cascade": "small"}
 
@@ -37,6 +38,8 @@ class PlanRequest:
     request_bytes: int = 0
     explore: bool = False  # a warm-up request: a planned strategy observes paths it has not seen
     escalation: bool = False  # a cascade's second pass: the images its device's gate doubted
+    labels: tuple[int, ...] = ()  # what the stages need to draw and condition the images
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class Cluster:
     def hosts(self, role: str) -> list[str]:
         return sorted(h for h, r in self.roles.items() if r == role)
 
-    def host_of(self, tier: Tier, request: PlanRequest) -> str:
+    def host_of(self, tier: Role, request: PlanRequest) -> str:
         if tier == "edge":
             return self.edge
         if tier == "device":
@@ -87,7 +90,7 @@ class SingleTier:
     """All T steps with one model on one tier: cloud_only, edge_only, device_only."""
 
     name: str
-    tier: Tier
+    tier: Role
     model: str
 
     def plan_for(self, request: PlanRequest, cluster: Cluster) -> Decision:
@@ -101,7 +104,7 @@ class FixedSplit:
     that rounds to no steps is left out), e.g. large@cloud, then medium@edge, then small@device."""
 
     name: str
-    split: tuple[tuple[str, Tier, float], ...]
+    split: tuple[tuple[str, Role, float], ...]
 
     def plan_for(self, request: PlanRequest, cluster: Cluster) -> Decision:
         stages, start, cumulative = [], 0, 0.0
@@ -143,7 +146,7 @@ class Cascade:
     model: str
     threshold: float
     escalate_model: str
-    escalate_tier: Tier
+    escalate_tier: Role
 
     def plan_for(self, request: PlanRequest, cluster: Cluster) -> Decision:
         escalate = request.escalation

@@ -13,7 +13,6 @@ from pydantic import Field, StrictFloat, model_validator
 
 from nodes.schema import Role, StrictModel
 
-Tier = Role  # where a strategy puts a stage: the host of that role
 StrategyKind = Literal["cloud_only", "edge_only", "device_only", "fixed_split", "elastic", "routing",
                        "cascade"]
 PLANNED_KINDS = ("elastic", "routing")  # chosen per request by nodes/planning/planner.py
@@ -24,7 +23,7 @@ class SplitStage(StrictModel):
     """One stage of a fixed split: `model` on the host of `tier` for `share` of the T steps."""
 
     model: str
-    tier: Tier
+    tier: Role  # where the stage runs: the host of that role (a device: the requesting one)
     share: StrictFloat = Field(gt=0, le=1)
 
 

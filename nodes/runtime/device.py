@@ -17,7 +17,7 @@ import logging
 import queue
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -25,6 +25,7 @@ from nodes.diffusion.executor import LABELS, SAMPLE
 from nodes.diffusion.samples import Samples, save_samples
 from nodes.planning.plan import Plan
 from nodes.runtime.node_config import WorkloadRequest
+from nodes.runtime.node_context import NodeContext
 from nodes.runtime.protocol import (
     WIRE_VERSION,
     AcceptedMsg,
@@ -47,9 +48,6 @@ from nodes.runtime.records import (
     failed_records,
 )
 from nodes.runtime.transport import Inbound, Outbox
-
-if TYPE_CHECKING:
-    from nodes.runtime.node import Node
 
 log = logging.getLogger("nodes.runtime.device")
 
@@ -89,7 +87,7 @@ def escalation_seed(seed: int) -> int:
 
 
 class Device:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: NodeContext) -> None:
         self.node = node
         config = node.config
         self.writer = RecordWriter(config.records_file)

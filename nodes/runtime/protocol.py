@@ -42,14 +42,16 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from nodes.diffusion.state import StateBundle
 from nodes.planning.plan import Plan, Stage, check_tiling
 from nodes.runtime.node_config import MAX_IMAGES
 from nodes.schema import validation_message
+
+if TYPE_CHECKING:  # torch: only where a state is decoded, so that reading records needs none
+    from nodes.diffusion.state import StateBundle
 
 WIRE_VERSION = 2  # 2: plans as structured stages
 MAX_ENVELOPE_BYTES = 64 * 1024
@@ -272,6 +274,8 @@ def decode(frames: Sequence[object]) -> Message:
     if len(views) > 1:
         if not _CARRIES_STATE.get(kind, True):
             raise ProtocolError(f"a {kind} message carries no state, yet {len(views) - 1} frames follow")
+        from nodes.diffusion.state import StateBundle
+
         try:
             state = StateBundle.from_frames(views[1:])
         except (ValueError, TypeError) as exc:

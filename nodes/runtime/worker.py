@@ -7,7 +7,7 @@ import logging
 import math
 import queue
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -17,6 +17,7 @@ from nodes.diffusion.schedulers import SCHEDULE_KEYS
 from nodes.diffusion.state import DenoisingMeta, StateBundle
 from nodes.planning.hardware import load_profiles, profile_for
 from nodes.planning.plan import Plan, Stage
+from nodes.runtime.node_context import NodeContext
 from nodes.runtime.pacing import Pacer
 from nodes.runtime.protocol import (
     WIRE_VERSION,
@@ -29,9 +30,6 @@ from nodes.runtime.protocol import (
     plan_from_wire,
 )
 from nodes.runtime.transport import Inbound, Outbox, Stopping
-
-if TYPE_CHECKING:
-    from nodes.runtime.node import Node
 
 log = logging.getLogger("nodes.runtime.worker")
 
@@ -46,7 +44,7 @@ class Rejected(ValueError):
 
 
 class StageWorker:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: NodeContext) -> None:
         self.node = node
         self.config = node.config
         torch.set_num_threads(self.config.compute.threads)

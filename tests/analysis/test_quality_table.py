@@ -62,7 +62,6 @@ def scenario_steps(scenario: str) -> tuple[str, int]:
 
 def scenario_plans(scenario: str) -> set[str]:
     """The plans (without hosts) the scenario's strategies give a device's request."""
-    from analysis.plan_quality import without_hosts
     from emulation.scenario import load_scenario
     from nodes.planning.strategies import Cluster, PlanRequest, build_strategies
 
@@ -72,7 +71,7 @@ def scenario_plans(scenario: str) -> set[str]:
     cluster = Cluster("edge", roles, held, loaded.generation.steps)
     request = PlanRequest("r", "d1", 1, "any")
     fixed = {n: spec for n, spec in loaded.strategies.items() if spec.kind not in ("elastic", "routing")}
-    return {str(without_hosts(s.plan_for(request, cluster).plan)) for s in build_strategies(fixed).values()}
+    return {s.plan_for(request, cluster).plan.key for s in build_strategies(fixed).values()}
 
 
 # --- measuring and the file on disk -----------------------------------------------------------------

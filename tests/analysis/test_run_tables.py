@@ -84,3 +84,19 @@ def test_the_fixture_is_as_committed():
     assert len([n for n in names if n.startswith("pcap/")]) == 4
     assert len([n for n in names if n.startswith("samples/")]) == 8
     assert (SMOKE_RUN / "records" / "_runner.jsonl").read_text() == ""  # every request was recorded
+
+
+def test_runs_load_into_pandas_without_the_stack(tmp_path):
+    """Reading results needs pandas only: not torch, diffusers, Mininet or ZeroMQ."""
+    import subprocess
+    import sys
+
+    copy = tmp_path / "smoke-run-2"
+    shutil.copytree(SMOKE_RUN, copy)
+    code = ("import sys; from analysis.run_tables import load_runs; "
+            f"t = load_runs([{str(SMOKE_RUN)!r}, {str(copy)!r}]); "
+            "print(len(t['requests']), sorted(set(t['requests']['run']))); "
+            "print(sorted(m for m in ('torch', 'diffusers', 'mininet', 'zmq') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    rows = len(pd.read_parquet(SMOKE_RUN / "requests.parquet"))
+    assert out.splitlines() == [f"{2 * rows} ['smoke-run', 'smoke-run-2']", "[]"]

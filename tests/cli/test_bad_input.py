@@ -279,7 +279,7 @@ def test_report_of_a_summary_that_is_not_an_object(tmp_path):
     assert listing(tmp_path) == {"summary.json"}  # no empty plots/
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="run checks --out after it checks for root")
+@pytest.mark.root  # run checks --out after it checks for root
 @pytest.mark.parametrize(("out", "needle"), [("{tmp}/a-file/run", "is not a directory"),
                                              ("/proc/edgestage-run", "a kernel file system")])
 def test_run_out_that_cannot_be_a_run_directory(tmp_path, out, needle):
