@@ -234,6 +234,13 @@ def _stats(series: pd.Series) -> dict[str, Any]:
             "p95": s.quantile(0.95), "min": s.min(), "max": s.max()}
 
 
+def _per_request(note: str, rows: pd.DataFrame, column: str) -> dict[str, Any]:
+    """`column`'s statistics over the rows, and by strategy, with the rows themselves."""
+    return {"note": note, column: _stats(rows[column]),
+            "by_strategy": {k: _stats(g[column]) for k, g in rows.groupby("strategy")},
+            "requests": rows.to_dict("records")}
+
+
 def _clean(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _clean(v) for k, v in value.items()}
@@ -253,19 +260,13 @@ def accuracy_report(requests: pd.DataFrame, traffic: pd.DataFrame, network: dict
         return {"headline": {}}
     tr = transfers(requests, network, cold_messages(traffic), LinkStates(network, link_events))
     rp = request_predictions(requests, tr)
-    report["request_prediction"] = {
-        "note": "measured latency / (profiled compute of its stages + its transfers' predictions); "
-                "requests whose every stage is profiled",
-        "ratio": _stats(rp["ratio"]),
-        "by_strategy": {k: _stats(g["ratio"]) for k, g in rp.groupby("strategy")},
-        "requests": rp.to_dict("records")}
+    report["request_prediction"] = _per_request(
+        "measured latency / (profiled compute of its stages + its transfers' predictions); "
+        "requests whose every stage is profiled", rp, "ratio")
     pp = planner_predictions(requests)
-    report["planner_prediction"] = {
-        "note": "|measured - predicted| / measured latency per ok request; predicted by the coordinator "
-                "when it chose the plan, from its live estimates (nodes/planning/planner.py)",
-        "abs_error": _stats(pp["abs_error"]),
-        "by_strategy": {k: _stats(g["abs_error"]) for k, g in pp.groupby("strategy")},
-        "requests": pp.to_dict("records")}
+    report["planner_prediction"] = _per_request(
+        "|measured - predicted| / measured latency per ok request; predicted by the coordinator "
+        "when it chose the plan, from its live estimates (nodes/planning/planner.py)", pp, "abs_error")
     # astype(bool): an empty object column would otherwise be read as a list of column names
     cold = tr["cold_connection"].astype(bool)
     warm = tr[~cold]

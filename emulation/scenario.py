@@ -70,8 +70,8 @@ from nodes.runtime.node_config import (
     Peer,
     SecurityConfig,
 )
-from nodes.schema import NODE_ROLES, SchedulerName, StrictModel, file_error, line_of, located, read_toml
-from topologies.spec import TopologySpec
+from nodes.schema import NODE_ROLES, SchedulerName, StrictModel, file_error, located
+from topologies.spec import TopologySpec, read_with_topology
 
 DEFAULT_DENOISERS = DENOISER_NAMES
 _STRATEGY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -423,15 +423,8 @@ def load_scenario(path: str | Path) -> Scenario:
 
 def scenario_tables(path: str | Path) -> tuple[dict, str]:
     """A scenario file's tables, with its relative paths resolved, and its text (not yet checked)."""
-    from topologies.spec import _resolve_traces  # trace paths are relative to the file
-
     p = Path(path)
-    data, text = read_toml(p)
-    if "topology" not in data:
-        raise ValueError(f"{p}: no [topology] table")
-    if not isinstance(data["topology"], dict):
-        raise ValueError(f"{p}:{line_of(text, ('topology',)) or 1}: topology: must be a table")
-    data["topology"] = _resolve_traces(data["topology"], p.parent)
+    data, text = read_with_topology(p)
     nodes_table = data.get("nodes")
     if isinstance(nodes_table, dict) and isinstance(nodes_table.get("profiles_file"), str):
         prof = Path(nodes_table["profiles_file"])

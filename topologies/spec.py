@@ -267,18 +267,26 @@ def load_topology(path: str | Path) -> TopologySpec:
     """Read the `[topology]` table of a scenario TOML file (other tables are ignored); ValueError
     with one line naming the file, the line and the field."""
     p = Path(path)
-    data, text = read_toml(p)
-    if "topology" not in data:
-        raise ValueError(f"{p}: no [topology] table")
-    table = data["topology"]
-    if not isinstance(table, dict):
-        raise ValueError(f"{p}:{line_of(text, ('topology',)) or 1}: topology: must be a table")
+    data, text = read_with_topology(p)
     try:
-        return TopologySpec.model_validate(_resolve_traces(table, p.parent))
+        return TopologySpec.model_validate(data["topology"])
     except ValidationError as exc:
         line = line_of(text, ("topology", *error_loc(exc.errors()[0])))
         where = f"{p}:{line}" if line else str(p)
         raise ValueError(f"{where}: {validation_message(exc, 'topology')}") from None
+
+
+def read_with_topology(path: str | Path) -> tuple[dict, str]:
+    """A scenario file's tables and its text, once its `[topology]` is known to be a table (its
+    trace paths resolved); ValueError naming the file, and the line, otherwise."""
+    p = Path(path)
+    data, text = read_toml(p)
+    if "topology" not in data:
+        raise ValueError(f"{p}: no [topology] table")
+    if not isinstance(data["topology"], dict):
+        raise ValueError(f"{p}:{line_of(text, ('topology',)) or 1}: topology: must be a table")
+    data["topology"] = _resolve_traces(data["topology"], p.parent)
+    return data, text
 
 
 def _resolve_traces(table: dict, base: Path) -> dict:

@@ -39,14 +39,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+def _positive_at_most(text: str, most: int, refusal: str) -> int:
+    """A positive integer up to `most`; above it, `refusal` with its `{most}` and `{value}` filled in."""
+    value = positive_int(text)
+    if value > most:
+        raise argparse.ArgumentTypeError(refusal.format(most=most, value=value))
+    return value
+
+
 def image_count(text: str) -> int:
     from nodes.schema import MAX_GENERATE_IMAGES  # pydantic: imported after the parser is up
 
-    value = positive_int(text)
-    if value > MAX_GENERATE_IMAGES:
-        raise argparse.ArgumentTypeError(f"at most {MAX_GENERATE_IMAGES:,} images in one call, got {value:,} "
-                                         "(each model takes them all as one batch)")
-    return value
+    return _positive_at_most(text, MAX_GENERATE_IMAGES, "at most {most:,} images in one call, got {value:,} "
+                                                        "(each model takes them all as one batch)")
 
 
 def seed(text: str) -> int:
@@ -61,11 +66,8 @@ def seed(text: str) -> int:
 def steps(text: str) -> int:
     from nodes.schema import MAX_STEPS
 
-    value = positive_int(text)
-    if value > MAX_STEPS:
-        raise argparse.ArgumentTypeError(f"at most {MAX_STEPS} (the models' noise schedule has "
-                                         f"{MAX_STEPS} timesteps), got {value}")
-    return value
+    return _positive_at_most(text, MAX_STEPS, "at most {most} (the models' noise schedule has {most} "
+                                              "timesteps), got {value}")
 
 
 def seconds(text: str) -> float:

@@ -13,18 +13,9 @@ the core's docstring.
 from __future__ import annotations
 
 import logging
-import queue
 import time
 
-from nodes.planning.coordination import (
-    Action,
-    CoordinatorCore,
-    Delivery,
-    Dispatch,
-    Fail,
-    Reconnect,
-    Report,
-)
+from nodes.planning import coordination
 from nodes.planning.hardware import load_power, load_profiles
 from nodes.planning.planner import HostFacts, Planner
 from nodes.planning.quality_table import read_table, table_path
@@ -43,7 +34,7 @@ from nodes.runtime.protocol import (
     encode,
     plan_to_wire,
 )
-from nodes.runtime.transport import Inbound, Outbox
+from nodes.runtime.transport import Inbound, Outbox, serve
 
 log = logging.getLogger("nodes.runtime.coordinator")
 
@@ -52,29 +43,19 @@ class Coordinator:
     def __init__(self, node: NodeContext) -> None:
         self.node = node
         config = node.config
-        self.core = CoordinatorCore(config.host, config.roles(), config.models_by_host(), config.steps,
-                                    build_strategies(config.strategies), build_planner(config),
-                                    config.request_timeout_s, config.time_dilation)
+        strategies, planner = build_strategies(config.strategies), build_planner(config)
+        self.core = coordination.CoordinatorCore(config.host, config.roles(), config.models_by_host(),
+                                                 config.steps, strategies, planner,
+                                                 config.request_timeout_s, config.time_dilation)
         for line in self.core.unservable():
             log.warning("%s", line)
 
     def run(self) -> None:
-        outbox = Outbox(self.node.context, self.node.endpoints, self.node.curve)
-        # up front: a host must be watched before it can be seen to die, and no plan or dispatch
-        # should pay a connection's handshakes
-        for host in self.node.endpoints:
-            outbox.connect(host)
-        try:
-            while not self.node.stop.is_set():
-                self._connection_events(outbox)
-                self._act(outbox, self.core.on_tick(time.time()))
-                try:
-                    item = self.node.requests.get(timeout=0.05)
-                except queue.Empty:
-                    continue
-                self.handle(item, outbox)
-        finally:
-            outbox.close()
+        serve(self.node, self.node.endpoints, self.node.requests, self.handle, self._tick, wait_s=0.05)
+
+    def _tick(self, outbox: Outbox) -> None:
+        self._connection_events(outbox)
+        self._act(outbox, self.core.on_tick(time.time()))
 
     def _connection_events(self, outbox: Outbox) -> None:
         for host in outbox.poll_events():
@@ -94,19 +75,19 @@ class Coordinator:
         assert isinstance(envelope, RequestMsg)
         self._act(outbox, self.core.on_request(_request(envelope, item), time.time()))
 
-    def _act(self, outbox: Outbox, actions: list[Action]) -> None:
+    def _act(self, outbox: Outbox, actions: list[coordination.Action]) -> None:
         for action in actions:
-            if isinstance(action, Dispatch):
+            if isinstance(action, coordination.Dispatch):
                 self._send_dispatch(outbox, action)
-            elif isinstance(action, Fail):
+            elif isinstance(action, coordination.Fail):
                 self.node.stats.count(action.counter)
                 self._error(outbox, action)
-            elif isinstance(action, Reconnect):
+            elif isinstance(action, coordination.Reconnect):
                 outbox.reconnect(action.host, connect_timeout_s=action.connect_timeout_s)
                 self.node.stats.count("connections_renewed")
                 log.info("gave up the connection to %s for a fresh one", action.host)
 
-    def _send_dispatch(self, outbox: Outbox, dispatch: Dispatch) -> None:
+    def _send_dispatch(self, outbox: Outbox, dispatch: coordination.Dispatch) -> None:
         """Tell the device its plan and send the first stage on its way."""
         request, decision = dispatch.request, dispatch.decision
         if dispatch.replanned:
@@ -140,7 +121,7 @@ class Coordinator:
         self.node.stats.count("requests_planned")
         log.debug("%s: %s", request.request_id, decision.plan)
 
-    def _error(self, outbox: Outbox, fail: Fail) -> None:
+    def _error(self, outbox: Outbox, fail: coordination.Fail) -> None:
         request = fail.request
         try:
             wire = plan_to_wire(fail.plan) if fail.plan is not None else None
@@ -158,11 +139,13 @@ def _request(message: RequestMsg, item: Inbound) -> PlanRequest:
                        seed=message.seed)
 
 
-def _report(message: ReportMsg) -> Report:
+def _report(message: ReportMsg) -> coordination.Report:
     t = message.transfer
-    delivery = None if t is None else Delivery(t.source, t.kind, t.sent, t.received, t.message_bytes)
-    return Report(message.host, message.request_id, message.n, message.stage, message.model, message.steps,
-                  message.compute_start, message.compute_end, delivery, message.late)
+    delivery = None if t is None else coordination.Delivery(t.source, t.kind, t.sent, t.received,
+                                                            t.message_bytes)
+    return coordination.Report(message.host, message.request_id, message.n, message.stage, message.model,
+                               message.steps, message.compute_start, message.compute_end, delivery,
+                               message.late)
 
 
 def build_planner(config: NodeConfig) -> Planner:

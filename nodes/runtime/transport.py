@@ -11,7 +11,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -245,6 +245,27 @@ class Outbox:
             sock.close(linger=0)
         self._sockets.clear()
         self._monitors.clear()
+
+
+def serve(node: Any, peers: Iterable[str], inbox: Any, handle: Callable[[Any, Outbox], None],
+          tick: Callable[[Outbox], None], wait_s: float) -> None:
+    """A role thread's loop: its own Outbox, connected up front to `peers` (a host must be watched
+    before it can be seen to die, and no measured message should pay a connection's handshakes);
+    then, until the node stops, `tick` and the next item of `inbox` (waiting at most `wait_s`)
+    handed to `handle`.  `node`: the role's NodeContext (its context, endpoints, curve, stop)."""
+    outbox = Outbox(node.context, node.endpoints, node.curve)
+    for host in peers:
+        outbox.connect(host)
+    try:
+        while not node.stop.is_set():
+            tick(outbox)
+            try:
+                item = inbox.get(timeout=wait_s)
+            except queue.Empty:
+                continue
+            handle(item, outbox)
+    finally:
+        outbox.close()
 
 
 def largest_tensor_bytes(models: Iterable[str], max_images: int) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
 import time
 from typing import Any
 
@@ -29,7 +28,7 @@ from nodes.runtime.protocol import (
     encode,
     plan_from_wire,
 )
-from nodes.runtime.transport import Inbound, Outbox, Stopping
+from nodes.runtime.transport import Inbound, Outbox, Stopping, serve
 
 log = logging.getLogger("nodes.runtime.worker")
 
@@ -71,19 +70,8 @@ class StageWorker:
         return {"models_loaded": sorted(self.models), "model_load_s": round(self.load_s, 3)}
 
     def run(self) -> None:
-        outbox = Outbox(self.node.context, self.node.endpoints, self.node.curve)
-        for host in self.peers_to_open():
-            outbox.connect(host)
-        try:
-            while not self.node.stop.is_set():
-                outbox.poll_events()  # so that a dead next host is known by the time we forward
-                try:
-                    item = self.node.work.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                self.handle(item, outbox)
-        finally:
-            outbox.close()
+        # polling the outbox's events: a dead next host is known by the time we forward
+        serve(self.node, self.peers_to_open(), self.node.work, self.handle, Outbox.poll_events, wait_s=0.1)
 
     def peers_to_open(self) -> list[str]:
         """Whom this worker may send to, connected at start so that no measured message pays TCP

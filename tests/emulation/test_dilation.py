@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -23,62 +20,36 @@ from analysis.run_tables import Clock
 from emulation.dilation import SAFETY_MARGIN, choose_dilation
 from emulation.scenario import parse_scenario
 from nodes.planning.hardware import load_profiles, profile_for
+from tests.emulation.emulated_runs import REPO, profiled_scenario, run_cli
 from topologies.spec import LinkShape
 
-REPO = Path(__file__).resolve().parents[2]
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="Mininet needs root")
-
 # one device and the edge, both profiled: a dilated run of 4 measured requests
-SCENARIO = """
-[topology]
+TOPOLOGY = """
 kind = "star"
 [[topology.devices]]
 name = "{device}"
 bw_mbit = 10
 delay_ms = 10
 radio = "wifi"
-
-[nodes.edge]
-models = ["medium"]
-compute = "profiled"
-hardware = "edge_gpu"
-[nodes.device]
-models = ["small"]
-compute = "profiled"
-hardware = "phone"
-[nodes.cloud]
-models = []
-
-[workload]
+"""
+WORKLOAD = """
 requests = 4
 interval_s = 0.2
 images_per_request = 2
 deadline_s = 0.5
 request_timeout_s = 5
-warmup = true
-warmup_gap_s = 0.1
-warmup_settle_s = 0.3
-
+"""
+STRATEGIES = """
 [strategies.edge_only]
 kind = "edge_only"
 [strategies.device_only]
 kind = "device_only"
-
-[generation]
-scheduler = "dpm"
-steps = 10
-
-[capture]
-enabled = {capture}
-
-[run]
-timeout_s = 3
-time_dilation = {k}
 """
 
 
 def scenario_text(k: float | str = 6, device: str = "dl1", capture: bool = True) -> str:
-    return SCENARIO.format(device=device, k=json.dumps(k), capture=str(capture).lower())
+    return profiled_scenario(TOPOLOGY.format(device=device), WORKLOAD, STRATEGIES, timeout_s=3, k=k,
+                             capture=capture)
 
 
 def scenario_data(k: float | str = 6) -> dict:
@@ -152,13 +123,8 @@ def test_the_clock_gives_emulated_seconds_and_keeps_the_wall_clock() -> None:
     assert out["wall_compute_s"].iloc[0] == 3.0
 
 
-def run_cli(scenario: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "emulation.cli", "run", str(scenario), "--out", str(out),
-                           "--quiet", "--no-quality", *extra],
-                          capture_output=True, text=True, timeout=600, cwd=REPO)
-
-
-@root_only
+@pytest.mark.root
+@pytest.mark.slow
 def test_a_dilated_profiled_run_takes_its_profile_in_emulated_time(tmp_path, nothing_left_after) -> None:
     nothing_left_after.add("dl1")
     path = tmp_path / "dilated.toml"
@@ -196,7 +162,8 @@ def test_a_dilated_profiled_run_takes_its_profile_in_emulated_time(tmp_path, not
         assert entry["overrun_steps"] == 0 and entry["device_energy_per_image_j"] > 0
 
 
-@root_only
+@pytest.mark.root
+@pytest.mark.slow
 def test_strict_fails_a_run_whose_profiled_steps_overran(tmp_path, nothing_left_after) -> None:
     nothing_left_after.add("dl2")
     profiles = (REPO / "nodes" / "profiles.toml").read_text()
@@ -217,7 +184,7 @@ def test_strict_fails_a_run_whose_profiled_steps_overran(tmp_path, nothing_left_
     assert "device_only!" in done.stdout and (tmp_path / "run" / "summary.json").is_file()
 
 
-@root_only
+@pytest.mark.root
 def test_a_dilated_link_measures_as_configured_in_emulated_time(nothing_left_after) -> None:
     from emulation.calibration import measure_links
     from emulation.network import EmulatedNetwork

@@ -4,74 +4,41 @@ that it learns of only from the nodes' reports (the configured links are never r
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="Mininet needs root")
+from tests.emulation.emulated_runs import profiled_nodes, profiled_scenario, run_cli
 
 # d1's link: 10 Mbit/s, then from 1.05 s (emulated, on the workload's clock) 0.1 Mbit/s: the
 # result of an edge plan (about 3 kB) then takes about 0.25 s to reach the device, the dispatch of
 # a device plan (about 0.7 kB) 0.06 s
 TRACE = "time_s,bw_mbit,delay_ms,loss_pct\n0,10,10,0\n1.05,0.1,10,0\n30,0.1,10,0\n"
-SCENARIO = """
-[topology]
+SCENARIO = profiled_scenario(topology="""
 kind = "star"
 [[topology.devices]]
 name = "el1"
 bw_mbit = 10
 delay_ms = 10
 trace = "step.csv"
-
-[nodes.edge]
-models = ["medium"]
-compute = "profiled"
-hardware = "edge_gpu"
-[nodes.device]
-models = ["small"]
-compute = "profiled"
-hardware = "phone"
-[nodes.cloud]
-models = []
-
-[workload]
+""", workload="""
 requests = 8
 arrival = "fixed"
 interval_s = 0.3
 images_per_request = 2
 request_timeout_s = 5
-warmup = true
-warmup_gap_s = 0.1
-warmup_settle_s = 0.3
-
+""", strategies="""
 [strategies.elastic]
 kind = "elastic"
-
-[generation]
-scheduler = "dpm"
-steps = 10
-
-[capture]
-enabled = false
-
-[run]
-timeout_s = 3
-time_dilation = 16
-"""
+""", timeout_s=3, k=16)
 
 
 def _measured_first_rows(tmp_path: Path, text: str) -> pd.DataFrame:
     """Run the scenario `text` (no quality figures); its measured requests' first-stage rows, all ok."""
     path = tmp_path / "scenario.toml"
     path.write_text(text)
-    argv = [sys.executable, "-m", "emulation.cli", "run", str(path), "--out", str(tmp_path / "run"),
-            "--quiet", "--no-quality"]
-    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = run_cli(path, tmp_path / "run")
     assert done.returncode == 0, done.stderr[-2000:]
     req = pd.read_parquet(tmp_path / "run" / "requests.parquet")
     first = req[(req["stage_index"] == 0) & req["warmup"].ne(True)].sort_values("t_scheduled")
@@ -79,7 +46,7 @@ def _measured_first_rows(tmp_path: Path, text: str) -> pd.DataFrame:
     return first
 
 
-@root_only
+@pytest.mark.root
 @pytest.mark.slow
 def test_elastic_moves_the_steps_to_the_device_when_its_link_slows(tmp_path, nothing_left_after) -> None:
     nothing_left_after.add("el1")
@@ -107,13 +74,8 @@ def test_elastic_moves_the_steps_to_the_device_when_its_link_slows(tmp_path, not
 # Jetson; no connection closes (TCP just waits), so only the overdue dispatch shows the outage.  TCP
 # retransmits that dispatch (RTO about 0.21 s: the minimum, scaled by K, and the round trip) at
 # about 0.96, 1.39 and 2.23 s, so the old connection is stuck until 2.23 s after the link is back.
-OUTAGE = """
-[topology]
+OUTAGE = profiled_scenario(topology="""
 kind = "two_tier"
-[[topology.devices]]
-name = "ou1"
-bw_mbit = 20
-delay_ms = 2
 [topology.backhaul]
 bw_mbit = 100
 delay_ms = 5
@@ -125,48 +87,25 @@ action = "down"
 at = 1.45
 link = ["edge", "cloud"]
 action = "up"
-
-[nodes.cloud]
-models = ["medium"]
-compute = "profiled"
-hardware = "datacenter_gpu"
-[nodes.edge]
-models = ["medium"]
-compute = "profiled"
-hardware = "jetson"
-[nodes.device]
-models = ["small"]
-compute = "profiled"
-hardware = "phone"
-
-[workload]
+[[topology.devices]]
+name = "ou1"
+bw_mbit = 20
+delay_ms = 2
+""", workload="""
 requests = 9
 arrival = "fixed"
 interval_s = 0.25
 images_per_request = 2
 request_timeout_s = 6
-warmup = true
-warmup_gap_s = 0.1
-warmup_settle_s = 0.3
-
+""", strategies="""
 [strategies.elastic]
 kind = "elastic"
 min_class_accuracy = 0.93   # medium (0.934) and large, not small (0.824): the device's phone is out
-
-[generation]
-scheduler = "dpm"
-steps = 10
-
-[capture]
-enabled = false
-
-[run]
-timeout_s = 5
-time_dilation = 24
-"""
+""", timeout_s=5, k=24, nodes=profiled_nodes(cloud=("medium", "datacenter_gpu"), edge=("medium", "jetson"),
+                                             device=("small", "phone")))
 
 
-@root_only
+@pytest.mark.root
 @pytest.mark.slow
 def test_a_request_stuck_behind_a_failed_backhaul_is_re_planned(tmp_path, nothing_left_after) -> None:
     nothing_left_after.add("ou1")

@@ -17,6 +17,7 @@ import pytest
 
 from emulation.runner import run_scenario
 from emulation.scenario import load_scenario
+from tests.emulation.emulated_runs import processes_of
 
 pytestmark = pytest.mark.root
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,19 +31,6 @@ def _lines(path: Path) -> int:
         return path.read_bytes().count(b"\n")
     except OSError:
         return 0
-
-
-def _our_processes(run_dir: Path) -> list[str]:
-    """Processes whose command line names the run directory: node processes, tcpdump."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(run_dir) in cmd and int(pid) != os.getpid():
-            found.append(f"{pid} {cmd}")
-    return found
 
 
 def _kill_when_it_has_served_one(run_dir: Path, host: str, killed: dict) -> None:
@@ -77,7 +65,7 @@ def test_killed_device_fails_its_requests_and_the_others_complete(tmp_path, noth
     failed = d2[d2["outcome"] == "failed"]
     assert len(failed) >= 1 and failed["reason"].str.contains("d2 exited").all(), failed["reason"].tolist()
     assert result.manifest["status"] == "completed" and result.manifest["node_exit_codes"]["d2"] == -9
-    assert not _our_processes(out)
+    assert not processes_of(out)
     # the "all nodes up" memory figure was taken while d2 was still alive, not after it died
     memory = result.manifest["memory"]
     assert set(memory["nodes"]) == {"cloud", "edge", "d1", "d2"}
@@ -99,7 +87,7 @@ def test_sigint_leaves_partial_results_and_nothing_running(tmp_path, nothing_lef
     for pcap in (out / "pcap").glob("*.pcap"):
         res = subprocess.run(["tshark", "-r", str(pcap), "-c", "1"], capture_output=True, timeout=60)
         assert res.returncode == 0, res.stderr
-    assert not _our_processes(out)
+    assert not processes_of(out)
 
 
 def _smoke_variant(tmp_path: Path, extra: str, timeout_s: int = 5, warmup: bool = False) -> Path:
@@ -194,7 +182,7 @@ def test_sigint_before_the_first_result_still_writes_the_summary(tmp_path, nothi
     assert len(failed) + (requests["outcome"] == "ok").sum() == 8 and len(failed) >= 1
     assert failed["reason"].str.contains("interrupted|stopped").all(), failed["reason"].tolist()
     assert (out / "report.md").is_file()
-    assert not _our_processes(out)
+    assert not processes_of(out)
 
 
 @needs_large
@@ -223,9 +211,9 @@ def test_sigkill_of_the_runner_leaves_nothing_and_report_finishes_the_run(tmp_pa
     assert manifest["status"] == "running"
     nothing_left_after.update(h["name"] for h in manifest["network"]["hosts"])
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and (_our_processes(out) or _cgroups_of(manifest)):
+    while time.monotonic() < deadline and (processes_of(out) or _cgroups_of(manifest)):
         time.sleep(0.2)
-    assert not _our_processes(out) and not _cgroups_of(manifest)
+    assert not processes_of(out) and not _cgroups_of(manifest)
     res = subprocess.run([sys.executable, "-m", "emulation.cli", "report", str(out), "--no-quality"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr

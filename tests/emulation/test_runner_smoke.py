@@ -21,6 +21,7 @@ from nodes.diffusion.generation import generate
 from nodes.diffusion.samples import load_samples
 from nodes.planning.plan import parse_plan
 from nodes.planning.strategy_specs import StrategySpec
+from tests.emulation.emulated_runs import processes_of
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -190,12 +191,4 @@ def test_same_model_split_is_exact_over_the_network(run):
 def test_nothing_left_running(run, nothing_left_after):
     _, result, hosts = run
     nothing_left_after.update(hosts)  # the fixture checks interfaces, netns, rules, shells, cgroups
-    ours = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(result.run_dir) in cmd:
-            ours.append(cmd)
-    assert not ours
+    assert not processes_of(result.run_dir)
