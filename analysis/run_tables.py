@@ -55,8 +55,9 @@ class Clock:
 
     @classmethod
     def of(cls, manifest: dict[str, Any]) -> Clock:
+        """A run's clock from its manifest; a run stopped before its clock started counts from t0."""
         clock = manifest.get("clock") or {}
-        return cls(clock.get("origin") or 0.0, clock.get("time_dilation") or 1.0)
+        return cls(clock.get("origin") or manifest.get("t0") or 0.0, clock.get("time_dilation") or 1.0)
 
     def emulated(self, frame: pd.DataFrame, times: list[str], durations: list[str]) -> pd.DataFrame:
         out = frame.copy()

@@ -19,12 +19,12 @@ their clocks must be synchronised (chrony / PTP); `total_s` is measured on the d
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from statistics import median
-from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from analysis.pipeline import Finished
 from emulation.scenario import TABLES, Experiment, check_resources
 from nodes.runtime.local_cluster import LocalCluster
 from nodes.runtime.node_config import (
@@ -161,24 +161,21 @@ def deployment_requests(deployment: Deployment) -> list:
     return plan_workload(deployment.workload, deployment.devices, list(deployment.strategies))
 
 
-def summarise(run_dir: Path, devices: list[str]) -> dict[str, dict[str, Any]]:
-    """Per strategy: requests done and failed, median total latency (from the devices' records)."""
-    from nodes.runtime.records import read_records
+def finish_deployment(deployment: Deployment, run_dir: Path, devices: list[str]) -> Finished:
+    """The end-of-run pipeline (analysis/pipeline.py) on what this machine's devices recorded:
+    requests.parquet, summary.json (no capture, no quality: deploy mode measures neither), report,
+    and a manifest.  Time is the hosts' own (K = 1); t = 0 is the first measured request."""
+    from analysis.pipeline import finish_run_dir
+    from analysis.run_tables import requests_frame
 
-    totals: dict[str, list[float]] = {}
-    failed: dict[str, int] = {}
-    for device in devices:
-        rows = read_records(run_dir / "records" / f"{device}.jsonl")
-        for row in rows:
-            if row.stage_index not in (0, None):
-                continue  # one row per request
-            if row.outcome == "ok":
-                totals.setdefault(row.strategy, []).append(row.total_s)
-            else:
-                failed[row.strategy] = failed.get(row.strategy, 0) + 1
-    return {s: {"done": len(totals.get(s, [])), "failed": failed.get(s, 0),
-                "p50_s": round(median(totals[s]), 4) if totals.get(s) else None}
-            for s in sorted({*totals, *failed})}
+    planned = [r.as_row() for r in deployment_requests(deployment) if r.device in devices]
+    wall = requests_frame(run_dir, planned)
+    measured = wall.loc[wall["warmup"].ne(True), "t_scheduled"].dropna()
+    manifest = {"mode": "deploy", "status": "completed", "error": None, "workload": planned,
+                "clock": {"origin": float(measured.min()) if len(measured) else None, "time_dilation": 1.0},
+                "network": {}, "scenario": deployment.model_dump(mode="json"), "devices": devices}
+    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return finish_run_dir(run_dir, manifest, quality=False, traffic=False)
 
 
 # --- command line -------------------------------------------------------------------------------

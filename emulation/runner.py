@@ -46,7 +46,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from tqdm import tqdm
 
-from analysis.run_tables import TRAFFIC_TIMES, Clock, requests_frame, unrecorded_failures, write_requests
+from analysis.pipeline import Finished, finish_run_dir, requests_table
+from analysis.run_tables import Clock, requests_frame, unrecorded_failures
 from emulation.cgroups import process_start
 from emulation.dilation import Dilation, choose_dilation
 from emulation.scenario import Scenario
@@ -148,11 +149,9 @@ def run_scenario(scenario: Scenario, out_dir: str | Path | None = None, progress
 
 
 def finish_killed_run(run_dir: str | Path, quality: bool = True) -> RunResult:
-    """Finish a run whose runner died without finishing it (SIGKILL, a crash): requests.parquet
-    from the records (requests without a record are failed rows that say so), traffic, summary,
-    report, and status `killed` in the manifest.  ValueError if it is not such a run."""
-    from emulation.scenario import parse_scenario
-
+    """Finish a run whose runner died without finishing it (SIGKILL, a crash): requests without a
+    record become failed rows that say so, then the end-of-run pipeline (analysis/pipeline.py),
+    and status `killed` in the manifest.  ValueError if it is not such a run."""
     d = Path(run_dir).resolve()
     try:
         manifest = json.loads((d / "manifest.json").read_text())
@@ -163,17 +162,36 @@ def finish_killed_run(run_dir: str | Path, quality: bool = True) -> RunResult:
     runner = manifest.get("runner") or {}
     if runner.get("pid") and process_start(runner["pid"]) == runner.get("start_ticks"):
         raise ValueError(f"{d}: the run is still going (runner pid {runner['pid']})")
-    clock = manifest.get("clock") or {}
-    dilation = Dilation(clock.get("time_dilation") or 1.0, clock.get("how") or "from the manifest")
-    run = _Run(parse_scenario(manifest["scenario"]), d, progress=False, dilation=dilation)
-    run.manifest = manifest
-    run.planned = [PlannedRequest(**row) for row in manifest.get("workload") or []]
-    run.t0 = manifest.get("t0")
-    run.net_manifest = manifest.get("network") or {}
-    run.memory = manifest.get("memory") or {}
-    run.status = "killed"
-    run.error = "the runner ended without finishing the run; finished by finish_killed_run"
-    return run.finish(quality=quality, traffic=run.scenario.capture.enabled)
+    seen = set(requests_frame(d, [], Clock.of(manifest))["request_id"])
+    generation = (manifest.get("scenario") or {}).get("generation") or {}
+    k = (manifest.get("clock") or {}).get("time_dilation") or 1.0
+    rows = unrecorded_failures(seen, manifest.get("workload") or [], generation.get("scheduler", "dpm"),
+                               generation.get("steps", 0), manifest.get("t0"),
+                               "the run was killed before this request was recorded", k)
+    if rows:
+        RecordWriter(d / "records" / RUNNER_RECORDS).write(rows)
+    manifest.update(status="killed",
+                    error="the runner ended without finishing the run; finished by finish_killed_run")
+    _write_json_atomic(d / "manifest.json", manifest)
+    capture = ((manifest.get("scenario") or {}).get("capture") or {}).get("enabled", True)
+    finished = finish_run_dir(d, manifest, quality=quality, traffic=capture)
+    _record_finish(manifest, finished)
+    _write_json_atomic(d / "manifest.json", manifest)
+    planned = [PlannedRequest(**row) for row in manifest.get("workload") or []]
+    return RunResult(d, finished.requests, finished.traffic, finished.summary, manifest, finished.accuracy,
+                     planned)
+
+
+def _record_finish(manifest: dict[str, Any], finished: Finished) -> None:
+    manifest.setdefault("timings", {}).update(finished.timings)
+    if finished.errors:
+        manifest.setdefault("finish_errors", {}).update(finished.errors)
+
+
+def _write_json_atomic(path: Path, document: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(document, indent=1, default=_json))
+    os.replace(tmp, path)
 
 
 class _Run:
@@ -408,17 +426,8 @@ class _Run:
         self._seen |= failed
         return len(failed)
 
-    def requests_frame(self) -> pd.DataFrame:
-        return requests_frame(self.run_dir, [r.as_row() for r in self.planned], self.clock())
-
-    def clock(self) -> Clock:
-        """The run's clock (analysis/run_tables.py): emulated seconds from the first measured request."""
-        origin = self.manifest.get("clock", {}).get("origin") or self.t0 or 0.0
-        return Clock(origin, self.k)
-
     def write_requests(self) -> pd.DataFrame:
-        frame = self.requests_frame()
-        write_requests(self.run_dir, frame)
+        frame = requests_table(self.run_dir, self.manifest)
         self._last_parquet = time.monotonic()
         return frame
 
@@ -436,81 +445,23 @@ class _Run:
     # ---- the end -------------------------------------------------------------------------------------
 
     def finish(self, quality: bool, traffic: bool) -> RunResult:
-        """Records, then the final status in the manifest, then each figure on its own: a step
-        that fails is logged and named in the manifest, and the next ones still run."""
-
+        """Records (what no node recorded becomes a failed row), then the final status in the
+        manifest, then the end-of-run pipeline (analysis/pipeline.py)."""
         if self.planned:
             self._collect_new()  # what the devices recorded when they were stopped
             why = {"completed": "run timeout: no record of this request when the run ended",
-                   "interrupted": "run interrupted before this request was recorded",
-                   "killed": "the run was killed before this request was recorded"}
+                   "interrupted": "run interrupted before this request was recorded"}
             self._fail_missing(why.get(self.status, f"run failed ({self.error})"))
-        requests = self.write_requests()
         with contextlib.suppress(OSError, ValueError):  # written by the network's teardown
             self.manifest["cpu_stats"] = json.loads((self.run_dir / "cpu_stats.json").read_text())
         self.manifest["warnings"] = self.warnings
+        self.manifest["memory"] = self.memory
         self._write_manifest()  # the final status, before anything else can fail
-        traffic_frame = self._step("traffic", self._traffic, traffic)
-        measured = requests[requests["warmup"].ne(True)]  # warm-up requests only open connections
-        summary = self._step("summary", self._summary, measured, traffic_frame, quality) or {}
-        accuracy = self._step("accuracy", self._accuracy, measured, traffic_frame) or {"headline": {}}
-        ok = requests.loc[requests["outcome"] == "ok", "request_id"]
-        counts = {"planned": len(self.planned), "recorded": int(requests["request_id"].nunique()),
-                  "ok": int(ok.nunique())}
-        document = {"scenario": self.scenario.name, "status": self.status, "error": self.error,
-                    "requests": counts,
-                    "strategies": summary, "accuracy": accuracy.get("headline", {}),
-                    "node_memory": {k: v for k, v in self.memory.items() if k not in ("nodes", "launcher")},
-                    "warnings": self.warnings}
-        (self.run_dir / "summary.json").write_text(json.dumps(document, indent=1, default=_json))
-        self._step("report", self._report)
+        finished = finish_run_dir(self.run_dir, self.manifest, quality=quality, traffic=traffic)
+        _record_finish(self.manifest, finished)
         self._write_manifest()
-        frame = traffic_frame if traffic_frame is not None else _empty_traffic()
-        return RunResult(self.run_dir, requests, frame, document, self.manifest, accuracy, self.planned)
-
-    def _step(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
-        began = time.monotonic()
-        try:
-            return fn(*args)
-        except Exception as exc:  # the run's records are written; a failed figure must not lose them
-            log.warning("%s not written: %s: %s (edgestage report %s)", name, type(exc).__name__, exc,
-                        self.run_dir)
-            self.manifest.setdefault("finish_errors", {})[name] = f"{type(exc).__name__}: {exc}"
-            return None
-        finally:
-            self.timings[f"{name}_s"] = round(time.monotonic() - began, 3)
-
-    def _traffic(self, traffic: bool) -> pd.DataFrame:
-        from analysis.traffic import parse_run_traffic
-
-        if not traffic or not (self.run_dir / "pcap").is_dir():
-            return _empty_traffic()
-        frame = parse_run_traffic(self.run_dir / "pcap", self.net_manifest)
-        frame = self.clock().emulated(frame, TRAFFIC_TIMES, [])
-        frame.to_parquet(self.run_dir / "traffic.parquet", index=False)
-        return frame
-
-    def _summary(self, measured: pd.DataFrame, traffic: pd.DataFrame | None, quality: bool) -> dict:
-        from analysis.summary import summarize
-        from nodes.planning.hardware import load_power
-
-        return summarize(measured, traffic if traffic is not None else _empty_traffic(),
-                         self.run_dir / "samples", quality=quality, network=self.net_manifest,
-                         power=load_power(self.scenario.nodes.profiles_file))
-
-    def _accuracy(self, measured: pd.DataFrame, traffic: pd.DataFrame | None) -> dict:
-        from analysis.accuracy import accuracy_report
-        from analysis.run_tables import read_link_events
-
-        accuracy = accuracy_report(measured, traffic if traffic is not None else _empty_traffic(),
-                                   self.net_manifest, read_link_events(self.run_dir))
-        (self.run_dir / "accuracy.json").write_text(json.dumps(accuracy, indent=1, default=_json))
-        return accuracy
-
-    def _report(self) -> None:
-        from analysis.report import write_report
-
-        write_report(self.run_dir)
+        return RunResult(self.run_dir, finished.requests, finished.traffic, finished.summary, self.manifest,
+                         finished.accuracy, self.planned)
 
     def _write_manifest(self) -> None:
         sc = self.scenario
@@ -533,15 +484,7 @@ class _Run:
             "workload": [r.as_row() for r in self.planned],
             "scenario": sc.model_dump(mode="json"),
         })
-        tmp = self.run_dir / ".manifest.json.tmp"
-        tmp.write_text(json.dumps(self.manifest, indent=1, default=_json))
-        os.replace(tmp, self.run_dir / "manifest.json")
-
-
-def _empty_traffic() -> pd.DataFrame:
-    from analysis.traffic import empty_traffic
-
-    return empty_traffic()
+        _write_json_atomic(self.run_dir / "manifest.json", self.manifest)
 
 
 def compute_manifest(sc: Scenario) -> dict[str, Any]:

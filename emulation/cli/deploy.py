@@ -41,9 +41,9 @@ def _deploy(args: argparse.Namespace) -> int:
     from emulation.deploy import (
         deploy_cluster,
         deployment_requests,
+        finish_deployment,
         host_configs,
         load_deployment,
-        summarise,
         workload_timeout,
     )
 
@@ -69,7 +69,8 @@ def _deploy(args: argparse.Namespace) -> int:
                   f"{', '.join(str(n.pid) for n in running.nodes.values())})", flush=True)
             if running.devices:
                 running.wait_workload(args.timeout or workload_timeout(deployment))
-                _print_summary(summarise(run_dir, running.devices))
+                devices = running.devices
+                _print_summary(finish_deployment(deployment, run_dir, devices).summary["strategies"])
             else:
                 print("serving; Ctrl-C or SIGTERM stops", flush=True)
                 exited = running.wait_stopped(stop)
@@ -85,8 +86,8 @@ def _deploy(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(summary: dict[str, dict[str, Any]]) -> None:
+def _print_summary(strategies: dict[str, dict[str, Any]]) -> None:
     print(f"{'strategy':14} {'done':>5} {'failed':>7} {'p50_s':>8}")
-    for strategy, row in summary.items():
-        p50 = f"{row['p50_s']:.3f}" if row["p50_s"] is not None else "-"
+    for strategy, row in strategies.items():
+        p50 = f"{row['latency_p50_s']:.3f}" if row.get("latency_p50_s") is not None else "-"
         print(f"{strategy:14} {row['done']:5d} {row['failed']:7d} {p50:>8}")

@@ -221,6 +221,13 @@ def test_a_device_with_its_key_completes_its_workload_after_the_refusals(servers
     for row in first:
         samples = load_samples(run_dir / "samples" / f"{row.request_id}.npz")
         assert samples.images.shape == (2, 1, 16, 16)
+    # the end-of-run pipeline ran on what the device recorded: the table it printed is the summary's
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["requests"] == {"planned": REQUESTS, "recorded": REQUESTS, "ok": REQUESTS}
+    assert {s: e["done"] for s, e in summary["strategies"].items()} == {s: REQUESTS // len(STRATEGIES)
+                                                                          for s in STRATEGIES}
+    assert (run_dir / "requests.parquet").is_file() and (run_dir / "report.md").is_file()
+    assert all(f"{s:14}" in out for s in STRATEGIES)
     # the servers kept serving, and planned exactly the device's requests, none of the strangers'
     deadline = time.monotonic() + 10
     while _counts(running, "edge").get("requests_planned", 0) < REQUESTS and time.monotonic() < deadline:

@@ -1,0 +1,146 @@
+"""The end of a run, one pipeline: records -> requests.parquet -> traffic -> summary -> accuracy ->
+report, read from a run directory and its manifest.
+
+    finished = finish_run_dir("runs/x", manifest, quality=True, traffic=True)
+
+A normal run's end (emulation/runner.py), a killed run's finish (`edgestage report RUN_DIR` on a
+run whose runner died) and deploy mode all end this way; compare and sweep are runs, so theirs do
+too.  What the pipeline reads of the manifest: `workload` (the planned requests), `clock` and
+`t0` (the run's clock), `network` (links and radios), `scenario` (name, profiles file), `status`,
+`error`, `memory` and `warnings`.  Each step after the requests table stands on its own: one that
+fails is named in `errors` (the manifest's `finish_errors`), and the next ones still run, so a
+failed figure never loses the run's records.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.run_tables import TRAFFIC_TIMES, Clock, read_link_events, requests_frame, write_requests
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Finished:
+    requests: pd.DataFrame
+    traffic: pd.DataFrame
+    summary: dict[str, Any]  # summary.json
+    accuracy: dict[str, Any]
+    errors: dict[str, str] = field(default_factory=dict)  # step -> what went wrong
+    timings: dict[str, float] = field(default_factory=dict)  # step -> wall seconds
+
+
+def requests_table(run_dir: Path, manifest: dict[str, Any]) -> pd.DataFrame:
+    """requests.parquet from the records, written (also while a run goes); the table."""
+    frame = requests_frame(run_dir, manifest.get("workload") or [], Clock.of(manifest))
+    write_requests(run_dir, frame)
+    return frame
+
+
+def finish_run_dir(run_dir: str | Path, manifest: dict[str, Any], quality: bool = True,
+                   traffic: bool = True) -> Finished:
+    """Every step of the pipeline on `run_dir` (see the module docstring)."""
+    d = Path(run_dir)
+    finished = Finished(requests_table(d, manifest), pd.DataFrame(), {}, {"headline": {}})
+    steps = _Steps(d, finished)
+    finished.traffic = steps.run("traffic", _traffic, d, manifest, traffic)
+    if finished.traffic is None:
+        finished.traffic = _empty_traffic()
+    measured = finished.requests[finished.requests["warmup"].ne(True)]  # warm-ups only open connections
+    strategies = steps.run("summary", _strategies, d, manifest, measured, finished.traffic, quality) or {}
+    finished.accuracy = steps.run("accuracy", _accuracy, d, manifest, measured, finished.traffic) or {
+        "headline": {}}
+    finished.summary = summary_document(manifest, finished.requests, strategies, finished.accuracy)
+    (d / "summary.json").write_text(json.dumps(finished.summary, indent=1, default=_json))
+    steps.run("report", _report, d)
+    return finished
+
+
+def summary_document(manifest: dict[str, Any], requests: pd.DataFrame, strategies: dict[str, Any],
+                     accuracy: dict[str, Any]) -> dict[str, Any]:
+    memory = manifest.get("memory") or {}
+    ok = requests.loc[requests["outcome"] == "ok", "request_id"]
+    return {"scenario": (manifest.get("scenario") or {}).get("name"), "status": manifest.get("status"),
+            "error": manifest.get("error"),
+            "requests": {"planned": len(manifest.get("workload") or []),
+                         "recorded": int(requests["request_id"].nunique()), "ok": int(ok.nunique())},
+            "strategies": strategies, "accuracy": accuracy.get("headline", {}),
+            "node_memory": {k: v for k, v in memory.items() if k not in ("nodes", "launcher")},
+            "warnings": manifest.get("warnings") or []}
+
+
+class _Steps:
+    def __init__(self, run_dir: Path, finished: Finished) -> None:
+        self.run_dir = run_dir
+        self.finished = finished
+
+    def run(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        began = time.monotonic()
+        try:
+            return fn(*args)
+        except Exception as exc:  # the run's records are written; a failed figure must not lose them
+            log.warning("%s not written: %s: %s (edgestage report %s)", name, type(exc).__name__, exc,
+                        self.run_dir)
+            self.finished.errors[name] = f"{type(exc).__name__}: {exc}"
+            return None
+        finally:
+            self.finished.timings[f"{name}_s"] = round(time.monotonic() - began, 3)
+
+
+def _traffic(run_dir: Path, manifest: dict[str, Any], traffic: bool) -> pd.DataFrame:
+    from analysis.traffic import parse_run_traffic
+
+    if not traffic or not (run_dir / "pcap").is_dir():
+        return _empty_traffic()
+    frame = parse_run_traffic(run_dir / "pcap", manifest.get("network") or {})
+    frame = Clock.of(manifest).emulated(frame, TRAFFIC_TIMES, [])
+    frame.to_parquet(run_dir / "traffic.parquet", index=False)
+    return frame
+
+
+def _strategies(run_dir: Path, manifest: dict[str, Any], measured: pd.DataFrame, traffic: pd.DataFrame,
+                quality: bool) -> dict[str, Any]:
+    from analysis.summary import summarize
+    from nodes.planning.hardware import load_power
+
+    profiles = ((manifest.get("scenario") or {}).get("nodes") or {}).get("profiles_file")
+    return summarize(measured, traffic, run_dir / "samples", quality=quality,
+                     network=manifest.get("network") or {}, power=load_power(profiles))
+
+
+def _accuracy(run_dir: Path, manifest: dict[str, Any], measured: pd.DataFrame,
+              traffic: pd.DataFrame) -> dict[str, Any]:
+    from analysis.accuracy import accuracy_report
+
+    accuracy = accuracy_report(measured, traffic, manifest.get("network") or {}, read_link_events(run_dir))
+    (run_dir / "accuracy.json").write_text(json.dumps(accuracy, indent=1, default=_json))
+    return accuracy
+
+
+def _report(run_dir: Path) -> None:
+    from analysis.report import write_report
+
+    write_report(run_dir)
+
+
+def _empty_traffic() -> pd.DataFrame:
+    from analysis.traffic import empty_traffic
+
+    return empty_traffic()
+
+
+def _json(value: object) -> object:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
