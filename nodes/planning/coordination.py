@@ -41,8 +41,9 @@ from dataclasses import dataclass, replace
 
 from nodes.planning.estimates import LiveEstimates
 from nodes.planning.plan import Plan
-from nodes.planning.planner import Ask, Decision, Planner
-from nodes.planning.strategies import Cluster, Planned, PlanRequest, Strategy
+from nodes.planning.planner import Decision, Planner
+from nodes.planning.request import PlanRequest
+from nodes.planning.strategies import Cluster, Planned, Strategy
 
 MAX_IN_FLIGHT = 10_000  # dispatched requests remembered for a host failure; the oldest go first
 RESCUE_FACTOR = 3.0  # a message this many times its path's estimate late: the path has failed
@@ -305,10 +306,8 @@ class CoordinatorCore:
         """A fixed strategy's plan gets the same prediction a planned one makes for itself."""
         if decision.prediction is not None:
             return decision
-        ask = Ask(request.request_id, request.origin, request.n, sent=request.sent, now=request.received,
-                  deadline_s=request.deadline_s, request_bytes=request.request_bytes)
         row = self.planner.row_of(decision.plan)
-        predicted = self.planner.predict(decision.plan, row, ask, self.live)
+        predicted = self.planner.predict(decision.plan, row, request, self.live)
         return Decision(decision.plan, predicted, decision.note)
 
     def _refresh_unavailable(self, now: float) -> None:

@@ -48,6 +48,7 @@ from typing import Any, Literal
 from nodes.planning.estimates import LiveEstimates
 from nodes.planning.hardware import HardwarePower, StepProfile
 from nodes.planning.plan import Plan, Stage, parse_plan
+from nodes.planning.request import PlanRequest
 from topologies.radio import Transfer, radio_model, request_radio_energy
 
 ObjectiveKind = Literal["latency", "quality", "energy"]
@@ -87,19 +88,6 @@ class Objective:
     kind: ObjectiveKind = "latency"
     floor: QualityFloor = QualityFloor()
     single_host: bool = False  # routing: the whole request on one host
-
-
-@dataclass(frozen=True)
-class Ask:
-    """The request as the planner sees it (wall-clock seconds)."""
-
-    request_id: str
-    origin: str
-    n: int
-    sent: float  # when the device sent it
-    now: float  # when the planning happens
-    deadline_s: float | None = None  # wall seconds after `sent`
-    request_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -196,35 +184,37 @@ class Planner:
         assumed.append(f"{src}->{dst}")
         return 0.0
 
-    def predict(self, plan: Plan, row: Mapping[str, Any] | None, ask: Ask, live: LiveEstimates) -> Prediction:
+    def predict(self, plan: Plan, row: Mapping[str, Any] | None, request: PlanRequest,
+                live: LiveEstimates) -> Prediction:
+        sent = request.sent or request.received  # a request with no sending time counts from its planning
         assumed: list[str] = []
         sizes = self.sizes
-        device = ask.origin
+        device = request.origin
         radio: list[Transfer] = []
         compute_s = 0.0
 
         def hop(src: str, dst: str, size: float, at: float) -> float:
-            seconds = self.transfer_s(src, dst, size, live, assumed, ask.now)
+            seconds = self.transfer_s(src, dst, size, live, assumed, request.received)
             if device in (src, dst) and src != dst:
                 radio.append((at, seconds, int(size), "up" if src == device else "down"))
             return at + seconds
 
-        if ask.request_bytes:
-            radio.append((ask.sent, max(0.0, ask.now - ask.sent), ask.request_bytes, "up"))
-        arrive = hop(self.coordinator, plan.stages[0].host or "", sizes.dispatch, ask.now)
+        if request.request_bytes:
+            radio.append((sent, max(0.0, request.received - sent), request.request_bytes, "up"))
+        arrive = hop(self.coordinator, plan.stages[0].host or "", sizes.dispatch, request.received)
         times = []
         for index, stage in enumerate(plan.stages):
             host = stage.host or ""
-            start = max(arrive, live.queues.free_at(host, ask.now, arrive))
-            end = start + stage.steps * self.step_s(host, stage.model, ask.n, live)
+            start = max(arrive, live.queues.free_at(host, request.received, arrive))
+            end = start + stage.steps * self.step_s(host, stage.model, request.n, live)
             times.append((arrive, start, end))
             if host == device:
                 compute_s += end - start
             last = index == len(plan.stages) - 1
             target = device if last else plan.stages[index + 1].host or ""
-            size = (sizes.result_per_image if last else sizes.state_per_image) * ask.n
+            size = (sizes.result_per_image if last else sizes.state_per_image) * request.n
             arrive = hop(host, target, size, end)
-        return Prediction(latency_s=arrive - ask.sent, fid=row["fid"] if row else None,
+        return Prediction(latency_s=arrive - sent, fid=row["fid"] if row else None,
                           class_accuracy=row["class_accuracy"] if row else None,
                           device_energy_j=self._device_energy(device, compute_s, radio),
                           stages=tuple(times), assumed=tuple(dict.fromkeys(assumed)))
@@ -249,17 +239,18 @@ class Planner:
         return next((r for p, r in self.plans if p.key == plan.key), None)
 
     # --- the choice ----------------------------------------------------------------------------
-    def decide(self, ask: Ask, objective: Objective, live: LiveEstimates,
+    def decide(self, request: PlanRequest, objective: Objective, live: LiveEstimates,
                unavailable: Mapping[str, str] | None = None, explore: bool = False) -> Decision:
-        scored = [(plan, self.predict(plan, row, ask, live))
-                  for plan, row in self.candidates(ask.origin, objective, unavailable)]
+        scored = [(plan, self.predict(plan, row, request, live))
+                  for plan, row in self.candidates(request.origin, objective, unavailable)]
         if explore:  # an unmeasured request: the plan over the most paths not yet observed
-            plan, prediction = min(scored, key=lambda s: (-self.unobserved(s[0], ask.origin, live),
+            plan, prediction = min(scored, key=lambda s: (-self.unobserved(s[0], request.origin, live),
                                                           s[1].latency_s))
             return Decision(plan, prediction, "warm-up: explores the paths it had not observed")
         # routing is the least expected completion alone, as the paper's routing inference
         busy = {} if objective.single_host else {
-            h: len(live.queues.schedule(h, ask.now)) for h, f in self.hosts.items() if f.role != "device"}
+            h: len(live.queues.schedule(h, request.received))
+            for h, f in self.hosts.items() if f.role != "device"}
 
         def fastest(item: tuple[Plan, Prediction]) -> tuple[float, float]:
             return item[1].latency_s, item[1].fid or 0.0
@@ -270,11 +261,11 @@ class Planner:
         if objective.kind == "latency":
             plan, prediction = min(scored, key=fastest_for_all)
             return Decision(plan, prediction)
-        in_time = [s for s in scored if ask.deadline_s is None or s[1].latency_s <= ask.deadline_s]
+        in_time = [s for s in scored if request.deadline_s is None or s[1].latency_s <= request.deadline_s]
         if not in_time:
             plan, prediction = min(scored, key=fastest)
             return Decision(plan, prediction, f"no plan is predicted to meet the deadline of "
-                                              f"{ask.deadline_s:.3g} s: the fastest instead")
+                                              f"{request.deadline_s:.3g} s: the fastest instead")
         if objective.kind == "quality":
             plan, prediction = min(in_time, key=lambda s: (s[1].fid or 0.0, s[1].latency_s))
         else:

@@ -17,7 +17,8 @@ from nodes.planning.estimates import LiveEstimates
 from nodes.planning.hardware import load_power, load_profiles
 from nodes.planning.planner import HostFacts, Objective, Planner, QualityFloor
 from nodes.planning.quality_table import read_table
-from nodes.planning.strategies import Cluster, Planned, PlanRequest
+from nodes.planning.request import PlanRequest
+from nodes.planning.strategies import Cluster, Planned
 
 FLOOR = QualityFloor(min_class_accuracy=0.946, max_fid=1.53)
 

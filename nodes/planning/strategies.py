@@ -17,29 +17,12 @@ from typing import Protocol
 
 from nodes.planning.estimates import LiveEstimates
 from nodes.planning.plan import Plan, Stage, check_tiling
-from nodes.planning.planner import Ask, Decision, Objective, Planner, QualityFloor
+from nodes.planning.planner import Decision, Objective, Planner, QualityFloor
+from nodes.planning.request import PlanRequest
 from nodes.planning.strategy_specs import StrategySpec
 from nodes.schema import Role
 
 DEFAULT_MODEL = {"cloud_only": "large", "edge_only": "medium", "device_only": "small", "cascade": "small"}
-
-
-@dataclass(frozen=True)
-class PlanRequest:
-    """What a strategy may look at: who asks, for how many images, by when."""
-
-    request_id: str
-    origin: str  # the requesting device's host
-    n: int
-    strategy: str
-    deadline_s: float | None = None  # wall seconds after `sent`
-    sent: float = 0.0  # wall epoch seconds: when the device sent it
-    received: float = 0.0  # when the coordinator had it
-    request_bytes: int = 0
-    explore: bool = False  # a warm-up request: a planned strategy observes paths it has not seen
-    escalation: bool = False  # a cascade's second pass: the images its device's gate doubted
-    labels: tuple[int, ...] = ()  # what the stages need to draw and condition the images
-    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -128,9 +111,7 @@ class Planned:
         if cluster.planner is None or cluster.live is None:
             raise ValueError(f"strategy {self.name} needs the quality table, which this coordinator "
                              "has not loaded")
-        ask = Ask(request.request_id, request.origin, request.n, sent=request.sent or request.received,
-                  now=request.received, deadline_s=request.deadline_s, request_bytes=request.request_bytes)
-        decision = cluster.planner.decide(ask, self.objective, cluster.live, cluster.unavailable,
+        decision = cluster.planner.decide(request, self.objective, cluster.live, cluster.unavailable,
                                           explore=request.explore)
         cluster.check(decision.plan)
         return decision

@@ -19,7 +19,8 @@ from nodes.planning import coordination
 from nodes.planning.hardware import load_power, load_profiles
 from nodes.planning.planner import HostFacts, Planner
 from nodes.planning.quality_table import read_table, table_path
-from nodes.planning.strategies import PlanRequest, build_strategies
+from nodes.planning.request import PlanRequest
+from nodes.planning.strategies import build_strategies
 from nodes.planning.strategy_specs import PLANNED_KINDS
 from nodes.runtime.node_config import ComputeConfig, NodeConfig
 from nodes.runtime.node_context import NodeContext

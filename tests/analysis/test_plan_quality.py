@@ -112,7 +112,8 @@ def test_the_shipped_scenarios_plans_are_judged_from_the_shipped_figures(scenari
     """The figures beside the models match the shipped models' checksums and the scenarios' plans,
     so `make demo` and the smoke tests judge quality on 500 images without generating any."""
     from emulation.scenario import load_scenario
-    from nodes.planning.strategies import Cluster, PlanRequest, build_strategies
+    from nodes.planning.request import PlanRequest
+    from nodes.planning.strategies import Cluster, build_strategies
 
     loaded = load_scenario(pq.Path(__file__).resolve().parents[2] / "scenarios" / scenario)
     steps = loaded.generation.steps

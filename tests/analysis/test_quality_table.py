@@ -63,7 +63,8 @@ def scenario_steps(scenario: str) -> tuple[str, int]:
 def scenario_plans(scenario: str) -> set[str]:
     """The plans (without hosts) the scenario's strategies give a device's request."""
     from emulation.scenario import load_scenario
-    from nodes.planning.strategies import Cluster, PlanRequest, build_strategies
+    from nodes.planning.request import PlanRequest
+    from nodes.planning.strategies import Cluster, build_strategies
 
     loaded = load_scenario(SCENARIOS / scenario)
     roles = {"cloud": "cloud", "edge": "edge", "d1": "device"}

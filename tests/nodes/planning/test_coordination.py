@@ -16,7 +16,8 @@ from nodes.planning.coordination import (
 from nodes.planning.hardware import StepProfile, load_power, load_profiles
 from nodes.planning.planner import HostFacts, Planner
 from nodes.planning.quality_table import read_table
-from nodes.planning.strategies import PlanRequest, build_strategies
+from nodes.planning.request import PlanRequest
+from nodes.planning.strategies import build_strategies
 from nodes.planning.strategy_specs import StrategySpec
 
 

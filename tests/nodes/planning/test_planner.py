@@ -8,8 +8,9 @@ import pytest
 from nodes.planning.estimates import LiveEstimates
 from nodes.planning.hardware import StepProfile, load_power, load_profiles
 from nodes.planning.plan import parse_plan
-from nodes.planning.planner import Ask, HostFacts, Objective, Planner, QualityFloor
+from nodes.planning.planner import HostFacts, Objective, Planner, QualityFloor
 from nodes.planning.quality_table import read_table
+from nodes.planning.request import PlanRequest
 
 PROFILES, POWER = load_profiles(), load_power()
 N = 4
@@ -49,7 +50,7 @@ ALL = [(a, b) for a in HOSTS for b in HOSTS if a != b]
 
 
 def ask(now, origin="d1", deadline_s=None):
-    return Ask("r1", origin, N, sent=now, now=now, deadline_s=deadline_s, request_bytes=300)
+    return PlanRequest("r1", origin, N, "elastic", deadline_s, sent=now, received=now, request_bytes=300)
 
 
 def test_a_slow_device_link_keeps_every_step_on_the_device():

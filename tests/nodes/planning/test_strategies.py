@@ -3,7 +3,8 @@
 import pytest
 
 from nodes.planning.plan import parse_plan
-from nodes.planning.strategies import Cluster, PlanRequest, build_strategies, build_strategy
+from nodes.planning.request import PlanRequest
+from nodes.planning.strategies import Cluster, build_strategies, build_strategy
 from nodes.planning.strategy_specs import StrategySpec, default_strategies
 
 ROLES = {"edge": "edge", "cloud": "cloud", "d1": "device", "d2": "device"}
