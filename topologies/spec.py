@@ -142,7 +142,7 @@ class LinkEvent(StrictModel):
 
     at: StrictFloat = Field(ge=0, le=86_400, description=(
         "seconds on the workload's clock: t = 0 when its first measured request is sent "
-        "(README: the clock of events and traces)"))
+        "(docs/network-and-dilation.md: the clock of events and traces)"))
     link: tuple[str, str]
     action: Literal["down", "up"]
 

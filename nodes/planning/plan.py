@@ -1,6 +1,6 @@
 """Generation plans: which model runs which denoising steps, on which host.
 
-Syntax (DESIGN.md): `MODEL:START-END[@HOST],...` in step indices of one T-step schedule, e.g.
+Syntax: `MODEL:START-END[@HOST],...` in step indices of one T-step schedule, e.g.
 `large:0-30,small:30-50`. Stages must tile [0, T) in order.
 """
 

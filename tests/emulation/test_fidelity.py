@@ -55,7 +55,7 @@ def test_userspace_backend_meets_fidelity_targets(nothing_left_after: set) -> No
 
 
 @pytest.mark.skipif(not kernel_has_netem(), reason="this kernel has no sch_netem (see "
-                    "ENVIRONMENT.md); the userspace backend is tested instead")
+                    "docs/network-and-dilation.md); the userspace backend is tested instead")
 def test_netem_backend_meets_fidelity_targets(nothing_left_after: set) -> None:
     nothing_left_after.update(d["name"] for d in DEVICES)
     rows = run_fidelity("netem")
