@@ -120,7 +120,8 @@ def load_table(scheduler: str, steps: int, path: Path | None = None) -> pd.DataF
 # --- the planner's question -----------------------------------------------------------------------
 def _merged(plan: Plan) -> Plan:
     """Adjacent stages of one model as one stage: a plan split with the same model on both sides
-    computes the unsplit plan's images (tested to 1e-5 for every scheduler: tests/nodes/diffusion/test_split_exactness.py)."""
+    computes the unsplit plan's images (tested to 1e-5 for every scheduler:
+    tests/nodes/diffusion/test_split_exactness.py)."""
     stages: list[Stage] = []
     for s in plan.stages:
         if stages and stages[-1].model == s.model:

@@ -158,8 +158,9 @@ class RunSpec(StrictModel):
     repetitions: StrictInt = Field(1, ge=1, le=1000)
     timeout_s: StrictFloat = Field(600.0, gt=0, le=7 * 86_400)
     ready_timeout_s: StrictFloat = Field(180.0, gt=0, le=3600)
-    # emulated time runs K times slower than wall time (docs/network-and-dilation.md: time dilation); "auto": chosen
-    # before the run from the measured step times against the profiles (emulation/dilation.py)
+    # emulated time runs K times slower than wall time (docs/network-and-dilation.md: time
+    # dilation); "auto": chosen before the run from the measured step times against the profiles
+    # (emulation/dilation.py)
     time_dilation: StrictFloat | Literal["auto"] = 1.0
     # a native host under K > 1 computes K times faster than this machine: only when asked
     mixed_compute: StrictBool = False

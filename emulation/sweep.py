@@ -7,9 +7,11 @@ FIELD is a dotted path into the scenario file's tables (`topology.backhaul.bw_mb
 `workload.images_per_request`, `generation.steps`, `topology.compute.edge`, ...); every value is
 written there and the whole scenario validated before the first run starts, so a bad field or
 value stops the sweep with one line and nothing written.  Runs go to OUT/<field>=<value>/ (each a
-full run directory with its report); OUT/sweep.csv has one row per value and strategy (rewritten
-after each run, so an interrupted sweep keeps the runs it finished) and OUT/sweep.png plots p50
-latency, bytes on the wire per image and FID against the value.
+full run directory with its report), all at one time dilation K chosen before the first
+(emulation/variants.py; a sweep over `run.time_dilation` itself runs each at its own).
+OUT/sweep.csv has one row per value and strategy (rewritten after each run, so an interrupted
+sweep keeps the runs it finished) and OUT/sweep.png plots p50 latency, bytes on the wire per image
+and FID against the value (analysis/sweep_tables.py makes both from the directory).
 """
 
 from __future__ import annotations
@@ -19,14 +21,16 @@ import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from analysis.sweep_tables import plot_sweep, sweep_table
 from emulation.scenario import Scenario, parse_scenario, scenario_tables
 
-COLUMNS = ["strategy", "done", "failed", "latency_p50_s", "latency_p95_s", "wire_bytes_per_image", "fid",
-           "class_accuracy"]
+if TYPE_CHECKING:
+    from emulation.dilation import Dilation
+
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
 
@@ -90,53 +94,24 @@ def run_name(field: str, value: Any) -> str:
 
 def run_sweep(scenario_path: str | Path, field: str, values: list[Any], out_dir: str | Path,
               quality: bool = True, progress: bool = True) -> pd.DataFrame:
-    """Run the scenario once per value; the table of OUT/sweep.csv (one row per value and strategy)."""
-    from emulation.runner import check_can_run, run_scenario
+    """Run the scenario once per value, all at one K (emulation/variants.py); the table of
+    OUT/sweep.csv (one row per value and strategy, rewritten after each run)."""
+    from emulation.variants import run_variants
 
-    runs = variants(scenario_path, field, values)
+    runs = {run_name(field, value): scenario for value, scenario in variants(scenario_path, field, values)}
+    if len(runs) != len(values):
+        raise ValueError(f"--set {field}: two values give one run directory name ({', '.join(runs)})")
     out = Path(out_dir)
-    check_can_run(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.json").write_text(json.dumps(
-        {"scenario": str(scenario_path), "field": field, "values": values,
-         "runs": [run_name(field, v) for v, _ in runs]}, indent=1))
-    rows: list[dict[str, Any]] = []
-    for value, scenario in runs:
-        run_dir = out / run_name(field, value)
-        result = run_scenario(scenario, run_dir, progress=progress, quality=quality)
-        for strategy, entry in result.summary["strategies"].items():
-            rows.append({field: value, **{c: entry.get(c) for c in COLUMNS[1:]}, "strategy": strategy,
-                         "run_dir": run_dir.name})
-        table = pd.DataFrame(rows, columns=[field, *COLUMNS, "run_dir"])
-        table.to_csv(out / "sweep.csv", index=False)
+
+    def write_meta(dilation: Dilation | None) -> None:
+        (out / "sweep.json").write_text(json.dumps(
+            {"scenario": str(scenario_path), "field": field, "values": values, "runs": list(runs),
+             "time_dilation": dilation.k if dilation else None,
+             "how": dilation.how if dilation else "each run its own: the sweep sets run.time_dilation"},
+            indent=1))
+
+    run_variants(runs, out, before=write_meta, quality=quality, progress=progress,
+                 on_run=lambda name, run_dir: sweep_table(out))
+    table = sweep_table(out)
     plot_sweep(table, field, out / "sweep.png")
     return table
-
-
-def plot_sweep(table: pd.DataFrame, field: str, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    numeric = pd.api.types.is_numeric_dtype(table[field])
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    panels = (("latency_p50_s", "p50 latency (s)"), ("wire_bytes_per_image", "bytes on the wire per image"),
-              ("fid", "FID (lower is better)"))
-    positions = {v: i for i, v in enumerate(dict.fromkeys(table[field]))}
-    for ax, (column, label) in zip(axes, panels, strict=True):
-        if table[column].isna().all():
-            ax.text(0.5, 0.5, "not measured in these runs", ha="center", va="center", transform=ax.transAxes)
-        for strategy, group in table.groupby("strategy", sort=False):
-            x = group[field] if numeric else group[field].map(positions)
-            ax.plot(x, group[column].astype(float), marker="o", label=strategy)
-        if not numeric:
-            ax.set_xticks(list(positions.values()), [str(v) for v in positions])
-        ax.set_xlabel(field)
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

@@ -39,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-oracle", action="store_true", help="only the scenario's strategies")
     p.add_argument("--again", metavar="RUN,...", help="in the existing compare directory --out, run "
                    "these again (at its K), then its table and figure")
+    p.add_argument("--targets", metavar="FILE", help="benchmark targets to check on the table (TOML; "
+                   "default: scenarios/bench-targets.toml, or with --again the compare's own)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_compare)
     p = sub.add_parser("report", help="(re)write a run directory's report.md and plots/")
@@ -111,8 +113,11 @@ def _print_run(result: RunResult) -> None:
 def _compare(args: argparse.Namespace) -> int:
     import time
 
+    from analysis.compare_tables import compare_targets
     from emulation.compare import rerun, run_compare, variants
 
+    if args.targets or not args.again:  # a bad targets file: one line naming file and entry, exit 2
+        compare_targets(args.targets)
     runs = variants(args.scenario, oracle=not args.no_oracle)  # every run validated first: exit 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -121,11 +126,12 @@ def _compare(args: argparse.Namespace) -> int:
     if args.again:
         if not args.out:
             raise ValueError("--again needs --out: the compare directory to run them again in")
-        table = rerun(args.scenario, out, [n.strip() for n in args.again.split(",")], not args.quiet, done)
+        table = rerun(args.scenario, out, [n.strip() for n in args.again.split(",")], not args.quiet, done,
+                      targets=args.targets)
     else:
         print(f"{len(runs)} runs: " + ", ".join(f"{n} ({p})" if p else n for n, p, _ in runs))
         table = run_compare(args.scenario, out, oracle=not args.no_oracle, progress=not args.quiet,
-                            on_run=done)
+                            on_run=done, targets=args.targets)
     meta = json.loads((out / "compare.json").read_text())
     print(f"times are emulated seconds (time dilation K = {meta['time_dilation']:g}); quality from the "
           "quality table; oracle: per request the fastest candidate meeting the floor")
@@ -133,8 +139,9 @@ def _compare(args: argparse.Namespace) -> int:
     for check in meta.get("targets", []):
         state = {True: "met", False: "NOT met", None: "-"}[check["met"]]
         value = check["value"]
-        shown = f"{value:.3g}" if isinstance(value, float) else str(value)
+        shown = f"{value:.3g}" if isinstance(value, float) else "-" if value is None else str(value)
         print(f"  {check['check']}: {shown} (target {check['target']}): {state}")
+    print(f"targets: {meta['targets_file']}")
     print(f"compare directory: {out} (compare.csv, compare.png)")
     return 0
 

@@ -4,12 +4,15 @@ and the oracle from run directories."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from emulation.compare import compare_table, oracle_candidates, variants
+from analysis.compare_tables import compare_table
+from emulation.compare import oracle_candidates, variants
 from emulation.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,8 +75,9 @@ def test_the_oracle_takes_per_request_the_fastest_candidate_that_meets_the_floor
     assert (tmp_path / "compare.csv").is_file()
 
 
-def test_the_targets_are_checked_from_the_table():
-    from emulation.compare import target_checks
+def test_the_shipped_targets_are_checked_from_the_table():
+    from analysis.compare_tables import compare_targets
+    from analysis.targets import check_targets
 
     table = pd.DataFrame([
         {"strategy": "cloud_only", "done": 8, "failed": 0, "latency_mean_s": 0.8, "latency_p95_s": 1.4,
@@ -86,8 +90,8 @@ def test_the_targets_are_checked_from_the_table():
          "fid": 1.39, "class_accuracy": 0.951, "device_energy_per_image_j": 0.03},
         {"strategy": "oracle", "done": 8, "failed": 0, "latency_mean_s": 0.25, "latency_p95_s": 0.4,
          "fid": 1.4, "class_accuracy": 0.95, "device_energy_per_image_j": None}])
-    checks = {c["check"].split(" (")[0]: c for c in target_checks(table, {"min_class_accuracy": 0.946,
-                                                                         "max_fid": 1.53})}
+    checks = {c["check"].split(" (")[0]: c for c in check_targets(
+        table, compare_targets(), {"min_class_accuracy": 0.946, "max_fid": 1.53})}
     speedup = checks["cloud_only mean / elastic mean"]
     assert speedup["value"] == pytest.approx(0.8 / 0.3) and speedup["met"]
     assert checks["elastic mean / oracle mean"]["value"] == pytest.approx(1.2)
@@ -97,14 +101,30 @@ def test_the_targets_are_checked_from_the_table():
     assert "cloud_only" in p95["check"] and p95["value"] == pytest.approx(1 - 0.5 / 1.4)
     energy = next(c for k, c in checks.items() if k.startswith("elastic_energy"))
     assert energy["value"] == pytest.approx(0.85) and energy["met"]
+    # no cascade ran: its targets are there, unknown
+    assert [c["met"] for k, c in checks.items() if k.startswith("cascade")] == [None, None]
+
+
+def test_a_bad_targets_file_stops_compare_with_one_line_naming_file_and_entry(tmp_path):
+    bad = tmp_path / "targets.toml"
+    bad.write_text('[[target]]\nname = "ok"\nvalue = "elastic.fid"\nat_most = 2\n'
+                   '[[target]]\nname = "typo"\nvalue = "elastic.latency_mean / oracle.latency_mean_s"\n'
+                   'at_most = 1.1\n')
+    out = tmp_path / "compare"
+    command = ["compare", str(REPO / "scenarios" / "smoke.toml"), "--targets", str(bad), "--out", str(out)]
+    done = subprocess.run([sys.executable, "-m", "emulation.cli", *command], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"--targets {bad}: target 2 ('typo'): value: unknown column 'latency_mean'" in done.stderr
+    assert not out.exists() and not done.stdout
 
 
 def test_a_cascade_s_row_takes_its_quality_from_the_cascade_table():
-    from emulation.compare import _row
+    from analysis.compare_tables import table_row
 
     first = pd.DataFrame({"request_id": ["a", "b"], "outcome": ["ok", "ok"], "n_images": [2, 2],
                           "total_s": [0.1, 0.3], "plan": ["small:0-30@d1", "small:0-30@d2"],
                           "cascade": ["small>large@0.95", "small>large@0.95"]})
-    row = _row("cascade", first, {"escalation_rate": 0.25}, "dpm", 30)
+    row = table_row("cascade", first, {"escalation_rate": 0.25}, "dpm", 30)
     assert (row["fid"], row["class_accuracy"]) == pytest.approx((2.06301, 0.95))
     assert row["escalation_rate"] == 0.25 and row["latency_mean_s"] == pytest.approx(0.2)

@@ -1,0 +1,123 @@
+"""`edgestage compare`'s table from its directory: one row per strategy and the oracle, and the
+benchmark targets checked on it.
+
+    table = compare_table("runs/burst-compare")
+
+What it reads: OUT/compare.json (`scheduler`, `steps`, `strategies`: the runs that are
+strategies, `oracle_candidates`: plan -> the run that ran it, `floor`: the quality floor,
+`targets_file`), and each run's requests.parquet and summary.json.  Quality comes from the quality
+table's figures of each request's plan (a cascade's from the cascade table).  The oracle takes, per
+request, the fastest candidate run that completed it with a plan meeting the floor.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.targets import DEFAULT_TARGETS, Target, check_targets, load_targets
+
+COLUMNS = ["strategy", "requests", "done", "failed", "latency_mean_s", "latency_p50_s", "latency_p95_s",
+           "fid", "class_accuracy", "wire_bytes_per_image", "report_bytes_per_image",
+           "device_energy_per_image_j", "overrun_steps", "escalation_rate"]
+
+
+def compare_targets(path: str | Path | None = None) -> list[Target]:
+    """The targets of a file (default: the shipped scenarios/bench-targets.toml), checked against
+    this table's columns; ValueError (one line naming file and entry) on a bad file."""
+    return load_targets(path or DEFAULT_TARGETS, COLUMNS)
+
+
+def compare_table(out_dir: str | Path, targets: str | Path | None = None) -> pd.DataFrame:
+    """compare.csv from the run directories under OUT (compare.json names them), and the targets
+    (the file `targets`, else compare.json's `targets_file`, else the shipped one) checked into
+    compare.json."""
+    out = Path(out_dir)
+    meta = json.loads((out / "compare.json").read_text())
+    targets_file = str(targets or meta.get("targets_file") or DEFAULT_TARGETS)
+    checks = compare_targets(targets_file)
+    rows = []
+    scheduler, steps = meta["scheduler"], meta["steps"]
+    for name in meta["strategies"]:
+        if (out / name / "requests.parquet").is_file():  # else an interrupted compare
+            summary = json.loads((out / name / "summary.json").read_text())["strategies"].get(name)
+            rows.append(table_row(name, first_rows(out / name), summary, scheduler, steps))
+    candidates = [first_rows(out / name) for name in dict.fromkeys(meta["oracle_candidates"].values())
+                  if (out / name / "requests.parquet").is_file()]
+    if candidates:
+        best = oracle_rows(candidates, meta["floor"], scheduler, steps)
+        rows.append(table_row("oracle", best, None, scheduler, steps))
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    table.to_csv(out / "compare.csv", index=False)
+    meta["table"] = json.loads(table.to_json(orient="records"))
+    meta["targets_file"] = targets_file
+    meta["targets"] = check_targets(table, checks, meta["floor"]) if len(table) else []
+    (out / "compare.json").write_text(json.dumps(meta, indent=1))
+    return table
+
+
+def measured_requests(run_dir: Path) -> pd.DataFrame:
+    """A run's requests.parquet without its warm-up requests."""
+    req = pd.read_parquet(run_dir / "requests.parquet")
+    return req[req["warmup"].ne(True)]
+
+
+def first_rows(run_dir: Path) -> pd.DataFrame:
+    """One row per measured request (its first stage's, or its only row if it got no plan)."""
+    req = measured_requests(run_dir)
+    return req[req["stage_index"].fillna(0) == 0]
+
+
+def plan_quality(plans: pd.Series, scheduler: str, steps: int) -> pd.DataFrame:
+    """FID and class accuracy (the quality table's) of each plan text; NaN where there is none."""
+    from analysis.quality_table import load_table, lookup
+    from nodes.planning.plan import parse_plan
+
+    table = load_table(scheduler, steps)
+    cache = {p: lookup(table, parse_plan(p).key) for p in plans.dropna().unique()}
+    return pd.DataFrame({k: plans.map(lambda p, k=k: cache[p][k] if p in cache else math.nan)
+                         for k in ("fid", "class_accuracy")})
+
+
+def table_row(name: str, first: pd.DataFrame, summary: dict[str, Any] | None, scheduler: str,
+              steps: int) -> dict[str, Any]:
+    """One row of the table: a strategy's (or the oracle's) requests, latency, quality weighted by
+    images, and what its summary.json entry says of bytes, energy, overruns and escalations."""
+    ok = first[first["outcome"] == "ok"]
+    quality = plan_quality(ok["plan"], scheduler, steps)
+    weights = ok["n_images"].astype(float).to_numpy()
+    totals = ok["total_s"].astype(float)
+    entry = summary or {}
+    if "cascade" in ok and ok["cascade"].notna().any():  # its quality is the cascade table's row
+        from nodes.planning.cascade_table import cascade_figures, parse_cascade
+
+        rows = [cascade_figures(*parse_cascade(c), scheduler, steps) for c in ok["cascade"]]
+        quality = pd.DataFrame({k: [r[k] for r in rows] for k in ("fid", "class_accuracy")})
+    weighted = {k: float((quality[k] * weights).sum() / weights.sum()) if len(ok) else None
+                for k in ("fid", "class_accuracy")}
+    return {"strategy": name, "requests": len(first), "done": len(ok), "failed": len(first) - len(ok),
+            "latency_mean_s": totals.mean(), "latency_p50_s": totals.quantile(0.5),
+            "latency_p95_s": totals.quantile(0.95), **weighted,
+            **{k: entry.get(k) for k in ("wire_bytes_per_image", "report_bytes_per_image",
+                                         "device_energy_per_image_j", "overrun_steps", "escalation_rate")}}
+
+
+def oracle_rows(candidates: list[pd.DataFrame], floor: dict[str, float | None], scheduler: str,
+                steps: int) -> pd.DataFrame:
+    """Per request: the fastest candidate's row among those that completed it with a plan meeting
+    the floor (a failed row where none did), in the order the requests were sent."""
+    both = pd.concat(candidates, ignore_index=True)
+    quality = plan_quality(both["plan"], scheduler, steps)
+    meets = pd.Series(True, index=both.index)
+    if floor.get("min_class_accuracy") is not None:
+        meets &= quality["class_accuracy"] >= floor["min_class_accuracy"]
+    if floor.get("max_fid") is not None:
+        meets &= quality["fid"] <= floor["max_fid"]
+    ok = both[(both["outcome"] == "ok") & meets].sort_values("total_s")
+    best = ok.drop_duplicates("request_id")
+    missing = both[~both["request_id"].isin(best["request_id"])].drop_duplicates("request_id")
+    return pd.concat([best, missing], ignore_index=True).sort_values("t_scheduled")

@@ -1,0 +1,121 @@
+"""Benchmark targets as data: the shipped targets file gives, on constructed compare tables, the
+values and verdicts the checks written into emulation/compare.py gave (`target_checks` before
+issue 17, its outputs on these tables recorded below); a bad file is one line naming the entry."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from analysis.compare_tables import COLUMNS, compare_targets
+from analysis.targets import DEFAULT_TARGETS, check_targets, load_targets, parse_targets
+
+FLOOR = {"min_class_accuracy": 0.946, "max_fid": 1.53}
+_COLS = ["strategy", "done", "failed", "latency_mean_s", "latency_p95_s", "fid", "class_accuracy",
+         "device_energy_per_image_j", "escalation_rate"]
+MET = pd.DataFrame([
+    ("cloud_only", 8, 0, 0.8, 1.4, 1.458, 0.956, 0.04, None),
+    ("edge_only", 8, 1, 0.9, 1.6, 1.50, 0.950, 0.05, None),
+    ("device_only", 8, 0, 0.3, 0.4, 2.947, 0.832, 0.2, None),
+    ("fixed_split", 8, 0, 0.7, 1.3, 1.60, 0.940, 0.06, None),
+    ("elastic", 8, 0, 0.3, 0.5, 1.39, 0.951, 0.03, None),
+    ("elastic_energy", 8, 0, 0.3, 0.5, 1.39, 0.951, 0.03, None),
+    ("cascade", 8, 0, 0.4, 0.9, 2.06, 0.950, 0.1, 0.25),
+    ("oracle", 8, 0, 0.28, 0.4, 1.4, 0.95, None, None)], columns=_COLS)
+NOT_MET = pd.DataFrame([
+    ("cloud_only", 8, 0, 0.8, 1.4, 1.458, 0.956, 0.04, None),
+    ("edge_only", 8, 0, 0.9, 1.2, 1.50, 0.950, 0.05, None),
+    ("device_only", 8, 0, 0.3, 0.4, 2.947, 0.832, 0.2, None),
+    ("elastic", 8, 2, 0.5, 1.0, 1.60, 0.930, 0.03, None),
+    ("elastic_energy", 8, 0, 0.3, 0.5, 3.1, 0.90, 0.18, None),
+    ("cascade-0.9", 8, 0, 0.4, 0.9, 2.06, 0.92, 0.1, 0.75),
+    ("oracle", 8, 1, 0.3, 0.4, 1.4, 0.95, None, None)], columns=_COLS)
+# what the old target_checks(table, FLOOR) returned: (check, value, met)
+OLD = {"MET": [
+    ("cloud_only mean / elastic mean (at equal quality: class accuracy within 1 point, FID within 5 %)",
+     2.666666666666667, True),
+    ("elastic mean / oracle mean", 1.0714285714285714, True),
+    ("elastic p95 below the best fixed strategy meeting the floor (cloud_only)", 0.6428571428571428, True),
+    ("requests elastic failed that a candidate served (elastic failed - oracle failed)", 0, True),
+    ("cascade: share of images served by the device's model alone", 0.75, True),
+    ("cascade: class accuracy below cloud_only's", 0.006000000000000005, True),
+    ("elastic_energy: device J/image below device_only (quality equal or better)", 0.85, True)],
+    "NOT_MET": [
+    ("cloud_only mean / elastic mean (at equal quality: class accuracy within 1 point, FID within 5 %)",
+     1.6, False),
+    ("elastic mean / oracle mean", 1.6666666666666667, False),
+    ("elastic p95 below the best fixed strategy meeting the floor (edge_only)", 0.16666666666666663, False),
+    ("requests elastic failed that a candidate served (elastic failed - oracle failed)", 1, False),
+    ("cascade-0.9: share of images served by the device's model alone", 0.25, False),
+    ("cascade-0.9: class accuracy below cloud_only's", 0.03599999999999992, False),
+    ("elastic_energy: device J/image below device_only (quality equal or better)", 0.10000000000000009,
+     False)]}
+
+
+@pytest.mark.parametrize(("name", "table"), [("MET", MET), ("NOT_MET", NOT_MET)])
+def test_the_shipped_file_gives_the_old_checks_values_and_verdicts(name, table):
+    checks = check_targets(table, compare_targets(), FLOOR)
+    assert [(c["check"], c["value"], c["met"]) for c in checks] == OLD[name]
+    assert {type(c["met"]) for c in checks} == {bool}
+    assert isinstance(checks[3]["value"], int)  # a count stays a count
+
+
+def test_the_old_checks_bounds_are_in_the_target_text():
+    targets = {c["check"].split(" (")[0].split(": ")[-1]: c["target"]
+               for c in check_targets(MET, compare_targets(), FLOOR)}
+    assert targets["elastic mean / oracle mean"] == "<= 1.1"
+    assert targets["cloud_only mean / elastic mean"].startswith(">= 1 (")
+    assert targets["share of images served by the device's model alone"] == ">= 0.5"
+
+
+def test_targets_whose_strategies_are_missing_are_unknown():
+    table = pd.DataFrame([("cloud_only", 8, 0, 0.8, 1.4, 1.458, 0.956, 0.04, None),
+                          ("elastic", 0, 8, None, None, None, None, None, None)], columns=_COLS)
+    checks = check_targets(table, compare_targets(), FLOOR)
+    assert len(checks) == 7 and all(c["value"] is None and c["met"] is None for c in checks)
+    assert [c["check"] for c in checks][4:6] == [
+        "cascade*: share of images served by the device's model alone",
+        "cascade*: class accuracy below cloud_only's"]
+
+
+def test_a_value_known_under_an_unknown_condition_is_not_a_verdict():
+    entry = {"name": "t", "value": "a.x", "at_least": 1, "when": "b.x >= 0"}
+    targets = parse_targets({"target": [entry]}, "t")
+    [check] = check_targets(pd.DataFrame([{"strategy": "a", "done": 1, "x": 2}]), targets)
+    assert (check["value"], check["met"]) == (2, None)
+
+
+def test_both_bounds_and_a_note():
+    targets = parse_targets({"target": [{"name": "t", "value": "a.x", "at_least": 1, "at_most": 3,
+                                         "note": "why"}]}, "t")
+    [check] = check_targets(pd.DataFrame([{"strategy": "a", "x": 4.0}]), targets)
+    assert check == {"check": "t", "value": 4.0, "target": ">= 1 and <= 3 (why)", "met": False}
+
+
+def test_the_shipped_file_is_the_default():
+    assert DEFAULT_TARGETS.is_file() and len(compare_targets()) == len(load_targets(DEFAULT_TARGETS)) == 7
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("[[target]]\nname = 'a'\nvalue = 'elastic.nope'\nat_least = 1\n",
+     "target 1 ('a'): value: unknown column 'nope'"),
+    ("[[target]]\nname = 'a'\nvalue = 'elastic.fid'\n", "target 1 ('a'): needs a bound"),
+    ("[[target]]\nname = 'a'\nvalue = 'elastic.fid'\nat_most = '2'\n", "target 1 ('a'): at_most: '2' is not"),
+    ("[[target]]\nname = 'a'\nvalue = 'elastic.fid'\nat_most = 2\nwhen = ['elastic.fid']\n",
+     "target 1 ('a'): when: a condition compares two values"),
+    ("[[target]]\nname = 'a'\nvalue = 'each.fid'\nat_most = 2\n", "target 1 ('a'): value: `each` names"),
+    ("[[target]]\nname = 'a'\nvalue = 'elastic.fid'\nat_most = 2\nbound = 3\n", "unknown key 'bound'"),
+    ("[[target]]\nvalue = 'elastic.fid'\nat_most = 2\n", "target 1: needs a name"),
+    ("[[target]]\nname = 'a'\nvalue = 'elastic.fid'\nat_most = 2\n[[target]]\nname = 'b'\n"
+     "value = 'eval(1)'\nat_most = 2\n", "target 2 ('b'): value: unknown function 'eval'"),
+    ("[target]\nname = 'a'\n", "expected [[target]] entries only"),
+    ("threshold = 2\n", "expected [[target]] entries only (unknown: threshold)"),
+    ("[[target]\n", "not TOML"),
+])
+def test_a_bad_file_is_one_line_naming_the_file_and_the_entry(tmp_path, text, needle):
+    path = tmp_path / "targets.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError) as caught:
+        load_targets(path, COLUMNS)
+    message = str(caught.value)
+    assert message.startswith(f"--targets {path}: ") and needle in message and "\n" not in message
