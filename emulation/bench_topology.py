@@ -6,7 +6,8 @@ every interface, one NFQUEUE process per host for the 10 ms device links, cgroup
 the hub reaches every device (ICMP echo from one prober in the hub; `--all-pairs` checks every
 pair instead, for small networks), tears everything down and checks that nothing is left.
 `bench()` returns the median, min and max of the bring-up, reachability and teardown wall times, and
-whether bring-up plus reachability met the target (20 s, for up to 256 devices).
+whether bring-up plus reachability met the target: 20 s up to 256 devices, 60 s up to 1,024
+(issue 17), on the 2-core development machines.
 """
 
 from __future__ import annotations
@@ -17,7 +18,16 @@ import time
 from emulation.network import EmulatedNetwork
 from topologies.spec import parse_topology
 
-TARGET_S = 20.0  # bring-up plus reachability check
+# bring-up plus reachability check, by the largest star it holds for
+TARGETS_S = {256: 20.0, 1024: 60.0}
+
+
+def target_s(devices: int) -> float:
+    """The target for a star of this many devices (ValueError past the largest one)."""
+    for most, target in sorted(TARGETS_S.items()):
+        if devices <= most:
+            return target
+    raise ValueError(f"no bring-up target for {devices} devices (at most {max(TARGETS_S)})")
 
 
 def bench(devices: int = 64, reps: int = 3, all_pairs: bool = False) -> dict:
@@ -34,8 +44,8 @@ def bench(devices: int = 64, reps: int = 3, all_pairs: bool = False) -> dict:
            "reachability": "all pairs" if all_pairs else "hub to every host"}
     for key, values in {**times, "up_and_reach_s": ready}.items():
         out[key] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
-    out["target_s"] = TARGET_S
-    out["met"] = out["up_and_reach_s"]["median"] <= TARGET_S
+    out["target_s"] = target_s(devices)
+    out["met"] = out["up_and_reach_s"]["median"] <= out["target_s"]
     return out
 
 

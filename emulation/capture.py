@@ -8,19 +8,20 @@ netfilter hooks and after the sending host's qdisc, i.e. where the packet is on 
 `-U` writes each packet as it comes, so an interrupted run keeps what was captured; `-Z root`
 keeps tcpdump's privileges so it can write into a root-owned run directory.  Each tcpdump is
 started with `net.popen` (tracked, ended by pid at teardown if `stop()` did not run) and stopped
-with SIGTERM, after which it flushes and prints its drop counts, which go into the manifest.
+with SIGTERM (emulation.guard.end_processes), after which it flushes and prints its drop counts,
+which go into the manifest.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emulation.guard import end_processes
 from emulation.network import EmulatedNetwork
 
 _COUNTS = re.compile(r"(\d+) packets? (captured|received by filter|dropped by kernel)")
@@ -70,17 +71,10 @@ class Capture:
                 time.sleep(0.05)
 
     def stop(self) -> None:
+        """SIGTERM to every tcpdump at once (each flushes and prints its counts), SIGKILL to any
+        that has not exited 10 s later."""
+        end_processes([cap.process for cap in self.links if cap.process is not None], grace_s=10)
         for cap in self.links:
-            if cap.process is not None and cap.process.poll() is None:
-                cap.process.send_signal(signal.SIGTERM)
-        for cap in self.links:
-            if cap.process is None:
-                continue
-            try:
-                cap.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                cap.process.kill()
-                cap.process.wait(timeout=5)
             for number, what in _COUNTS.findall(_read(cap.log_path)):
                 cap.stats[what.replace(" ", "_")] = int(number)
 

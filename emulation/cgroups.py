@@ -120,6 +120,21 @@ class CpuLimiter:
     def add(self, host: str, pid: int) -> None:
         self._write(self.procs_file(host), str(pid))
 
+    def track(self, host: str) -> Path:
+        """A group without a limit: it tracks the host's processes, so teardown finds them."""
+        path = self.group / host
+        self._mkdir(path)
+        self.hosts[host] = path
+        return path
+
+    def pids(self) -> set[int]:
+        """Every process in the hosts' groups."""
+        return _tree_pids(list(self.hosts.values()))
+
+    def end_processes(self, spare: set[int] = frozenset()) -> None:
+        """End every process in the hosts' groups but `spare` (by pid: SIGTERM, then SIGKILL)."""
+        end_members(list(self.hosts.values()), spare, grace=1.0)
+
     def wrap(self, host: str, argv: list[str]) -> list[str]:
         """argv that joins the host's group, then execs the command.
 
@@ -192,17 +207,7 @@ def remove_tree(group: Path) -> None:
     remove its directories, deepest first."""
     dirs = sorted((p for p in group.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
     dirs.append(group)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = _tree_pids(dirs)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + 2.0
-        while pids and time.monotonic() < deadline:
-            time.sleep(0.05)
-            pids = _tree_pids(dirs)
-        if not pids:
-            break
+    end_members(dirs)
     for d in dirs:
         for _ in range(40):  # a just-killed process takes a moment to leave its group
             try:
@@ -214,6 +219,22 @@ def remove_tree(group: Path) -> None:
                 if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY):
                     raise
                 time.sleep(0.05)
+
+
+def end_members(dirs: list[Path], spare: set[int] = frozenset(), grace: float = 2.0) -> None:
+    """End every process in these groups but `spare` and this one, by pid: SIGTERM, and SIGKILL
+    for any still there after `grace` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = _tree_pids(dirs) - spare
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while pids and time.monotonic() < deadline:
+            time.sleep(0.02)
+            pids = _tree_pids(dirs) - spare
+        if not pids:
+            return
 
 
 def _tree_pids(dirs: list[Path]) -> set[int]:

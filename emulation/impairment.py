@@ -3,8 +3,10 @@
     kernel_has_netem() -> bool         probed once, in a throwaway named netns deleted by name
     choose_backend("auto") -> str      "netem" where the kernel has sch_netem, else "userspace"
 
-`UserspaceImpairment` runs one `emulation.nfq_impair` process per impaired host, inside the
-host's namespace, and adds one iptables rule per impaired interface
+`UserspaceImpairment` runs one `emulation.nfq_impair` process per impaired host (per group of
+hosts past `MAX_PROCESSES`: a thousand Python processes take half a minute of two cores and
+gigabytes to start), which binds each host's queues inside the host's network namespace, and
+adds one iptables rule per impaired interface
 (`raw PREROUTING -i INTF -j NFQUEUE --queue-num N --queue-bypass`): packets are held at the
 *receiving* end of each link direction.  `--queue-bypass` lets packets through, unimpaired,
 if the process is gone, so a crash never blackholes a host.  Teardown deletes exactly the rules
@@ -18,13 +20,16 @@ import json
 import logging
 import os
 import select
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "netem", "userspace")
@@ -80,11 +85,14 @@ class Ingress:
         }
 
 
+MAX_PROCESSES = 64  # past this many impaired hosts, a process serves several
+
+
 @dataclass
 class _HostDaemon:
     host: object  # mininet Host
     ingresses: list[Ingress]
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen | None = None  # the process serving this host (maybe others too)
     rules: list[str] = field(default_factory=list)
 
 
@@ -101,21 +109,36 @@ class UserspaceImpairment:
         d.ingresses.append(ingress)
 
     def start(self, timeout: float = 20.0) -> None:
-        """Start every host's process first, then wait for all (they start in parallel)."""
-        for d in self._daemons.values():
-            confs = json.dumps([i.conf() for i in d.ingresses])
-            d.proc = d.host.popen(
-                [sys.executable, "-m", "emulation.nfq_impair", confs],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            )
-        deadline = time.monotonic() + timeout
-        for name, d in self._daemons.items():
-            line = _readline(d.proc, deadline)
-            if line.strip() != "ready":
-                err = ""
-                if d.proc.poll() is not None:
-                    err = d.proc.stderr.read().decode(errors="replace")
-                raise RuntimeError(f"impairment process on {name} did not start: {err.strip()}")
+        """Start every process first, then wait for all (they start in parallel).  Each reads
+        its configuration from a file (a hub's does not fit in one argument) and enters each of
+        its hosts' network namespaces to bind that host's queues there."""
+        daemons = list(self._daemons.values())
+        per = -(-len(daemons) // MAX_PROCESSES) if daemons else 1
+        groups = [daemons[i:i + per] for i in range(0, len(daemons), per)]
+        confs_dir = Path(tempfile.mkdtemp(prefix="edgestage-nfq-"))
+        try:
+            for n, group in enumerate(groups):
+                confs = confs_dir / f"{n}.json"
+                confs.write_text(json.dumps([{**i.conf(), "netns": f"/proc/{d.host.pid}/ns/net"}
+                                             for d in group for i in d.ingresses]))
+                proc = subprocess.Popen(
+                    [*_python(), "-m", "emulation.nfq_impair", f"@{confs}"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    env=_python_env(), start_new_session=True)  # Ctrl-C is for the run's process
+                for d in group:
+                    d.proc = proc
+            deadline = time.monotonic() + timeout
+            for group in groups:
+                proc = group[0].proc
+                line = _readline(proc, deadline)
+                if line.strip() != "ready":
+                    err = ""
+                    if proc.poll() is not None:
+                        err = proc.stderr.read().decode(errors="replace")
+                    names = ", ".join(d.host.name for d in group[:3]) + (", ..." if group[3:] else "")
+                    raise RuntimeError(f"impairment process of {names} did not start: {err.strip()}")
+        finally:
+            shutil.rmtree(confs_dir, ignore_errors=True)
         for d in self._daemons.values():
             d.rules = [
                 f"-A PREROUTING -i {i.intf} -j NFQUEUE --queue-num {i.queue} --queue-bypass"
@@ -140,20 +163,27 @@ class UserspaceImpairment:
         return d is not None and any(i.intf == intf for i in d.ingresses)
 
     def stats(self) -> dict[str, list[dict]]:
-        out = {}
-        for name, d in self._daemons.items():
-            if d.proc is None or d.proc.poll() is not None:
+        """Each host's counters, per interface."""
+        host_of = {i.intf: name for name, d in self._daemons.items() for i in d.ingresses}
+        out: dict[str, list[dict]] = {}
+        for proc in self._procs():
+            if proc.poll() is not None:
                 continue
             with self._lock:
-                d.proc.stdin.write(b'{"cmd": "stats"}\n')
-                d.proc.stdin.flush()
-                line = _readline(d.proc, time.monotonic() + 5)
+                proc.stdin.write(b'{"cmd": "stats"}\n')
+                proc.stdin.flush()
+                line = _readline(proc, time.monotonic() + 5)
             with contextlib.suppress(ValueError):
-                out[name] = json.loads(line)
+                for row in json.loads(line):
+                    out.setdefault(host_of.get(row["intf"], "?"), []).append(row)
         return out
 
     def pids(self) -> list[int]:
-        return [d.proc.pid for d in self._daemons.values() if d.proc is not None]
+        return [proc.pid for proc in self._procs()]
+
+    def _procs(self) -> list[subprocess.Popen]:
+        """Every process, once (one may serve several hosts)."""
+        return list({id(d.proc): d.proc for d in self._daemons.values() if d.proc is not None}.values())
 
     def stop(self, delete_rules: bool = True) -> None:
         """Delete our rules (by their exact spec), then end each process by its pid; every
@@ -167,8 +197,33 @@ class UserspaceImpairment:
             _iptables_restore_all(removals)
         except Exception as exc:  # keep going: the processes must end all the same
             log.warning("removing NFQUEUE rules: %s", exc)
-        _end_all([d.proc for d in self._daemons.values() if d.proc is not None])
+        _end_all(self._procs())
         self._daemons.clear()
+
+
+@lru_cache(maxsize=1)
+def _nfq_path() -> str | None:
+    """Where `emulation` and `netfilterqueue` are found, for an interpreter started without
+    `site` (None where netfilterqueue is not installed: the process then says so itself)."""
+    import importlib.util
+
+    found = importlib.util.find_spec("netfilterqueue")
+    if found is None or found.origin is None:
+        return None
+    origin = Path(found.origin)
+    site_dir = origin.parents[1] if origin.name == "__init__.py" else origin.parent
+    return os.pathsep.join([str(Path(__file__).resolve().parents[1]), str(site_dir)])
+
+
+def _python() -> list[str]:
+    """The interpreter of an impairment process: without `site` where it can (a quarter of its
+    start-up, mostly the editable install's path finder)."""
+    return [sys.executable, "-S"] if _nfq_path() else [sys.executable]
+
+
+def _python_env() -> dict[str, str] | None:
+    path = _nfq_path()
+    return None if path is None else {**os.environ, "PYTHONPATH": path}
 
 
 def _iptables_restore_all(work: list[tuple[object, list[str]]]) -> None:

@@ -1,7 +1,8 @@
-"""Live link control, the part of EmulatedNetwork (emulation/network.py) that changes links while
-the network runs: rate, delay, jitter and loss per direction (HTB and netem, or the NFQUEUE
-impairment processes), links down and up, and the log of every change (`link_log`,
-`link_events.jsonl`: numbers with their units in their names).  Safe from other threads: every
+"""Live link control, an object `EmulatedNetwork` (emulation/network.py) holds: it changes links
+while the network runs (rate, delay, jitter and loss per direction: HTB and netem, or the NFQUEUE
+impairment processes; links down and up) and keeps the log of every change (`link_log`,
+`link_events.jsonl`: numbers with their units in their names).  It owns each link direction's
+current shape (emulated units) and the change log with its clock.  Safe from other threads: every
 command runs in a host's namespace through mnexec, not through the host's shell.
 """
 
@@ -10,16 +11,16 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emulation.shaping import netem_change_command, rate_change_command
 from topologies.topos import LinkInfo
 
 if TYPE_CHECKING:
-    import threading
-    from pathlib import Path
-
     from emulation.impairment import UserspaceImpairment
     from topologies.spec import LinkShape
     from topologies.topos import EdgeTopo
@@ -27,21 +28,41 @@ if TYPE_CHECKING:
 log = logging.getLogger("emulation.network")
 
 
-class LiveLinks:
-    """Mixed into EmulatedNetwork, whose bring-up sets what these methods use."""
+def directions(li: LinkInfo) -> list[tuple[str, str, str, str]]:
+    """(sender, sender intf, receiver, receiver intf) for a->b and b->a."""
+    return [(li.a, li.intf_a, li.b, li.intf_b), (li.b, li.intf_b, li.a, li.intf_a)]
 
-    links: list[LinkInfo]
-    topo: EdgeTopo
-    backend: str
-    dilation: float
-    impair: UserspaceImpairment
-    run_dir: Path | None
-    t0: float | None
-    clock_origin: float | None
-    link_log: list[dict]
-    _state: dict[tuple[str, str], LinkShape]
-    _shell_pids: dict[str, int]
-    _log_lock: threading.Lock
+
+def ip_on_link(li: LinkInfo, host: str) -> str:
+    """The host's address on that link (traffic to it crosses exactly this link)."""
+    return li.ip_a if host == li.a else li.ip_b
+
+
+class LiveLinks:
+    """The links of one network while it runs, and the log of their changes.
+
+    `namespace_pid(host)` names the process whose namespaces are the host's (its shell);
+    `impair` is the network's NFQUEUE processes, which hold the userspace backend's delay, jitter
+    and loss (with the netem backend nothing is asked of it)."""
+
+    def __init__(self, topo: EdgeTopo, links: list[LinkInfo], backend: str, dilation: float,
+                 impair: UserspaceImpairment, namespace_pid: Callable[[str], int],
+                 run_dir: Path | None = None) -> None:
+        self.topo = topo
+        self.links = links
+        self.backend = backend
+        self.dilation = dilation
+        self.impair = impair
+        self.namespace_pid = namespace_pid
+        self.run_dir = run_dir
+        self.log: list[dict] = []
+        # the log's clock: t_rel counts from t0 (the network up), t_clock from origin
+        self.t0: float | None = None
+        self.origin: float | None = None
+        # emulated: what live changes start from, per (sender, its intf)
+        self._shapes: dict[tuple[str, str], LinkShape] = {
+            (src, src_intf): li.spec.shape() for li in links for src, src_intf, _, _ in directions(li)}
+        self._log_lock = threading.Lock()
 
     def link(self, a: str, b: str) -> LinkInfo:
         for li in self.links:
@@ -49,13 +70,8 @@ class LiveLinks:
                 return li
         raise ValueError(f"no link between {a!r} and {b!r}")
 
-    def ip_on_link(self, li: LinkInfo, host: str) -> str:
-        """The host's address on that link (traffic to it crosses exactly this link)."""
-        return li.ip_a if host == li.a else li.ip_b
-
-    def directions(self, li: LinkInfo) -> list[tuple[str, str, str, str]]:
-        """(sender, sender intf, receiver, receiver intf) for a->b and b->a."""
-        return [(li.a, li.intf_a, li.b, li.intf_b), (li.b, li.intf_b, li.a, li.intf_a)]
+    def state(self, sender: str, intf: str) -> LinkShape:
+        return self._shapes[(sender, intf)]
 
     def set_link(self, a: str, b: str, *, bw_mbit: float | None = None,
                  delay_ms: float | None = None, jitter_ms: float | None = None,
@@ -71,10 +87,10 @@ class LiveLinks:
                    if v is not None}
         if not changes:
             return
-        for src, src_intf, dst, dst_intf in self.directions(li):
+        for src, src_intf, dst, dst_intf in directions(li):
             if direction is not None and direction != src:
                 continue
-            new = self._state[(src, src_intf)].changed(**changes)
+            new = self._shapes[(src, src_intf)].changed(**changes)
             wall = new.dilated(self.dilation)  # what the kernel does under time dilation
             if bw_mbit is not None:
                 self._run_in(src, rate_change_command(src_intf, wall.bw_mbit))
@@ -85,14 +101,14 @@ class LiveLinks:
                                             jitter_ms=wall.jitter_ms, loss_pct=wall.loss_pct):
                     raise ValueError(f"link {li.name}: delay/jitter/loss were not set up to vary "
                                      "(give it a delay, a trace or the channel model)")
-            self._state[(src, src_intf)] = new
-            self._log_change(li, source, direction=f"{src}->{dst}", **changes, **(extra or {}))
+            self._shapes[(src, src_intf)] = new
+            self.record(li, source, direction=f"{src}->{dst}", **changes, **(extra or {}))
 
     def link_down(self, a: str, b: str, source: str = "api") -> None:
         li = self.link(a, b)
         for host, intf in ((li.a, li.intf_a), (li.b, li.intf_b)):
             self._run_in(host, ["ip", "link", "set", "dev", intf, "down"])
-        self._log_change(li, source, state="down")
+        self.record(li, source, state="down")
 
     def link_up(self, a: str, b: str, source: str = "api") -> None:
         li = self.link(a, b)
@@ -104,31 +120,27 @@ class LiveLinks:
             batch = "".join(f"route replace {dst} via {via}\n" for dst, via in routes[host])
             if batch:
                 self._run_in(host, ["ip", "-batch", "-"], stdin=batch)
-        self._log_change(li, source, state="up")
-
-    def state(self, sender: str, intf: str) -> LinkShape:
-        return self._state[(sender, intf)]
+        self.record(li, source, state="up")
 
     def _run_in(self, host: str, argv: list[str], stdin: str | None = None) -> None:
         """Run a command in a host's namespace without its shell (safe from other threads)."""
-        pid = self._shell_pids[host]
-        res = subprocess.run(["mnexec", "-a", str(pid), *argv], input=stdin,
+        res = subprocess.run(["mnexec", "-a", str(self.namespace_pid(host)), *argv], input=stdin,
                              capture_output=True, text=True, timeout=30)
         if res.returncode != 0:
             raise RuntimeError(f"{host}: {' '.join(argv)}: {res.stderr.strip()}")
 
-    def _log_change(self, li: LinkInfo | None, source: str, **values: object) -> None:
+    def record(self, li: LinkInfo | None, source: str, **values: object) -> None:
+        """One change in the log (and in `run_dir/link_events.jsonl`)."""
         now = time.time()
         k = self.dilation  # t: wall clock (epoch s); t_rel and t_clock: emulated seconds
         entry = {"t": now, "t_rel": round((now - self.t0) / k, 6) if self.t0 else 0.0,
-                 "t_clock": round((now - self.clock_origin) / k, 6) if self.clock_origin else None,
+                 "t_clock": round((now - self.origin) / k, 6) if self.origin else None,
                  "link": li.name if li else None, "source": source, **values}
         with self._log_lock:
-            self.link_log.append(entry)
+            self.log.append(entry)
             if self.run_dir is not None:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 with open(self.run_dir / "link_events.jsonl", "a") as f:
                     f.write(json.dumps(entry) + "\n")
         if li is not None:
             log.info("link %s: %s", li.name, entry)
-

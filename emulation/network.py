@@ -15,28 +15,33 @@
         net.reachability()                 # ICMP echoes back: every pair, or from the hub
     # here: processes ended, rules, qdiscs, interfaces, namespaces and cgroups removed
 
-What `start()` does, in order: choose the impairment backend (logged); build Mininet with
-routed `Host`s, plain `Link`s (veth) and `controller=None` (no switch at all, so no OVS and no
-bridge; Mininet creates the veths but configures nothing, see emulation/host_config.py); put every host's
-shell in its own cgroup (a CPU quota where the spec gives a share; a process tracker either
-way); per host, in parallel: `ip_forward` where it forwards, addresses, interfaces up and static
-routes (one `ip -batch`), HTB on every egress (`tc -batch`, emulation.shaping); then the
-impairment (netem leaves, or NFQUEUE processes and rules, emulation.impairment); finally the
-time-varying behaviour (traces, channel model and mobility, scheduled down/up;
-emulation.dynamics) unless `dynamics=False`.
+The network holds three parts, each owning its state: `setup` (emulation/host_config.py:
+the hosts, their shells, cgroups and impairment processes), `live` (emulation/live_links.py:
+each link direction's current shape and the log of changes) and `guard` (emulation/guard.py:
+the machine lock, the stop signals, the atexit last resort).
+
+What `start()` does, in order: take the machine lock (one network per machine; SIGTERM and
+SIGHUP unwind like Ctrl-C from here on); choose the impairment backend (logged); build Mininet
+with routed `Host`s, plain `Link`s (veth) and `controller=None` (no switch at all, so no OVS and
+no bridge; Mininet creates the veths but configures nothing); put every host's shell in its own
+cgroup (a CPU quota where the spec gives a share; a process tracker either way); per host, all
+at once, one script from a file: `ip_forward` where it forwards, addresses, interfaces up and
+static routes (`ip -batch FILE`), HTB on every egress (`tc -batch FILE`, emulation.shaping);
+then the impairment (netem leaves, or NFQUEUE processes and rules, emulation.impairment);
+finally the time-varying behaviour (traces, channel model and mobility, scheduled down/up;
+emulation.dynamics) unless `dynamics=False`.  No command grows with the number of hosts; a
+limit of the machine that is still hit (arguments, open files, memory) is a ValueError of one
+line.
 
 `stop()` undoes it by id, each step guarded so one failure does not skip the rest: dynamics
 thread; processes started with `popen()` (their process group, by pid) and anything else left
 in a host's cgroup (by pid); NFQUEUE processes; Mininet's `net.stop()` (host shells: with the
 last process in a namespace gone, the kernel deletes its veth ends and iptables rules in one
 batch); cgroups (the directories created); any interface of ours still in the root namespace
-(by name).  It runs on normal exit, on exceptions, and — because
-`start()` turns SIGTERM and SIGHUP into `SystemExit` and SIGINT is a `KeyboardInterrupt` — on
-those signals; signals are held off while it runs.  `atexit` is a last resort.
+(by name).  It runs on normal exit, on exceptions, and on SIGINT, SIGTERM and SIGHUP (which
+unwind); those signals wait while it runs and come after.  `atexit` is a last resort.
 
-Live link control (`set_link`, `link_down`, `link_up`, the log of changes) is
-emulation/live_links.py's, a part of this class.  Link changes (API, traces, channel model,
-faults) are appended to `net.link_log` and, with a
+Link changes (API, traces, channel model, faults) are appended to `net.link_log` and, with a
 `run_dir`, to `run_dir/link_events.jsonl`: one JSON object per change with `t` (Unix time),
 `t_rel` (seconds since the network came up), `t_clock` (seconds on the clock of events and
 traces: from the network coming up, or from `start_clock(origin)` for a network made with
@@ -46,57 +51,44 @@ traces: from the network coming up, or from `start_clock(origin)` for a network 
 
 from __future__ import annotations
 
-import atexit
 import contextlib
+import errno
 import json
 import logging
 import os
 import resource
-import signal
 import subprocess
 import sys
-import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from emulation.cgroups import CpuLimiter
-from emulation.host_config import HostConfiguration, configure_quietly
+from emulation.guard import MACHINE_LOCK, RunGuard, end_processes, hold_machine_lock
+from emulation.host_config import HostInfo, HostSetup, configure_quietly
 from emulation.impairment import UserspaceImpairment, choose_backend
-from emulation.live_links import LiveLinks
+from emulation.live_links import LiveLinks, directions, ip_on_link
 from nodes.runtime.launcher import die_with_parent
 from topologies.spec import LinkShape, TopologySpec
 from topologies.topos import EdgeTopo, LinkInfo, topology_from_spec
 
 log = logging.getLogger(__name__)
-_HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # Largest network whose reachability() checks every pair by default (see reachability).
 ALL_PAIRS_MAX = 32
 # Descriptors this process holds per host: five (the shell's pty, both ends; the impairment
 # process's three pipes), plus popen()s' pipes: with room for those, eight.
 _FDS_PER_HOST = 8
 SERVERS = ("edge", "cloud")  # the roles that serve requests
+# What bring-up hits when a network is too big for this machine: a one-line error, not a traceback
+_LIMITS = (errno.E2BIG, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.ENOSPC)
 
 
-@dataclass(frozen=True)
-class HostInfo:
-    name: str
-    role: str
-    ip: str
-    cpu: float | None
-    radio: str | None = None  # devices: the radio kind of the energy model (topologies/radio.py)
+class EmulatedNetwork:
+    """A running emulated edge network (see the module docstring).
 
-
-class _Terminated(SystemExit):
-    """SIGTERM/SIGHUP arrived: unwind like Ctrl-C does, so `with` blocks clean up."""
-
-
-def _raise_terminated(signum: int, _frame: object) -> None:
-    raise _Terminated(128 + signum)
-
-
-class EmulatedNetwork(HostConfiguration, LiveLinks):
-    """A running emulated edge network (see the module docstring)."""
+    It holds three parts, each owning its state: `setup` (HostSetup: the hosts, their shells,
+    cgroups and impairment processes), `live` (LiveLinks: each link's current shape and the log
+    of changes) and `guard` (RunGuard: the machine lock, the stop signals, the atexit resort)."""
 
     def __init__(self, spec: TopologySpec, run_dir: str | Path | None = None,
                  dynamics: bool = True, cpu_limits: bool = True, hold_dynamics: bool = False,
@@ -110,30 +102,57 @@ class EmulatedNetwork(HostConfiguration, LiveLinks):
         # held: link changes wait for start_clock() (a run's clock starts at its first measured
         # request); otherwise they count from the network coming up
         self.hold_dynamics = hold_dynamics
-        self.clock_origin: float | None = None
-        self.cpu_limits = cpu_limits
         self.backend = choose_backend(spec.impairment)
         self.topo: EdgeTopo = topology_from_spec(spec)  # validates link names before anything runs
         configure_quietly(self.topo)
         self.links: list[LinkInfo] = list(self.topo.link_infos)
         _raise_fd_limit(len(self.topo.hosts()) * _FDS_PER_HOST + 256)
-        self.hosts: dict[str, HostInfo] = {}
-        self.link_log: list[dict] = []
+        self.setup = HostSetup(spec, self.topo, self.links, self.backend, self.dilation, cpu_limits)
+        self.live = LiveLinks(self.topo, self.links, self.backend, self.dilation,
+                              self.setup.impair, self.namespace_pid, self.run_dir)
+        self.guard = RunGuard()
         self.cpu_stats: dict[str, dict[str, int]] = {}
-        self.net = None
-        self.limiter: CpuLimiter | None = None
-        self.impair = UserspaceImpairment()
+        self.net = None  # Mininet's
         self.dynamics = None
-        self.t0 = 0.0
-        self._state: dict[tuple[str, str], LinkShape] = {}  # (sender, its intf) -> now
-        self._dynamic_ingress: set[str] = set()
-        self._procs: list[subprocess.Popen] = []
-        self._shell_pids: dict[str, int] = {}
-        self._log_lock = threading.Lock()
-        self._prev_handlers: dict[int, object] = {}
+        self.bringup_s: float | None = None
+        self._procs: list[subprocess.Popen] = []  # popen()'s
         self._started = False
         self._stopped = False
-        self._machine_lock: int | None = None
+
+    # the parts' state, where the rest of the project reads it
+
+    @property
+    def hosts(self) -> dict[str, HostInfo]:
+        return self.setup.hosts
+
+    @property
+    def limiter(self) -> CpuLimiter | None:
+        """The hosts' cgroups (None without CPU limits)."""
+        return self.setup.limiter
+
+    @property
+    def impair(self) -> UserspaceImpairment:
+        """The NFQUEUE impairment processes (none with the netem backend)."""
+        return self.setup.impair
+
+    @property
+    def cpu_limits(self) -> bool:
+        return self.setup.cpu_limits
+
+    @property
+    def link_log(self) -> list[dict]:
+        """Every link change so far (see LiveLinks.record)."""
+        return self.live.log
+
+    @property
+    def t0(self) -> float:
+        """time.time() when the network came up (0 before)."""
+        return self.live.t0 or 0.0
+
+    @property
+    def clock_origin(self) -> float | None:
+        """t = 0 of events, traces and the channel model (see start_clock)."""
+        return self.live.origin
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -149,36 +168,21 @@ class EmulatedNetwork(HostConfiguration, LiveLinks):
         self.stop()
 
     def start(self) -> EmulatedNetwork:
-        from mininet.log import lg
-        from mininet.net import Mininet
-        from mininet.node import Host
-
         if self._started:
             raise RuntimeError("network already started")
         self._started = True
-        self._install_signal_handlers()
-        atexit.register(self.stop)
-        self._machine_lock = hold_machine_lock()
-        if lg.getEffectiveLevel() < logging.WARNING:  # Mininet prints "*** ..." otherwise
-            lg.setLevel(logging.WARNING)
-        log.info("impairment backend: %s (asked: %s)", self.backend, self.spec.impairment)
+        self.guard.enter(self.stop)
         began = time.monotonic()
-        self.net = Mininet(topo=self.topo, host=Host, controller=None, build=False,
-                           autoSetMacs=False, waitConnected=False)
-        self.net.build()
-        for name in self.topo.hosts():
-            node = self.net[name]
-            self._shell_pids[name] = node.pid
-            info = self.topo.nodeInfo(name)
-            self.hosts[name] = HostInfo(name, info["role"], info["ip"].split("/")[0], info["cpu"],
-                                        info.get("radio"))
-        self._setup_cgroups()
-        self._configure_hosts()
-        if self.backend == "userspace":
-            self.impair.start()
-        self.t0 = time.time()
+        try:
+            self._bring_up()
+        except OSError as exc:
+            if exc.errno not in _LIMITS:
+                raise
+            raise ValueError(f"a network of {len(self.topo.hosts())} hosts is past a limit of this "
+                             f"machine: {exc.strerror or exc}") from exc
         self.bringup_s = time.monotonic() - began
-        self._log_change(None, "start", backend=self.backend, seed=self.spec.seed)
+        self.live.t0 = time.time()
+        self.live.record(None, "start", backend=self.backend, seed=self.spec.seed)
         if self.run_dir is not None:
             (self.run_dir / "network.json").write_text(json.dumps(self.manifest(), indent=1))
         if self.dynamics_enabled:
@@ -188,41 +192,50 @@ class EmulatedNetwork(HostConfiguration, LiveLinks):
             if self.dynamics.has_work():
                 self.dynamics.start()
         if not self.hold_dynamics:
-            self.start_clock(self.t0)
+            self.start_clock(self.live.t0)
         return self
+
+    def _bring_up(self) -> None:
+        from mininet.log import lg
+        from mininet.net import Mininet
+        from mininet.node import Host
+
+        if lg.getEffectiveLevel() < logging.WARNING:  # Mininet prints "*** ..." otherwise
+            lg.setLevel(logging.WARNING)
+        log.info("impairment backend: %s (asked: %s)", self.backend, self.spec.impairment)
+        self.net = Mininet(topo=self.topo, host=Host, controller=None, build=False,
+                           autoSetMacs=False, waitConnected=False)
+        self.net.build()
+        self.setup.adopt(self.net)
+        self.setup.cgroups()
+        self.setup.configure()
 
     def start_clock(self, origin: float) -> None:
         """t = 0 of events, traces and the channel model: `origin` (time.time(), may be ahead)."""
-        self.clock_origin = origin
+        self.live.origin = origin
         if self.dynamics is not None:
             self.dynamics.set_origin(origin)
 
     def stop(self) -> None:
-        """Tear down everything this network created; safe to call more than once."""
+        """Tear down everything this network created; safe to call more than once.  The stop
+        signals wait until it is done (emulation/guard.py)."""
         if not self._started or self._stopped:
             return
         self._stopped = True
-        blocked = _block_signals()
-        try:
-            self._teardown()
-        finally:
-            self._restore_signal_handlers()
-            with contextlib.suppress(Exception):
-                atexit.unregister(self.stop)
-            _unblock_signals(blocked)
+        with self.guard.leaving():
+            if self.guard.locked:  # otherwise it never came up: nothing of ours exists
+                self._teardown()
 
     def _teardown(self) -> None:
-        if self._machine_lock is None:
-            return  # never came up: nothing of ours exists
         steps = [
             ("dynamics", self._stop_dynamics),
             ("processes", self._stop_processes),
             ("cpu stats", self._collect_cpu_stats),
-            ("cgroup processes", self._kill_cgroup_members),
+            ("cgroup processes", self._end_cgroup_members),
             # rules go with the namespaces (see _stop_mininet): end the processes only
-            ("impairment", lambda: self.impair.stop(delete_rules=False)),
+            ("impairment", self.setup.end_impairment),
             ("mininet", self._stop_mininet),
-            ("cgroups", self._remove_cgroups),
+            ("cgroups", self.setup.remove_cgroups),
             ("interfaces", self._delete_stray_interfaces),
         ]
         for what, step in steps:
@@ -230,12 +243,44 @@ class EmulatedNetwork(HostConfiguration, LiveLinks):
                 step()
             except Exception as exc:  # keep going: the next steps still have things to remove
                 log.warning("teardown %s: %s", what, exc)
-        os.close(self._machine_lock)  # the next network may come up
-        self._machine_lock = None
         if self.run_dir is not None:
             with contextlib.suppress(OSError):
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 (self.run_dir / "cpu_stats.json").write_text(json.dumps(self.cpu_stats, indent=1))
+
+    # ---- live link control (LiveLinks) -----------------------------------------------------
+
+    def set_link(self, a: str, b: str, *, bw_mbit: float | None = None,
+                 delay_ms: float | None = None, jitter_ms: float | None = None,
+                 loss_pct: float | None = None, direction: str | None = None,
+                 source: str = "api", extra: dict | None = None) -> None:
+        """Change a link live, in emulated units (see LiveLinks.set_link)."""
+        self.live.set_link(a, b, bw_mbit=bw_mbit, delay_ms=delay_ms, jitter_ms=jitter_ms,
+                           loss_pct=loss_pct, direction=direction, source=source, extra=extra)
+
+    def link_down(self, a: str, b: str, source: str = "api") -> None:
+        self.live.link_down(a, b, source)
+
+    def link_up(self, a: str, b: str, source: str = "api") -> None:
+        self.live.link_up(a, b, source)
+
+    def link(self, a: str, b: str) -> LinkInfo:
+        return self.live.link(a, b)
+
+    def state(self, sender: str, intf: str) -> LinkShape:
+        """A link direction's current shape, in emulated units."""
+        return self.live.state(sender, intf)
+
+    @staticmethod
+    def directions(li: LinkInfo) -> list[tuple[str, str, str, str]]:
+        return directions(li)
+
+    @staticmethod
+    def ip_on_link(li: LinkInfo, host: str) -> str:
+        return ip_on_link(li, host)
+
+    def tcp_timers(self) -> dict:
+        return self.setup.tcp_timers()
 
     # ---- what the runner uses --------------------------------------------------------------
 
@@ -253,7 +298,7 @@ class EmulatedNetwork(HostConfiguration, LiveLinks):
 
     def namespace_pid(self, host: str) -> int:
         """The pid of the host's shell, whose namespaces are the host's (`mnexec -a PID`)."""
-        return self._shell_pids[host]
+        return self.setup.shell_pids[host]
 
     def popen(self, host: str, argv: list[str], cpu_limited: bool = True,
               **kwargs: object) -> subprocess.Popen:
@@ -343,49 +388,15 @@ class EmulatedNetwork(HostConfiguration, LiveLinks):
             self.dynamics.stop()
 
     def _stop_processes(self) -> None:
-        for proc in self._procs:
-            if proc.poll() is None:
-                _signal_group(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 3
-        for proc in self._procs:
-            try:
-                proc.wait(timeout=max(0.05, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal_group(proc.pid, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=2)
-            for stream in (proc.stdin, proc.stdout, proc.stderr):
-                if stream is not None:
-                    with contextlib.suppress(Exception):
-                        stream.close()
+        end_processes(self._procs)
 
     def _collect_cpu_stats(self) -> None:
-        if self.limiter is None:
-            return
-        for name, h in self.hosts.items():
-            if h.cpu and name in self.limiter.hosts:
-                self.cpu_stats[name] = {"cpu_share": h.cpu, **self.limiter.stats(name)}
+        self.cpu_stats = self.setup.cpu_stats()
 
-    def _kill_cgroup_members(self) -> None:
+    def _end_cgroup_members(self) -> None:
         """Whatever is still in a host's group was started in that host: end it by pid."""
-        if self.limiter is None:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            pids = self._cgroup_pids()
-            shells = set(self._shell_pids.values())
-            for pid in pids - shells:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + 1.0
-            while time.monotonic() < deadline and self._cgroup_pids() - shells:
-                time.sleep(0.02)
-
-    def _cgroup_pids(self) -> set[int]:
-        pids: set[int] = set()
-        for path in self.limiter.hosts.values():
-            with contextlib.suppress(OSError):
-                pids |= {int(p) for p in (path / "cgroup.procs").read_text().split()}
-        return pids
+        if self.limiter is not None:
+            self.limiter.end_processes(spare=set(self.setup.shell_pids.values()))
 
     def _stop_mininet(self) -> None:
         if self.net is None:
@@ -401,10 +412,6 @@ class EmulatedNetwork(HostConfiguration, LiveLinks):
                 with contextlib.suppress(Exception):
                     node.shell.wait(timeout=5)
 
-    def _remove_cgroups(self) -> None:
-        if self.limiter is not None:
-            self.limiter.remove()
-
     def _delete_stray_interfaces(self) -> None:
         """An interrupted build can leave a veth end in the root namespace: delete ours."""
         ours = {li.intf_a for li in self.links} | {li.intf_b for li in self.links}
@@ -415,29 +422,13 @@ class EmulatedNetwork(HostConfiguration, LiveLinks):
     def leftovers(self) -> dict[str, list]:
         """What of ours still exists (empty lists after a clean teardown)."""
         ours = {li.intf_a for li in self.links} | {li.intf_b for li in self.links}
-        pids = list(self._shell_pids.values()) + self.impair.pids() + [p.pid for p in self._procs]
+        pids = [*self.setup.shell_pids.values(), *self.impair.pids(), *(p.pid for p in self._procs)]
         return {
             "interfaces": sorted(ours & set(os.listdir("/sys/class/net"))),
             "processes": [p for p in pids if _alive(p)],
             "cgroups": [str(self.limiter.group)] if self.limiter and self.limiter.group.exists()
             else [],
         }
-
-    # ---- signals ---------------------------------------------------------------------------
-
-    def _install_signal_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            if signal.getsignal(sig) in (signal.SIG_DFL, None):
-                self._prev_handlers[sig] = signal.signal(sig, _raise_terminated)
-
-    def _restore_signal_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig, handler in self._prev_handlers.items():
-            signal.signal(sig, handler)
-        self._prev_handlers.clear()
 
 
 def _raise_fd_limit(needed: int) -> None:
@@ -453,39 +444,6 @@ def _raise_fd_limit(needed: int) -> None:
         log.warning("open files limit %d < %d needed for this network: %s", soft, needed, exc)
 
 
-MACHINE_LOCK = Path("/run/lock/edgestage-network.lock")
-
-
-def hold_machine_lock() -> int:
-    """One emulated network per machine: two collide (interface names, cgroups, Mininet's
-    shells).  Waits, saying so once, while another process of ours holds the lock; the kernel
-    releases it when that process ends, however it ends.  Returns the locked descriptor."""
-    import fcntl
-
-    MACHINE_LOCK.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(MACHINE_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-        log.warning("another edgestage network is up (pid %s): waiting for it to come down", holder)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return fd
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    """Signal the process group the pid leads (mnexec -d made it a session leader)."""
-    try:
-        if os.getpgid(pid) == pid and pid != os.getpgid(0):
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -494,15 +452,5 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _block_signals() -> set:
-    if threading.current_thread() is not threading.main_thread():
-        return set()
-    return signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED_SIGNALS)
-
-
-def _unblock_signals(previous: set) -> None:
-    if threading.current_thread() is threading.main_thread():
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-__all__ = ["EmulatedNetwork", "HostInfo"]
+# the machine lock is the guard's (emulation/guard.py); here too for the callers of before
+__all__ = ["ALL_PAIRS_MAX", "MACHINE_LOCK", "EmulatedNetwork", "HostInfo", "hold_machine_lock"]

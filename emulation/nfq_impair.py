@@ -1,7 +1,10 @@
-"""Userspace link impairment for kernels without `sch_netem`: one process per host namespace.
+"""Userspace link impairment for kernels without `sch_netem`: one process per host namespace, or
+per group of hosts in a big network.
 
-Run inside a host's network namespace as `python -m emulation.nfq_impair CONFIG_JSON`.
-Each entry of the config is one of the host's interfaces, bound to its own NFQUEUE number; the
+Run as `python -m emulation.nfq_impair @CONFIG_FILE` (or with the JSON itself as the argument:
+a hub of a thousand links does not fit in one).  Each entry of the config is one interface,
+bound to its own NFQUEUE number inside the network namespace the entry names (`netns`: a path
+like /proc/PID/ns/net, entered to bind; without it, the process's own); the
 lifecycle adds `iptables -t raw -A PREROUTING -i INTF -j NFQUEUE --queue-num N --queue-bypass`, so
 every packet *arriving* on that interface is held here.  Impairing at the receiver's ingress,
 not the sender's egress, keeps TCP small queues from counting held packets against the sending
@@ -18,8 +21,9 @@ Semantics, per interface (netem-like, documented choices):
 - limit: at most `limit` packets are held per interface; more are dropped (netem's `limit`).
 - down: every packet is dropped (used for scheduled link faults in addition to link state).
 
-One `select` loop, no threads (the measured-good design).  Control: one JSON object per line on
-stdin, e.g. `{"intf": "dev1-eth0", "delay_ms": 30}`; `{"cmd": "stats"}` prints counters as one
+One `select` loop, no threads (the measured-good design; `poll` where a descriptor is past
+`select`'s 1024, as in a hub of a thousand links, one queue per link).  Control: one JSON object
+per line on stdin, e.g. `{"intf": "dev1-eth0", "delay_ms": 30}`; `{"cmd": "stats"}` prints counters as one
 JSON line on stdout.  EOF on stdin (the parent died or closed it) ends the process, so a killed
 runner cannot leave this process behind.
 """
@@ -41,6 +45,7 @@ from netfilterqueue import COPY_META, NetfilterQueue
 # 2.37 ms with 0.08 ms here, 1.96-2.05 ms with 0.18 ms).  The hold is shortened by it so that
 # the delay a packet sees is the configured one; `overhead_ms` in the config overrides it.
 DEFAULT_OVERHEAD_MS = 0.18
+_CLONE_NEWNET = 0x40000000
 MAX_QUEUE_LEN = 20000  # kernel-side queue length; the held-packet limit is enforced here
 
 
@@ -97,7 +102,11 @@ class _Line:
 
 
 def main(argv: list[str]) -> int:
-    confs = json.loads(argv[1])
+    arg = argv[1]
+    if arg.startswith("@"):
+        with open(arg[1:]) as f:
+            arg = f.read()
+    confs = json.loads(arg)
     heap: list[tuple[float, int, object, _Line]] = []
     seq = 0
     lines: dict[str, _Line] = {}
@@ -130,26 +139,29 @@ def main(argv: list[str]) -> int:
 
         return on_packet
 
+    own_netns = os.open("/proc/self/ns/net", os.O_RDONLY)
     for conf in confs:
         line = _Line(conf)
+        # a netlink socket belongs to the namespace it is made in: the host's, where its rules are
+        _setns(os.open(conf["netns"], os.O_RDONLY) if conf.get("netns") else os.dup(own_netns))
         nfq = NetfilterQueue()
         nfq.bind(line.queue, make_callback(line), max_len=MAX_QUEUE_LEN, mode=COPY_META,
                  range=0, sock_len=8 * 1024 * 1024)
         lines[line.intf] = line
         queues[nfq.get_fd()] = (nfq, line)
 
+    _setns(own_netns)
     stdin_fd = sys.stdin.fileno()
     os.set_blocking(stdin_fd, False)
     pending = b""
     sys.stdout.write("ready\n")
     sys.stdout.flush()
-    fds = [stdin_fd, *queues]
+    wait = _waiter([stdin_fd, *queues])
     while True:
         timeout = None
         if heap:
             timeout = max(0.0, heap[0][0] - time.monotonic())
-        readable, _, _ = select.select(fds, [], [], timeout)
-        for fd in readable:
+        for fd in wait(timeout):
             if fd == stdin_fd:
                 chunk = os.read(stdin_fd, 65536)
                 if not chunk:  # parent gone: release nothing more, exit
@@ -165,6 +177,28 @@ def main(argv: list[str]) -> int:
             _, _, pkt, line = heapq.heappop(heap)
             line.held -= 1
             pkt.accept()
+
+
+def _setns(fd: int) -> None:
+    """Enter the network namespace `fd` refers to (and close it)."""
+    import ctypes
+
+    try:
+        if ctypes.CDLL(None, use_errno=True).setns(fd, _CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns: cannot enter the host's network namespace")
+    finally:
+        os.close(fd)
+
+
+def _waiter(fds: list[int]):
+    """wait(timeout_s) -> the readable descriptors: `select`, whose timeout is in microseconds,
+    where it can watch them all; `poll` (milliseconds, rounded up) past its limit of 1024."""
+    if max(fds) < 1024:
+        return lambda timeout: select.select(fds, [], [], timeout)[0]
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return lambda timeout: [fd for fd, _ in poller.poll(None if timeout is None else timeout * 1000)]
 
 
 def _control(raw: bytes, lines: dict[str, _Line]) -> None:

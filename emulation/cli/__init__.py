@@ -3,36 +3,22 @@ folder, which return data.  One module per group of commands: local.py (doctor, 
 quality), bench.py, runs.py (run, sweep, report, calibrate), deploy.py; args.py their argument types.
 
 Bad input anywhere (a ValueError, including pydantic's) ends in one line on stderr and exit 2, and
-is found before anything is written.  Ctrl-C, at any point, ends in one line and exit 130 (what
-runs below cleans up on the way: the runner takes its network down, a samples file is not left
-half-written).
+is found before anything is written.  Ctrl-C, at any point, ends in one line and exit 130, and
+SIGTERM or SIGHUP in one line and exit 128 + the signal (what runs below cleans up on the way: the
+runner takes its network down, a samples file is not left half-written); emulation/guard.py
+handles them, for the network too.
 """
 
 from __future__ import annotations
 
-import os
 import signal
-import threading
-from types import FrameType
 
+from emulation.guard import Terminated, install_handlers
 
-def _interrupt(_signum: int, frame: FrameType | None) -> None:
-    """Ctrl-C as KeyboardInterrupt, but never inside an import: one cut short leaves torch or
-    numpy half-initialised, so that what surfaces is a RecursionError or ImportError with a
-    traceback, or the interpreter kills itself with SIGINT at exit.  Inside an import the signal
-    is sent again 50 ms later, until the import is done."""
-    while frame is not None:
-        if frame.f_code.co_filename.startswith("<frozen importlib"):
-            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
-            return
-        frame = frame.f_back
-    raise KeyboardInterrupt
-
-
-# First, before anything heavier is imported: from here on a Ctrl-C is one line and exit 130 (one
+# First, before anything heavier is imported: from here on Ctrl-C is one line and exit 130, SIGTERM
+# or SIGHUP one line and 128 + the signal, each unwinding what runs below (emulation/guard.py; one
 # in the interpreter's own start-up, the first ~30 ms, still ends it by the default action)
-if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where SIGINT is ignored
-    signal.signal(signal.SIGINT, _interrupt)
+install_handlers()
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
@@ -69,3 +55,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         print("edgestage: interrupted", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        print(f"edgestage: terminated ({signal.Signals(exc.signum).name})", file=sys.stderr)
+        return int(exc.code)

@@ -4,6 +4,7 @@ with what produced them)."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from emulation.cli.args import Parser, positive_int, print_json
 
@@ -91,7 +92,11 @@ def _topology(args: argparse.Namespace) -> int:
         raise ValueError("--devices must be in 1..1024 and --reps in 1..100")
     from emulation.bench_topology import bench
 
-    r = bench(args.devices, args.reps, args.all_pairs)
+    try:
+        r = bench(args.devices, args.reps, args.all_pairs)
+    except RuntimeError as exc:  # unreachable hosts, something left behind, a host not configured
+        print(f"edgestage: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
     if args.json:
         print_json(r)
         return 0

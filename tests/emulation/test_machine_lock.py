@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from emulation.network import hold_machine_lock
+from emulation.guard import MACHINE_LOCK, hold_machine_lock
 
 pytestmark = pytest.mark.root
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_a_second_network_waits_for_the_first_process_to_end() -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c", "from emulation.network import hold_machine_lock; hold_machine_lock(); "
+        [sys.executable, "-c", "from emulation.guard import hold_machine_lock; hold_machine_lock(); "
          "print('held', flush=True); import time; time.sleep(60)"],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -42,6 +42,6 @@ def test_a_second_network_waits_for_the_first_process_to_end() -> None:
 def test_the_lock_names_its_holder() -> None:
     fd = hold_machine_lock()
     try:
-        assert Path("/run/lock/edgestage-network.lock").read_text() == str(os.getpid())
+        assert MACHINE_LOCK.read_text() == str(os.getpid())
     finally:
         os.close(fd)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -41,7 +42,7 @@ CHILD = textwrap.dedent("""
         # a process started through the host's shell, in the background: only its cgroup knows it
         net.cmd(first, "sleep 1001 &")
         info = {"pids": [p.pid for p in procs] + net.impair.pids()
-                        + list(net._shell_pids.values()),
+                        + list(net.setup.shell_pids.values()),
                 "cgroup": str(net.limiter.group), "intfs": [l.intf_a for l in net.links]}
         print(json.dumps(info), flush=True)
         time.sleep(600)
@@ -108,3 +109,20 @@ def test_bad_link_name_starts_nothing(nothing_left_after: set) -> None:
     nothing_left_after.update({"bad1", "bad2"})
     with pytest.raises(ValueError, match="not linked"):
         EmulatedNetwork(parse_topology(data))
+
+
+def test_a_limit_hit_in_bring_up_is_one_line_and_leaves_nothing(nothing_left_after: set,
+                                                                monkeypatch) -> None:
+    spec = parse_topology(spec_for("lim"))
+    nothing_left_after.update(h for h in spec.host_names() if h.startswith("lim"))
+
+    def too_long(_self) -> None:  # what a hub of 1,024 links once hit, configured in one argument
+        raise OSError(errno.E2BIG, "Argument list too long", "mnexec")
+
+    monkeypatch.setattr("emulation.host_config.HostSetup.configure", too_long)
+    net = EmulatedNetwork(spec)
+    with pytest.raises(ValueError, match="past a limit of this machine: Argument list too long") as info:
+        net.__enter__()
+    assert "\n" not in str(info.value)
+    assert net.leftovers() == {"interfaces": [], "processes": [], "cgroups": []}
+    assert not net.guard.locked
