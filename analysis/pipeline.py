@@ -60,7 +60,7 @@ def finish_run_dir(run_dir: str | Path, manifest: dict[str, Any], quality: bool 
     finished.accuracy = steps.run("accuracy", _accuracy, d, manifest, measured, finished.traffic) or {
         "headline": {}}
     finished.summary = summary_document(manifest, finished.requests, strategies, finished.accuracy)
-    (d / "summary.json").write_text(json.dumps(finished.summary, indent=1, default=_json))
+    (d / "summary.json").write_text(json.dumps(finished.summary, indent=1, default=json_default))
     steps.run("report", _report, d)
     return finished
 
@@ -122,7 +122,7 @@ def _accuracy(run_dir: Path, manifest: dict[str, Any], measured: pd.DataFrame,
     from analysis.accuracy import accuracy_report
 
     accuracy = accuracy_report(measured, traffic, manifest.get("network") or {}, read_link_events(run_dir))
-    (run_dir / "accuracy.json").write_text(json.dumps(accuracy, indent=1, default=_json))
+    (run_dir / "accuracy.json").write_text(json.dumps(accuracy, indent=1, default=json_default))
     return accuracy
 
 
@@ -138,7 +138,8 @@ def _empty_traffic() -> pd.DataFrame:
     return empty_traffic()
 
 
-def _json(value: object) -> object:
+def json_default(value: object) -> object:
+    """json.dumps' `default` for what a run's documents hold: paths and numpy scalars."""
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "item"):

@@ -111,8 +111,21 @@ class CpuLimiter:
             f.write(value)
         self._written.setdefault(path.parent, []).append(path.name)
 
+    THROTTLED: tuple[str, int]  # cpu.stat's throttled-time key, and its units per microsecond
+
     def limit(self, host: str, share: float) -> Path:
+        path = self.track(host)
+        self._set_quota(path, share)
+        return path
+
+    def _set_quota(self, path: Path, share: float) -> None:
         raise NotImplementedError
+
+    def stats(self, host: str) -> dict[str, int]:
+        raw = _read_kv(self.hosts[host] / "cpu.stat")
+        key, per_us = self.THROTTLED
+        return {"nr_periods": raw.get("nr_periods", 0), "nr_throttled": raw.get("nr_throttled", 0),
+                "throttled_us": raw.get(key, 0) // per_us}
 
     def procs_file(self, host: str) -> Path:
         return self.hosts[host] / "cgroup.procs"
@@ -142,9 +155,6 @@ class CpuLimiter:
         so the prefix goes before `mnexec` (see EmulatedNetwork.popen)."""
         procs = self.procs_file(host)
         return ["sh", "-c", f'echo $$ > "{procs}" && exec "$@"', "sh", *argv]
-
-    def stats(self, host: str) -> dict[str, int]:
-        raise NotImplementedError
 
     def guard(self) -> None:
         """Start the watcher that removes this tree if this process dies without `remove()`.
@@ -263,30 +273,20 @@ def remove_stale(root: str | Path) -> list[str]:
 
 class CgroupV1(CpuLimiter):
     version = "v1"
+    THROTTLED = ("throttled_time", 1000)  # nanoseconds
 
     def __init__(self, root: str | Path = V1_ROOT, name: str | None = None) -> None:
         super().__init__(root, name)
         self._mkdir(self.group)
 
-    def limit(self, host: str, share: float) -> Path:
-        path = self.group / host
-        self._mkdir(path)
+    def _set_quota(self, path: Path, share: float) -> None:
         self._write(path / "cpu.cfs_period_us", str(PERIOD_US))
         self._write(path / "cpu.cfs_quota_us", str(self.quota_us(share)))
-        self.hosts[host] = path
-        return path
-
-    def stats(self, host: str) -> dict[str, int]:
-        raw = _read_kv(self.hosts[host] / "cpu.stat")
-        return {
-            "nr_periods": raw.get("nr_periods", 0),
-            "nr_throttled": raw.get("nr_throttled", 0),
-            "throttled_us": raw.get("throttled_time", 0) // 1000,
-        }
 
 
 class CgroupV2(CpuLimiter):
     version = "v2"
+    THROTTLED = ("throttled_usec", 1)  # microseconds
 
     def __init__(self, root: str | Path = V2_ROOT, name: str | None = None) -> None:
         super().__init__(root, name)
@@ -298,20 +298,8 @@ class CgroupV2(CpuLimiter):
         self._mkdir(self.group)
         self._write(self.group / "cgroup.subtree_control", "+cpu")
 
-    def limit(self, host: str, share: float) -> Path:
-        path = self.group / host
-        self._mkdir(path)
+    def _set_quota(self, path: Path, share: float) -> None:
         self._write(path / "cpu.max", f"{self.quota_us(share)} {PERIOD_US}")
-        self.hosts[host] = path
-        return path
-
-    def stats(self, host: str) -> dict[str, int]:
-        raw = _read_kv(self.hosts[host] / "cpu.stat")
-        return {
-            "nr_periods": raw.get("nr_periods", 0),
-            "nr_throttled": raw.get("nr_throttled", 0),
-            "throttled_us": raw.get("throttled_usec", 0),
-        }
 
     def remove(self) -> None:
         super().remove()

@@ -61,10 +61,11 @@ def tcp_timers(dilation: float) -> dict:
             "rto_min_scaled": scaled,
             # CUBIC's window growth is a function of wall-clock time, and under K its goodput
             # fell (measured: 0.885 of the rate at K = 10 on 20 Mbit/s, 20 ms); Reno grows
-            # per ACK and kept 0.956 there (README: time dilation)
+            # per ACK and kept 0.956 there (docs/network-and-dilation.md: time dilation)
             "congestion_control": DILATED_CONGESTION_CONTROL if dilated else "kernel default",
             "not_scaled": "initial RTO 1 s (SYN and first data), delayed ACK 40-200 ms, RTO max "
-                          "120 s: wall-clock constants of the kernel (README: time dilation)"}
+                          "120 s: wall-clock constants of the kernel (docs/network-and-dilation.md: "
+                          "time dilation)"}
 
 
 class HostSetup:

@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,7 @@ def ip_on_link(li: LinkInfo, host: str) -> str:
     return li.ip_a if host == li.a else li.ip_b
 
 
+@dataclass(eq=False)
 class LiveLinks:
     """The links of one network while it runs, and the log of their changes.
 
@@ -45,23 +47,22 @@ class LiveLinks:
     `impair` is the network's NFQUEUE processes, which hold the userspace backend's delay, jitter
     and loss (with the netem backend nothing is asked of it)."""
 
-    def __init__(self, topo: EdgeTopo, links: list[LinkInfo], backend: str, dilation: float,
-                 impair: UserspaceImpairment, namespace_pid: Callable[[str], int],
-                 run_dir: Path | None = None) -> None:
-        self.topo = topo
-        self.links = links
-        self.backend = backend
-        self.dilation = dilation
-        self.impair = impair
-        self.namespace_pid = namespace_pid
-        self.run_dir = run_dir
-        self.log: list[dict] = []
-        # the log's clock: t_rel counts from t0 (the network up), t_clock from origin
-        self.t0: float | None = None
-        self.origin: float | None = None
+    topo: EdgeTopo
+    links: list[LinkInfo]
+    backend: str
+    dilation: float
+    impair: UserspaceImpairment
+    namespace_pid: Callable[[str], int]
+    run_dir: Path | None = None
+    log: list[dict] = field(default_factory=list)
+    # the log's clock: t_rel counts from t0 (the network up), t_clock from origin
+    t0: float | None = None
+    origin: float | None = None
+
+    def __post_init__(self) -> None:
         # emulated: what live changes start from, per (sender, its intf)
         self._shapes: dict[tuple[str, str], LinkShape] = {
-            (src, src_intf): li.spec.shape() for li in links for src, src_intf, _, _ in directions(li)}
+            (src, src_intf): li.spec.shape() for li in self.links for src, src_intf, _, _ in directions(li)}
         self._log_lock = threading.Lock()
 
     def link(self, a: str, b: str) -> LinkInfo:

@@ -157,11 +157,10 @@ class EmulatedNetwork:
     # ---- lifecycle -------------------------------------------------------------------------
 
     def __enter__(self) -> EmulatedNetwork:
-        try:
+        with contextlib.ExitStack() as on_failure:
+            on_failure.callback(self.stop)  # a half-built network is taken down, by id
             self.start()
-        except BaseException:
-            self.stop()
-            raise
+            on_failure.pop_all()
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from tqdm import tqdm
 
-from analysis.pipeline import Finished, finish_run_dir, requests_table
+from analysis.pipeline import Finished, finish_run_dir, json_default, requests_table
 from analysis.run_tables import Clock, requests_frame, unrecorded_failures
 from emulation.cgroups import process_start
 from emulation.dilation import Dilation, choose_dilation
@@ -190,7 +190,7 @@ def _record_finish(manifest: dict[str, Any], finished: Finished) -> None:
 
 def _write_json_atomic(path: Path, document: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(document, indent=1, default=_json))
+    tmp.write_text(json.dumps(document, indent=1, default=json_default))
     os.replace(tmp, path)
 
 
@@ -527,11 +527,3 @@ def versions() -> dict[str, str | None]:
         out["edgestage_commit"] = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
                                                  capture_output=True, text=True, timeout=5).stdout.strip()
     return out
-
-
-def _json(value: object) -> object:
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
