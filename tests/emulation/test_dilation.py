@@ -3,8 +3,8 @@
 Without root: the link shape under K, the node configs' wall times, K as given or measured
 ("auto", on this machine's real steps), the refusal of native beside profiled hosts.  As root: a
 dilated run whose profiled stages take exactly their profile in emulated time, whose tables are
-emulated with the wall clock beside them, and whose link measures as configured; `--strict`
-failing a run whose profiled steps overran.
+emulated with the wall clock beside them (an overrun counted, never hidden), and whose link
+measures as configured; `--strict` failing a run whose profiled steps overran.
 """
 
 from __future__ import annotations
@@ -126,40 +126,46 @@ def test_the_clock_gives_emulated_seconds_and_keeps_the_wall_clock() -> None:
 @pytest.mark.root
 @pytest.mark.slow
 def test_a_dilated_profiled_run_takes_its_profile_in_emulated_time(tmp_path, nothing_left_after) -> None:
+    # Whether a step overruns depends on how busy this machine is (a CI run at K = 16 once saw one
+    # step overrun by under 10 ms), so the test does not ask for none: it asks that every stage take
+    # its profile plus exactly what its steps overran, and that the tables count those overruns.
     nothing_left_after.add("dl1")
     path = tmp_path / "dilated.toml"
-    path.write_text(scenario_text(k=16))  # about 2.5 x what `auto` measures for medium here
-    done = run_cli(path, tmp_path / "run", "--strict")
+    path.write_text(scenario_text(k=32))  # about 5 x what `auto` measures for medium here
+    done = run_cli(path, tmp_path / "run")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "time dilation K = 16: given in the scenario" in done.stdout
-    assert "times are emulated seconds: time dilation K = 16" in done.stdout
+    assert "time dilation K = 32: given in the scenario" in done.stdout
+    assert "times are emulated seconds: time dilation K = 32" in done.stdout
     run = tmp_path / "run"
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["clock"]["time_dilation"] == 16 and manifest["network"]["time_dilation"] == 16
+    assert manifest["clock"]["time_dilation"] == 32 and manifest["network"]["time_dilation"] == 32
     timers = manifest["network"]["tcp_timers"]
-    assert timers["rto_min_ms"] in (3200, 200) and timers["congestion_control"] == "reno"
+    assert timers["rto_min_ms"] in (6400, 200) and timers["congestion_control"] == "reno"
     req = pd.read_parquet(run / "requests.parquet")
     ok = req[(req["outcome"] == "ok") & req["warmup"].ne(True)]
-    assert len(ok["request_id"].unique()) == 4 and ok["overrun_steps"].sum() == 0
+    assert len(ok["request_id"].unique()) == 4
     profiles = load_profiles()
     for row in ok.itertuples():
         hardware = "edge_gpu" if row.host == "edge" else "phone"
         profiled = profile_for(profiles, hardware, row.model).step_s(2) * (row.end_step - row.start_step)
         assert row.profiled_compute_s == pytest.approx(profiled)  # emulated: the profile itself
-        assert profiled <= row.compute_s <= profiled * 1.03 + 0.002, row  # paced to it, in emulated time
-        assert row.wall_compute_s == pytest.approx(row.compute_s * 16)
-        assert row.wall_total_s == pytest.approx(row.total_s * 16)
-    # the request crosses the 10 ms device link in emulated time, not in 10/6 ms or 60 ms
+        paced = profiled + row.overrun_s  # an overrunning step takes its real time, nothing hidden
+        assert (row.overrun_steps == 0) == (row.overrun_s == 0), row
+        assert paced <= row.compute_s <= paced * 1.03 + 0.002, row  # paced to it, in emulated time
+        assert row.wall_compute_s == pytest.approx(row.compute_s * 32)
+        assert row.wall_total_s == pytest.approx(row.total_s * 32)
+    # the request crosses the 10 ms device link in emulated time, not in 10/32 ms or 320 ms
     edge = ok[ok["host"] == "edge"]
     assert (edge["uplink_s"] >= 0.0095).all() and (edge["uplink_s"] < 0.03).all(), edge["uplink_s"]
     assert (edge["result_transfer_s"] >= 0.0095).all() and (edge["result_transfer_s"] < 0.03).all()
     traffic = pd.read_parquet(run / "traffic.parquet")
     assert {"t_first", "wall_t_first"} <= set(traffic.columns)
-    emulated = (traffic["wall_t_first"] - manifest["clock"]["origin"]) / 16
+    emulated = (traffic["wall_t_first"] - manifest["clock"]["origin"]) / 32
     assert (emulated - traffic["t_first"]).abs().max() < 1e-6
     summary = json.loads((run / "summary.json").read_text())
-    for entry in summary["strategies"].values():
-        assert entry["overrun_steps"] == 0 and entry["device_energy_per_image_j"] > 0
+    for name, entry in summary["strategies"].items():
+        assert entry["overrun_steps"] == ok.loc[ok["strategy"] == name, "overrun_steps"].sum()
+        assert entry["device_energy_per_image_j"] > 0
 
 
 @pytest.mark.root
