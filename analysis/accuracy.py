@@ -55,16 +55,16 @@ class LinkStates:
         self.network = network
         self.changes: dict[str, list[dict]] = {}
         for e in events or []:
-            if e.get("link") and e.get("t_clock") is not None:
+            if e.get("link") and e.get("t") is not None:
                 self.changes.setdefault(e["link"], []).append(e)
         for changes in self.changes.values():
-            changes.sort(key=lambda e: e["t_clock"])
+            changes.sort(key=lambda e: e["t"])
 
     def at(self, link: dict, t: float | None, direction: str) -> dict | None:
         """The link's figures for `direction` ("a->b") at t; None while it is down."""
         state = dict(link)
         for e in self.changes.get(link["link"], []):
-            if t is None or e["t_clock"] > t:
+            if t is None or e["t"] > t:
                 break
             if e.get("state") in ("down", "up"):
                 state["down"] = e["state"] == "down"

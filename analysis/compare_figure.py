@@ -62,11 +62,7 @@ def link_changes(run: Path) -> list[float]:
     """Emulated seconds, from the run's clock origin, at which a link of the run changed."""
     from analysis.run_tables import read_link_events
 
-    manifest = json.loads((run / "manifest.json").read_text())
-    k = (manifest.get("clock") or {}).get("time_dilation") or 1
-    origin = (manifest.get("clock") or {}).get("origin") or 0
-    return sorted({round((e["t"] - origin) / k, 3) for e in read_link_events(run)
-                   if "t" in e and e["t"] >= origin})
+    return sorted({round(e["t"], 3) for e in read_link_events(run) if e.get("t") is not None and e["t"] >= 0})
 
 
 def _plot_plans(ax: Any, run: Path) -> None:

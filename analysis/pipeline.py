@@ -24,7 +24,14 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.run_tables import TRAFFIC_TIMES, Clock, read_link_events, requests_frame, write_requests
+from analysis.run_tables import (
+    TRAFFIC_WALL_FIELDS,
+    read_link_events,
+    requests_frame,
+    run_clock,
+    with_emulated,
+    write_requests,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +48,7 @@ class Finished:
 
 def requests_table(run_dir: Path, manifest: dict[str, Any]) -> pd.DataFrame:
     """requests.parquet from the records, written (also while a run goes); the table."""
-    frame = requests_frame(run_dir, manifest.get("workload") or [], Clock.of(manifest))
+    frame = requests_frame(run_dir, manifest.get("workload") or [], run_clock(manifest))
     write_requests(run_dir, frame)
     return frame
 
@@ -102,7 +109,7 @@ def _traffic(run_dir: Path, manifest: dict[str, Any], traffic: bool) -> pd.DataF
     if not traffic or not (run_dir / "pcap").is_dir():
         return _empty_traffic()
     frame = parse_run_traffic(run_dir / "pcap", manifest.get("network") or {})
-    frame = Clock.of(manifest).emulated(frame, TRAFFIC_TIMES, [])
+    frame = with_emulated(frame, run_clock(manifest), TRAFFIC_WALL_FIELDS)
     frame.to_parquet(run_dir / "traffic.parquet", index=False)
     return frame
 

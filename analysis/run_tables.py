@@ -12,30 +12,39 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
 
 import pandas as pd
 
+from nodes.clock import Clock, wall_fields
 from nodes.runtime.records import StageRecord, failed_records, read_records
 
 PLANNED_COLUMNS = ["request_id", "repetition", "at_s", "warmup"]
+RECORD_WALL_FIELDS = wall_fields(StageRecord)
+# requests.parquet's columns: the records' fields, each wall field's emulated twin, the workload's
+REQUEST_COLUMNS = [*StageRecord.model_fields, *(f.removeprefix("wall_") for f in RECORD_WALL_FIELDS),
+                   *PLANNED_COLUMNS[1:]]
+TRAFFIC_WALL_FIELDS = {"wall_t_first": "time", "wall_t_last": "time"}  # analysis/traffic.py, pcap epochs
 
 
-RECORD_TIMES = [f for f in StageRecord.model_fields if f.startswith("t_")]
-RECORD_DURATIONS = [f for f in StageRecord.model_fields if f.endswith("_s")]
-TRAFFIC_TIMES = ["t_first", "t_last"]
+def _floats(annotation: object) -> bool:
+    """Whether a field holds a float: `float`, `float | None`, or either annotated."""
+    if get_origin(annotation) is Annotated:
+        return _floats(get_args(annotation)[0])
+    return annotation is float or any(_floats(a) for a in get_args(annotation))
+
+
+RECORD_FLOATS = [f for f, info in StageRecord.model_fields.items() if _floats(info.annotation)]
 
 
 def requests_frame(run_dir: Path, planned: list[dict[str, Any]], clock: Clock | None = None) -> pd.DataFrame:
     """Every record of the run, one row per request per stage, with the workload's columns, in
-    emulated time on the run's clock (see `Clock`)."""
-    rows: list[dict] = []
+    emulated time on the run's clock (see `with_emulated`)."""
+    records: list[StageRecord] = []
     for path in sorted((Path(run_dir) / "records").glob("*.jsonl")):
-        rows += [r.model_dump() for r in read_records(path)]
-    frame = pd.DataFrame(rows, columns=list(StageRecord.model_fields))
-    frame = (clock or Clock()).emulated(frame, RECORD_TIMES, RECORD_DURATIONS)
+        records += read_records(path)
+    frame = records_table(records, clock)
     workload = pd.DataFrame([{k: r.get(k) for k in PLANNED_COLUMNS} for r in planned],
                             columns=PLANNED_COLUMNS)
     frame = frame.merge(workload, on="request_id", how="left")
@@ -43,35 +52,35 @@ def requests_frame(run_dir: Path, planned: list[dict[str, Any]], clock: Clock | 
                              kind="stable").reset_index(drop=True)
 
 
-@dataclass(frozen=True)
-class Clock:
-    """A run's clock: t = 0 at `origin` (epoch seconds: the first measured request), and emulated
-    time running `dilation` (K) times slower than wall time.  The nodes and the captures stamp
-    wall-clock epoch seconds; the tables give emulated seconds, with the raw figures kept beside
-    them as `wall_<column>`."""
+def records_table(records: list[StageRecord], clock: Clock | None = None) -> pd.DataFrame:
+    """Records as rows, each wall field with its emulated twin on `clock` (default: origin 0, K 1)."""
+    frame = pd.DataFrame([r.model_dump() for r in records], columns=list(StageRecord.model_fields))
+    frame[RECORD_FLOATS] = frame[RECORD_FLOATS].astype(float)  # a column of None stays numeric
+    return with_emulated(frame, clock or Clock(wall_origin=0.0), RECORD_WALL_FIELDS)
 
-    origin: float = 0.0
-    dilation: float = 1.0
 
-    @classmethod
-    def of(cls, manifest: dict[str, Any]) -> Clock:
-        """A run's clock from its manifest; a run stopped before its clock started counts from t0."""
-        clock = manifest.get("clock") or {}
-        return cls(clock.get("origin") or manifest.get("t0") or 0.0, clock.get("time_dilation") or 1.0)
+def with_emulated(frame: pd.DataFrame, clock: Clock, fields: dict[str, str]) -> pd.DataFrame:
+    """`frame` with the emulated twin of each wall-clock column in `fields` (`wall_<name>` ->
+    `<name>`): an epoch (`time`) becomes seconds from the clock's origin, a duration (`seconds`)
+    is divided by K.  The wall columns stay beside them."""
+    out = frame.copy()
+    for wall, kind in fields.items():
+        values = frame[wall].astype(float)
+        out[wall.removeprefix("wall_")] = (values.map(clock.at, na_action="ignore") if kind == "time"
+                                           else values / clock.dilation)
+    return out
 
-    def emulated(self, frame: pd.DataFrame, times: list[str], durations: list[str]) -> pd.DataFrame:
-        out = frame.copy()
-        for col in times:
-            out[f"wall_{col}"] = frame[col]
-            out[col] = (frame[col].astype(float) - self.origin) / self.dilation
-        for col in durations:
-            out[f"wall_{col}"] = frame[col]
-            out[col] = frame[col].astype(float) / self.dilation
-        return out
+
+def run_clock(manifest: dict[str, Any]) -> Clock:
+    """A run's clock from its manifest (nodes/clock.py); a run stopped before its clock started
+    counts from the moment it was started."""
+    clock = manifest.get("clock") or {}
+    origin = clock.get("wall_origin") or manifest.get("wall_started_at") or 0.0
+    return Clock(wall_origin=origin, dilation=clock.get("time_dilation") or 1.0)
 
 
 def unrecorded_failures(seen: set[str], planned: list[dict[str, Any]], scheduler: str, steps: int,
-                        t0: float | None, reason: str, dilation: float = 1.0) -> list[StageRecord]:
+                        clock: Clock, reason: str) -> list[StageRecord]:
     """Failed rows for the planned requests (workload rows, emulated time) whose id is not in
     `seen`, stamped as the nodes stamp theirs (wall clock)."""
     rows: list[StageRecord] = []
@@ -79,11 +88,11 @@ def unrecorded_failures(seen: set[str], planned: list[dict[str, Any]], scheduler
         if r["request_id"] in seen:
             continue
         # when (or whether) it was sent is unknown: the device that knew is gone or never started
-        scheduled = (t0 or 0.0) + r["at_s"] * dilation
+        scheduled = clock.wall_at(r["at_s"])
         note = {"request_id": r["request_id"], "device": r["device"], "strategy": r["strategy"],
                 "n": r["n"], "seed": r["seed"], "scheduler": scheduler, "steps": steps,
-                "deadline_s": None if r["deadline_s"] is None else r["deadline_s"] * dilation,
-                "t_scheduled": scheduled, "t_request_sent": scheduled}
+                "deadline_s": r["deadline_s"], "wall_t_scheduled": scheduled,
+                "wall_t_request_sent": scheduled}
         rows += failed_records(note, reason, None)
     return rows
 

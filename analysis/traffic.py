@@ -38,7 +38,7 @@ import pandas as pd
 GREETING_BYTES = 64
 COLUMNS = ["link", "interface", "src", "dst", "src_ip", "dst_ip", "sport", "dport", "request_id", "kind",
            "stage", "part", "packets", "packet_share", "retransmitted_packets", "wire_bytes",
-           "tcp_payload_bytes", "message_bytes", "zmtp_bytes", "message_index", "t_first", "t_last"]
+           "tcp_payload_bytes", "message_bytes", "zmtp_bytes", "message_index", "wall_t_first", "wall_t_last"]
 
 
 @dataclass
@@ -179,7 +179,7 @@ def other_rows(link: str, interface: str, others: dict[str, list[_Pkt]]) -> list
         row.update({"link": link, "interface": interface, "kind": proto, "part": "control",
                     "packets": len(pkts), "packet_share": float(len(pkts)), "retransmitted_packets": 0,
                     "wire_bytes": float(sum(p.wirelen for p in pkts)), "tcp_payload_bytes": 0.0,
-                    "t_first": min(p.ts for p in pkts), "t_last": max(p.ts for p in pkts)})
+                    "wall_t_first": min(p.ts for p in pkts), "wall_t_last": max(p.ts for p in pkts)})
         rows.append(row)
     return rows
 
@@ -197,7 +197,7 @@ def flow_rows(link: str, interface: str, flows: dict[tuple, _Flow],
         if row is None:
             row = acc[key] = {"packets": 0.0, "packet_share": 0.0, "retransmitted_packets": 0,
                               "wire_bytes": 0.0,
-                              "tcp_payload_bytes": 0.0, "t_first": pkt.ts, "t_last": pkt.ts,
+                              "tcp_payload_bytes": 0.0, "wall_t_first": pkt.ts, "wall_t_last": pkt.ts,
                               "message_bytes": message.message_bytes if message else None,
                               "zmtp_bytes": (message.end - message.start) if message else None,
                               "message_index": message.index if message else None}
@@ -206,7 +206,8 @@ def flow_rows(link: str, interface: str, flows: dict[tuple, _Flow],
         row["retransmitted_packets"] += retrans
         row["wire_bytes"] += wire
         row["tcp_payload_bytes"] += payload
-        row["t_first"], row["t_last"] = min(row["t_first"], pkt.ts), max(row["t_last"], pkt.ts)
+        row["wall_t_first"] = min(row["wall_t_first"], pkt.ts)
+        row["wall_t_last"] = max(row["wall_t_last"], pkt.ts)
 
     for (src, sport, dst, dport), flow in flows.items():
         reverse = flows.get((dst, dport, src, sport))

@@ -170,9 +170,10 @@ def finish_deployment(deployment: Deployment, run_dir: Path, devices: list[str])
 
     planned = [r.as_row() for r in deployment_requests(deployment) if r.device in devices]
     wall = requests_frame(run_dir, planned)
-    measured = wall.loc[wall["warmup"].ne(True), "t_scheduled"].dropna()
+    measured = wall.loc[wall["warmup"].ne(True), "wall_t_scheduled"].dropna()
     manifest = {"mode": "deploy", "status": "completed", "error": None, "workload": planned,
-                "clock": {"origin": float(measured.min()) if len(measured) else None, "time_dilation": 1.0},
+                "clock": {"wall_origin": float(measured.min()) if len(measured) else None,
+                          "time_dilation": 1.0},
                 "network": {}, "scenario": deployment.model_dump(mode="json"), "devices": devices}
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return finish_run_dir(run_dir, manifest, quality=False, traffic=False)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emulation.shaping import netem_change_command, rate_change_command
+from nodes.clock import Clock
 from topologies.topos import LinkInfo
 
 if TYPE_CHECKING:
@@ -55,9 +56,7 @@ class LiveLinks:
     namespace_pid: Callable[[str], int]
     run_dir: Path | None = None
     log: list[dict] = field(default_factory=list)
-    # the log's clock: t_rel counts from t0 (the network up), t_clock from origin
-    t0: float | None = None
-    origin: float | None = None
+    clock: Clock = field(default_factory=Clock)  # the log's: no origin until the network's clock starts
 
     def __post_init__(self) -> None:
         # emulated: what live changes start from, per (sender, its intf)
@@ -133,9 +132,8 @@ class LiveLinks:
     def record(self, li: LinkInfo | None, source: str, **values: object) -> None:
         """One change in the log (and in `run_dir/link_events.jsonl`)."""
         now = time.time()
-        k = self.dilation  # t: wall clock (epoch s); t_rel and t_clock: emulated seconds
-        entry = {"t": now, "t_rel": round((now - self.t0) / k, 6) if self.t0 else 0.0,
-                 "t_clock": round((now - self.origin) / k, 6) if self.origin else None,
+        started = self.clock.wall_origin is not None
+        entry = {"wall_t": now, "t": round(self.clock.at(now), 6) if started else None,
                  "link": li.name if li else None, "source": source, **values}
         with self._log_lock:
             self.log.append(entry)

@@ -42,11 +42,11 @@ batch); cgroups (the directories created); any interface of ours still in the ro
 unwind); those signals wait while it runs and come after.  `atexit` is a last resort.
 
 Link changes (API, traces, channel model, faults) are appended to `net.link_log` and, with a
-`run_dir`, to `run_dir/link_events.jsonl`: one JSON object per change with `t` (Unix time),
-`t_rel` (seconds since the network came up), `t_clock` (seconds on the clock of events and
-traces: from the network coming up, or from `start_clock(origin)` for a network made with
-`hold_dynamics=True`, as a run's is, whose clock starts at its first measured request), `link`,
-`source` and the new values.
+`run_dir`, to `run_dir/link_events.jsonl`: one JSON object per change with `wall_t` (Unix time),
+`t` (emulated seconds on the clock of events and traces, nodes/clock.py: from the network coming
+up, or from `start_clock(clock)` for a network made with `hold_dynamics=True`, as a run's is,
+whose clock starts at its first measured request; None before), `link`, `source` and the new
+values.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ from emulation.guard import MACHINE_LOCK, RunGuard, end_processes, hold_machine_
 from emulation.host_config import HostInfo, HostSetup, configure_quietly
 from emulation.impairment import UserspaceImpairment, choose_backend
 from emulation.live_links import LiveLinks, directions, ip_on_link
+from nodes.clock import Clock
 from nodes.runtime.launcher import die_with_parent
 from topologies.spec import LinkShape, TopologySpec
 from topologies.topos import EdgeTopo, LinkInfo, topology_from_spec
@@ -115,6 +116,7 @@ class EmulatedNetwork:
         self.net = None  # Mininet's
         self.dynamics = None
         self.bringup_s: float | None = None
+        self.wall_started_at: float | None = None
         self._procs: list[subprocess.Popen] = []  # popen()'s
         self._started = False
         self._stopped = False
@@ -145,14 +147,9 @@ class EmulatedNetwork:
         return self.live.log
 
     @property
-    def t0(self) -> float:
-        """time.time() when the network came up (0 before)."""
-        return self.live.t0 or 0.0
-
-    @property
-    def clock_origin(self) -> float | None:
-        """t = 0 of events, traces and the channel model (see start_clock)."""
-        return self.live.origin
+    def clock(self) -> Clock:
+        """The clock of events, traces and the channel model (see start_clock); no origin before."""
+        return self.live.clock
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -180,7 +177,7 @@ class EmulatedNetwork:
             raise ValueError(f"a network of {len(self.topo.hosts())} hosts is past a limit of this "
                              f"machine: {exc.strerror or exc}") from exc
         self.bringup_s = time.monotonic() - began
-        self.live.t0 = time.time()
+        self.wall_started_at = time.time()
         self.live.record(None, "start", backend=self.backend, seed=self.spec.seed)
         if self.run_dir is not None:
             (self.run_dir / "network.json").write_text(json.dumps(self.manifest(), indent=1))
@@ -191,7 +188,7 @@ class EmulatedNetwork:
             if self.dynamics.has_work():
                 self.dynamics.start()
         if not self.hold_dynamics:
-            self.start_clock(self.live.t0)
+            self.start_clock(Clock(wall_origin=self.wall_started_at, dilation=self.dilation))
         return self
 
     def _bring_up(self) -> None:
@@ -209,11 +206,13 @@ class EmulatedNetwork:
         self.setup.cgroups()
         self.setup.configure()
 
-    def start_clock(self, origin: float) -> None:
-        """t = 0 of events, traces and the channel model: `origin` (time.time(), may be ahead)."""
-        self.live.origin = origin
+    def start_clock(self, clock: Clock) -> None:
+        """t = 0 of events, traces and the channel model: the clock's origin (may be ahead)."""
+        if clock.wall_origin is None or clock.dilation != self.dilation:
+            raise ValueError("the network's clock needs an origin and the network's time dilation")
+        self.live.clock = clock
         if self.dynamics is not None:
-            self.dynamics.set_origin(origin)
+            self.dynamics.set_origin(clock.wall_origin)
 
     def stop(self) -> None:
         """Tear down everything this network created; safe to call more than once.  The stop
@@ -368,7 +367,7 @@ class EmulatedNetwork:
             "time_dilation": self.dilation,  # link figures below are emulated (as configured)
             "tcp_timers": self.tcp_timers(),
             "cgroup_version": self.limiter.version if self.limiter else "none",
-            "started_at": self.t0,
+            "wall_started_at": self.wall_started_at,
             "hosts": [asdict(h) for h in self.hosts.values()],
             "links": [
                 {"link": li.name, "a": li.a, "b": li.b, "intf_a": li.intf_a, "intf_b": li.intf_b,

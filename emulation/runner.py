@@ -8,7 +8,8 @@
 
 Order: check (root, output directory) -> network up (emulation/network.py) -> capture
 (emulation/capture.py) -> node processes (emulation/node_procs.py: infrastructure first, then
-devices with a common t0 far enough ahead for them to start) -> the devices drive the workload
+devices, on a clock whose first request is far enough ahead for them to start) -> the devices
+drive the workload
 (emulation/workload.py: all strategies interleaved) while a progress bar follows the records
 files -> all requests recorded, or the run's timeout -> nodes stopped (SIGTERM: devices record
 what is unfinished as failed) -> capture stopped -> network down -> run directory written
@@ -22,10 +23,10 @@ while the run goes and once more at the end, also after Ctrl-C or SIGTERM; after
 `summary.json`, its report and a final status in the manifest, also one in which every request
 failed or that was interrupted.
 
-The run's clock: link events, traces and the channel model count from the first measured
-request (t = 0 of the measured workload), not from the network coming up, so an event hits the
-requests its time says whatever start-up and warm-up took; an event after the last measured
-request is sent is warned about (it may hit nothing measured).
+The run's clock (nodes/clock.py): t = 0 is the first measured request; warm-ups go at t < 0;
+link events, traces and the channel model count from the same t = 0, not from the network coming
+up, so an event hits the requests its time says whatever start-up and warm-up took; an event
+after the last measured request is sent is warned about (it may hit nothing measured).
 """
 
 from __future__ import annotations
@@ -47,11 +48,12 @@ import pandas as pd
 from tqdm import tqdm
 
 from analysis.pipeline import Finished, finish_run_dir, json_default, requests_table
-from analysis.run_tables import Clock, requests_frame, unrecorded_failures
+from analysis.run_tables import requests_frame, run_clock, unrecorded_failures
 from emulation.cgroups import process_start
 from emulation.dilation import Dilation, choose_dilation
 from emulation.scenario import Scenario
 from emulation.workload import PlannedRequest, by_device, plan_workload
+from nodes.clock import Clock
 from nodes.runtime.launcher import NodeLauncher
 from nodes.runtime.local_cluster import NodeProcess, stop_all, wait_ready
 from nodes.runtime.memory import nodes_memory
@@ -115,7 +117,8 @@ def run_scenario(scenario: Scenario, out_dir: str | Path | None = None, progress
     """Run a validated scenario; returns the run's tables. Raises ValueError before starting if the
     run cannot start (not root, output directory in use).
 
-    `during(net, run_dir)`, if given, runs in a thread from t0 while the workload goes: a script
+    `during(net, run_dir)`, if given, runs in a thread from the first request's time (a warm-up's)
+    while the workload goes: a script
     of what happens to the network mid-run (`net.set_link`, `net.link_down`, `net.popen` of a
     traffic source ...; not `net.cmd`, which belongs to the main thread).  The run waits for it
     before stopping the nodes; an exception it raises is logged and goes into the manifest.
@@ -162,12 +165,12 @@ def finish_killed_run(run_dir: str | Path, quality: bool = True) -> RunResult:
     runner = manifest.get("runner") or {}
     if runner.get("pid") and process_start(runner["pid"]) == runner.get("start_ticks"):
         raise ValueError(f"{d}: the run is still going (runner pid {runner['pid']})")
-    seen = set(requests_frame(d, [], Clock.of(manifest))["request_id"])
+    clock = run_clock(manifest)
+    seen = set(requests_frame(d, [], clock)["request_id"])
     generation = (manifest.get("scenario") or {}).get("generation") or {}
-    k = (manifest.get("clock") or {}).get("time_dilation") or 1.0
     rows = unrecorded_failures(seen, manifest.get("workload") or [], generation.get("scheduler", "dpm"),
-                               generation.get("steps", 0), manifest.get("t0"),
-                               "the run was killed before this request was recorded", k)
+                               generation.get("steps", 0), clock,
+                               "the run was killed before this request was recorded")
     if rows:
         RecordWriter(d / "records" / RUNNER_RECORDS).write(rows)
     manifest.update(status="killed",
@@ -213,7 +216,7 @@ class _Run:
         self.capture = None
         self.net_manifest: dict[str, Any] = {}
         self.began = time.monotonic()
-        self.t0: float | None = None
+        self.clock = Clock(dilation=self.k)  # its origin once the devices' start is known
         self._seen: set[str] = set()
         self._offsets: dict[Path, int] = {}
         self.memory: dict[str, Any] = {}
@@ -267,7 +270,7 @@ class _Run:
 
     def _start_nodes(self, net: EmulatedNetwork, launcher: NodeLauncher, hosts: dict[str, str]) -> None:
         """Capture first, then the infrastructure nodes (the slow ones: bigger models), then the
-        devices, whose common t0 is set from how long the infrastructure took to start."""
+        devices, on a clock whose origin is set from how long the infrastructure took to start."""
         from emulation.capture import Capture
         from emulation.node_procs import build_configs, start_in_host
 
@@ -281,7 +284,7 @@ class _Run:
             self.capture = Capture(net, self.run_dir / "pcap", sc.capture.snaplen)
             self.capture.start()
         started = time.monotonic()
-        configs = build_configs(sc, net, self.run_dir, {}, None)
+        configs = build_configs(sc, net, self.run_dir, {}, self.clock)
         def into_cpu_group(node: NodeProcess) -> None:
             # start-up (loading weights) is outside the host's CPU share; the run is inside it
             limiter = net.limiter
@@ -298,35 +301,37 @@ class _Run:
         margin = max(5.0, 1.5 * infra_s * max(1.0, len(devices) / max(1, len(infra))))
         self.timings["infra_ready_s"] = round(infra_s, 3)
         self.timings["t0_margin_s"] = round(margin, 3)
-        self.t0 = time.time() + margin
-        net.start_clock(self.t0 + self.measured_start_s() * self.k)
+        # the first request (a warm-up, at t < 0) goes `margin` wall seconds from now
+        self.clock = Clock(wall_origin=time.time() + margin - self.first_at_s() * self.k, dilation=self.k)
+        net.start_clock(self.clock)
         self.manifest["clock"] = {
-            "origin": net.clock_origin, "measured_start_after_t0_s": self.measured_start_s(),
-            **self.dilation.manifest(),
-            "note": "link events, traces and the channel model count from origin: the first measured "
-                    "request (warm-up requests go before it); tables give emulated seconds from origin "
-                    "(wall_* columns: the raw wall clock); measured_start_after_t0_s is emulated"}
-        configs = build_configs(sc, net, self.run_dir, by_device(self.planned), self.t0)
+            "wall_origin": self.clock.wall_origin, **self.dilation.manifest(),
+            "note": "t = 0 at wall_origin: the first measured request (warm-up requests go before it, "
+                    "at t < 0); link events, traces and the channel model count from it; every time is "
+                    "emulated seconds unless its name starts with wall_ (nodes/clock.py)"}
+        configs = build_configs(sc, net, self.run_dir, by_device(self.planned), self.clock)
         device_handles = [start_in_host(net, launcher, configs[h]) for h in devices]
         self.handles += device_handles
         wait_ready(device_handles, sc.run.ready_timeout_s, on_ready=into_cpu_group)
         self.timings["nodes_ready_s"] = round(time.monotonic() - started, 3)
-        late = {h.host: round(h.ready_at - self.t0, 3) for h in device_handles if h.ready_at > self.t0}
+        first = self.clock.wall_at(self.first_at_s())
+        late = {h.host: round(h.ready_at - first, 3) for h in device_handles if h.ready_at > first}
         if late:
-            log.warning("devices ready after t0 (their first requests go out late): %s", late)
-        self.manifest["devices_ready_after_t0_s"] = late
+            log.warning("devices ready after the first request's time (their first requests go out late, "
+                        "wall seconds): %s", late)
+        self.manifest["wall_devices_late_s"] = late
         self._write_manifest()
 
-    def measured_start_s(self) -> float:
-        """When, after t0, the first measured (not warm-up) request goes: t = 0 of the clock."""
-        return min((r.at_s for r in self.planned if not r.warmup), default=0.0)
+    def first_at_s(self) -> float:
+        """When the first request goes, warm-ups included (t <= 0 on the run's clock)."""
+        return min((r.at_s for r in self.planned), default=0.0)
 
     def _warn_outside_window(self) -> None:
         """Link events after the last measured request is sent may hit nothing measured."""
         measured = [r.at_s for r in self.planned if not r.warmup]
         if not measured:
             return
-        window = max(measured) - self.measured_start_s()
+        window = max(measured)
         for ev in self.scenario.topology.events:
             if ev.at > window:
                 text = (f"link event {ev.action} {'-'.join(ev.link)} at {ev.at:g} s comes after the last "
@@ -340,10 +345,11 @@ class _Run:
         if launcher is None or not self.handles or any(h.exit_code() is not None for h in self.handles):
             return  # a node is gone: keep the last figure taken with all of them up
         self.memory = nodes_memory({h.host: h.pid for h in self.handles if h.pid is not None}, launcher.pid)
-        self.memory["taken_after_t0_s"] = round(time.time() - (self.t0 or time.time()), 3)
+        if self.clock.wall_origin is not None:
+            self.memory["t_taken"] = round(self.clock.at(time.time()), 3)
 
     def _run_during(self, net: EmulatedNetwork) -> None:
-        time.sleep(max(0.0, (self.t0 or 0.0) - time.time()))
+        time.sleep(max(0.0, self.clock.wall_at(self.first_at_s()) - time.time()))
         try:
             self.during(net, self.run_dir)  # type: ignore[misc]
         except Exception as exc:  # the run goes on; the manifest says what went wrong
@@ -354,7 +360,7 @@ class _Run:
         """Follow the records until every request is recorded or the run's time is up."""
         total = len(self.planned)
         last = max(r.at_s for r in self.planned)
-        deadline = self.t0 + (last + self.scenario.run.timeout_s) * self.k
+        deadline = self.clock.wall_at(last + self.scenario.run.timeout_s)
         bar = tqdm(total=total, unit="req", desc="requests", disable=not self.progress, dynamic_ncols=True)
         counts = {"ok": 0, "failed": 0}
         dead: set[str] = set()
@@ -419,7 +425,8 @@ class _Run:
             self._runner_writer = RecordWriter(self.run_dir / "records" / RUNNER_RECORDS)
         planned = [r.as_row() for r in self.planned if device is None or r.device == device]
         gen = self.scenario.generation
-        rows = unrecorded_failures(self._seen, planned, gen.scheduler, gen.steps, self.t0, reason, self.k)
+        clock = self.clock.started()  # a run that failed before its devices started: from now
+        rows = unrecorded_failures(self._seen, planned, gen.scheduler, gen.steps, clock, reason)
         if rows:
             self._runner_writer.write(rows)
         failed = {row.request_id for row in rows}
@@ -475,7 +482,6 @@ class _Run:
             "kernel": platform.release(),
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
-            "t0": self.t0,
             "timings": self.timings,
             "seeds": {"topology": sc.topology.seed, "workload": sc.workload.seed,
                       "requests": {r.request_id: r.seed for r in self.planned}},

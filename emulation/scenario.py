@@ -61,6 +61,7 @@ from pydantic import (
     model_validator,
 )
 
+from nodes.clock import Clock
 from nodes.diffusion.model_zoo import DENOISER_NAMES, check_denoiser_dir
 from nodes.planning.strategy_specs import PLANNED_KINDS, StrategySpec, default_strategies
 from nodes.runtime.node_config import (
@@ -263,14 +264,14 @@ class Experiment(StrictModel):
         return list(self.strategies)
 
     def node_configs(self, hosts: Mapping[str, tuple[str, str, str]], coordinator: str, run_dir: Path,
-                     workload: Mapping[str, list[dict]], t0: float | None = None,
-                     security: Callable[[str], SecurityConfig] | None = None,
-                     dilation: float = 1.0) -> dict[str, NodeConfig]:
+                     workload: Mapping[str, list[dict]], clock: Clock | None = None,
+                     security: Callable[[str], SecurityConfig] | None = None) -> dict[str, NodeConfig]:
         """One node config per host, the one way they are built (emulated runs and deploy mode):
         `hosts` maps a host to (role, the endpoint the others connect to, what it binds);
-        `workload` a device to its requests (WorkloadRequest fields, emulated time); `t0` goes to
-        the devices; `security(host)` gives a host's CURVE settings (default: plain TCP);
-        `dilation` K turns the emulated times (arrivals, deadlines, timeouts) into wall time."""
+        `workload` a device to its requests (WorkloadRequest fields, emulated time); every node
+        gets the run's `clock` (nodes/clock.py: origin and K; default: no origin, each device's
+        first request goes when it is ready, K = 1); `security(host)` gives a host's CURVE
+        settings (default: plain TCP)."""
         computes = {}
         for host, (role, _, _) in hosts.items():
             spec = self.nodes.role(role)
@@ -288,9 +289,8 @@ class Experiment(StrictModel):
                 host=host, role=role, bind=bind, coordinator=coordinator,
                 peers={h: p for h, p in peers.items() if h != host}, models=spec.models, compute=compute,
                 run_dir=run_dir, scheduler=self.generation.scheduler, steps=self.generation.steps,
-                request_timeout_s=self.workload.request_timeout_s * dilation, time_dilation=dilation,
-                t0=t0 if device else None, strategies=self.strategies,
-                workload=[_dilated(r, dilation) for r in workload.get(host, [])] if device else [],
+                request_timeout_s=self.workload.request_timeout_s, clock=clock or Clock(),
+                strategies=self.strategies, workload=workload.get(host, []) if device else [],
                 security=security(host) if security else SecurityConfig(),
             )
         return configs
@@ -336,12 +336,6 @@ class Scenario(Experiment):
         if role == "device":
             return [n for n in names if n in devices]
         return [n for n in names if n not in devices and re.sub(r"\d+$", "", n) == role]
-
-
-def _dilated(request: dict, k: float) -> dict:
-    """A device's request with its emulated times (arrival, deadline) in wall time."""
-    deadline = request.get("deadline_s")
-    return {**request, "at_s": request["at_s"] * k, "deadline_s": None if deadline is None else deadline * k}
 
 
 def _strategy_needs(spec: StrategySpec) -> list[tuple[str, str, bool]]:

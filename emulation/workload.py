@@ -18,7 +18,7 @@ handshakes.  Warm-up requests are recorded like any other and left out of summar
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -33,7 +33,7 @@ class PlannedRequest:
     device: str
     strategy: str
     repetition: int
-    at_s: float  # after the common t0
+    at_s: float  # emulated, on the run's clock: 0 the first measured request, < 0 a warm-up
     n: int
     labels: list[int]
     seed: int
@@ -51,7 +51,7 @@ class PlannedRequest:
 
 
 def arrival_times(spec: WorkloadSpec, count: int) -> list[float]:
-    """Seconds after t0: 0, then fixed or exponential gaps."""
+    """Emulated seconds from the first request: 0, then fixed or exponential gaps."""
     if spec.arrival == "fixed":
         return [round(i * spec.interval_s, 6) for i in range(count)]
     rng = np.random.default_rng(spec.seed)
@@ -83,9 +83,10 @@ def plan_workload(spec: WorkloadSpec, devices: list[str], strategies: list[str],
                 strategy=strategies[k % len(strategies)], repetition=-1, at_s=round(k * spec.warmup_gap_s, 6),
                 n=spec.images_per_request, labels=labels, seed=spec.seed * SEED_STRIDE + SEED_STRIDE - 1 - k,
                 deadline_s=spec.deadline_s, warmup=True))
-        # the measured workload starts once the last warm-up request has had time to finish
+        # t = 0 is the first measured request (nodes/clock.py): the warm-ups go before it, the
+        # last with time to finish
         shift = len(out) * spec.warmup_gap_s + spec.warmup_settle_s
-        times = [round(t + shift, 6) for t in times]
+        out = [replace(r, at_s=round(r.at_s - shift, 6)) for r in out]
     for index in range(total):
         repetition, k = divmod(index, spec.requests)
         strategy = strategies[k % len(strategies)]

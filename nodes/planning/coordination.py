@@ -39,6 +39,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from nodes.clock import Clock
 from nodes.planning.estimates import LiveEstimates
 from nodes.planning.plan import Plan
 from nodes.planning.planner import Decision, Planner
@@ -122,18 +123,19 @@ def overdue(elapsed_s: float, expected_s: float, transfer_s: float, round_trip_s
 
 
 class CoordinatorCore:
-    """The decisions of the coordinator on `host` (see the module docstring).  Durations are wall
-    seconds: `request_timeout_s` is the scenario's times the time dilation `dilation`."""
+    """The decisions of the coordinator on `host` (see the module docstring).  Every `now` and every
+    time kept here is the wall clock's, as the messages' timestamps are; `request_timeout_s` is
+    emulated, as the scenario gives it, and `clock` gives its K (nodes/clock.py)."""
 
     def __init__(self, host: str, roles: Mapping[str, str], models: Mapping[str, tuple[str, ...]], steps: int,
                  strategies: Mapping[str, Strategy], planner: Planner, request_timeout_s: float,
-                 dilation: float = 1.0) -> None:
+                 clock: Clock | None = None) -> None:
         self.host = host
         self.strategies = dict(strategies)
         self.planner = planner
         self.live = LiveEstimates()
-        self.timeout_s = request_timeout_s
-        self.dilation = dilation
+        self.clock = clock or Clock()
+        self.wall_timeout_s = self.clock.wall(request_timeout_s)
         self.unavailable: dict[str, str] = {}
         self.cluster = Cluster(edge=host, roles=roles, models=models, steps=steps, planner=planner,
                                live=self.live, unavailable=self.unavailable)
@@ -160,7 +162,7 @@ class CoordinatorCore:
 
     def on_request(self, request: PlanRequest, now: float) -> list[Action]:
         self.live.observe_transfer(request.origin, self.host, request.request_bytes,
-                                   request.received - request.sent)
+                                   request.wall_received - request.wall_sent)
         self._refresh_unavailable(now)
         strategy = self.strategies.get(request.strategy)
         try:
@@ -216,7 +218,7 @@ class CoordinatorCore:
     def on_tick(self, now: float) -> list[Action]:
         """Re-plan (once) each planned request whose message is stuck on a path that has failed."""
         actions: list[Action] = []
-        late_after = RESCUE_MIN_S * self.dilation
+        late_after = self.clock.wall(RESCUE_MIN_S)
         for (request_id, index), m in list(self.live.on_way.items()):
             flight = self.in_flight.get(request_id)
             if flight is None or flight.rescued or m.until <= now:
@@ -229,7 +231,7 @@ class CoordinatorCore:
             transfer, expected = due
             if not overdue(now - m.sent, expected, transfer, self._round_trip_s(m.src, m.dst), late_after):
                 continue
-            late_s = (now - m.sent) / self.dilation
+            late_s = self.clock.emulated(now - m.sent)
             why = f"{m.src}->{m.dst} {late_s:.3g} s late (emulated)"
             actions += self._replan(flight, strategy, avoid[0], why, now)
             if index == 0 and m.src == self.host and m.dst not in self.reconnecting:  # our dispatch
@@ -279,7 +281,7 @@ class CoordinatorCore:
         if down:
             return [Fail(request, down[0], plan)]
         self._remember(request, plan, hosts, now)
-        until = now + self.timeout_s
+        until = now + self.wall_timeout_s
         assert decision.prediction is not None
         for index, (stage, (ready, start, end)) in enumerate(zip(plan.stages, decision.prediction.stages,
                                                                  strict=True)):
@@ -316,7 +318,7 @@ class CoordinatorCore:
         self.unavailable.clear()
         for host in list(self.live.queues.queues):
             self.live.queues.schedule(host, now)  # expires what timed out unreported
-        self.live.queues.expire_suspicion(now, self.timeout_s)
+        self.live.queues.expire_suspicion(now, self.wall_timeout_s)
         self.unavailable.update(self.live.queues.suspect_reasons())
         for host, (until, why) in list(self.avoided.items()):
             if until <= now:
@@ -332,7 +334,7 @@ class CoordinatorCore:
                                   or next(iter(self.in_flight.values())).until <= now):
             self.in_flight.popitem(last=False)  # dispatched earliest, so timed out first
         earlier = self.in_flight.pop(request.request_id, None)
-        until = earlier.until if earlier else now + self.timeout_s
+        until = earlier.until if earlier else now + self.wall_timeout_s
         self.in_flight[request.request_id] = Flight(request, plan, hosts, until, rescued=earlier is not None)
 
     def _round_trip_s(self, a: str, b: str) -> float:
@@ -358,10 +360,10 @@ class CoordinatorCore:
         flight.rescued = True
         self._refresh_unavailable(now)
         reason = f"a message to or from it is overdue ({why})"
-        self.avoided[avoid] = (now + self.timeout_s, reason)
+        self.avoided[avoid] = (now + self.wall_timeout_s, reason)
         self.unavailable.setdefault(avoid, reason)
         try:
-            decision = strategy.plan_for(replace(request, received=now, explore=False), self.cluster)
+            decision = strategy.plan_for(replace(request, wall_received=now, explore=False), self.cluster)
         except ValueError:  # no other plan: the request rides out the stuck one
             return []
         self.replanned[request.request_id] = None

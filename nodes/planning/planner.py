@@ -17,12 +17,13 @@ A candidate's predicted latency follows the request's path with the coordinator'
     done     = end_last + transfer(host_last -> device, result bytes)     (0 if it is the device)
     latency  = done - request_sent
 
-step_s is the host's profile (x K under time dilation) for a profiled host, its reported steps for
-a native one.  A path not yet observed is composed through the coordinator (a -> coordinator ->
-b); one still unknown counts 0 s and the prediction says so (`assumed`).  Quality is the plan's
-row of the table.  Device energy (joules, emulated time) is the device's busy power times its
-compute time plus its radio's joules for the request's own transfers
-(topologies.radio.request_radio_energy).
+Times here are the wall clock's, as the estimates are (nodes/clock.py); deadlines and quality
+are emulated, compared through the clock.  step_s is the host's profile (x K under time dilation)
+for a profiled host, its reported steps for a native one.  A path not yet observed is composed
+through the coordinator (a -> coordinator -> b); one still unknown counts 0 s and the
+prediction says so (`assumed`).  Quality is the plan's row of the table.  Device energy (joules,
+emulated time) is the device's busy power times its compute time plus its radio's joules for the
+request's own transfers (topologies.radio.request_radio_energy).
 
 Objectives (a strategy's `objective`), each under the strategy's quality floor:
     latency  least predicted latency plus what the plan costs the requests after it: its compute
@@ -45,6 +46,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from nodes.clock import Clock
 from nodes.planning.estimates import LiveEstimates
 from nodes.planning.hardware import HardwarePower, StepProfile
 from nodes.planning.plan import Plan, Stage, parse_plan
@@ -92,7 +94,7 @@ class Objective:
 
 @dataclass(frozen=True)
 class Prediction:
-    latency_s: float  # wall seconds from the request's sending to its result's arrival
+    wall_latency_s: float  # wall seconds from the request's sending to its result's arrival
     fid: float | None
     class_accuracy: float | None
     device_energy_j: float | None
@@ -127,12 +129,12 @@ class Sizes:
 
 class Planner:
     def __init__(self, rows: Sequence[Mapping[str, Any]], hosts: Mapping[str, HostFacts], coordinator: str,
-                 steps: int, dilation: float = 1.0) -> None:
+                 steps: int, clock: Clock | None = None) -> None:
         self.rows = list(rows)
         self.hosts = dict(hosts)
         self.coordinator = coordinator
         self.steps = steps
-        self.dilation = dilation
+        self.clock = clock or Clock()  # its K: a profiled step takes K x its profile in wall time
         self.sizes = Sizes()
         self.plans = [(parse_plan(r["plan"], steps), r) for r in self.rows]
 
@@ -166,7 +168,7 @@ class Planner:
     def step_s(self, host: str, model: str, n: int, live: LiveEstimates) -> float:
         facts = self.hosts[host]
         if facts.profiles is not None and model in facts.profiles:
-            return facts.profiles[model].step_s(n) * self.dilation
+            return self.clock.wall(facts.profiles[model].step_s(n))
         measured = live.step_s(host, model, n)
         return 0.0 if measured is None else measured
 
@@ -186,7 +188,7 @@ class Planner:
 
     def predict(self, plan: Plan, row: Mapping[str, Any] | None, request: PlanRequest,
                 live: LiveEstimates) -> Prediction:
-        sent = request.sent or request.received  # a request with no sending time counts from its planning
+        sent = request.wall_sent or request.wall_received  # no sending time: from its planning
         assumed: list[str] = []
         sizes = self.sizes
         device = request.origin
@@ -194,18 +196,18 @@ class Planner:
         compute_s = 0.0
 
         def hop(src: str, dst: str, size: float, at: float) -> float:
-            seconds = self.transfer_s(src, dst, size, live, assumed, request.received)
+            seconds = self.transfer_s(src, dst, size, live, assumed, request.wall_received)
             if device in (src, dst) and src != dst:
                 radio.append((at, seconds, int(size), "up" if src == device else "down"))
             return at + seconds
 
         if request.request_bytes:
-            radio.append((sent, max(0.0, request.received - sent), request.request_bytes, "up"))
-        arrive = hop(self.coordinator, plan.stages[0].host or "", sizes.dispatch, request.received)
+            radio.append((sent, max(0.0, request.wall_received - sent), request.request_bytes, "up"))
+        arrive = hop(self.coordinator, plan.stages[0].host or "", sizes.dispatch, request.wall_received)
         times = []
         for index, stage in enumerate(plan.stages):
             host = stage.host or ""
-            start = max(arrive, live.queues.free_at(host, request.received, arrive))
+            start = max(arrive, live.queues.free_at(host, request.wall_received, arrive))
             end = start + stage.steps * self.step_s(host, stage.model, request.n, live)
             times.append((arrive, start, end))
             if host == device:
@@ -214,7 +216,7 @@ class Planner:
             target = device if last else plan.stages[index + 1].host or ""
             size = (sizes.result_per_image if last else sizes.state_per_image) * request.n
             arrive = hop(host, target, size, end)
-        return Prediction(latency_s=arrive - sent, fid=row["fid"] if row else None,
+        return Prediction(wall_latency_s=arrive - sent, fid=row["fid"] if row else None,
                           class_accuracy=row["class_accuracy"] if row else None,
                           device_energy_j=self._device_energy(device, compute_s, radio),
                           stages=tuple(times), assumed=tuple(dict.fromkeys(assumed)))
@@ -223,10 +225,10 @@ class Planner:
         facts = self.hosts.get(device)
         if facts is None or facts.power is None:
             return None
-        k = self.dilation  # joules are power times emulated seconds
-        joules = facts.power.busy_w * compute_s / k
+        emulated_s = self.clock.emulated  # joules are power times emulated seconds
+        joules = facts.power.busy_w * emulated_s(compute_s)
         if facts.radio:
-            emulated = sorted((s / k, d / k, b, direction) for s, d, b, direction in radio)
+            emulated = sorted((emulated_s(s), emulated_s(d), b, direction) for s, d, b, direction in radio)
             joules += request_radio_energy(radio_model(facts.radio), emulated).total_j
         return joules
 
@@ -245,31 +247,32 @@ class Planner:
                   for plan, row in self.candidates(request.origin, objective, unavailable)]
         if explore:  # an unmeasured request: the plan over the most paths not yet observed
             plan, prediction = min(scored, key=lambda s: (-self.unobserved(s[0], request.origin, live),
-                                                          s[1].latency_s))
+                                                          s[1].wall_latency_s))
             return Decision(plan, prediction, "warm-up: explores the paths it had not observed")
         # routing is the least expected completion alone, as the paper's routing inference
         busy = {} if objective.single_host else {
-            h: len(live.queues.schedule(h, request.received))
+            h: len(live.queues.schedule(h, request.wall_received))
             for h, f in self.hosts.items() if f.role != "device"}
 
         def fastest(item: tuple[Plan, Prediction]) -> tuple[float, float]:
-            return item[1].latency_s, item[1].fid or 0.0
+            return item[1].wall_latency_s, item[1].fid or 0.0
 
         def fastest_for_all(item: tuple[Plan, Prediction]) -> tuple[float, float]:
-            return item[1].latency_s + _taken_from_others(item, busy), item[1].fid or 0.0
+            return item[1].wall_latency_s + _taken_from_others(item, busy), item[1].fid or 0.0
 
         if objective.kind == "latency":
             plan, prediction = min(scored, key=fastest_for_all)
             return Decision(plan, prediction)
-        in_time = [s for s in scored if request.deadline_s is None or s[1].latency_s <= request.deadline_s]
+        wall_deadline_s = None if request.deadline_s is None else self.clock.wall(request.deadline_s)
+        in_time = [s for s in scored if wall_deadline_s is None or s[1].wall_latency_s <= wall_deadline_s]
         if not in_time:
             plan, prediction = min(scored, key=fastest)
             return Decision(plan, prediction, f"no plan is predicted to meet the deadline of "
                                               f"{request.deadline_s:.3g} s: the fastest instead")
         if objective.kind == "quality":
-            plan, prediction = min(in_time, key=lambda s: (s[1].fid or 0.0, s[1].latency_s))
+            plan, prediction = min(in_time, key=lambda s: (s[1].fid or 0.0, s[1].wall_latency_s))
         else:
-            plan, prediction = min(in_time, key=lambda s: (_energy(s[1]), s[1].latency_s))
+            plan, prediction = min(in_time, key=lambda s: (_energy(s[1]), s[1].wall_latency_s))
         return Decision(plan, prediction)
 
 

@@ -59,7 +59,7 @@ def decision_times(devices: int = 64, decisions: int = 500) -> dict[str, Any]:
     times, plans = [], set()
     for k in range(decisions):
         now = time.time()
-        request = PlanRequest(f"r{k}", f"d{k % devices + 1}", 2, "elastic", sent=now, received=now,
+        request = PlanRequest(f"r{k}", f"d{k % devices + 1}", 2, "elastic", wall_sent=now, wall_received=now,
                               request_bytes=300)
         start = time.perf_counter()
         decision = strategy.plan_for(request, cluster)

@@ -14,9 +14,9 @@ class PlanRequest:
     origin: str  # the requesting device's host
     n: int
     strategy: str
-    deadline_s: float | None = None  # wall seconds after `sent`
-    sent: float = 0.0  # wall epoch seconds: when the device sent it
-    received: float = 0.0  # when the coordinator had it
+    deadline_s: float | None = None  # emulated seconds after it was sent (nodes/clock.py)
+    wall_sent: float = 0.0  # wall epoch seconds: when the device sent it
+    wall_received: float = 0.0  # when the coordinator had it
     request_bytes: int = 0
     explore: bool = False  # a warm-up request: a planned strategy observes paths it has not seen
     escalation: bool = False  # a cascade's second pass: the images its device's gate doubted

@@ -47,7 +47,8 @@ class Coordinator:
         strategies, planner = build_strategies(config.strategies), build_planner(config)
         self.core = coordination.CoordinatorCore(config.host, config.roles(), config.models_by_host(),
                                                  config.steps, strategies, planner,
-                                                 config.request_timeout_s, config.time_dilation)
+                                                 config.request_timeout_s, config.clock)
+        self.clock = config.clock
         for line in self.core.unservable():
             log.warning("%s", line)
 
@@ -100,7 +101,7 @@ class Coordinator:
         p = decision.prediction
         assert p is not None
         why = "; ".join(n for n in (dispatch.note, decision.note) if n) or None
-        prediction = WirePrediction(latency_s=max(0.0, p.latency_s), fid=p.fid,
+        prediction = WirePrediction(latency_s=max(0.0, self.clock.emulated(p.wall_latency_s)), fid=p.fid,
                                     class_accuracy=p.class_accuracy, device_energy_j=p.device_energy_j,
                                     note=why[:500] if why else None)
         try:
@@ -108,7 +109,7 @@ class Coordinator:
         except RuntimeError as exc:
             log.warning("could not tell %s its plan: %s", request.origin, exc)
         first = decision.plan.stages[0]
-        times = RequestTimes(request_sent=request.sent, coordinator_received=request.received,
+        times = RequestTimes(request_sent=request.wall_sent, coordinator_received=request.wall_received,
                              dispatched=time.time())
         stage = StageMsg(kind="stage", stage=0, start=first.start, end=first.end, n=request.n,
                          labels=list(request.labels), seed=request.seed, timestamps=times, hops=[],
@@ -134,7 +135,7 @@ class Coordinator:
 
 def _request(message: RequestMsg, item: Inbound) -> PlanRequest:
     return PlanRequest(message.request_id, message.origin, message.n, message.strategy, message.deadline_s,
-                       sent=message.timestamps.request_sent, received=item.received,
+                       wall_sent=message.timestamps.request_sent, wall_received=item.received,
                        request_bytes=item.message.message_bytes, explore=message.warmup,
                        escalation=message.escalation_of is not None, labels=tuple(message.labels),
                        seed=message.seed)
@@ -161,7 +162,7 @@ def build_planner(config: NodeConfig) -> Planner:
     radios = {h: p.radio for h, p in config.peers.items()}
     hosts = {h: _facts(config.roles()[h], config.models_by_host()[h], computes[h], radios.get(h))
              for h in config.roles()}
-    return Planner(rows, hosts, coordinator=config.host, steps=config.steps, dilation=config.time_dilation)
+    return Planner(rows, hosts, coordinator=config.host, steps=config.steps, clock=config.clock)
 
 
 def _facts(role: str, models: tuple[str, ...], compute: ComputeConfig | None, radio: str | None) -> HostFacts:

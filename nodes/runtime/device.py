@@ -76,7 +76,7 @@ class FirstPass:
 class Pending:
     note: dict[str, Any]  # the request fields of its records
     labels: list[int]
-    timeout_at: float
+    wall_timeout_at: float
     plan: str | None = None
     first: FirstPass | None = None  # a cascade request whose escalation is out
 
@@ -91,6 +91,9 @@ class Device:
         self.node = node
         config = node.config
         self.writer = RecordWriter(config.records_file)
+        first = min((r.at_s for r in config.workload), default=0.0)
+        # no origin given (a node outside a runner's run): its first request goes now
+        self.clock = config.clock.started(time.time() - config.clock.wall(first))
         self.samples_dir = config.run_dir / "samples"
         self.schedule = sorted(
             ((r.at_s, r.request_id or f"{config.host}-{i:04d}", r) for i, r in enumerate(config.workload)),
@@ -113,16 +116,16 @@ class Device:
     def run(self) -> None:
         outbox = Outbox(self.node.context, self.node.endpoints, self.node.curve)
         outbox.connect(self.node.config.coordinator)  # now: the first request pays no handshakes
-        t0 = self.node.config.t0 if self.node.config.t0 is not None else time.time()
+        due = self.clock.wall_at
         upcoming = list(self.schedule)
         done_reported = False
         try:
             while not self.node.stop.is_set():
                 outbox.poll_events()  # a dead coordinator is known before a request goes to it
                 now = time.time()
-                while upcoming and t0 + upcoming[0][0] <= now:
+                while upcoming and due(upcoming[0][0]) <= now:
                     at_s, request_id, request = upcoming.pop(0)
-                    self.issue(outbox, request_id, request, t0 + at_s)
+                    self.issue(outbox, request_id, request, due(at_s))
                 self.expire(time.time())
                 if not upcoming and not self.pending and not done_reported:
                     done_reported = True
@@ -131,9 +134,9 @@ class Device:
                     self.node.write_status("running")
                 wake = [0.1]
                 if upcoming:
-                    wake.append(t0 + upcoming[0][0] - time.time())
+                    wake.append(due(upcoming[0][0]) - time.time())
                 if self.pending:
-                    wake.append(min(p.timeout_at for p in self.pending.values()) - time.time())
+                    wake.append(min(p.wall_timeout_at for p in self.pending.values()) - time.time())
                 try:
                     item = self.node.replies.get(timeout=max(0.0, min(wake)))
                 except queue.Empty:
@@ -144,15 +147,16 @@ class Device:
                 self.fail(request_id, "node stopped before the result arrived")
             outbox.close()
 
-    def issue(self, outbox: Outbox, request_id: str, request: WorkloadRequest, scheduled: float) -> None:
+    def issue(self, outbox: Outbox, request_id: str, request: WorkloadRequest, wall_scheduled: float) -> None:
         config = self.node.config
         labels = workload_labels(request)
         sent = time.time()
         note = {"request_id": request_id, "device": config.host, "strategy": request.strategy, "n": request.n,
                 "seed": request.seed, "scheduler": config.scheduler, "steps": config.steps,
-                "deadline_s": request.deadline_s, "t_scheduled": scheduled, "t_request_sent": sent,
+                "deadline_s": request.deadline_s, "wall_t_scheduled": wall_scheduled,
+                "wall_t_request_sent": sent,
                 "warmup": request.warmup}
-        self.pending[request_id] = Pending(note, labels, sent + config.request_timeout_s)
+        self.pending[request_id] = Pending(note, labels, sent + self.clock.wall(config.request_timeout_s))
         message = RequestMsg(v=WIRE_VERSION, kind="request", request_id=request_id, origin=config.host,
                              strategy=request.strategy, n=request.n, labels=labels, seed=request.seed,
                              deadline_s=request.deadline_s, timestamps=RequestTimes(request_sent=sent),
@@ -166,10 +170,10 @@ class Device:
 
     def expire(self, now: float) -> None:
         for request_id, pending in list(self.pending.items()):
-            if now >= pending.timeout_at:
+            if now >= pending.wall_timeout_at:
                 where = f"plan {pending.plan}" if pending.plan else "no plan came back from the coordinator"
                 limit = self.node.config.request_timeout_s
-                self.fail(request_id, f"timeout: no result within {limit:g} s ({where})")
+                self.fail(request_id, f"timeout: no result within {limit:g} s ({where})")  # emulated
 
     def handle(self, item: Inbound, outbox: Outbox) -> None:
         envelope = item.message.envelope
@@ -236,14 +240,14 @@ class Device:
         name = request_id if first is None else request_id + ESCALATION_SUFFIX
         save_samples(self.samples_dir / f"{name}.npz", samples)  # before the ok records
         rows = completed_records(note, str(plan), result.timestamps, list(result.hops), item.received,
-                                 item.message.payload_bytes, item.message.message_bytes)
+                                 item.message.payload_bytes, item.message.message_bytes, self.clock)
         spec = self.node.config.strategies.get(note["strategy"])
         if first is not None:
-            rows = cascade_records(first.rows, rows, _cascade_name(spec), first.indices)
+            rows = cascade_records(first.rows, rows, _cascade_name(spec), first.indices, self.clock)
         elif spec is not None and spec.kind == "cascade":
             if self._escalate(outbox, pending, spec, images, rows):
                 return
-            rows = cascade_records(rows, [], _cascade_name(spec), [])
+            rows = cascade_records(rows, [], _cascade_name(spec), [], self.clock)
         self.writer.write(rows)
         self._end(request_id, "ok")
 

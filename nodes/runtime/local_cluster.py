@@ -42,7 +42,7 @@ def free_ports(count: int) -> list[int]:
 def loopback_configs(run_dir: Path, hosts: dict[str, dict[str, Any]], coordinator: str = "edge",
                      **common: Any) -> dict[str, NodeConfig]:
     """One config per host. `hosts`: name -> {role, models, and any other NodeConfig field};
-    `common`: fields every node shares (steps, scheduler, request_timeout_s, t0, ...)."""
+    `common`: fields every node shares (steps, scheduler, request_timeout_s, clock, ...)."""
     ports = dict(zip(hosts, free_ports(len(hosts)), strict=True))
     endpoints = {h: f"tcp://127.0.0.1:{p}" for h, p in ports.items()}
     peers = {h: Peer(endpoint=endpoints[h], role=spec["role"], models=spec.get("models", []))

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nodes.clock import Clock
 from nodes.runtime.local_cluster import LocalCluster, loopback_configs
 from nodes.runtime.memory import nodes_memory
 
@@ -44,9 +45,10 @@ def measure(mode: str, devices: int, steps: int = 30) -> dict[str, Any]:
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
     with tempfile.TemporaryDirectory(prefix="edgestage-membench-") as tmp:
-        # a device ready after t0 sends its requests at once: timing is not what is measured here
+        # a device ready after its first request is due sends at once: timing is not what is measured here
         configs = loopback_configs(Path(tmp), cluster_hosts(devices), steps=steps, scheduler="dpm",
-                                   request_timeout_s=300, strategies=STRATEGIES, t0=time.time() + 5)
+                                   request_timeout_s=300, strategies=STRATEGIES,
+                                   clock=Clock(wall_origin=time.time() + 5))
         began = time.monotonic()
         cluster = LocalCluster(configs, shared_imports=(mode == "shared"))
         with cluster:

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from nodes.clock import Clock
 from nodes.planning.strategy_specs import StrategySpec, default_strategies
 from nodes.schema import HOST_NAME, HOST_NAME_RULE, Role, SchedulerName, StrictModel, validation_message
 
@@ -92,9 +93,10 @@ class SecurityConfig(StrictModel):
 
 
 class WorkloadRequest(StrictModel):
-    """One request a device issues at t0 + `at_s`."""
+    """One request a device issues at emulated time `at_s` of the run's clock (nodes/clock.py:
+    t = 0 is the first measured request; a warm-up goes before it, at negative t)."""
 
-    at_s: float = Field(ge=0)
+    at_s: float = Field(ge=-1e6, le=1e6)
     n: int = Field(ge=1, le=MAX_IMAGES)
     labels: list[int] | None = None  # n labels; or `label` for n copies; neither: 0-9 cycling
     label: int | None = Field(None, ge=0, le=9)
@@ -129,11 +131,10 @@ class NodeConfig(StrictModel):
     run_dir: Path
     scheduler: SchedulerName = "dpm"
     steps: int = Field(50, ge=1, le=1000)
-    request_timeout_s: float = Field(60.0, gt=0)
-    # K of a time-dilated run (emulation/dilation.py): a profiled step is paced to K x its profile.
-    # Every other time the node is given (arrivals, deadlines, timeouts) is wall time already.
-    time_dilation: float = Field(1.0, ge=1, le=1000)
-    t0: float | None = None  # common start (epoch s) of device workloads; None: when ready
+    request_timeout_s: float = Field(60.0, gt=0)  # emulated, as every time given here
+    # the run's clock: its origin and time dilation K (a profiled step is paced to K x its
+    # profile); no origin: t = 0 when the node is ready (a node outside a runner's run)
+    clock: Clock = Clock()
     workload: list[WorkloadRequest] = []
     strategies: dict[str, StrategySpec] = Field(default_factory=default_strategies)
     max_images: int = Field(MAX_IMAGES, ge=1, le=MAX_IMAGES)

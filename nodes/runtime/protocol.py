@@ -28,10 +28,13 @@ A plan travels as its stages, each {model, start, end, host} (`plan_to_wire`, `p
 which checks that they tile the schedule); the text form (`large:0-12@cloud,...`) is only for
 people and records.
 
-Timestamps (`time.time()`, hosts share one clock under Mininet) travel with the request: the
-envelope's `timestamps` (request_sent, coordinator_received, dispatched) and one `hops` entry per
-finished stage (received, compute_start, compute_end, sent, bytes, pacing figures). The requesting
-device turns them into records (nodes/runtime/records.py).
+Timestamps travel with the request on the wall clock (`time.time()`; hosts share one clock under
+Mininet): the envelope's `timestamps` (request_sent, coordinator_received, dispatched) and one
+`hops` entry per finished stage (received, compute_start, compute_end, sent, bytes, pacing
+figures, wall seconds too). The requesting device turns them into records
+(nodes/runtime/records.py), whose names say the clock (nodes/clock.py).  A request's
+`deadline_s` and a plan's predicted `latency_s` are emulated seconds, as the workload and the
+records give them.
 
 `decode` checks every field, type, range and size and raises ProtocolError naming the problem.
 """
@@ -140,14 +143,14 @@ class RequestMsg(_Common):
     n: Annotated[int, Field(ge=1, le=MAX_IMAGES)]
     labels: Annotated[list[Annotated[int, Field(ge=0, le=9)]], Field(min_length=1, max_length=MAX_IMAGES)]
     seed: Annotated[int, Field(ge=0, lt=2**63)]
-    deadline_s: Annotated[float, Field(strict=False, gt=0, lt=1e9)] | None = None
+    deadline_s: Annotated[float, Field(strict=False, gt=0, lt=1e9)] | None = None  # emulated
     timestamps: RequestTimes
     warmup: bool = False  # unmeasured: the planner may use it to observe paths it has not seen
     escalation_of: RequestId | None = None  # a cascade's second pass for the images of this request
 
 
 class WirePrediction(_Wire):
-    """What the coordinator predicted for the plan it chose (nodes/planning/planner.py), wall seconds."""
+    """What the coordinator predicted for the plan it chose (nodes/planning/planner.py), emulated."""
 
     latency_s: Seconds
     fid: Annotated[float, Field(strict=False, ge=0, lt=1e6)] | None = None

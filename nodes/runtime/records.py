@@ -4,8 +4,11 @@ One JSON line per request per stage in `<run_dir>/records/<device>.jsonl`, flush
 that an interrupted run keeps what it did; `pandas.read_json(path, lines=True)` (or
 `read_records`) gives the tidy table `requests.parquet` is made of.
 
-How the latency parts add up (they telescope over the request's timeline, so the sum is exact up
-to float rounding, far inside the 2 % the issue asks for):
+A record is on the wall clock (nodes/clock.py): its timestamps and durations are named `wall_...`
+and typed `WallTime` / `WallSeconds`, and `requests.parquet` gives each its emulated twin without
+the prefix; `deadline_s` and the predictions are emulated already.  Below, the `wall_` prefixes
+are left out.  How the latency parts add up (they telescope over the request's timeline, so the
+sum is exact up to float rounding):
 
     total_s = t_result_received - t_request_sent
             = sum over the request's stage rows of
@@ -34,6 +37,7 @@ from typing import IO, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from nodes.clock import Clock, WallSeconds, WallTime
 from nodes.planning.plan import parse_plan
 from nodes.runtime.protocol import Hop, RequestTimes
 
@@ -52,11 +56,11 @@ class StageRecord(BaseModel):
     seed: int
     scheduler: str
     steps: int
-    deadline_s: float | None
+    deadline_s: float | None  # emulated, as the workload gave it
     outcome: Outcome
     reason: str | None
     deadline_met: bool | None
-    t_scheduled: float  # when the workload said to send it (t0 + at_s)
+    wall_t_scheduled: WallTime  # when the workload said to send it (its at_s on the run's clock)
     # the stage (None where the request failed before a plan was known)
     stage_index: int | None
     stage_count: int | None
@@ -64,24 +68,24 @@ class StageRecord(BaseModel):
     model: str | None
     start_step: int | None
     end_step: int | None
-    # timestamps, time.time() seconds
-    t_request_sent: float
-    t_coordinator_received: float | None
-    t_dispatched: float | None
-    t_received: float | None
-    t_compute_start: float | None
-    t_compute_end: float | None
-    t_sent: float | None
-    t_result_received: float | None
-    # latency parts (see the module docstring for how they add up to total_s)
-    uplink_s: float | None
-    planning_s: float | None
-    transfer_s: float | None
-    queueing_s: float | None
-    compute_s: float | None
-    handoff_s: float | None
-    result_transfer_s: float | None
-    total_s: float | None
+    # timestamps, wall clock (time.time() seconds)
+    wall_t_request_sent: WallTime
+    wall_t_coordinator_received: WallTime | None
+    wall_t_dispatched: WallTime | None
+    wall_t_received: WallTime | None
+    wall_t_compute_start: WallTime | None
+    wall_t_compute_end: WallTime | None
+    wall_t_sent: WallTime | None
+    wall_t_result_received: WallTime | None
+    # latency parts, wall seconds (see the module docstring for how they add up to total_s)
+    wall_uplink_s: WallSeconds | None
+    wall_planning_s: WallSeconds | None
+    wall_transfer_s: WallSeconds | None
+    wall_queueing_s: WallSeconds | None
+    wall_compute_s: WallSeconds | None
+    wall_handoff_s: WallSeconds | None
+    wall_result_transfer_s: WallSeconds | None
+    wall_total_s: WallSeconds | None
     # bytes
     payload_bytes: int | None
     message_bytes: int | None
@@ -90,12 +94,12 @@ class StageRecord(BaseModel):
     # compute mode and pacing: an overrun is a step that really took longer than its profile
     compute_mode: str | None
     hardware: str | None
-    real_compute_s: float | None
-    profiled_compute_s: float | None
+    wall_real_compute_s: WallSeconds | None
+    wall_profiled_compute_s: WallSeconds | None
     overrun_steps: int | None
-    overrun_s: float | None
-    # what the coordinator predicted for the plan it chose (nodes/planning/planner.py); None before a plan
-    # came back, or where the coordinator predicts nothing
+    wall_overrun_s: WallSeconds | None
+    # what the coordinator predicted for the plan it chose (nodes/planning/planner.py), emulated; None
+    # before a plan came back, or where the coordinator predicts nothing
     predicted_total_s: float | None = None
     predicted_fid: float | None = None
     predicted_class_accuracy: float | None = None
@@ -107,7 +111,7 @@ class StageRecord(BaseModel):
     cascade: str | None = None
     escalated_images: int | None = None
     escalated_indices: str | None = None
-    gate_s: float | None = None  # from the first result to the escalation's send: the gate's time
+    wall_gate_s: WallSeconds | None = None  # from the first result to the escalation's send: the gate's time
 
 
 def _request_fields(request: dict, outcome: Outcome, reason: str | None, plan: str | None) -> dict:
@@ -121,18 +125,23 @@ def _request_fields(request: dict, outcome: Outcome, reason: str | None, plan: s
         "request_id": request["request_id"], "device": request["device"], "strategy": request["strategy"],
         "plan": plan, "n_images": request["n"], "seed": request["seed"], "scheduler": request["scheduler"],
         "steps": request["steps"], "deadline_s": request["deadline_s"], "outcome": outcome,
-        "reason": reason, "t_scheduled": request["t_scheduled"], "t_request_sent": request["t_request_sent"],
+        "reason": reason, "wall_t_scheduled": request["wall_t_scheduled"],
+        "wall_t_request_sent": request["wall_t_request_sent"],
     }
 
 
+def deadline_met(deadline_s: float | None, wall_total_s: float, clock: Clock) -> bool | None:
+    """Whether a request took no longer than its (emulated) deadline; None without one."""
+    return None if deadline_s is None else clock.emulated(wall_total_s) <= deadline_s
+
+
 def completed_records(
-    request: dict, plan: str, times: RequestTimes, hops: list[Hop], t_result_received: float,
-    result_payload_bytes: int, result_message_bytes: int,
+    request: dict, plan: str, times: RequestTimes, hops: list[Hop], wall_t_result_received: float,
+    result_payload_bytes: int, result_message_bytes: int, clock: Clock,
 ) -> list[StageRecord]:
-    """Rows of a request whose result arrived. `request`: the device's own note of what it sent."""
-    total = t_result_received - times.request_sent
-    deadline = request["deadline_s"]
-    met = None if deadline is None else total <= deadline
+    """Rows of a request whose result arrived. `request`: the device's own note of what it sent;
+    the wire's timestamps are the wall clock's."""
+    total = wall_t_result_received - times.request_sent
     base = _request_fields(request, "ok", None, plan)
     rows, previous_sent = [], times.dispatched
     last = len(hops) - 1
@@ -140,25 +149,26 @@ def completed_records(
         first = hop.stage == 0
         stage = parse_plan(plan).stages[hop.stage]
         rows.append(StageRecord(
-            **base, deadline_met=met, stage_index=hop.stage, stage_count=len(hops), host=hop.host,
-            model=hop.model, start_step=stage.start, end_step=stage.end,
-            t_coordinator_received=times.coordinator_received, t_dispatched=times.dispatched,
-            t_received=hop.received, t_compute_start=hop.compute_start, t_compute_end=hop.compute_end,
-            t_sent=hop.sent, t_result_received=t_result_received,
-            uplink_s=(times.coordinator_received - times.request_sent) if first else 0.0,
-            planning_s=(times.dispatched - times.coordinator_received) if first else 0.0,
-            transfer_s=hop.received - previous_sent,
-            queueing_s=hop.compute_start - hop.received,
-            compute_s=hop.compute_end - hop.compute_start,
-            handoff_s=hop.sent - hop.compute_end,
-            result_transfer_s=(t_result_received - hop.sent) if hop.stage == last else 0.0,
-            total_s=total,
+            **base, deadline_met=deadline_met(request["deadline_s"], total, clock), stage_index=hop.stage,
+            stage_count=len(hops), host=hop.host, model=hop.model, start_step=stage.start, end_step=stage.end,
+            wall_t_coordinator_received=times.coordinator_received, wall_t_dispatched=times.dispatched,
+            wall_t_received=hop.received, wall_t_compute_start=hop.compute_start,
+            wall_t_compute_end=hop.compute_end, wall_t_sent=hop.sent,
+            wall_t_result_received=wall_t_result_received,
+            wall_uplink_s=(times.coordinator_received - times.request_sent) if first else 0.0,
+            wall_planning_s=(times.dispatched - times.coordinator_received) if first else 0.0,
+            wall_transfer_s=hop.received - previous_sent,
+            wall_queueing_s=hop.compute_start - hop.received,
+            wall_compute_s=hop.compute_end - hop.compute_start,
+            wall_handoff_s=hop.sent - hop.compute_end,
+            wall_result_transfer_s=(wall_t_result_received - hop.sent) if hop.stage == last else 0.0,
+            wall_total_s=total,
             payload_bytes=hop.payload_bytes, message_bytes=hop.message_bytes,
             result_payload_bytes=result_payload_bytes if hop.stage == last else 0,
             result_message_bytes=result_message_bytes if hop.stage == last else 0,
-            compute_mode=hop.compute_mode, hardware=hop.hardware, real_compute_s=hop.real_compute_s,
-            profiled_compute_s=hop.profiled_compute_s, overrun_steps=hop.overrun_steps,
-            overrun_s=hop.overrun_s,
+            compute_mode=hop.compute_mode, hardware=hop.hardware, wall_real_compute_s=hop.real_compute_s,
+            wall_profiled_compute_s=hop.profiled_compute_s, overrun_steps=hop.overrun_steps,
+            wall_overrun_s=hop.overrun_s,
         ))
         previous_sent = hop.sent
     return rows
@@ -167,11 +177,12 @@ def completed_records(
 _EMPTY_STAGE = dict.fromkeys(
     (
         "deadline_met", "stage_index", "stage_count", "host", "model", "start_step", "end_step",
-        "t_coordinator_received", "t_dispatched", "t_received", "t_compute_start", "t_compute_end",
-        "t_sent", "t_result_received", "uplink_s", "planning_s", "transfer_s", "queueing_s", "compute_s",
-        "handoff_s", "result_transfer_s", "total_s", "payload_bytes", "message_bytes",
-        "result_payload_bytes", "result_message_bytes", "compute_mode", "hardware", "real_compute_s",
-        "profiled_compute_s", "overrun_steps", "overrun_s",
+        "wall_t_coordinator_received", "wall_t_dispatched", "wall_t_received", "wall_t_compute_start",
+        "wall_t_compute_end", "wall_t_sent", "wall_t_result_received", "wall_uplink_s", "wall_planning_s",
+        "wall_transfer_s", "wall_queueing_s", "wall_compute_s", "wall_handoff_s", "wall_result_transfer_s",
+        "wall_total_s", "payload_bytes", "message_bytes", "result_payload_bytes", "result_message_bytes",
+        "compute_mode", "hardware", "wall_real_compute_s", "wall_profiled_compute_s", "overrun_steps",
+        "wall_overrun_s",
     )
 )
 
@@ -198,35 +209,36 @@ def request_of(wire_id: str) -> str:
 
 
 def cascade_records(first: list[StageRecord], second: list[StageRecord], cascade: str,
-                    indices: list[int]) -> list[StageRecord]:
+                    indices: list[int], clock: Clock) -> list[StageRecord]:
     """One cascade request's rows: its first pass's stages, then (if any image was escalated) its
     escalation's, renumbered after them.  total_s runs to the last result; the escalation's first
     uplink_s runs from the first result's arrival (the gate's time included) to the coordinator's
     receipt of the escalation, so the parts still add up to total_s; gate_s is the part of it
     before the escalation was sent (the gate classifying, the message made)."""
     head = first[0]
-    end = (second or first)[-1].t_result_received
-    assert end is not None and head.t_result_received is not None
-    total = end - head.t_request_sent
-    met = None if head.deadline_s is None else total <= head.deadline_s
-    common = {"total_s": total, "deadline_met": met, "stage_count": len(first) + len(second),
-              "cascade": cascade, "escalated_images": len(indices),
+    end = (second or first)[-1].wall_t_result_received
+    assert end is not None and head.wall_t_result_received is not None
+    total = end - head.wall_t_request_sent
+    common = {"wall_total_s": total, "deadline_met": deadline_met(head.deadline_s, total, clock),
+              "stage_count": len(first) + len(second), "cascade": cascade, "escalated_images": len(indices),
               "escalated_indices": ",".join(map(str, indices)) or None}
     if second:
-        assert second[0].t_coordinator_received is not None and second[0].uplink_s is not None
-        common["gate_s"] = second[0].t_coordinator_received - second[0].uplink_s - head.t_result_received
+        received, uplink = second[0].wall_t_coordinator_received, second[0].wall_uplink_s
+        assert received is not None and uplink is not None
+        common["wall_gate_s"] = received - uplink - head.wall_t_result_received
         # a prediction made for the first pass alone is not one of the request
         common.update(dict.fromkeys(("predicted_total_s", "predicted_fid", "predicted_class_accuracy",
                                      "predicted_device_energy_j")),
                       plan_note="escalated: no prediction covers a cascade's escalation")
     rows = [r.model_copy(update=common) for r in first]
     for i, r in enumerate(second):
-        assert r.stage_index is not None and r.t_coordinator_received is not None
+        assert r.stage_index is not None and r.wall_t_coordinator_received is not None
         rows.append(r.model_copy(update={
             **common, "request_id": head.request_id, "n_images": head.n_images, "seed": head.seed,
-            "t_request_sent": head.t_request_sent, "t_scheduled": head.t_scheduled,
+            "wall_t_request_sent": head.wall_t_request_sent, "wall_t_scheduled": head.wall_t_scheduled,
             "stage_index": len(first) + r.stage_index,
-            "uplink_s": (r.t_coordinator_received - head.t_result_received) if i == 0 else 0.0}))
+            "wall_uplink_s": (r.wall_t_coordinator_received - head.wall_t_result_received) if i == 0
+            else 0.0}))
     return rows
 
 

@@ -182,7 +182,7 @@ class StageWorker:
         denoiser, schedule = self.models[stage.model]
         profile = self.profiles.get(stage.model)
         # under time dilation K a profiled step takes K times its profile in wall time
-        step_s = profile.step_s(envelope.n) * self.config.time_dilation if profile else None
+        step_s = self.config.clock.wall(profile.step_s(envelope.n)) if profile else None
         pacer = Pacer(step_s, stage.steps)
         stop = self.node.stop
 

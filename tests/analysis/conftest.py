@@ -10,10 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from nodes.runtime.records import StageRecord
-
-WORKLOAD_COLUMNS = ["repetition", "at_s", "warmup"]
-COLUMNS = [*StageRecord.model_fields, *WORKLOAD_COLUMNS]
+from analysis.run_tables import REQUEST_COLUMNS as COLUMNS
 
 
 def failed_row(request_id: str, strategy: str, reason: str | None, t: float) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from analysis.accuracy import accuracy_report
+from analysis.run_tables import records_table
 from nodes.runtime.records import StageRecord, failed_records
 
 NETWORK = {"hosts": [{"name": "edge", "role": "edge"}, {"name": "cloud", "role": "cloud"},
@@ -14,15 +15,16 @@ NETWORK = {"hosts": [{"name": "edge", "role": "edge"}, {"name": "cloud", "role":
                      {"link": "edge-cloud", "a": "edge", "b": "cloud", "bw_mbit": 50, "delay_ms": 10}]}
 
 
-def _failed(request_id: str, plan: str | None) -> list[dict]:
+def _failed(request_id: str, plan: str | None) -> list[StageRecord]:
     note = {"request_id": request_id, "device": "d1", "strategy": "cloud_only", "n": 2, "seed": 1,
-            "scheduler": "ddim", "steps": 10, "deadline_s": None, "t_scheduled": 1.0, "t_request_sent": 1.0}
-    return [r.model_dump() for r in failed_records(note, "timeout: no result within 5 s", plan)]
+            "scheduler": "ddim", "steps": 10, "deadline_s": None, "wall_t_scheduled": 1.0,
+            "wall_t_request_sent": 1.0}
+    return failed_records(note, "timeout: no result within 5 s", plan)
 
 
 def test_a_run_in_which_every_request_failed_has_an_accuracy_report() -> None:
     rows = _failed("r0", "large:0-10@cloud") + _failed("r1", None)
-    frame = pd.DataFrame(rows, columns=list(StageRecord.model_fields))
+    frame = records_table(rows)
     report = accuracy_report(frame, pd.DataFrame(), NETWORK)
     assert report["transfers"] == []
     assert report["latency_parts"] == {"requests": 0, "within_2pct": 0, "max_relative_error": None}
@@ -31,7 +33,7 @@ def test_a_run_in_which_every_request_failed_has_an_accuracy_report() -> None:
 
 
 def test_an_empty_run_has_an_empty_headline() -> None:
-    frame = pd.DataFrame(columns=list(StageRecord.model_fields))
+    frame = records_table([])
     assert accuracy_report(frame, pd.DataFrame(), NETWORK) == {"headline": {}}
 
 
@@ -39,10 +41,10 @@ def test_the_prediction_follows_the_links_as_they_were_when_a_message_went() -> 
     from analysis.accuracy import LinkStates, predicted_s
 
     network = {**NETWORK, "paths": {"edge": {"d1": ["d1-edge"], "cloud": ["edge-cloud"]}}}
-    events = [{"t_clock": 5.0, "link": "d1-edge", "direction": "d1->edge", "delay_ms": 50, "bw_mbit": 1},
-              {"t_clock": 7.0, "link": "edge-cloud", "state": "down"},
-              {"t_clock": 9.0, "link": "edge-cloud", "state": "up"},
-              {"t_clock": None, "link": None, "source": "start"}]
+    events = [{"t": 5.0, "link": "d1-edge", "direction": "d1->edge", "delay_ms": 50, "bw_mbit": 1},
+              {"t": 7.0, "link": "edge-cloud", "state": "down"},
+              {"t": 9.0, "link": "edge-cloud", "state": "up"},
+              {"t": None, "link": None, "source": "start"}]
     states = LinkStates(network, events)
     assert predicted_s(network, "d1", "edge", 1000, 1.0, states)[0] == pytest.approx(0.005 + 8000 / 10e6)
     assert predicted_s(network, "d1", "edge", 1000, 6.0, states)[0] == pytest.approx(0.050 + 8000 / 1e6)

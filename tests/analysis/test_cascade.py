@@ -7,13 +7,16 @@ import pandas as pd
 import pytest
 
 from analysis.report import cascade_lines, cascade_tables, plan_quality_frame, plot_cascade
+from analysis.run_tables import records_table
 from analysis.summary import summarize
+from nodes.clock import Clock
 from nodes.planning.cascade_table import THRESHOLDS, cascade_figures, parse_cascade, read_cascade_table
 from nodes.runtime.protocol import Hop, RequestTimes
 from nodes.runtime.records import cascade_records, completed_records
 
+CLOCK = Clock(wall_origin=0.0)
 NOTE = {"device": "d1", "strategy": "cascade", "n": 4, "seed": 9, "scheduler": "dpm", "steps": 30,
-        "deadline_s": None, "t_scheduled": 100.0, "t_request_sent": 100.0}
+        "deadline_s": None, "wall_t_scheduled": 100.0, "wall_t_request_sent": 100.0}
 
 
 def test_the_shipped_table_covers_every_threshold_and_escalating_more_never_hurts_accuracy():
@@ -39,8 +42,8 @@ def _request(request_id: str, escalated: list[int], t0: float) -> list:
     times = RequestTimes(request_sent=t0, coordinator_received=t0 + 0.01, dispatched=t0 + 0.02)
     hop = Hop(stage=0, host="d1", model="small", received=t0 + 0.03, compute_start=t0 + 0.04,
               compute_end=t0 + 0.3, sent=t0 + 0.31, payload_bytes=0, message_bytes=300, real_compute_s=0.2)
-    note = {**NOTE, "request_id": request_id, "t_request_sent": t0}
-    first = completed_records(note, "small:0-30@d1", times, [hop], t0 + 0.35, 1000, 1200)
+    note = {**NOTE, "request_id": request_id, "wall_t_request_sent": t0}
+    first = completed_records(note, "small:0-30@d1", times, [hop], t0 + 0.35, 1000, 1200, CLOCK)
     second = []
     if escalated:
         times = RequestTimes(request_sent=t0 + 0.4, coordinator_received=t0 + 0.41, dispatched=t0 + 0.42)
@@ -48,13 +51,13 @@ def _request(request_id: str, escalated: list[int], t0: float) -> list:
                   compute_end=t0 + 0.5, sent=t0 + 0.51, payload_bytes=0, message_bytes=300,
                   real_compute_s=0.05)
         second = completed_records({**NOTE, "request_id": request_id + ".esc", "n": len(escalated)},
-                                   "large:0-30@cloud", times, [hop], t0 + 0.6, 500, 700)
-    return cascade_records(first, second, "small>large@0.95", escalated)
+                                   "large:0-30@cloud", times, [hop], t0 + 0.6, 500, 700, CLOCK)
+    return cascade_records(first, second, "small>large@0.95", escalated, CLOCK)
 
 
 def test_the_summary_reports_the_cascade_s_escalations_and_its_table_s_quality(tmp_path: Path):
     rows = _request("r1", [1, 3], 100.0) + _request("r2", [], 101.0)
-    requests = pd.DataFrame([r.model_dump() for r in rows])
+    requests = records_table(rows)
     entry = summarize(requests, None, tmp_path, quality=True)["cascade"]
     table = cascade_figures("small", "large", 0.95, "dpm", 30)
     assert (entry["escalated_images"], entry["images"], entry["escalated_requests"]) == (2, 8, 1)

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from analysis.report import write_report
-from analysis.run_tables import Clock, requests_frame, unrecorded_failures, write_requests
+from analysis.run_tables import requests_frame, run_clock, unrecorded_failures, write_requests
 from analysis.summary import summarize
+from nodes.clock import Clock
 from nodes.runtime.records import RecordWriter
 
 from .conftest import SMOKE_RUN
@@ -25,12 +26,12 @@ def workload() -> list[dict]:
 
 
 def test_requests_table_is_rebuilt_from_the_records_exactly(workload):
-    clock = Clock.of(json.loads((SMOKE_RUN / "manifest.json").read_text()))
+    clock = run_clock(json.loads((SMOKE_RUN / "manifest.json").read_text()))
     frame = requests_frame(SMOKE_RUN, workload, clock)
     pd.testing.assert_frame_equal(frame, pd.read_parquet(SMOKE_RUN / "requests.parquet"))
     # emulated seconds from the clock's origin, the wall clock kept beside them
-    assert clock.origin > 1e9 and clock.dilation == 1
-    assert (frame["t_request_sent"] == frame["wall_t_request_sent"] - clock.origin).all()
+    assert clock.wall_origin > 1e9 and clock.dilation == 1
+    assert (frame["t_request_sent"] == frame["wall_t_request_sent"] - clock.wall_origin).all()
     assert frame["total_s"].equals(frame["wall_total_s"].astype(float))
     # one row per request per stage, each planned request there, with the workload's columns
     firsts = frame[frame["stage_index"] == 0]
@@ -38,7 +39,7 @@ def test_requests_table_is_rebuilt_from_the_records_exactly(workload):
     assert (frame.groupby("request_id").size() == firsts.set_index("request_id")["stage_count"]).all()
     planned = {r["request_id"]: r["at_s"] for r in workload}
     assert (firsts["at_s"] == firsts["request_id"].map(planned)).all()
-    assert not unrecorded_failures(set(frame["request_id"]), workload, "dpm", 10, 0.0, REASON)
+    assert not unrecorded_failures(set(frame["request_id"]), workload, "dpm", 10, clock, REASON)
 
 
 def test_a_device_that_recorded_nothing_gives_failed_rows_that_say_why(tmp_path, workload):
@@ -46,7 +47,10 @@ def test_a_device_that_recorded_nothing_gives_failed_rows_that_say_why(tmp_path,
     shutil.copytree(SMOKE_RUN, d)
     (d / "records" / "d2.jsonl").unlink()  # d2 was killed before it could write a line
     seen = set(requests_frame(d, workload)["request_id"])
-    missing = unrecorded_failures(seen, workload, "dpm", 10, t0=1000.0, reason=REASON)
+    # the runner's rows are stamped as the nodes stamp theirs: wall time on the run's clock
+    missing = unrecorded_failures(seen, workload, "dpm", 10, Clock(wall_origin=1000.0, dilation=2), REASON)
+    assert {r.wall_t_scheduled for r in missing} == {1000.0 + 2 * r["at_s"] for r in workload
+                                                     if r["device"] == "d2"}
     assert sorted(r.request_id for r in missing) == sorted(r["request_id"] for r in workload
                                                            if r["device"] == "d2")
     writer = RecordWriter(d / "records" / "_runner.jsonl")
@@ -59,7 +63,7 @@ def test_a_device_that_recorded_nothing_gives_failed_rows_that_say_why(tmp_path,
     failed = frame[frame["device"] == "d2"]
     assert (failed["outcome"] == "failed").all() and (failed["reason"] == REASON).all()
     assert failed["stage_index"].isna().all() and len(failed) == 4  # no plan came: no stage
-    planned_at = {r["request_id"]: 1000.0 + r["at_s"] for r in workload}
+    planned_at = {r["request_id"]: 1000.0 + 2 * r["at_s"] for r in workload}  # the table: K = 1, origin 0
     assert (failed["t_scheduled"] == failed["request_id"].map(planned_at)).all()
     # and the summary and report say so, per strategy, next to d1's figures
     summary = summarize(frame, None, d / "samples", quality=False)

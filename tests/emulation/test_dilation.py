@@ -16,9 +16,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.run_tables import Clock
+from analysis.run_tables import with_emulated
 from emulation.dilation import SAFETY_MARGIN, choose_dilation
 from emulation.scenario import parse_scenario
+from nodes.clock import Clock
 from nodes.planning.hardware import load_profiles, profile_for
 from tests.emulation.emulated_runs import REPO, profiled_scenario, run_cli
 from topologies.spec import LinkShape
@@ -67,17 +68,19 @@ def test_a_dilated_link_runs_k_times_slower_with_the_same_bytes_in_flight() -> N
     assert shape.dilated(1) == shape
 
 
-def test_node_configs_carry_wall_times_and_k() -> None:
+def test_node_configs_carry_emulated_times_and_the_clock() -> None:
     sc = parse_scenario(scenario_data(k=4))
     hosts = {"dl1": ("device", "tcp://10.0.0.1:5555", "tcp://10.0.0.1:5555"),
              "edge": ("edge", "tcp://10.0.0.2:5555", "tcp://10.0.0.2:5555")}
     request = {"request_id": "r", "at_s": 1.5, "n": 2, "seed": 1, "strategy": "edge_only",
                "deadline_s": 0.5, "labels": [0, 1]}
-    configs = sc.node_configs(hosts, "edge", Path("/tmp/x"), {"dl1": [request]}, t0=100.0, dilation=4)
+    clock = Clock(wall_origin=100.0, dilation=4)
+    configs = sc.node_configs(hosts, "edge", Path("/tmp/x"), {"dl1": [request]}, clock)
     device = configs["dl1"]
-    assert device.time_dilation == 4 and configs["edge"].time_dilation == 4
-    assert device.request_timeout_s == 20  # 5 emulated seconds
-    assert (device.workload[0].at_s, device.workload[0].deadline_s) == (6.0, 2.0)
+    assert device.clock == clock and configs["edge"].clock == clock
+    assert device.request_timeout_s == 5  # emulated, as the scenario says; the node asks the clock
+    assert (device.workload[0].at_s, device.workload[0].deadline_s) == (1.5, 0.5)
+    assert device.clock.wall_at(1.5) == 106.0 and device.clock.wall(device.request_timeout_s) == 20
 
 
 def test_given_k_and_the_note_on_native_hosts() -> None:
@@ -116,11 +119,25 @@ def test_auto_measures_this_machines_steps_against_the_profiles() -> None:
 
 
 def test_the_clock_gives_emulated_seconds_and_keeps_the_wall_clock() -> None:
-    frame = pd.DataFrame({"t_sent": [1010.0, 1040.0], "compute_s": [3.0, None]})
-    out = Clock(origin=1000.0, dilation=10).emulated(frame, ["t_sent"], ["compute_s"])
+    frame = pd.DataFrame({"wall_t_sent": [1010.0, 1040.0], "wall_compute_s": [3.0, None]})
+    clock = Clock(wall_origin=1000.0, dilation=10)
+    out = with_emulated(frame, clock, {"wall_t_sent": "time", "wall_compute_s": "seconds"})
     assert out["t_sent"].tolist() == [1.0, 4.0] and out["wall_t_sent"].tolist() == [1010.0, 1040.0]
     assert out["compute_s"].iloc[0] == 0.3 and math.isnan(out["compute_s"].iloc[1])
     assert out["wall_compute_s"].iloc[0] == 3.0
+    assert (clock.at(clock.wall_at(-2.5)), clock.emulated(clock.wall(0.7))) == (-2.5, pytest.approx(0.7))
+
+
+def test_a_record_says_which_of_its_fields_are_wall_times_and_which_are_wall_durations() -> None:
+    from nodes.clock import wall_fields
+    from nodes.runtime.records import StageRecord
+
+    fields = wall_fields(StageRecord)
+    assert fields["wall_t_request_sent"] == "time" and fields["wall_total_s"] == "seconds"
+    assert all(name.startswith("wall_") for name in fields)  # the name says the clock
+    unmarked = [n for n in StageRecord.model_fields if n.startswith("wall_") and n not in fields]
+    assert unmarked == []
+    assert "deadline_s" not in fields and "predicted_total_s" not in fields  # emulated at the source
 
 
 @pytest.mark.root
@@ -160,7 +177,7 @@ def test_a_dilated_profiled_run_takes_its_profile_in_emulated_time(tmp_path, not
     assert (edge["result_transfer_s"] >= 0.0095).all() and (edge["result_transfer_s"] < 0.03).all()
     traffic = pd.read_parquet(run / "traffic.parquet")
     assert {"t_first", "wall_t_first"} <= set(traffic.columns)
-    emulated = (traffic["wall_t_first"] - manifest["clock"]["origin"]) / 32
+    emulated = (traffic["wall_t_first"] - manifest["clock"]["wall_origin"]) / 32
     assert (emulated - traffic["t_first"]).abs().max() < 1e-6
     summary = json.loads((run / "summary.json").read_text())
     for name, entry in summary["strategies"].items():

@@ -47,9 +47,14 @@ def _run_with_event(at: float, warmup: bool) -> _Run:
 
 
 def test_the_clock_starts_at_the_first_measured_request() -> None:
-    assert _run_with_event(1.0, warmup=False).measured_start_s() == 0.0
-    # 2 devices x 4 strategies of warm-up, 0.5 s apart, then 3 s to settle (emulation/workload.py)
-    assert _run_with_event(1.0, warmup=True).measured_start_s() == pytest.approx(2 * 4 * 0.5 + 3.0)
+    cold = _run_with_event(1.0, warmup=False)
+    assert cold.first_at_s() == 0.0 and min(r.at_s for r in cold.planned) == 0.0
+    # 2 devices x 4 strategies of warm-up, 0.5 s apart, then 3 s to settle (emulation/workload.py):
+    # the warm-ups go before t = 0, the first measured request at t = 0
+    warm = _run_with_event(1.0, warmup=True)
+    assert warm.first_at_s() == pytest.approx(-(2 * 4 * 0.5 + 3.0))
+    assert min(r.at_s for r in warm.planned if not r.warmup) == 0.0
+    assert max(r.at_s for r in warm.planned if r.warmup) == pytest.approx(-3.5)
 
 
 def test_an_event_after_the_last_measured_request_is_warned_about(caplog) -> None:

@@ -50,7 +50,8 @@ ALL = [(a, b) for a in HOSTS for b in HOSTS if a != b]
 
 
 def ask(now, origin="d1", deadline_s=None):
-    return PlanRequest("r1", origin, N, "elastic", deadline_s, sent=now, received=now, request_bytes=300)
+    return PlanRequest("r1", origin, N, "elastic", deadline_s, wall_sent=now, wall_received=now,
+                       request_bytes=300)
 
 
 def test_a_slow_device_link_keeps_every_step_on_the_device():
@@ -62,7 +63,7 @@ def test_a_slow_device_link_keeps_every_step_on_the_device():
     decision = planner().decide(ask(time.time()), Objective(), live)
     assert str(decision.plan) == "small:0-30@d1"
     expected = 0.03 + 700 / 20e3 + 30 * PROFILES["phone"]["small"].step_s(N)  # dispatch, compute
-    assert decision.prediction.latency_s == pytest.approx(expected, rel=0.01)
+    assert decision.prediction.wall_latency_s == pytest.approx(expected, rel=0.01)
 
 
 def test_a_fast_link_and_an_idle_cloud_pull_the_steps_up():
@@ -84,7 +85,7 @@ def test_a_long_cloud_queue_pushes_the_steps_down():
     busy = planner(FAST_CLOUD).decide(ask(now), floor, live)
     assert "cloud" not in {s.host for s in busy.plan.stages}
     assert busy.prediction.class_accuracy >= 0.94
-    assert busy.prediction.latency_s < idle.prediction.latency_s + 20 * 0.05
+    assert busy.prediction.wall_latency_s < idle.prediction.wall_latency_s + 20 * 0.05
 
 
 def test_the_quality_floor_is_kept_and_routing_stays_on_one_host():
@@ -136,7 +137,7 @@ def test_an_unobserved_path_is_composed_through_the_coordinator():
     result_s = 2 * (0.01 + 1100 * N / 100e6)  # cloud -> edge -> d1
     dispatch_s = 0.01 + 700 / 100e6
     compute_s = 30 * PROFILES["datacenter_gpu"]["large"].step_s(N)
-    assert prediction.latency_s == pytest.approx(dispatch_s + compute_s + result_s, rel=1e-3)
+    assert prediction.wall_latency_s == pytest.approx(dispatch_s + compute_s + result_s, rel=1e-3)
 
 
 def test_under_load_a_device_s_own_compute_spares_the_busy_servers():

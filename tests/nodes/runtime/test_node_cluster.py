@@ -123,8 +123,8 @@ def test_every_plan_comes_with_the_coordinator_s_prediction(records):
     assert all(r.predicted_total_s is not None and r.predicted_total_s >= 0 for r in ok)
     edge = [r for r in ok if r.strategy == "edge_only"]
     assert all(r.predicted_total_s >= STEPS * EDGE_STEP_S for r in edge)
-    assert all(abs(r.predicted_total_s - r.total_s) < 0.15 for r in edge), [
-        (r.predicted_total_s, r.total_s) for r in edge]
+    assert all(abs(r.predicted_total_s - r.wall_total_s) < 0.15 for r in edge), [
+        (r.predicted_total_s, r.wall_total_s) for r in edge]
     assert all(r.predicted_fid is not None for r in edge)  # small:0-10 is in the table
 
 
@@ -132,14 +132,16 @@ def test_latency_parts_add_up_to_the_total(all_records):
     for rows in all_records.values():
         if rows[0].outcome != "ok":
             continue
-        parts = sum(r.uplink_s + r.planning_s + r.transfer_s + r.queueing_s + r.compute_s + r.handoff_s
-                    + r.result_transfer_s for r in rows)
-        total = rows[0].total_s
+        parts = sum(r.wall_uplink_s + r.wall_planning_s + r.wall_transfer_s + r.wall_queueing_s
+                    + r.wall_compute_s + r.wall_handoff_s + r.wall_result_transfer_s for r in rows)
+        total = rows[0].wall_total_s
         assert math.isclose(parts, total, rel_tol=1e-9, abs_tol=1e-9)
-        assert total == pytest.approx(rows[-1].t_result_received - rows[0].t_request_sent)
+        assert total == pytest.approx(rows[-1].wall_t_result_received - rows[0].wall_t_request_sent)
         for r in rows:
-            assert min(r.transfer_s, r.queueing_s, r.compute_s, r.handoff_s, r.result_transfer_s) >= 0
-            assert r.t_request_sent <= r.t_received <= r.t_compute_start <= r.t_compute_end <= r.t_sent
+            assert min(r.wall_transfer_s, r.wall_queueing_s, r.wall_compute_s, r.wall_handoff_s,
+                       r.wall_result_transfer_s) >= 0
+            assert (r.wall_t_request_sent <= r.wall_t_received <= r.wall_t_compute_start
+                    <= r.wall_t_compute_end <= r.wall_t_sent)
 
 
 def test_bytes_on_each_hop_are_the_state_that_crossed(records):
@@ -168,14 +170,14 @@ def test_profiled_hosts_are_paced_and_overruns_are_reported(records):
     assert edge and cloud
     for r in edge:
         steps = r.end_step - r.start_step
-        assert r.profiled_compute_s == pytest.approx(steps * EDGE_STEP_S)
-        assert r.compute_s >= r.profiled_compute_s - 1e-3 and r.compute_mode == "profiled"
-        assert r.real_compute_s <= r.compute_s + 1e-3
+        assert r.wall_profiled_compute_s == pytest.approx(steps * EDGE_STEP_S)
+        assert r.wall_compute_s >= r.wall_profiled_compute_s - 1e-3 and r.compute_mode == "profiled"
+        assert r.wall_real_compute_s <= r.wall_compute_s + 1e-3
     for r in cloud:  # 0.8 ms per step: no CPU here manages that, and the record says so
         assert r.hardware == "datacenter_gpu" and r.overrun_steps == r.end_step - r.start_step
-        assert r.compute_s >= r.profiled_compute_s + r.overrun_s - 1e-3
+        assert r.wall_compute_s >= r.wall_profiled_compute_s + r.wall_overrun_s - 1e-3
     device = [r for r in rows if r.host == "d1"]
-    assert all(r.compute_mode == "native" and r.profiled_compute_s is None for r in device)
+    assert all(r.compute_mode == "native" and r.wall_profiled_compute_s is None for r in device)
 
 
 def test_images_over_the_network_equal_the_local_unsplit_run(records, cluster):
@@ -215,7 +217,8 @@ def test_a_cascade_escalates_exactly_what_the_gate_doubts_and_delivers_the_escal
         local = generate(parse_plan("small:0-10"), again.labels, again.seed, "dpm")
         assert (again.images - local).abs().max().item() <= 1e-5
         assert rows[1].payload_bytes == 0  # the escalation's first stage draws its own noise
-        assert rows[0].total_s == rows[1].total_s > rows[1].t_result_received - rows[1].t_coordinator_received
+        escalation_s = rows[1].wall_t_result_received - rows[1].wall_t_coordinator_received
+        assert rows[0].wall_total_s == rows[1].wall_total_s > escalation_s
         assert rows[1].predicted_total_s is None  # the first pass's prediction does not cover it
     assert escalated > 0  # these seeds' images have confidences below the threshold (0.78, 0.94, 0.01)
 

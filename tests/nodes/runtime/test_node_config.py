@@ -17,7 +17,8 @@ EXAMPLE = {
     "peers": {"edge": {"endpoint": "tcp://10.0.0.2:5555", "role": "edge", "models": ["medium"]},
               "cloud": {"endpoint": "tcp://10.0.0.1:5555", "role": "cloud", "models": ["large"]}},
     "models": ["small"], "compute": {"mode": "profiled", "hardware": "phone"},
-    "run_dir": "/tmp/run", "scheduler": "dpm", "steps": 50, "request_timeout_s": 60, "t0": 1795770000.0,
+    "run_dir": "/tmp/run", "scheduler": "dpm", "steps": 50, "request_timeout_s": 60,
+    "clock": {"wall_origin": 1795770000.0},
     "workload": [{"at_s": 0.0, "n": 8, "seed": 1, "strategy": "fixed_split", "deadline_s": 5.0},
                  {"at_s": 2.5, "n": 4, "label": 3, "seed": 2, "strategy": "cloud_only"}],
 }
