@@ -72,13 +72,14 @@ def first_rows(run_dir: Path) -> pd.DataFrame:
     return req[req["stage_index"].fillna(0) == 0]
 
 
-def plan_quality(plans: pd.Series, scheduler: str, steps: int) -> pd.DataFrame:
-    """FID and class accuracy (the quality table's) of each plan text; NaN where there is none."""
+def plan_quality(plan_keys: pd.Series, scheduler: str, steps: int) -> pd.DataFrame:
+    """FID and class accuracy (the quality table's) of each plan (without hosts, the records'
+    `plan_key`); NaN where there is none."""
     from analysis.quality_table import load_table, lookup
-    from nodes.planning.plan import parse_plan
 
+    plans = plan_keys
     table = load_table(scheduler, steps)
-    cache = {p: lookup(table, parse_plan(p).key) for p in plans.dropna().unique()}
+    cache = {p: lookup(table, p) for p in plans.dropna().unique()}
     return pd.DataFrame({k: plans.map(lambda p, k=k: cache[p][k] if p in cache else math.nan)
                          for k in ("fid", "class_accuracy")})
 
@@ -88,7 +89,7 @@ def table_row(name: str, first: pd.DataFrame, summary: dict[str, Any] | None, sc
     """One row of the table: a strategy's (or the oracle's) requests, latency, quality weighted by
     images, and what its summary.json entry says of bytes, energy, overruns and escalations."""
     ok = first[first["outcome"] == "ok"]
-    quality = plan_quality(ok["plan"], scheduler, steps)
+    quality = plan_quality(ok["plan_key"], scheduler, steps)
     weights = ok["n_images"].astype(float).to_numpy()
     totals = ok["total_s"].astype(float)
     entry = summary or {}
@@ -111,7 +112,7 @@ def oracle_rows(candidates: list[pd.DataFrame], floor: dict[str, float | None], 
     """Per request: the fastest candidate's row among those that completed it with a plan meeting
     the floor (a failed row where none did), in the order the requests were sent."""
     both = pd.concat(candidates, ignore_index=True)
-    quality = plan_quality(both["plan"], scheduler, steps)
+    quality = plan_quality(both["plan_key"], scheduler, steps)
     meets = pd.Series(True, index=both.index)
     if floor.get("min_class_accuracy") is not None:
         meets &= quality["class_accuracy"] >= floor["min_class_accuracy"]

@@ -29,7 +29,6 @@ import pandas as pd  # noqa: E402
 
 from analysis.run_tables import load_run  # noqa: E402
 from analysis.summary import overrun_parts, per_request  # noqa: E402
-from nodes.planning.plan import parse_plan  # noqa: E402
 
 # latency parts as the records name them, grouped as a reader thinks of them
 PARTS = {"uplink and planning": ["uplink_s", "planning_s"], "compute": ["compute_s"],
@@ -227,8 +226,7 @@ def plan_lines(strategies: dict[str, dict[str, Any]]) -> list[str]:
     """The plans of each strategy that chose more than one (elastic, routing), with how many
     requests each."""
     # the strategies whose plans differ by more than the requesting device
-    varied = {n: e for n, e in strategies.items()
-              if len({parse_plan(p).key for p in e.get("plans") or {}}) > 1}
+    varied = {n: e for n, e in strategies.items() if len(e.get("plans_without_hosts") or {}) > 1}
     rows = [{"strategy": name, "plan": plan, "requests": count}
             for name, entry in varied.items() for plan, count in (entry.get("plans") or {}).items()]
     if not rows:

@@ -18,7 +18,7 @@ from typing import Annotated, Any, get_args, get_origin
 import pandas as pd
 
 from nodes.clock import Clock, wall_fields
-from nodes.runtime.records import StageRecord, failed_records, read_records
+from nodes.runtime.records import SentRequest, StageRecord, failed_records, read_records
 
 PLANNED_COLUMNS = ["request_id", "repetition", "at_s", "warmup"]
 RECORD_WALL_FIELDS = wall_fields(StageRecord)
@@ -89,10 +89,9 @@ def unrecorded_failures(seen: set[str], planned: list[dict[str, Any]], scheduler
             continue
         # when (or whether) it was sent is unknown: the device that knew is gone or never started
         scheduled = clock.wall_at(r["at_s"])
-        note = {"request_id": r["request_id"], "device": r["device"], "strategy": r["strategy"],
-                "n": r["n"], "seed": r["seed"], "scheduler": scheduler, "steps": steps,
-                "deadline_s": r["deadline_s"], "wall_t_scheduled": scheduled,
-                "wall_t_request_sent": scheduled}
+        note = SentRequest(request_id=r["request_id"], device=r["device"], strategy=r["strategy"], n=r["n"],
+                           seed=r["seed"], scheduler=scheduler, steps=steps, deadline_s=r["deadline_s"],
+                           wall_t_scheduled=scheduled, wall_t_request_sent=scheduled)
         rows += failed_records(note, reason, None)
     return rows
 

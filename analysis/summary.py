@@ -35,7 +35,6 @@ import pandas as pd
 
 from analysis.energy import request_energy
 from nodes.planning.hardware import HardwarePower, load_power
-from nodes.planning.plan import parse_plan
 from nodes.runtime.records import ESCALATION_SUFFIX, request_of
 
 TABLE_COLUMNS = [
@@ -150,6 +149,7 @@ def _costs(group: pd.DataFrame, ok: pd.DataFrame, requests: pd.DataFrame, wire: 
         "failure_reasons": failures["reason"].value_counts().to_dict(),
         "failures": failures.to_dict("records"),  # every failed request, with its reason
         "plans": ok["plan"].value_counts().to_dict(),
+        "plans_without_hosts": ok["plan_key"].value_counts().to_dict(),
         "latency_mean_s": totals.mean() if done else None,
         "latency_p50_s": totals.quantile(0.5) if done else None,
         "latency_p95_s": totals.quantile(0.95) if done else None,
@@ -201,8 +201,8 @@ def _energy(ok: pd.DataFrame, energy: pd.DataFrame) -> dict[str, Any]:
 def _plan_usage(ok: pd.DataFrame) -> pd.DataFrame:
     """(plan without hosts, scheduler, steps) -> ok requests, one row per distinct triple."""
 
-    ok = ok[ok["plan"].notna()]
-    frame = pd.DataFrame({"plan": [parse_plan(p).key for p in ok["plan"]],
+    ok = ok[ok["plan_key"].notna()]
+    frame = pd.DataFrame({"plan": ok["plan_key"].astype(str).to_numpy(),
                           "scheduler": ok["scheduler"].astype(str).to_numpy(),
                           "steps": ok["steps"].astype(int).to_numpy()})
     return frame.value_counts(sort=False).rename("requests").reset_index()

@@ -81,7 +81,7 @@ def _auto(scenario: Scenario, timer: StepTimer) -> tuple[float, str, list[dict]]
         if spec.compute != "profiled":
             continue
         profiles = profiles or load_profiles(scenario.nodes.profiles_file)
-        share = scenario.topology.compute.get(role)
+        share = scenario.topology.cpu_shares.get(role)
         for model in spec.models:
             real = timer(model, batch, REPEATS, spec.threads) / (share or 1.0)
             profiled = profile_for(profiles, spec.hardware or "", model).step_s(batch)

@@ -118,7 +118,7 @@ class HostSetup:
             return
         if cgroup_version() == "none":
             if any(h.cpu for h in self.hosts.values()):
-                raise ValueError("topology.compute: CPU shares need cgroups, none found")
+                raise ValueError("topology.cpu_shares: CPU shares need cgroups, none found")
             return
         self.limiter = make_cpu_limiter()
         for name, h in self.hosts.items():

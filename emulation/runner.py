@@ -494,7 +494,7 @@ class _Run:
 
 
 def compute_manifest(sc: Scenario) -> dict[str, Any]:
-    """CPU shares (from [topology.compute]) and, for profiled roles, the profile entries used."""
+    """CPU shares (from [topology.cpu_shares]) and, for profiled roles, the profile entries used."""
     from nodes.planning.hardware import load_profiles
     from nodes.schema import NODE_ROLES
 
@@ -502,7 +502,8 @@ def compute_manifest(sc: Scenario) -> dict[str, Any]:
     profiles = None
     for role in NODE_ROLES:
         spec = sc.nodes.role(role)
-        entry: dict[str, Any] = {"cpu_share": sc.topology.compute.get(role), **spec.model_dump(mode="json")}
+        share = sc.topology.cpu_shares.get(role)
+        entry: dict[str, Any] = {"cpu_share": share, **spec.model_dump(mode="json")}
         if spec.compute == "profiled":
             profiles = profiles or load_profiles(sc.nodes.profiles_file)
             entry["profiles"] = {m: vars(profiles[spec.hardware][m]) for m in spec.models}

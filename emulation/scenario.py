@@ -10,7 +10,7 @@
 
 Tables of a scenario file (every one but `[topology]` has defaults):
 
-    [topology]            topologies/spec.py, unchanged (CPU shares per role live in [topology.compute])
+    [topology]            topologies/spec.py, unchanged (CPU shares per role live in [topology.cpu_shares])
     [nodes.cloud|edge|device]
         models   = ["large"]            denoisers the role holds (names or model directories)
         compute  = "native"|"profiled"  profiled: per-step times from the profile table, by pacing
@@ -82,7 +82,7 @@ TABLES = ("topology", "nodes", "workload", "strategies", "generation", "capture"
 
 class RoleNodes(StrictModel):
     """What the node process of every host of one role holds and how it computes.  The CPU share
-    of the role is `[topology.compute]` (one place for it)."""
+    of the role is `[topology.cpu_shares]` (one place for it)."""
 
     models: list[str] = Field(default_factory=list, max_length=8)
     compute: Literal["native", "profiled"] = "native"

@@ -4,7 +4,7 @@ one table and one figure across the runs.
     table = run_sweep("scenarios/smoke.toml", "topology.backhaul.bw_mbit", [2, 10, 50], "runs/backhaul")
 
 FIELD is a dotted path into the scenario file's tables (`topology.backhaul.bw_mbit`,
-`workload.images_per_request`, `generation.steps`, `topology.compute.edge`, ...); every value is
+`workload.images_per_request`, `generation.steps`, `topology.cpu_shares.edge`, ...); every value is
 written there and the whole scenario validated before the first run starts, so a bad field or
 value stops the sweep with one line and nothing written.  Runs go to OUT/<field>=<value>/ (each a
 full run directory with its report), all at one time dilation K chosen before the first

@@ -51,7 +51,7 @@ def _dilation_inputs(scenario: Scenario) -> str:
     """What choose_dilation reads of a scenario: two scenarios alike in it get the same K."""
     return json.dumps([scenario.run.time_dilation, scenario.workload.images_per_request,
                        sorted(scenario.roles_present()), scenario.nodes.model_dump(mode="json"),
-                       scenario.topology.compute], sort_keys=True, default=str)
+                       scenario.topology.cpu_shares], sort_keys=True, default=str)
 
 
 def run_variants(runs: Mapping[str, Scenario], out_dir: str | Path, *, dilation: Dilation | None = None,

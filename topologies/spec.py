@@ -188,14 +188,21 @@ class TopologySpec(StrictModel):
     backhaul: LinkParams | None = LinkParams(bw_mbit=100, delay_ms=20)  # edge <-> cloud
     inter_edge: LinkParams = LinkParams(bw_mbit=1000, delay_ms=2)  # multi_cell: edge <-> edge
     cells: StrictInt = Field(1, ge=1, le=64)
-    compute: dict[str, StrictFloat] = Field(default_factory=dict, description="role -> CPU share")
+    cpu_shares: dict[str, StrictFloat] = Field(default_factory=dict, description="role -> CPU share")
     links: list[LinkOverride] = Field(default_factory=list)
     events: list[LinkEvent] = Field(default_factory=list)
     channel: ChannelSpec | None = None
 
-    @field_validator("compute")
+    @model_validator(mode="before")
     @classmethod
-    def _compute(cls, v: dict[str, float]) -> dict[str, float]:
+    def _renamed(cls, data: object) -> object:
+        if isinstance(data, dict) and "compute" in data:  # `compute` is a node's mode, [nodes.<role>]
+            raise ValueError("`compute` is now `cpu_shares` (role -> share of the machine's CPU)")
+        return data
+
+    @field_validator("cpu_shares")
+    @classmethod
+    def _cpu_shares(cls, v: dict[str, float]) -> dict[str, float]:
         for role, share in v.items():
             if role not in ROLES:
                 raise ValueError(f"unknown role {role!r} (one of {', '.join(ROLES)})")

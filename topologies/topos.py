@@ -167,12 +167,12 @@ def _device_link(d: DeviceSpec) -> LinkParams:
 class StarTopo(EdgeTopo):
     """An edge server that is also the access point, with N devices on wireless-like links."""
 
-    def build(self, devices: list[DeviceSpec], compute: dict | None = None,
+    def build(self, devices: list[DeviceSpec], cpu_shares: dict | None = None,
               overrides: dict | None = None) -> None:
-        compute, overrides = compute or {}, overrides or {}
-        hub = self.add_node("edge", "edge", compute.get("edge"))
+        cpu_shares, overrides = cpu_shares or {}, overrides or {}
+        hub = self.add_node("edge", "edge", cpu_shares.get("edge"))
         for d in devices:
-            name = self.add_node(d.name, "device", d.cpu or compute.get("device"), d.radio)
+            name = self.add_node(d.name, "device", d.cpu or cpu_shares.get("device"), d.radio)
             self.add_link(name, hub, _with_override(_device_link(d), name, hub, overrides))
 
 
@@ -180,13 +180,13 @@ class TwoTierTopo(EdgeTopo):
     """devices - ap - edge server - backhaul - cloud."""
 
     def build(self, devices: list[DeviceSpec], access: LinkParams, backhaul: LinkParams,
-              compute: dict | None = None, overrides: dict | None = None) -> None:
-        compute, overrides = compute or {}, overrides or {}
+              cpu_shares: dict | None = None, overrides: dict | None = None) -> None:
+        cpu_shares, overrides = cpu_shares or {}, overrides or {}
         for d in devices:
-            self.add_node(d.name, "device", d.cpu or compute.get("device"), d.radio)
-        ap = self.add_node("ap", "ap", compute.get("ap"))
-        edge = self.add_node("edge", "edge", compute.get("edge"))
-        cloud = self.add_node("cloud", "cloud", compute.get("cloud"))
+            self.add_node(d.name, "device", d.cpu or cpu_shares.get("device"), d.radio)
+        ap = self.add_node("ap", "ap", cpu_shares.get("ap"))
+        edge = self.add_node("edge", "edge", cpu_shares.get("edge"))
+        cloud = self.add_node("cloud", "cloud", cpu_shares.get("cloud"))
         for d in devices:
             self.add_link(d.name, ap, _with_override(_device_link(d), d.name, ap, overrides))
         self.add_link(ap, edge, _with_override(access, ap, edge, overrides))
@@ -199,13 +199,13 @@ class MultiCellTopo(EdgeTopo):
 
     def build(self, devices: list[DeviceSpec], cells: int, access: LinkParams,
               inter_edge: LinkParams, backhaul: LinkParams | None = None,
-              compute: dict | None = None, overrides: dict | None = None) -> None:
-        compute, overrides = compute or {}, overrides or {}
+              cpu_shares: dict | None = None, overrides: dict | None = None) -> None:
+        cpu_shares, overrides = cpu_shares or {}, overrides or {}
         for d in devices:
-            self.add_node(d.name, "device", d.cpu or compute.get("device"), d.radio)
-        aps = [self.add_node(f"ap{k + 1}", "ap", compute.get("ap")) for k in range(cells)]
-        edges = [self.add_node(f"edge{k + 1}", "edge", compute.get("edge")) for k in range(cells)]
-        cloud = self.add_node("cloud", "cloud", compute.get("cloud")) if backhaul else None
+            self.add_node(d.name, "device", d.cpu or cpu_shares.get("device"), d.radio)
+        aps = [self.add_node(f"ap{k + 1}", "ap", cpu_shares.get("ap")) for k in range(cells)]
+        edges = [self.add_node(f"edge{k + 1}", "edge", cpu_shares.get("edge")) for k in range(cells)]
+        cloud = self.add_node("cloud", "cloud", cpu_shares.get("cloud")) if backhaul else None
         for d in devices:
             ap = aps[d.cell]
             self.add_link(d.name, ap, _with_override(_device_link(d), d.name, ap, overrides))
@@ -226,7 +226,7 @@ def topology_from_spec(spec: TopologySpec) -> EdgeTopo:
         a, b = o.endpoints
         if not _adjacent(spec, a, b, devices):
             raise ValueError(f"topology.links: {a} and {b} are not linked in a {spec.kind}")
-    common = {"compute": dict(spec.compute), "overrides": overrides}
+    common = {"cpu_shares": dict(spec.cpu_shares), "overrides": overrides}
     if spec.kind == "star":
         return StarTopo(devices=devices, **common)
     if spec.kind == "two_tier":

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -34,6 +34,7 @@ from nodes.runtime.protocol import (
     RequestMsg,
     RequestTimes,
     ResultMsg,
+    WirePrediction,
     WireTransfer,
     encode,
     plan_from_wire,
@@ -42,6 +43,7 @@ from nodes.runtime.protocol import (
 from nodes.runtime.records import (
     ESCALATION_SUFFIX,
     RecordWriter,
+    SentRequest,
     StageRecord,
     cascade_records,
     completed_records,
@@ -69,12 +71,12 @@ class FirstPass:
     indices: list[int]  # the images sent up again
     escalation_id: str
     plan: str | None = None  # the escalation's, once the coordinator says
-    note: dict[str, Any] = field(default_factory=dict)  # the escalation's own prediction
+    prediction: WirePrediction | None = None  # the escalation's own
 
 
 @dataclass
 class Pending:
-    note: dict[str, Any]  # the request fields of its records
+    note: SentRequest
     labels: list[int]
     wall_timeout_at: float
     plan: str | None = None
@@ -151,11 +153,10 @@ class Device:
         config = self.node.config
         labels = workload_labels(request)
         sent = time.time()
-        note = {"request_id": request_id, "device": config.host, "strategy": request.strategy, "n": request.n,
-                "seed": request.seed, "scheduler": config.scheduler, "steps": config.steps,
-                "deadline_s": request.deadline_s, "wall_t_scheduled": wall_scheduled,
-                "wall_t_request_sent": sent,
-                "warmup": request.warmup}
+        note = SentRequest(request_id=request_id, device=config.host, strategy=request.strategy, n=request.n,
+                           seed=request.seed, scheduler=config.scheduler, steps=config.steps,
+                           deadline_s=request.deadline_s, wall_t_scheduled=wall_scheduled,
+                           wall_t_request_sent=sent, warmup=request.warmup)
         self.pending[request_id] = Pending(note, labels, sent + self.clock.wall(config.request_timeout_s))
         message = RequestMsg(v=WIRE_VERSION, kind="request", request_id=request_id, origin=config.host,
                              strategy=request.strategy, n=request.n, labels=labels, seed=request.seed,
@@ -189,10 +190,10 @@ class Device:
         if isinstance(envelope, AcceptedMsg):
             if pending.first is not None:
                 pending.first.plan = wire_text(envelope.plan)
-                pending.first.note["prediction"] = envelope.prediction
+                pending.first.prediction = envelope.prediction
             else:
                 pending.plan = wire_text(envelope.plan)
-                pending.note["prediction"] = envelope.prediction
+                pending.note.prediction = envelope.prediction
         elif isinstance(envelope, ErrorMsg):
             why = "escalation: " if escalation else ""
             self.fail(request_id, f"{why}{envelope.host}: {envelope.reason}", wire_text(envelope.plan))
@@ -224,24 +225,26 @@ class Device:
     def complete(self, item: Inbound, pending: Pending, outbox: Outbox) -> None:
         result: ResultMsg = item.message.envelope  # type: ignore[assignment]
         first = pending.first
-        request_id = pending.note["request_id"]
+        request_id = pending.note.request_id
         labels = pending.labels if first is None else [pending.labels[i] for i in first.indices]
         try:
             plan, images = self._checked(item, labels)
         except (ValueError, KeyError) as exc:
             self.fail(request_id, f"inconsistent result: {exc}", wire_text(result.plan))
             return
-        note = pending.note if first is None else {**pending.note, **first.note, "n": len(labels)}
+        note = pending.note
+        if first is not None:  # the escalation: its images, its own prediction
+            note = replace(note, n=len(labels), prediction=first.prediction)
         if result.prediction is not None:  # its own plan's (a re-planned request had two, or the
-            note["prediction"] = result.prediction  # result overtook the `accepted` message)
-        seed = note["seed"] if first is None else escalation_seed(note["seed"])
+            note.prediction = result.prediction  # result overtook the `accepted` message)
+        seed = note.seed if first is None else escalation_seed(note.seed)
         samples = Samples(images=images, labels=torch.tensor(labels), plan=plan, seed=seed,
-                          scheduler=note["scheduler"], steps=note["steps"])
+                          scheduler=note.scheduler, steps=note.steps)
         name = request_id if first is None else request_id + ESCALATION_SUFFIX
         save_samples(self.samples_dir / f"{name}.npz", samples)  # before the ok records
         rows = completed_records(note, str(plan), result.timestamps, list(result.hops), item.received,
                                  item.message.payload_bytes, item.message.message_bytes, self.clock)
-        spec = self.node.config.strategies.get(note["strategy"])
+        spec = self.node.config.strategies.get(note.strategy)
         if first is not None:
             rows = cascade_records(first.rows, rows, _cascade_name(spec), first.indices, self.clock)
         elif spec is not None and spec.kind == "cascade":
@@ -277,19 +280,19 @@ class Device:
         if not indices:
             return False
         note = pending.note
-        escalation_id = note["request_id"] + ESCALATION_SUFFIX
+        escalation_id = note.request_id + ESCALATION_SUFFIX
         pending.first = FirstPass(rows, images, indices, escalation_id)
-        self.escalations[escalation_id] = note["request_id"]
+        self.escalations[escalation_id] = note.request_id
         message = RequestMsg(v=WIRE_VERSION, kind="request", request_id=escalation_id, origin=self.node.host,
-                             strategy=note["strategy"], n=len(indices),
-                             labels=[pending.labels[i] for i in indices], seed=escalation_seed(note["seed"]),
-                             deadline_s=note["deadline_s"], timestamps=RequestTimes(request_sent=time.time()),
-                             warmup=note.get("warmup", False), escalation_of=note["request_id"])
+                             strategy=note.strategy, n=len(indices),
+                             labels=[pending.labels[i] for i in indices], seed=escalation_seed(note.seed),
+                             deadline_s=note.deadline_s, timestamps=RequestTimes(request_sent=time.time()),
+                             warmup=note.warmup, escalation_of=note.request_id)
         try:
             outbox.send(self.node.config.coordinator, encode(message))
         except RuntimeError as exc:
             coordinator = self.node.config.coordinator
-            self.fail(note["request_id"], f"sending the escalation to {coordinator} failed: {exc}")
+            self.fail(note.request_id, f"sending the escalation to {coordinator} failed: {exc}")
         return True
 
     def fail(self, request_id: str, reason: str, plan: str | None = None) -> None:

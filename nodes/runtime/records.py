@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
@@ -39,9 +40,29 @@ from pydantic import BaseModel, ConfigDict
 
 from nodes.clock import Clock, WallSeconds, WallTime
 from nodes.planning.plan import parse_plan
-from nodes.runtime.protocol import Hop, RequestTimes
+from nodes.runtime.protocol import Hop, RequestTimes, WirePrediction
 
 Outcome = Literal["ok", "failed"]
+
+
+@dataclass
+class SentRequest:
+    """A request as its device sent it: the request's fields of its records.  The device makes
+    one when it sends (nodes/runtime/device.py), the runner one for a request nobody recorded
+    (analysis/run_tables.py); the coordinator's prediction is added when its plan comes."""
+
+    request_id: str
+    device: str
+    strategy: str
+    n: int
+    seed: int
+    scheduler: str
+    steps: int
+    deadline_s: float | None  # emulated, as the workload gave it
+    wall_t_scheduled: float
+    wall_t_request_sent: float
+    warmup: bool = False
+    prediction: WirePrediction | None = None
 
 
 class StageRecord(BaseModel):
@@ -52,6 +73,7 @@ class StageRecord(BaseModel):
     device: str
     strategy: str
     plan: str | None
+    plan_key: str | None  # the plan without its hosts: what its quality is looked up by
     n_images: int
     seed: int
     scheduler: str
@@ -114,19 +136,19 @@ class StageRecord(BaseModel):
     wall_gate_s: WallSeconds | None = None  # from the first result to the escalation's send: the gate's time
 
 
-def _request_fields(request: dict, outcome: Outcome, reason: str | None, plan: str | None) -> dict:
-    predicted = request.get("prediction")
+def _request_fields(request: SentRequest, outcome: Outcome, reason: str | None, plan: str | None) -> dict:
+    predicted = request.prediction
     return {
         "predicted_total_s": predicted.latency_s if predicted else None,
         "predicted_fid": predicted.fid if predicted else None,
         "predicted_class_accuracy": predicted.class_accuracy if predicted else None,
         "predicted_device_energy_j": predicted.device_energy_j if predicted else None,
         "plan_note": predicted.note if predicted else None,
-        "request_id": request["request_id"], "device": request["device"], "strategy": request["strategy"],
-        "plan": plan, "n_images": request["n"], "seed": request["seed"], "scheduler": request["scheduler"],
-        "steps": request["steps"], "deadline_s": request["deadline_s"], "outcome": outcome,
-        "reason": reason, "wall_t_scheduled": request["wall_t_scheduled"],
-        "wall_t_request_sent": request["wall_t_request_sent"],
+        "request_id": request.request_id, "device": request.device, "strategy": request.strategy,
+        "plan": plan, "plan_key": parse_plan(plan).key if plan else None, "n_images": request.n,
+        "seed": request.seed, "scheduler": request.scheduler, "steps": request.steps,
+        "deadline_s": request.deadline_s, "outcome": outcome, "reason": reason,
+        "wall_t_scheduled": request.wall_t_scheduled, "wall_t_request_sent": request.wall_t_request_sent,
     }
 
 
@@ -136,11 +158,10 @@ def deadline_met(deadline_s: float | None, wall_total_s: float, clock: Clock) ->
 
 
 def completed_records(
-    request: dict, plan: str, times: RequestTimes, hops: list[Hop], wall_t_result_received: float,
+    request: SentRequest, plan: str, times: RequestTimes, hops: list[Hop], wall_t_result_received: float,
     result_payload_bytes: int, result_message_bytes: int, clock: Clock,
 ) -> list[StageRecord]:
-    """Rows of a request whose result arrived. `request`: the device's own note of what it sent;
-    the wire's timestamps are the wall clock's."""
+    """Rows of a request whose result arrived; the wire's timestamps are the wall clock's."""
     total = wall_t_result_received - times.request_sent
     base = _request_fields(request, "ok", None, plan)
     rows, previous_sent = [], times.dispatched
@@ -149,7 +170,7 @@ def completed_records(
         first = hop.stage == 0
         stage = parse_plan(plan).stages[hop.stage]
         rows.append(StageRecord(
-            **base, deadline_met=deadline_met(request["deadline_s"], total, clock), stage_index=hop.stage,
+            **base, deadline_met=deadline_met(request.deadline_s, total, clock), stage_index=hop.stage,
             stage_count=len(hops), host=hop.host, model=hop.model, start_step=stage.start, end_step=stage.end,
             wall_t_coordinator_received=times.coordinator_received, wall_t_dispatched=times.dispatched,
             wall_t_received=hop.received, wall_t_compute_start=hop.compute_start,
@@ -187,7 +208,7 @@ _EMPTY_STAGE = dict.fromkeys(
 )
 
 
-def failed_records(request: dict, reason: str, plan: str | None) -> list[StageRecord]:
+def failed_records(request: SentRequest, reason: str, plan: str | None) -> list[StageRecord]:
     """Rows of a failed request: one per planned stage, or a single stage-less row if no plan came."""
     base = _request_fields(request, "failed", reason, plan)
     if plan is None:

@@ -30,7 +30,8 @@ def ok_rows(request_id: str, strategy: str, plan: str, t: float, n_images: int =
     rows = []
     for i, stage in enumerate(stages):
         row = dict.fromkeys(COLUMNS)
-        row.update(request_id=request_id, device="d1", strategy=strategy, plan=plan, n_images=n_images,
+        row.update(request_id=request_id, device="d1", strategy=strategy, plan=plan,
+                   plan_key=parse_plan(plan).key, n_images=n_images,
                    seed=7, scheduler="ddim", steps=stages[-1].end, outcome="ok", deadline_met=None,
                    t_scheduled=t, stage_index=i, stage_count=len(stages), host=stage.host, model=stage.model,
                    start_step=stage.start, end_step=stage.end, t_request_sent=t,

@@ -7,7 +7,7 @@ import pytest
 
 from analysis.accuracy import accuracy_report
 from analysis.run_tables import records_table
-from nodes.runtime.records import StageRecord, failed_records
+from nodes.runtime.records import SentRequest, StageRecord, failed_records
 
 NETWORK = {"hosts": [{"name": "edge", "role": "edge"}, {"name": "cloud", "role": "cloud"},
                      {"name": "d1", "role": "device"}],
@@ -19,7 +19,7 @@ def _failed(request_id: str, plan: str | None) -> list[StageRecord]:
     note = {"request_id": request_id, "device": "d1", "strategy": "cloud_only", "n": 2, "seed": 1,
             "scheduler": "ddim", "steps": 10, "deadline_s": None, "wall_t_scheduled": 1.0,
             "wall_t_request_sent": 1.0}
-    return failed_records(note, "timeout: no result within 5 s", plan)
+    return failed_records(SentRequest(**note), "timeout: no result within 5 s", plan)
 
 
 def test_a_run_in_which_every_request_failed_has_an_accuracy_report() -> None:

@@ -12,7 +12,7 @@ from analysis.summary import summarize
 from nodes.clock import Clock
 from nodes.planning.cascade_table import THRESHOLDS, cascade_figures, parse_cascade, read_cascade_table
 from nodes.runtime.protocol import Hop, RequestTimes
-from nodes.runtime.records import cascade_records, completed_records
+from nodes.runtime.records import SentRequest, cascade_records, completed_records
 
 CLOCK = Clock(wall_origin=0.0)
 NOTE = {"device": "d1", "strategy": "cascade", "n": 4, "seed": 9, "scheduler": "dpm", "steps": 30,
@@ -43,15 +43,16 @@ def _request(request_id: str, escalated: list[int], t0: float) -> list:
     hop = Hop(stage=0, host="d1", model="small", received=t0 + 0.03, compute_start=t0 + 0.04,
               compute_end=t0 + 0.3, sent=t0 + 0.31, payload_bytes=0, message_bytes=300, real_compute_s=0.2)
     note = {**NOTE, "request_id": request_id, "wall_t_request_sent": t0}
-    first = completed_records(note, "small:0-30@d1", times, [hop], t0 + 0.35, 1000, 1200, CLOCK)
+    first = completed_records(SentRequest(**note), "small:0-30@d1", times, [hop], t0 + 0.35, 1000, 1200,
+                              CLOCK)
     second = []
     if escalated:
         times = RequestTimes(request_sent=t0 + 0.4, coordinator_received=t0 + 0.41, dispatched=t0 + 0.42)
         hop = Hop(stage=0, host="cloud", model="large", received=t0 + 0.43, compute_start=t0 + 0.44,
                   compute_end=t0 + 0.5, sent=t0 + 0.51, payload_bytes=0, message_bytes=300,
                   real_compute_s=0.05)
-        second = completed_records({**NOTE, "request_id": request_id + ".esc", "n": len(escalated)},
-                                   "large:0-30@cloud", times, [hop], t0 + 0.6, 500, 700, CLOCK)
+        escalation = SentRequest(**{**NOTE, "request_id": request_id + ".esc", "n": len(escalated)})
+        second = completed_records(escalation, "large:0-30@cloud", times, [hop], t0 + 0.6, 500, 700, CLOCK)
     return cascade_records(first, second, "small>large@0.95", escalated, CLOCK)
 
 

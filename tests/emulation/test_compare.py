@@ -46,8 +46,11 @@ def test_each_strategy_runs_alone_and_the_oracle_adds_only_plans_no_strategy_run
 
 def _run(directory: Path, name: str, rows: list[dict]) -> None:
     directory.mkdir(parents=True)
+    from nodes.planning.plan import parse_plan
+
     base = {"warmup": False, "stage_index": 0, "n_images": 2, "outcome": "ok"}
-    pd.DataFrame([{**base, **r} for r in rows]).to_parquet(directory / "requests.parquet")
+    rows = [{**base, **r, "plan_key": parse_plan(r["plan"]).key if r["plan"] else None} for r in rows]
+    pd.DataFrame(rows).to_parquet(directory / "requests.parquet")
     summary = {"strategies": {name: {"wire_bytes_per_image": 100.0}}}
     (directory / "summary.json").write_text(json.dumps(summary))
 
@@ -124,6 +127,7 @@ def test_a_cascade_s_row_takes_its_quality_from_the_cascade_table():
 
     first = pd.DataFrame({"request_id": ["a", "b"], "outcome": ["ok", "ok"], "n_images": [2, 2],
                           "total_s": [0.1, 0.3], "plan": ["small:0-30@d1", "small:0-30@d2"],
+                          "plan_key": ["small:0-30", "small:0-30"],
                           "cascade": ["small>large@0.95", "small>large@0.95"]})
     row = table_row("cascade", first, {"escalation_rate": 0.25}, "dpm", 30)
     assert (row["fid"], row["class_accuracy"]) == pytest.approx((2.06301, 0.95))

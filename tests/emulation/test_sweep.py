@@ -23,8 +23,8 @@ def test_values_are_toml_scalars_or_bare_words():
 
 def test_setting_a_field_copies_and_creates_tables_as_needed():
     data, _ = scenario_tables(SMOKE)
-    changed = with_field(data, "topology.compute.edge", 0.5)
-    assert changed["topology"]["compute"] == {"edge": 0.5} and "compute" not in data["topology"]
+    changed = with_field(data, "topology.cpu_shares.edge", 0.5)
+    assert changed["topology"]["cpu_shares"] == {"edge": 0.5} and "cpu_shares" not in data["topology"]
     assert with_field(data, "topology.backhaul.bw_mbit", 7)["topology"]["backhaul"]["bw_mbit"] == 7
     assert data["topology"]["backhaul"]["bw_mbit"] == 50
 

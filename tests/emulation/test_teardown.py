@@ -27,7 +27,7 @@ def spec_for(prefix: str) -> dict:
         "kind": "two_tier",
         "devices": [{"name": f"{prefix}1", "bw_mbit": 10, "delay_ms": 5, "cpu": 0.2},
                     {"name": f"{prefix}2", "bw_mbit": 5, "delay_ms": 10, "loss_pct": 1}],
-        "compute": {"edge": 0.5},
+        "cpu_shares": {"edge": 0.5},
     }
 
 

@@ -47,13 +47,14 @@ class FakeRunner:
         out.mkdir(parents=True)
         strategy = next(iter(scenario.strategies))
         self.runs.append((strategy, out, dilation.k if dilation else None))
-        rows = [{"request_id": r, "t_scheduled": t, "plan": "large:0-30@cloud", "total_s": s, "n_images": 2,
-                 "outcome": "ok", "warmup": False, "stage_index": 0, "host": "cloud", "start_step": 0,
-                 "end_step": 30} for r, t, s in (("a", 0.0, 0.1), ("b", 0.1, 0.3))]
+        rows = [{"request_id": r, "t_scheduled": t, "plan": "large:0-30@cloud", "plan_key": "large:0-30",
+                 "total_s": s, "n_images": 2, "outcome": "ok", "warmup": False, "stage_index": 0,
+                 "host": "cloud", "start_step": 0, "end_step": 30}
+                for r, t, s in (("a", 0.0, 0.1), ("b", 0.1, 0.3))]
         pd.DataFrame(rows).to_parquet(out / "requests.parquet")
         entry = {"done": 2, "failed": 0, "latency_p50_s": 0.2, "wire_bytes_per_image": 10.0}
         (out / "summary.json").write_text(json.dumps({"strategies": {strategy: entry}}))
-        (out / "manifest.json").write_text(json.dumps({"clock": {"time_dilation": 1, "origin": 0}}))
+        (out / "manifest.json").write_text(json.dumps({"clock": {"wall_origin": 0.0, "time_dilation": 1.0}}))
 
 
 def _with(path: Path, **tables) -> object:

@@ -42,7 +42,8 @@ def bad(update: dict) -> str:
         ({"devices": [{"name": "d1", "colour": "red"}]}, "topology.devices[0].colour"),
         ({"links": [{"endpoints": ["d1", "nowhere"], "bw_mbit": 5}]}, "nowhere"),
         ({"events": [{"at": 1, "link": ["d9", "ap"], "action": "down"}]}, "d9"),
-        ({"compute": {"gpu": 0.5}}, "topology.compute"),
+        ({"cpu_shares": {"gpu": 0.5}}, "topology.cpu_shares"),
+        ({"compute": {"edge": 0.5}}, "topology: `compute` is now `cpu_shares`"),  # a node's mode, not a share
         ({"impairment": "magic"}, "topology.impairment"),
     ],
 )

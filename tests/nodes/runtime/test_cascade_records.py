@@ -6,7 +6,7 @@ import math
 from analysis.run_tables import records_table
 from nodes.clock import Clock
 from nodes.runtime.protocol import Hop, RequestTimes
-from nodes.runtime.records import cascade_records, completed_records, request_of
+from nodes.runtime.records import SentRequest, cascade_records, completed_records, request_of
 
 CLOCK = Clock(wall_origin=0.0)
 NOTE = {"request_id": "d1-0003", "device": "d1", "strategy": "cascade", "n": 4, "seed": 9, "scheduler": "dpm",
@@ -17,7 +17,8 @@ def _rows(note: dict, host: str, t0: float, sent: float, result: float) -> list:
     times = RequestTimes(request_sent=sent, coordinator_received=t0 + 0.01, dispatched=t0 + 0.02)
     hop = Hop(stage=0, host=host, model="small", received=t0 + 0.03, compute_start=t0 + 0.04,
               compute_end=t0 + 0.3, sent=t0 + 0.31, payload_bytes=0, message_bytes=300, real_compute_s=0.2)
-    return completed_records(note, f"small:0-10@{host}", times, [hop], result, 1000, 1200, CLOCK)
+    request = SentRequest(**note)
+    return completed_records(request, f"small:0-10@{host}", times, [hop], result, 1000, 1200, CLOCK)
 
 
 def test_an_escalated_request_is_its_first_pass_then_its_escalation_and_parts_add_up():
