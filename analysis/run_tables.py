@@ -18,6 +18,7 @@ from typing import Annotated, Any, get_args, get_origin
 import pandas as pd
 
 from nodes.clock import Clock, wall_fields
+from nodes.planning.request import Request
 from nodes.runtime.records import SentRequest, StageRecord, failed_records, read_records
 
 PLANNED_COLUMNS = ["request_id", "repetition", "at_s", "warmup"]
@@ -79,20 +80,17 @@ def run_clock(manifest: dict[str, Any]) -> Clock:
     return Clock(wall_origin=origin, dilation=clock.get("time_dilation") or 1.0)
 
 
-def unrecorded_failures(seen: set[str], planned: list[dict[str, Any]], scheduler: str, steps: int,
+def unrecorded_failures(seen: set[str], planned: list[Request], scheduler: str, steps: int,
                         clock: Clock, reason: str) -> list[StageRecord]:
-    """Failed rows for the planned requests (workload rows, emulated time) whose id is not in
-    `seen`, stamped as the nodes stamp theirs (wall clock)."""
+    """Failed rows for the planned requests whose id is not in `seen`, stamped as the nodes stamp
+    theirs (wall clock)."""
     rows: list[StageRecord] = []
-    for r in planned:
-        if r["request_id"] in seen:
+    for request in planned:
+        if request.request_id in seen:
             continue
         # when (or whether) it was sent is unknown: the device that knew is gone or never started
-        scheduled = clock.wall_at(r["at_s"])
-        note = SentRequest(request_id=r["request_id"], device=r["device"], strategy=r["strategy"], n=r["n"],
-                           seed=r["seed"], scheduler=scheduler, steps=steps, deadline_s=r["deadline_s"],
-                           wall_t_scheduled=scheduled, wall_t_request_sent=scheduled)
-        rows += failed_records(note, reason, None)
+        scheduled = clock.wall_at(request.at_s)
+        rows += failed_records(SentRequest(request, scheduler, steps, scheduled, scheduled), reason, None)
     return rows
 
 

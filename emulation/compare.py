@@ -103,7 +103,8 @@ def fixed_plans(scenario: Scenario) -> dict[str, str]:
     out = {}
     for name, strategy in build_strategies(fixed).items():
         try:
-            out[name] = strategy.plan_for(PlanRequest("r", "d", 1, name), cluster).plan.key
+            probe = PlanRequest(request_id="r", device="d", n=1, strategy=name)
+            out[name] = strategy.plan_for(probe, cluster).plan.key
         except ValueError:
             continue  # a strategy these roles cannot serve: no candidate to share
     return out

@@ -26,6 +26,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from analysis.pipeline import Finished
 from emulation.scenario import TABLES, Experiment, check_resources
+from nodes.planning.request import Request
 from nodes.runtime.local_cluster import LocalCluster
 from nodes.runtime.node_config import (
     NodeConfig,
@@ -125,8 +126,7 @@ def host_configs(deployment: Deployment, base: Path | None = None) -> dict[str, 
         return SecurityConfig(curve=curve_config(keys_dir, host) if keys_dir is not None else None)
 
     return deployment.node_configs(hosts, deployment.coordinator or "", base / spec.run_dir,
-                                   {h: [r.node_request() for r in rs] for h, rs in requests.items()},
-                                   security=security)
+                                   requests, security=security)
 
 
 def make_keys(deployment: Deployment, base: Path | None = None) -> Path:
@@ -155,7 +155,7 @@ def workload_timeout(deployment: Deployment) -> float:
     return last + deployment.workload.request_timeout_s + WORKLOAD_MARGIN_S
 
 
-def deployment_requests(deployment: Deployment) -> list:
+def deployment_requests(deployment: Deployment) -> list[Request]:
     from emulation.workload import plan_workload
 
     return plan_workload(deployment.workload, deployment.devices, list(deployment.strategies))
@@ -168,7 +168,7 @@ def finish_deployment(deployment: Deployment, run_dir: Path, devices: list[str])
     from analysis.pipeline import finish_run_dir
     from analysis.run_tables import requests_frame
 
-    planned = [r.as_row() for r in deployment_requests(deployment) if r.device in devices]
+    planned = [r.model_dump(mode="json") for r in deployment_requests(deployment) if r.device in devices]
     wall = requests_frame(run_dir, planned)
     measured = wall.loc[wall["warmup"].ne(True), "wall_t_scheduled"].dropna()
     manifest = {"mode": "deploy", "status": "completed", "error": None, "workload": planned,

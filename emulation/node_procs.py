@@ -16,8 +16,8 @@ from pathlib import Path
 
 from emulation.network import EmulatedNetwork
 from emulation.scenario import Scenario
-from emulation.workload import PlannedRequest
 from nodes.clock import Clock
+from nodes.planning.request import Request
 from nodes.runtime.launcher import NodeLauncher
 from nodes.runtime.local_cluster import NodeProcess
 from nodes.runtime.node_config import NodeConfig
@@ -36,15 +36,14 @@ def coordinator_of(net: EmulatedNetwork) -> str:
 
 
 def build_configs(scenario: Scenario, net: EmulatedNetwork, run_dir: Path,
-                  workload: dict[str, list[PlannedRequest]], clock: Clock) -> dict[str, NodeConfig]:
+                  workload: dict[str, list[Request]], clock: Clock) -> dict[str, NodeConfig]:
     """Every node host's config: its address in the emulated network, one port for all, and the
     run's clock (its origin once the devices' start is known, and the network's K)."""
     hosts = {}
     for host, role in node_hosts(net).items():
         endpoint = f"tcp://{net.ip(host)}:{NODE_PORT}"
         hosts[host] = (role, endpoint, endpoint)
-    requests = {h: [r.node_request() for r in rs] for h, rs in workload.items()}
-    return scenario.node_configs(hosts, coordinator_of(net), run_dir, requests, clock)
+    return scenario.node_configs(hosts, coordinator_of(net), run_dir, workload, clock)
 
 
 def start_in_host(net: EmulatedNetwork, launcher: NodeLauncher, config: NodeConfig) -> NodeProcess:

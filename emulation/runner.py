@@ -52,8 +52,9 @@ from analysis.run_tables import requests_frame, run_clock, unrecorded_failures
 from emulation.cgroups import process_start
 from emulation.dilation import Dilation, choose_dilation
 from emulation.scenario import Scenario
-from emulation.workload import PlannedRequest, by_device, plan_workload
+from emulation.workload import by_device, plan_workload
 from nodes.clock import Clock
+from nodes.planning.request import Request
 from nodes.runtime.launcher import NodeLauncher
 from nodes.runtime.local_cluster import NodeProcess, stop_all, wait_ready
 from nodes.runtime.memory import nodes_memory
@@ -75,7 +76,7 @@ class RunResult:
     summary: dict[str, Any]
     manifest: dict[str, Any]
     accuracy: dict[str, Any] = field(default_factory=dict)
-    planned: list[PlannedRequest] = field(default_factory=list)
+    planned: list[Request] = field(default_factory=list)
 
 
 def default_out_dir(scenario: Scenario) -> Path:
@@ -168,7 +169,8 @@ def finish_killed_run(run_dir: str | Path, quality: bool = True) -> RunResult:
     clock = run_clock(manifest)
     seen = set(requests_frame(d, [], clock)["request_id"])
     generation = (manifest.get("scenario") or {}).get("generation") or {}
-    rows = unrecorded_failures(seen, manifest.get("workload") or [], generation.get("scheduler", "dpm"),
+    planned = [Request(**row) for row in manifest.get("workload") or []]
+    rows = unrecorded_failures(seen, planned, generation.get("scheduler", "dpm"),
                                generation.get("steps", 0), clock,
                                "the run was killed before this request was recorded")
     if rows:
@@ -180,7 +182,6 @@ def finish_killed_run(run_dir: str | Path, quality: bool = True) -> RunResult:
     finished = finish_run_dir(d, manifest, quality=quality, traffic=capture)
     _record_finish(manifest, finished)
     _write_json_atomic(d / "manifest.json", manifest)
-    planned = [PlannedRequest(**row) for row in manifest.get("workload") or []]
     return RunResult(d, finished.requests, finished.traffic, finished.summary, manifest, finished.accuracy,
                      planned)
 
@@ -208,7 +209,7 @@ class _Run:
         self.progress = progress
         self.status = "running"
         self.error: str | None = None
-        self.planned: list[PlannedRequest] = []
+        self.planned: list[Request] = []
         self.manifest: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
         self.handles: list[NodeProcess] = []
@@ -423,7 +424,7 @@ class _Run:
         """Record every planned request (of `device`) that no node recorded, as failed."""
         if self._runner_writer is None:
             self._runner_writer = RecordWriter(self.run_dir / "records" / RUNNER_RECORDS)
-        planned = [r.as_row() for r in self.planned if device is None or r.device == device]
+        planned = [r for r in self.planned if device is None or r.device == device]
         gen = self.scenario.generation
         clock = self.clock.started()  # a run that failed before its devices started: from now
         rows = unrecorded_failures(self._seen, planned, gen.scheduler, gen.steps, clock, reason)
@@ -487,7 +488,7 @@ class _Run:
                       "requests": {r.request_id: r.seed for r in self.planned}},
             "compute": compute_manifest(sc),
             "network": self.net_manifest,
-            "workload": [r.as_row() for r in self.planned],
+            "workload": [r.model_dump(mode="json") for r in self.planned],
             "scenario": sc.model_dump(mode="json"),
         })
         _write_json_atomic(self.run_dir / "manifest.json", self.manifest)

@@ -63,6 +63,7 @@ from pydantic import (
 
 from nodes.clock import Clock
 from nodes.diffusion.model_zoo import DENOISER_NAMES, check_denoiser_dir
+from nodes.planning.request import Request
 from nodes.planning.strategy_specs import PLANNED_KINDS, StrategySpec, default_strategies
 from nodes.runtime.node_config import (
     MAX_IMAGES,
@@ -264,11 +265,11 @@ class Experiment(StrictModel):
         return list(self.strategies)
 
     def node_configs(self, hosts: Mapping[str, tuple[str, str, str]], coordinator: str, run_dir: Path,
-                     workload: Mapping[str, list[dict]], clock: Clock | None = None,
+                     workload: Mapping[str, list[Request]], clock: Clock | None = None,
                      security: Callable[[str], SecurityConfig] | None = None) -> dict[str, NodeConfig]:
         """One node config per host, the one way they are built (emulated runs and deploy mode):
         `hosts` maps a host to (role, the endpoint the others connect to, what it binds);
-        `workload` a device to its requests (WorkloadRequest fields, emulated time); every node
+        `workload` a device to its requests (nodes/planning/request.py); every node
         gets the run's `clock` (nodes/clock.py: origin and K; default: no origin, each device's
         first request goes when it is ready, K = 1); `security(host)` gives a host's CURVE
         settings (default: plain TCP)."""

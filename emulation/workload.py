@@ -18,36 +18,12 @@ handshakes.  Warm-up requests are recorded like any other and left out of summar
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-
 import numpy as np
 
 from emulation.scenario import WorkloadSpec
+from nodes.planning.request import Request
 
 SEED_STRIDE = 1_000_000
-
-
-@dataclass(frozen=True)
-class PlannedRequest:
-    request_id: str
-    device: str
-    strategy: str
-    repetition: int
-    at_s: float  # emulated, on the run's clock: 0 the first measured request, < 0 a warm-up
-    n: int
-    labels: list[int]
-    seed: int
-    deadline_s: float | None
-    warmup: bool = False  # opens connections; left out of summaries and accuracy figures
-
-    def node_request(self) -> dict:
-        """The device's `WorkloadRequest` (nodes/runtime/node_config.py)."""
-        return {"request_id": self.request_id, "at_s": self.at_s, "n": self.n, "labels": self.labels,
-                "seed": self.seed, "strategy": self.strategy, "deadline_s": self.deadline_s,
-                "warmup": self.warmup}
-
-    def as_row(self) -> dict:
-        return asdict(self)
 
 
 def arrival_times(spec: WorkloadSpec, count: int) -> list[float]:
@@ -69,7 +45,7 @@ def labels_of(spec: WorkloadSpec) -> list[int]:
 
 
 def plan_workload(spec: WorkloadSpec, devices: list[str], strategies: list[str],
-                  repetitions: int = 1) -> list[PlannedRequest]:
+                  repetitions: int = 1) -> list[Request]:
     if not devices or not strategies:
         raise ValueError("a workload needs at least one device and one strategy")
     total = spec.requests * repetitions
@@ -78,7 +54,7 @@ def plan_workload(spec: WorkloadSpec, devices: list[str], strategies: list[str],
     out = []
     if spec.warmup:
         for k in range(len(devices) * len(strategies)):
-            out.append(PlannedRequest(
+            out.append(Request(
                 request_id=f"w-q{k:04d}", device=devices[k // len(strategies)],
                 strategy=strategies[k % len(strategies)], repetition=-1, at_s=round(k * spec.warmup_gap_s, 6),
                 n=spec.images_per_request, labels=labels, seed=spec.seed * SEED_STRIDE + SEED_STRIDE - 1 - k,
@@ -86,12 +62,12 @@ def plan_workload(spec: WorkloadSpec, devices: list[str], strategies: list[str],
         # t = 0 is the first measured request (nodes/clock.py): the warm-ups go before it, the
         # last with time to finish
         shift = len(out) * spec.warmup_gap_s + spec.warmup_settle_s
-        out = [replace(r, at_s=round(r.at_s - shift, 6)) for r in out]
+        out = [r.model_copy(update={"at_s": round(r.at_s - shift, 6)}) for r in out]
     for index in range(total):
         repetition, k = divmod(index, spec.requests)
         strategy = strategies[k % len(strategies)]
         device = devices[(k // len(strategies)) % len(devices)]
-        out.append(PlannedRequest(
+        out.append(Request(
             request_id=f"r{repetition}-q{k:04d}", device=device, strategy=strategy,
             repetition=repetition, at_s=times[index], n=spec.images_per_request, labels=labels,
             seed=spec.seed * SEED_STRIDE + index, deadline_s=spec.deadline_s,
@@ -99,8 +75,8 @@ def plan_workload(spec: WorkloadSpec, devices: list[str], strategies: list[str],
     return out
 
 
-def by_device(requests: list[PlannedRequest]) -> dict[str, list[PlannedRequest]]:
-    out: dict[str, list[PlannedRequest]] = {}
+def by_device(requests: list[Request]) -> dict[str, list[Request]]:
+    out: dict[str, list[Request]] = {}
     for r in requests:
         out.setdefault(r.device, []).append(r)
     return out

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from nodes.clock import Clock
 from nodes.planning.estimates import LiveEstimates
@@ -153,7 +153,8 @@ class CoordinatorCore:
         found = []
         for name, strategy in self.strategies.items() if devices else ():
             try:
-                strategy.plan_for(PlanRequest("probe", devices[0], 1, name), self.cluster)
+                probe = PlanRequest(request_id="probe", device=devices[0], n=1, strategy=name)
+                strategy.plan_for(probe, self.cluster)
             except ValueError as exc:
                 found.append(f"strategy {name} cannot serve requests in this cluster: {exc}")
         return found
@@ -161,7 +162,7 @@ class CoordinatorCore:
     # ---- events ---------------------------------------------------------------------------
 
     def on_request(self, request: PlanRequest, now: float) -> list[Action]:
-        self.live.observe_transfer(request.origin, self.host, request.request_bytes,
+        self.live.observe_transfer(request.device, self.host, request.request_bytes,
                                    request.wall_received - request.wall_sent)
         self._refresh_unavailable(now)
         strategy = self.strategies.get(request.strategy)
@@ -203,7 +204,7 @@ class CoordinatorCore:
         if report.compute_end is not None and flight is not None:  # its output is on its way now
             stages, index = flight.plan.stages, report.stage + 1
             last = index == len(stages)
-            target = flight.request.origin if last else stages[min(index, len(stages) - 1)].host or ""
+            target = flight.request.device if last else stages[min(index, len(stages) - 1)].host or ""
             sizes = self.planner.sizes
             size = (sizes.result_per_image if last else sizes.state_per_image) * report.n
             self.live.sent((report.request_id, index), report.host, target, report.compute_end, flight.until,
@@ -224,7 +225,7 @@ class CoordinatorCore:
             if flight is None or flight.rescued or m.until <= now:
                 continue
             strategy = self.strategies.get(flight.request.strategy)
-            avoid = [h for h in (m.dst, m.src) if h not in (self.host, flight.request.origin)]
+            avoid = [h for h in (m.dst, m.src) if h not in (self.host, flight.request.device)]
             due = self._due_s(request_id, index, m.src, m.dst, int(m.size), m.sent, now)
             if not isinstance(strategy, Planned) or not avoid or due is None:
                 continue  # a fixed plan stays fixed; a device's own link has no way around it
@@ -363,7 +364,8 @@ class CoordinatorCore:
         self.avoided[avoid] = (now + self.wall_timeout_s, reason)
         self.unavailable.setdefault(avoid, reason)
         try:
-            decision = strategy.plan_for(replace(request, wall_received=now, explore=False), self.cluster)
+            again = request.model_copy(update={"wall_received": now, "warmup": False})  # no exploring now
+            decision = strategy.plan_for(again, self.cluster)
         except ValueError:  # no other plan: the request rides out the stuck one
             return []
         self.replanned[request.request_id] = None

@@ -191,7 +191,7 @@ class Planner:
         sent = request.wall_sent or request.wall_received  # no sending time: from its planning
         assumed: list[str] = []
         sizes = self.sizes
-        device = request.origin
+        device = request.device
         radio: list[Transfer] = []
         compute_s = 0.0
 
@@ -244,9 +244,9 @@ class Planner:
     def decide(self, request: PlanRequest, objective: Objective, live: LiveEstimates,
                unavailable: Mapping[str, str] | None = None, explore: bool = False) -> Decision:
         scored = [(plan, self.predict(plan, row, request, live))
-                  for plan, row in self.candidates(request.origin, objective, unavailable)]
+                  for plan, row in self.candidates(request.device, objective, unavailable)]
         if explore:  # an unmeasured request: the plan over the most paths not yet observed
-            plan, prediction = min(scored, key=lambda s: (-self.unobserved(s[0], request.origin, live),
+            plan, prediction = min(scored, key=lambda s: (-self.unobserved(s[0], request.device, live),
                                                           s[1].wall_latency_s))
             return Decision(plan, prediction, "warm-up: explores the paths it had not observed")
         # routing is the least expected completion alone, as the paper's routing inference

@@ -59,8 +59,8 @@ def decision_times(devices: int = 64, decisions: int = 500) -> dict[str, Any]:
     times, plans = [], set()
     for k in range(decisions):
         now = time.time()
-        request = PlanRequest(f"r{k}", f"d{k % devices + 1}", 2, "elastic", wall_sent=now, wall_received=now,
-                              request_bytes=300)
+        request = PlanRequest(request_id=f"r{k}", device=f"d{k % devices + 1}", n=2, strategy="elastic",
+                              wall_sent=now, wall_received=now, request_bytes=300)
         start = time.perf_counter()
         decision = strategy.plan_for(request, cluster)
         times.append(time.perf_counter() - start)

@@ -45,7 +45,7 @@ class Cluster:
         if tier == "edge":
             return self.edge
         if tier == "device":
-            return request.origin
+            return request.device
         clouds = self.hosts("cloud")
         if not clouds:
             raise ValueError("no cloud host in the cluster")
@@ -112,7 +112,7 @@ class Planned:
             raise ValueError(f"strategy {self.name} needs the quality table, which this coordinator "
                              "has not loaded")
         decision = cluster.planner.decide(request, self.objective, cluster.live, cluster.unavailable,
-                                          explore=request.explore)
+                                          explore=request.warmup)
         cluster.check(decision.plan)
         return decision
 

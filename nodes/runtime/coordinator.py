@@ -96,7 +96,7 @@ class Coordinator:
             self.node.stats.count("requests_replanned")
             log.info("%s: re-planned (%s): %s", request.request_id, dispatch.note, decision.plan)
         wire = plan_to_wire(decision.plan)
-        common = {"v": WIRE_VERSION, "request_id": request.request_id, "origin": request.origin,
+        common = {"v": WIRE_VERSION, "request_id": request.request_id, "origin": request.device,
                   "strategy": request.strategy, "plan": wire}
         p = decision.prediction
         assert p is not None
@@ -105,9 +105,9 @@ class Coordinator:
                                     class_accuracy=p.class_accuracy, device_energy_j=p.device_energy_j,
                                     note=why[:500] if why else None)
         try:
-            outbox.send(request.origin, encode(AcceptedMsg(kind="accepted", prediction=prediction, **common)))
+            outbox.send(request.device, encode(AcceptedMsg(kind="accepted", prediction=prediction, **common)))
         except RuntimeError as exc:
-            log.warning("could not tell %s its plan: %s", request.origin, exc)
+            log.warning("could not tell %s its plan: %s", request.device, exc)
         first = decision.plan.stages[0]
         times = RequestTimes(request_sent=request.wall_sent, coordinator_received=request.wall_received,
                              dispatched=time.time())
@@ -127,18 +127,15 @@ class Coordinator:
         request = fail.request
         try:
             wire = plan_to_wire(fail.plan) if fail.plan is not None else None
-            frames = self.node.error_frames(request.origin, request.request_id, fail.reason, wire)
-            outbox.send(request.origin, frames)
+            frames = self.node.error_frames(request.device, request.request_id, fail.reason, wire)
+            outbox.send(request.device, frames)
         except RuntimeError as exc:
-            log.warning("could not tell %s that %s failed: %s", request.origin, request.request_id, exc)
+            log.warning("could not tell %s that %s failed: %s", request.device, request.request_id, exc)
 
 
 def _request(message: RequestMsg, item: Inbound) -> PlanRequest:
-    return PlanRequest(message.request_id, message.origin, message.n, message.strategy, message.deadline_s,
-                       wall_sent=message.timestamps.request_sent, wall_received=item.received,
-                       request_bytes=item.message.message_bytes, explore=message.warmup,
-                       escalation=message.escalation_of is not None, labels=tuple(message.labels),
-                       seed=message.seed)
+    return PlanRequest(**message.request_fields(), wall_sent=message.timestamps.request_sent,
+                       wall_received=item.received, request_bytes=item.message.message_bytes)
 
 
 def _report(message: ReportMsg) -> coordination.Report:

@@ -24,7 +24,7 @@ import torch
 from nodes.diffusion.executor import LABELS, SAMPLE
 from nodes.diffusion.samples import Samples, save_samples
 from nodes.planning.plan import Plan
-from nodes.runtime.node_config import WorkloadRequest
+from nodes.planning.request import Request
 from nodes.runtime.node_context import NodeContext
 from nodes.runtime.protocol import (
     WIRE_VERSION,
@@ -32,7 +32,6 @@ from nodes.runtime.protocol import (
     ErrorMsg,
     ReportMsg,
     RequestMsg,
-    RequestTimes,
     ResultMsg,
     WirePrediction,
     WireTransfer,
@@ -54,14 +53,6 @@ from nodes.runtime.transport import Inbound, Outbox
 log = logging.getLogger("nodes.runtime.device")
 
 
-def workload_labels(request: WorkloadRequest) -> list[int]:
-    if request.labels is not None:
-        return list(request.labels)
-    if request.label is not None:
-        return [request.label] * request.n
-    return [i % 10 for i in range(request.n)]  # balanced classes, as nodes.diffusion.generation does
-
-
 @dataclass
 class FirstPass:
     """A cascade request's first result, kept while its escalation is on its way."""
@@ -76,8 +67,7 @@ class FirstPass:
 
 @dataclass
 class Pending:
-    note: SentRequest
-    labels: list[int]
+    sent: SentRequest
     wall_timeout_at: float
     plan: str | None = None
     first: FirstPass | None = None  # a cascade request whose escalation is out
@@ -98,8 +88,7 @@ class Device:
         self.clock = config.clock.started(time.time() - config.clock.wall(first))
         self.samples_dir = config.run_dir / "samples"
         self.schedule = sorted(
-            ((r.at_s, r.request_id or f"{config.host}-{i:04d}", r) for i, r in enumerate(config.workload)),
-            key=lambda entry: entry[0],
+            ((r.at_s, r.request_id, r) for r in config.workload), key=lambda entry: entry[0],
         )
         self.pending: dict[str, Pending] = {}
         self.escalations: dict[str, str] = {}  # escalation id -> its cascade request
@@ -149,19 +138,12 @@ class Device:
                 self.fail(request_id, "node stopped before the result arrived")
             outbox.close()
 
-    def issue(self, outbox: Outbox, request_id: str, request: WorkloadRequest, wall_scheduled: float) -> None:
+    def issue(self, outbox: Outbox, request_id: str, request: Request, wall_scheduled: float) -> None:
         config = self.node.config
-        labels = workload_labels(request)
         sent = time.time()
-        note = SentRequest(request_id=request_id, device=config.host, strategy=request.strategy, n=request.n,
-                           seed=request.seed, scheduler=config.scheduler, steps=config.steps,
-                           deadline_s=request.deadline_s, wall_t_scheduled=wall_scheduled,
-                           wall_t_request_sent=sent, warmup=request.warmup)
-        self.pending[request_id] = Pending(note, labels, sent + self.clock.wall(config.request_timeout_s))
-        message = RequestMsg(v=WIRE_VERSION, kind="request", request_id=request_id, origin=config.host,
-                             strategy=request.strategy, n=request.n, labels=labels, seed=request.seed,
-                             deadline_s=request.deadline_s, timestamps=RequestTimes(request_sent=sent),
-                             warmup=request.warmup)
+        note = SentRequest(request, config.scheduler, config.steps, wall_scheduled, sent)
+        self.pending[request_id] = Pending(note, sent + self.clock.wall(config.request_timeout_s))
+        message = RequestMsg.of(request, sent)
         try:
             outbox.send(config.coordinator, encode(message))
         except RuntimeError as exc:
@@ -193,7 +175,7 @@ class Device:
                 pending.first.prediction = envelope.prediction
             else:
                 pending.plan = wire_text(envelope.plan)
-                pending.note.prediction = envelope.prediction
+                pending.sent.prediction = envelope.prediction
         elif isinstance(envelope, ErrorMsg):
             why = "escalation: " if escalation else ""
             self.fail(request_id, f"{why}{envelope.host}: {envelope.reason}", wire_text(envelope.plan))
@@ -225,26 +207,28 @@ class Device:
     def complete(self, item: Inbound, pending: Pending, outbox: Outbox) -> None:
         result: ResultMsg = item.message.envelope  # type: ignore[assignment]
         first = pending.first
-        request_id = pending.note.request_id
-        labels = pending.labels if first is None else [pending.labels[i] for i in first.indices]
+        request = pending.sent.request
+        request_id = request.request_id
+        labels = list(request.labels) if first is None else [request.labels[i] for i in first.indices]
         try:
             plan, images = self._checked(item, labels)
         except (ValueError, KeyError) as exc:
             self.fail(request_id, f"inconsistent result: {exc}", wire_text(result.plan))
             return
-        note = pending.note
+        note = pending.sent
         if first is not None:  # the escalation: its images, its own prediction
-            note = replace(note, n=len(labels), prediction=first.prediction)
+            escalated = request.model_copy(update={"n": len(labels), "labels": tuple(labels)})
+            note = replace(note, request=escalated, prediction=first.prediction)
         if result.prediction is not None:  # its own plan's (a re-planned request had two, or the
             note.prediction = result.prediction  # result overtook the `accepted` message)
-        seed = note.seed if first is None else escalation_seed(note.seed)
+        seed = request.seed if first is None else escalation_seed(request.seed)
         samples = Samples(images=images, labels=torch.tensor(labels), plan=plan, seed=seed,
                           scheduler=note.scheduler, steps=note.steps)
         name = request_id if first is None else request_id + ESCALATION_SUFFIX
         save_samples(self.samples_dir / f"{name}.npz", samples)  # before the ok records
         rows = completed_records(note, str(plan), result.timestamps, list(result.hops), item.received,
                                  item.message.payload_bytes, item.message.message_bytes, self.clock)
-        spec = self.node.config.strategies.get(note.strategy)
+        spec = self.node.config.strategies.get(request.strategy)
         if first is not None:
             rows = cascade_records(first.rows, rows, _cascade_name(spec), first.indices, self.clock)
         elif spec is not None and spec.kind == "cascade":
@@ -276,32 +260,31 @@ class Device:
         """A cascade's first result: send the images the gate doubts up again; False if none."""
         from nodes.diffusion.gate import escalated
 
-        indices = escalated(images, torch.tensor(pending.labels), spec.threshold)
+        request = pending.sent.request
+        indices = escalated(images, torch.tensor(request.labels), spec.threshold)
         if not indices:
             return False
-        note = pending.note
-        escalation_id = note.request_id + ESCALATION_SUFFIX
+        escalation_id = request.request_id + ESCALATION_SUFFIX
         pending.first = FirstPass(rows, images, indices, escalation_id)
-        self.escalations[escalation_id] = note.request_id
-        message = RequestMsg(v=WIRE_VERSION, kind="request", request_id=escalation_id, origin=self.node.host,
-                             strategy=note.strategy, n=len(indices),
-                             labels=[pending.labels[i] for i in indices], seed=escalation_seed(note.seed),
-                             deadline_s=note.deadline_s, timestamps=RequestTimes(request_sent=time.time()),
-                             warmup=note.warmup, escalation_of=note.request_id)
+        self.escalations[escalation_id] = request.request_id
+        labels = tuple(request.labels[i] for i in indices)
+        escalation = request.model_copy(update={
+            "request_id": escalation_id, "n": len(indices), "labels": labels,
+            "seed": escalation_seed(request.seed), "escalation_of": request.request_id})
         try:
-            outbox.send(self.node.config.coordinator, encode(message))
+            outbox.send(self.node.config.coordinator, encode(RequestMsg.of(escalation, time.time())))
         except RuntimeError as exc:
             coordinator = self.node.config.coordinator
-            self.fail(note.request_id, f"sending the escalation to {coordinator} failed: {exc}")
+            self.fail(request.request_id, f"sending the escalation to {coordinator} failed: {exc}")
         return True
 
     def fail(self, request_id: str, reason: str, plan: str | None = None) -> None:
         pending = self.pending[request_id]
         plan = plan or pending.plan
         try:
-            rows = failed_records(pending.note, reason, plan)
+            rows = failed_records(pending.sent, reason, plan)
         except ValueError:  # a plan we cannot parse: keep the reason, drop the stages
-            rows = failed_records(pending.note, f"{reason} (unparsable plan {plan!r})", None)
+            rows = failed_records(pending.sent, f"{reason} (unparsable plan {plan!r})", None)
         self.writer.write(rows)
         log.info("request %s failed: %s", request_id, reason)
         self._end(request_id, "failed")

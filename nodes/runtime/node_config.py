@@ -12,7 +12,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     Field,
@@ -22,13 +22,12 @@ from pydantic import (
 )
 
 from nodes.clock import Clock
+from nodes.planning.request import MAX_IMAGES, Request
 from nodes.planning.strategy_specs import StrategySpec, default_strategies
 from nodes.schema import HOST_NAME, HOST_NAME_RULE, Role, SchedulerName, StrictModel, validation_message
 
 _ENDPOINT = re.compile(r"^tcp://(?P<addr>[A-Za-z0-9_.:*-]+):(?P<port>\d{1,5})$")
 _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-MAX_IMAGES = 256  # per request: bounds what a receiver accepts and what one stage may cost
 
 
 def check_endpoint(value: str) -> str:
@@ -92,34 +91,6 @@ class SecurityConfig(StrictModel):
     curve: CurveConfig | None = None  # None: plain TCP, as inside the emulated network
 
 
-class WorkloadRequest(StrictModel):
-    """One request a device issues at emulated time `at_s` of the run's clock (nodes/clock.py:
-    t = 0 is the first measured request; a warm-up goes before it, at negative t)."""
-
-    at_s: float = Field(ge=-1e6, le=1e6)
-    n: int = Field(ge=1, le=MAX_IMAGES)
-    labels: list[int] | None = None  # n labels; or `label` for n copies; neither: 0-9 cycling
-    label: int | None = Field(None, ge=0, le=9)
-    seed: int = Field(ge=0, lt=2**63)
-    strategy: str
-    deadline_s: float | None = Field(None, gt=0)
-    request_id: str | None = None
-    warmup: bool = False  # unmeasured: a planned strategy explores paths it has not seen with it
-
-    @model_validator(mode="after")
-    def _labels(self) -> WorkloadRequest:
-        if self.labels is not None:
-            if self.label is not None:
-                raise ValueError("give 'labels' or 'label', not both")
-            if len(self.labels) != self.n:
-                raise ValueError(f"'labels' has {len(self.labels)} entries, n is {self.n}")
-            if any(not 0 <= x <= 9 for x in self.labels):
-                raise ValueError("'labels' must lie in 0-9")
-        if self.request_id is not None and not _REQUEST_ID.match(self.request_id):
-            raise ValueError(f"request_id {self.request_id!r}: use [A-Za-z0-9_.-]{{1,64}}")
-        return self
-
-
 class NodeConfig(StrictModel):
     host: str
     role: Role
@@ -135,7 +106,7 @@ class NodeConfig(StrictModel):
     # the run's clock: its origin and time dilation K (a profiled step is paced to K x its
     # profile); no origin: t = 0 when the node is ready (a node outside a runner's run)
     clock: Clock = Clock()
-    workload: list[WorkloadRequest] = []
+    workload: list[Request] = []  # a device's own requests (nodes/planning/request.py)
     strategies: dict[str, StrategySpec] = Field(default_factory=default_strategies)
     max_images: int = Field(MAX_IMAGES, ge=1, le=MAX_IMAGES)
     # an upper bound for ZMQ_MAXMSGSIZE of the inbox: the node lowers it to its largest legitimate
@@ -171,6 +142,17 @@ class NodeConfig(StrictModel):
         self.config_file.write_text(self.model_dump_json(indent=1))
         return [sys.executable, "-m", "nodes.runtime.node", "--config", str(self.config_file)]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _own_requests(cls, data: Any) -> Any:
+        """A workload entry may leave out its device (this host) and its id (`<host>-<index>`)."""
+        if isinstance(data, dict) and isinstance(data.get("workload"), list):
+            host = data.get("host")
+            own = [{"device": host, "request_id": f"{host}-{i:04d}", **r} if isinstance(r, dict) else r
+                   for i, r in enumerate(data["workload"])]
+            data = {**data, "workload": own}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> NodeConfig:
         for name in (self.host, *self.peers):
@@ -187,7 +169,9 @@ class NodeConfig(StrictModel):
             raise ValueError(f"coordinator {self.coordinator!r} must be an edge host, not {coordinator_role}")
         if self.workload and self.role != "device":
             raise ValueError(f"only a device issues requests; this node's role is {self.role}")
-        ids = [r.request_id for r in self.workload if r.request_id]
+        if others := sorted({r.device for r in self.workload} - {self.host}):
+            raise ValueError(f"workload requests of device {others[0]!r} in the config of {self.host!r}")
+        ids = [r.request_id for r in self.workload]
         if len(ids) != len(set(ids)):
             raise ValueError("workload request_id values are not unique")
         if any(r.n > self.max_images for r in self.workload):

@@ -45,12 +45,12 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from nodes.planning.plan import Plan, Stage, check_tiling
-from nodes.runtime.node_config import MAX_IMAGES
+from nodes.planning.request import MAX_IMAGES, Request, RequestId
 from nodes.schema import validation_message
 
 if TYPE_CHECKING:  # torch: only where a state is decoded, so that reading records needs none
@@ -63,7 +63,6 @@ MAX_TENSORS = 16  # sample, labels and a solver history of a few tensors
 MAX_FRAMES = 2 + MAX_TENSORS
 
 Host = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
-RequestId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 Time = Annotated[float, Field(strict=False, gt=0, lt=1e11, allow_inf_nan=False)]
 Seconds = Annotated[float, Field(strict=False, ge=0, lt=1e9, allow_inf_nan=False)]
 Count = Annotated[int, Field(strict=True, ge=0, lt=2**53)]
@@ -147,6 +146,20 @@ class RequestMsg(_Common):
     timestamps: RequestTimes
     warmup: bool = False  # unmeasured: the planner may use it to observe paths it has not seen
     escalation_of: RequestId | None = None  # a cascade's second pass for the images of this request
+
+    @classmethod
+    def of(cls, request: Request, wall_sent: float) -> RequestMsg:
+        """A request's wire form (nodes/planning/request.py), sent at wall time `wall_sent`."""
+        return cls(v=WIRE_VERSION, kind="request", request_id=request.request_id, origin=request.device,
+                   strategy=request.strategy, n=request.n, labels=list(request.labels), seed=request.seed,
+                   deadline_s=request.deadline_s, timestamps=RequestTimes(request_sent=wall_sent),
+                   warmup=request.warmup, escalation_of=request.escalation_of)
+
+    def request_fields(self) -> dict[str, Any]:
+        """The `Request` fields it carries (not when it was planned to go, nor its repetition)."""
+        return {"request_id": self.request_id, "device": self.origin, "strategy": self.strategy, "n": self.n,
+                "labels": self.labels, "seed": self.seed, "deadline_s": self.deadline_s,
+                "warmup": self.warmup, "escalation_of": self.escalation_of}
 
 
 class WirePrediction(_Wire):

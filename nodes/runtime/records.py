@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict
 
 from nodes.clock import Clock, WallSeconds, WallTime
 from nodes.planning.plan import parse_plan
+from nodes.planning.request import Request
 from nodes.runtime.protocol import Hop, RequestTimes, WirePrediction
 
 Outcome = Literal["ok", "failed"]
@@ -47,21 +48,16 @@ Outcome = Literal["ok", "failed"]
 
 @dataclass
 class SentRequest:
-    """A request as its device sent it: the request's fields of its records.  The device makes
-    one when it sends (nodes/runtime/device.py), the runner one for a request nobody recorded
-    (analysis/run_tables.py); the coordinator's prediction is added when its plan comes."""
+    """A request (nodes/planning/request.py) as its device sent it: what its records add to it.
+    The device makes one when it sends (nodes/runtime/device.py), the runner one for a request
+    nobody recorded (analysis/run_tables.py); the coordinator's prediction is added when its plan
+    comes."""
 
-    request_id: str
-    device: str
-    strategy: str
-    n: int
-    seed: int
+    request: Request
     scheduler: str
     steps: int
-    deadline_s: float | None  # emulated, as the workload gave it
     wall_t_scheduled: float
     wall_t_request_sent: float
-    warmup: bool = False
     prediction: WirePrediction | None = None
 
 
@@ -136,8 +132,8 @@ class StageRecord(BaseModel):
     wall_gate_s: WallSeconds | None = None  # from the first result to the escalation's send: the gate's time
 
 
-def _request_fields(request: SentRequest, outcome: Outcome, reason: str | None, plan: str | None) -> dict:
-    predicted = request.prediction
+def _request_fields(sent: SentRequest, outcome: Outcome, reason: str | None, plan: str | None) -> dict:
+    predicted, request = sent.prediction, sent.request
     return {
         "predicted_total_s": predicted.latency_s if predicted else None,
         "predicted_fid": predicted.fid if predicted else None,
@@ -146,9 +142,9 @@ def _request_fields(request: SentRequest, outcome: Outcome, reason: str | None, 
         "plan_note": predicted.note if predicted else None,
         "request_id": request.request_id, "device": request.device, "strategy": request.strategy,
         "plan": plan, "plan_key": parse_plan(plan).key if plan else None, "n_images": request.n,
-        "seed": request.seed, "scheduler": request.scheduler, "steps": request.steps,
+        "seed": request.seed, "scheduler": sent.scheduler, "steps": sent.steps,
         "deadline_s": request.deadline_s, "outcome": outcome, "reason": reason,
-        "wall_t_scheduled": request.wall_t_scheduled, "wall_t_request_sent": request.wall_t_request_sent,
+        "wall_t_scheduled": sent.wall_t_scheduled, "wall_t_request_sent": sent.wall_t_request_sent,
     }
 
 
@@ -158,19 +154,19 @@ def deadline_met(deadline_s: float | None, wall_total_s: float, clock: Clock) ->
 
 
 def completed_records(
-    request: SentRequest, plan: str, times: RequestTimes, hops: list[Hop], wall_t_result_received: float,
+    sent: SentRequest, plan: str, times: RequestTimes, hops: list[Hop], wall_t_result_received: float,
     result_payload_bytes: int, result_message_bytes: int, clock: Clock,
 ) -> list[StageRecord]:
     """Rows of a request whose result arrived; the wire's timestamps are the wall clock's."""
     total = wall_t_result_received - times.request_sent
-    base = _request_fields(request, "ok", None, plan)
+    base = _request_fields(sent, "ok", None, plan)
     rows, previous_sent = [], times.dispatched
     last = len(hops) - 1
     for hop in hops:
         first = hop.stage == 0
         stage = parse_plan(plan).stages[hop.stage]
         rows.append(StageRecord(
-            **base, deadline_met=deadline_met(request.deadline_s, total, clock), stage_index=hop.stage,
+            **base, deadline_met=deadline_met(sent.request.deadline_s, total, clock), stage_index=hop.stage,
             stage_count=len(hops), host=hop.host, model=hop.model, start_step=stage.start, end_step=stage.end,
             wall_t_coordinator_received=times.coordinator_received, wall_t_dispatched=times.dispatched,
             wall_t_received=hop.received, wall_t_compute_start=hop.compute_start,
@@ -208,9 +204,9 @@ _EMPTY_STAGE = dict.fromkeys(
 )
 
 
-def failed_records(request: SentRequest, reason: str, plan: str | None) -> list[StageRecord]:
+def failed_records(sent: SentRequest, reason: str, plan: str | None) -> list[StageRecord]:
     """Rows of a failed request: one per planned stage, or a single stage-less row if no plan came."""
-    base = _request_fields(request, "failed", reason, plan)
+    base = _request_fields(sent, "failed", reason, plan)
     if plan is None:
         return [StageRecord(**base, **_EMPTY_STAGE)]
     stages = parse_plan(plan).stages

@@ -7,6 +7,7 @@ import pytest
 
 from analysis.accuracy import accuracy_report
 from analysis.run_tables import records_table
+from nodes.planning.request import Request
 from nodes.runtime.records import SentRequest, StageRecord, failed_records
 
 NETWORK = {"hosts": [{"name": "edge", "role": "edge"}, {"name": "cloud", "role": "cloud"},
@@ -16,10 +17,8 @@ NETWORK = {"hosts": [{"name": "edge", "role": "edge"}, {"name": "cloud", "role":
 
 
 def _failed(request_id: str, plan: str | None) -> list[StageRecord]:
-    note = {"request_id": request_id, "device": "d1", "strategy": "cloud_only", "n": 2, "seed": 1,
-            "scheduler": "ddim", "steps": 10, "deadline_s": None, "wall_t_scheduled": 1.0,
-            "wall_t_request_sent": 1.0}
-    return failed_records(SentRequest(**note), "timeout: no result within 5 s", plan)
+    request = Request(request_id=request_id, device="d1", strategy="cloud_only", n=2, seed=1)
+    return failed_records(SentRequest(request, "ddim", 10, 1.0, 1.0), "timeout: no result within 5 s", plan)
 
 
 def test_a_run_in_which_every_request_failed_has_an_accuracy_report() -> None:

@@ -11,12 +11,11 @@ from analysis.run_tables import records_table
 from analysis.summary import summarize
 from nodes.clock import Clock
 from nodes.planning.cascade_table import THRESHOLDS, cascade_figures, parse_cascade, read_cascade_table
+from nodes.planning.request import Request
 from nodes.runtime.protocol import Hop, RequestTimes
 from nodes.runtime.records import SentRequest, cascade_records, completed_records
 
 CLOCK = Clock(wall_origin=0.0)
-NOTE = {"device": "d1", "strategy": "cascade", "n": 4, "seed": 9, "scheduler": "dpm", "steps": 30,
-        "deadline_s": None, "wall_t_scheduled": 100.0, "wall_t_request_sent": 100.0}
 
 
 def test_the_shipped_table_covers_every_threshold_and_escalating_more_never_hurts_accuracy():
@@ -42,17 +41,19 @@ def _request(request_id: str, escalated: list[int], t0: float) -> list:
     times = RequestTimes(request_sent=t0, coordinator_received=t0 + 0.01, dispatched=t0 + 0.02)
     hop = Hop(stage=0, host="d1", model="small", received=t0 + 0.03, compute_start=t0 + 0.04,
               compute_end=t0 + 0.3, sent=t0 + 0.31, payload_bytes=0, message_bytes=300, real_compute_s=0.2)
-    note = {**NOTE, "request_id": request_id, "wall_t_request_sent": t0}
-    first = completed_records(SentRequest(**note), "small:0-30@d1", times, [hop], t0 + 0.35, 1000, 1200,
-                              CLOCK)
+    request = Request(request_id=request_id, device="d1", strategy="cascade", n=4, seed=9)
+    first = completed_records(SentRequest(request, "dpm", 30, 100.0, t0), "small:0-30@d1", times, [hop],
+                              t0 + 0.35, 1000, 1200, CLOCK)
     second = []
     if escalated:
         times = RequestTimes(request_sent=t0 + 0.4, coordinator_received=t0 + 0.41, dispatched=t0 + 0.42)
         hop = Hop(stage=0, host="cloud", model="large", received=t0 + 0.43, compute_start=t0 + 0.44,
                   compute_end=t0 + 0.5, sent=t0 + 0.51, payload_bytes=0, message_bytes=300,
                   real_compute_s=0.05)
-        escalation = SentRequest(**{**NOTE, "request_id": request_id + ".esc", "n": len(escalated)})
-        second = completed_records(escalation, "large:0-30@cloud", times, [hop], t0 + 0.6, 500, 700, CLOCK)
+        escalation = request.model_copy(update={"request_id": request_id + ".esc", "n": len(escalated),
+                                                "labels": tuple(escalated)})
+        sent = SentRequest(escalation, "dpm", 30, 100.0, 100.0)
+        second = completed_records(sent, "large:0-30@cloud", times, [hop], t0 + 0.6, 500, 700, CLOCK)
     return cascade_records(first, second, "small>large@0.95", escalated, CLOCK)
 
 

@@ -121,7 +121,7 @@ def test_the_shipped_scenarios_plans_are_judged_from_the_shipped_figures(scenari
     roles = {"cloud": "cloud", "edge": "edge", "d1": "device"}
     held = {host: tuple(loaded.nodes.role(role).models) for host, role in roles.items()}
     cluster = Cluster("edge", roles, held, steps)
-    request = PlanRequest("r", "d1", 1, "any")
+    request = PlanRequest(request_id="r", device="d1", n=1, strategy="any")
     # elastic and routing choose among the quality table's grid, whose figures are shipped too
     # (tests/analysis/test_quality_table.py)
     fixed = {n: spec for n, spec in loaded.strategies.items() if spec.kind not in ("elastic", "routing")}

@@ -70,7 +70,7 @@ def scenario_plans(scenario: str) -> set[str]:
     roles = {"cloud": "cloud", "edge": "edge", "d1": "device"}
     held = {host: tuple(loaded.nodes.role(role).models) for host, role in roles.items()}
     cluster = Cluster("edge", roles, held, loaded.generation.steps)
-    request = PlanRequest("r", "d1", 1, "any")
+    request = PlanRequest(request_id="r", device="d1", n=1, strategy="any")
     fixed = {n: spec for n, spec in loaded.strategies.items() if spec.kind not in ("elastic", "routing")}
     return {s.plan_for(request, cluster).plan.key for s in build_strategies(fixed).values()}
 

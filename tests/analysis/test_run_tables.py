@@ -13,6 +13,7 @@ from analysis.report import write_report
 from analysis.run_tables import requests_frame, run_clock, unrecorded_failures, write_requests
 from analysis.summary import summarize
 from nodes.clock import Clock
+from nodes.planning.request import Request
 from nodes.runtime.records import RecordWriter
 
 from .conftest import SMOKE_RUN
@@ -23,6 +24,10 @@ REASON = "the run was killed before this request was recorded"
 @pytest.fixture(scope="module")
 def workload() -> list[dict]:
     return json.loads((SMOKE_RUN / "manifest.json").read_text())["workload"]
+
+
+def requests(workload: list[dict]) -> list[Request]:
+    return [Request(**row) for row in workload]
 
 
 def test_requests_table_is_rebuilt_from_the_records_exactly(workload):
@@ -39,7 +44,7 @@ def test_requests_table_is_rebuilt_from_the_records_exactly(workload):
     assert (frame.groupby("request_id").size() == firsts.set_index("request_id")["stage_count"]).all()
     planned = {r["request_id"]: r["at_s"] for r in workload}
     assert (firsts["at_s"] == firsts["request_id"].map(planned)).all()
-    assert not unrecorded_failures(set(frame["request_id"]), workload, "dpm", 10, clock, REASON)
+    assert not unrecorded_failures(set(frame["request_id"]), requests(workload), "dpm", 10, clock, REASON)
 
 
 def test_a_device_that_recorded_nothing_gives_failed_rows_that_say_why(tmp_path, workload):
@@ -48,7 +53,8 @@ def test_a_device_that_recorded_nothing_gives_failed_rows_that_say_why(tmp_path,
     (d / "records" / "d2.jsonl").unlink()  # d2 was killed before it could write a line
     seen = set(requests_frame(d, workload)["request_id"])
     # the runner's rows are stamped as the nodes stamp theirs: wall time on the run's clock
-    missing = unrecorded_failures(seen, workload, "dpm", 10, Clock(wall_origin=1000.0, dilation=2), REASON)
+    clock = Clock(wall_origin=1000.0, dilation=2)
+    missing = unrecorded_failures(seen, requests(workload), "dpm", 10, clock, REASON)
     assert {r.wall_t_scheduled for r in missing} == {1000.0 + 2 * r["at_s"] for r in workload
                                                      if r["device"] == "d2"}
     assert sorted(r.request_id for r in missing) == sorted(r["request_id"] for r in workload

@@ -71,8 +71,8 @@ def core() -> CoordinatorCore:
 
 
 def request(request_id: str, at: float, strategy: str = "elastic") -> PlanRequest:
-    return PlanRequest(request_id, "d1", N, strategy, wall_sent=at - 0.005, wall_received=at,
-                       request_bytes=700, labels=(3, 4), seed=7)
+    return PlanRequest(request_id=request_id, device="d1", n=N, strategy=strategy, wall_sent=at - 0.005,
+                       wall_received=at, request_bytes=700, labels=(3, 4), seed=7)
 
 
 def hosts_of(action: Dispatch) -> set[str]:

@@ -50,8 +50,8 @@ ALL = [(a, b) for a in HOSTS for b in HOSTS if a != b]
 
 
 def ask(now, origin="d1", deadline_s=None):
-    return PlanRequest("r1", origin, N, "elastic", deadline_s, wall_sent=now, wall_received=now,
-                       request_bytes=300)
+    return PlanRequest(request_id="r1", device=origin, n=N, strategy="elastic", deadline_s=deadline_s,
+                       wall_sent=now, wall_received=now, request_bytes=300)
 
 
 def test_a_slow_device_link_keeps_every_step_on_the_device():

@@ -14,7 +14,8 @@ CLUSTER = Cluster(edge="edge", roles=ROLES, models=MODELS, steps=50)
 
 def _plan(name: str, origin: str = "d2", cluster: Cluster = CLUSTER) -> str:
     strategy = build_strategies(default_strategies())[name]
-    return str(strategy.plan_for(PlanRequest("r1", origin, 4, name), cluster).plan)
+    request = PlanRequest(request_id="r1", device=origin, n=4, strategy=name)
+    return str(strategy.plan_for(request, cluster).plan)
 
 
 def test_default_strategies():
@@ -30,7 +31,8 @@ def test_fixed_split_rounds_cuts_drops_empty_stages_and_merges_neighbours():
         {"model": "small", "tier": "edge", "share": 0.5}, {"model": "small", "tier": "edge", "share": 0.49},
         {"model": "small", "tier": "device", "share": 0.01}])
     cluster = Cluster(edge="edge", roles=ROLES, models=MODELS, steps=10)
-    plan = build_strategy("s", spec).plan_for(PlanRequest("r", "d1", 1, "s"), cluster).plan
+    request = PlanRequest(request_id="r", device="d1", n=1, strategy="s")
+    plan = build_strategy("s", spec).plan_for(request, cluster).plan
     assert str(plan) == "small:0-10@edge"  # 0.01 of 10 steps rounds to nothing; two edge stages merge
 
 
@@ -63,9 +65,12 @@ def test_strategy_specs_are_checked():
 def test_a_cascade_runs_on_the_device_first_and_escalates_to_its_tier():
     spec = StrategySpec(kind="cascade", threshold=0.9, escalate_model="large", escalate_tier="cloud")
     cascade = build_strategy("c", spec)
-    first = cascade.plan_for(PlanRequest("r", "d1", 4, "c"), CLUSTER).plan
-    again = cascade.plan_for(PlanRequest("r.esc", "d1", 2, "c", escalation=True), CLUSTER).plan
+    ask = PlanRequest(request_id="r", device="d1", n=4, strategy="c")
+    first = cascade.plan_for(ask, CLUSTER).plan
+    escalation = ask.model_copy(update={"request_id": "r.esc", "n": 2, "labels": (0, 1),
+                                        "escalation_of": "r"})
+    again = cascade.plan_for(escalation, CLUSTER).plan
     assert (str(first), str(again)) == ("small:0-50@d1", "large:0-50@cloud")
     to_edge = StrategySpec(kind="cascade", threshold=0.9, escalate_model="medium", escalate_tier="edge")
-    assert str(build_strategy("c", to_edge).plan_for(PlanRequest("r.esc", "d2", 1, "c", escalation=True),
-                                                     CLUSTER).plan) == "medium:0-50@edge"
+    from_d2 = escalation.model_copy(update={"device": "d2"})
+    assert str(build_strategy("c", to_edge).plan_for(from_d2, CLUSTER).plan) == "medium:0-50@edge"

@@ -46,7 +46,8 @@ def _workload() -> list[dict]:
         requests.append({"at_s": 0.25 * index, "n": N, "seed": 100 + index, "strategy": strategy})
     requests[0]["deadline_s"] = 600.0
     requests[1]["deadline_s"] = 1e-6
-    requests.append({"at_s": 0.1, "n": 2, "label": 7, "seed": 1, "strategy": "nope", "request_id": "bad-1"})
+    requests.append({"at_s": 0.1, "n": 2, "labels": [7, 7], "seed": 1, "strategy": "nope",
+                     "request_id": "bad-1"})
     requests += [{"at_s": 0.3 + 0.5 * i, "n": N, "seed": 200 + i, "strategy": "cascade",
                   "request_id": f"casc-{i}"} for i in range(3)]
     return requests

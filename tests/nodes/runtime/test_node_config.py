@@ -20,7 +20,7 @@ EXAMPLE = {
     "run_dir": "/tmp/run", "scheduler": "dpm", "steps": 50, "request_timeout_s": 60,
     "clock": {"wall_origin": 1795770000.0},
     "workload": [{"at_s": 0.0, "n": 8, "seed": 1, "strategy": "fixed_split", "deadline_s": 5.0},
-                 {"at_s": 2.5, "n": 4, "label": 3, "seed": 2, "strategy": "cloud_only"}],
+                 {"at_s": 2.5, "n": 4, "labels": [3, 3, 3, 3], "seed": 2, "strategy": "cloud_only"}],
 }
 
 
@@ -50,6 +50,7 @@ def test_the_example_config_validates(tmp_path):
         ({"scheduler": "euler"}, "unknown scheduler 'euler'"),
         ({"compute": {"mode": "profiled"}}, "compute.hardware is required"),
         ({"workload": [{"at_s": 0, "n": 3, "labels": [1], "seed": 1, "strategy": "x"}]}, "'labels' has 1"),
+        ({"workload": [{"at_s": 0, "n": 1, "strategy": "x", "device": "d2"}]}, "requests of device 'd2'"),
         ({"surprise": 1}, "surprise: unknown field"),
     ],
 )

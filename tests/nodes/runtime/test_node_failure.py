@@ -53,7 +53,7 @@ def test_killing_the_cloud_fails_its_requests_and_spares_the_others(tmp_path):
     assert len(failed) == 3
     for r in failed:
         assert r.reason.startswith("edge: host cloud is down: its connection closed at "), r.reason
-        assert (r.plan, r.host, r.stage_index, r.total_s) == ("small:0-8@cloud", "cloud", 0, None)
+        assert (r.plan, r.host, r.stage_index, r.wall_total_s) == ("small:0-8@cloud", "cloud", 0, None)
     assert ended_s < 15
     assert not (tmp_path / "samples" / f"{failed[0].request_id}.npz").exists()
     assert (tmp_path / "samples" / f"{edge[-1].request_id}.npz").exists()
