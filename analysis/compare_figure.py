@@ -28,12 +28,14 @@ def plot_compare(out_dir: str | Path) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     ax = axes[0]
     x = range(len(table))
-    ax.bar([i - 0.2 for i in x], table["latency_mean_s"], width=0.4, label="mean")
-    ax.bar([i + 0.2 for i in x], table["latency_p95_s"], width=0.4, label="p95")
+    ax.bar([i - 0.2 for i in x], table["latency_mean_s"], width=0.4, label="mean",
+           yerr=error_bars(table, "latency_mean_s"), capsize=3)
+    ax.bar([i + 0.2 for i in x], table["latency_p95_s"], width=0.4, label="p95",
+           yerr=error_bars(table, "latency_p95_s"), capsize=3)
     ax.set_xticks(list(x), table["strategy"], rotation=30, ha="right")
     ax.set_ylabel("latency (emulated s)")
     ax.legend(fontsize=8)
-    ax.set_title(f"K = {meta['time_dilation']:g}")
+    ax.set_title(f"K = {meta['time_dilation']:g}; whiskers: 95 % bootstrap CI")
     ax = axes[1]
     events: list[float] = []
     for name in meta["strategies"]:
@@ -56,6 +58,16 @@ def plot_compare(out_dir: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def error_bars(table: pd.DataFrame, column: str) -> list[pd.Series] | None:
+    """matplotlib's yerr (below, above) from a column's interval columns; None for a compare.csv
+    made before them.  No interval (one request): no whisker."""
+    low, high = column.removesuffix("_s") + "_ci_low_s", column.removesuffix("_s") + "_ci_high_s"
+    if low not in table or high not in table:
+        return None
+    return [(table[column] - table[low]).clip(lower=0).fillna(0),
+            (table[high] - table[column]).clip(lower=0).fillna(0)]
 
 
 def link_changes(run: Path) -> list[float]:

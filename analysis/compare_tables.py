@@ -8,22 +8,38 @@ strategies, `oracle_candidates`: plan -> the run that ran it, `floor`: the quali
 `targets_file`), and each run's requests.parquet and summary.json.  Quality comes from the quality
 table's figures of each request's plan (a cascade's from the cascade table).  The oracle takes, per
 request, the fastest candidate run that completed it with a plan meeting the floor.
+
+Statistics (analysis/statistics.py, seeded: the same directory gives the same figures): each row's
+latency mean and p95 carry a 95 % bootstrap interval (`latency_mean_ci_low_s`, ...), and
+OUT/compare_paired.csv (compare.json's `paired`) sets every strategy and the oracle against a
+reference (cloud_only where it ran, else the first strategy) on the measured request ids both
+completed: the ratio of mean latencies with its paired interval, the Wilcoxon signed-rank p-value
+and the number of pairs.  The targets are judged on those intervals (analysis/targets.py).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from analysis.targets import DEFAULT_TARGETS, Target, check_targets, load_targets
+from analysis.statistics import Paired, mean_interval, paired_ratio, percentile_interval, settings
+from analysis.targets import DEFAULT_TARGETS, PairedRatio, Target, check_targets, load_targets
 
-COLUMNS = ["strategy", "requests", "done", "failed", "latency_mean_s", "latency_p50_s", "latency_p95_s",
-           "fid", "class_accuracy", "wire_bytes_per_image", "report_bytes_per_image",
+COLUMNS = ["strategy", "requests", "done", "failed", "latency_mean_s", "latency_mean_ci_low_s",
+           "latency_mean_ci_high_s", "latency_p50_s", "latency_p95_s", "latency_p95_ci_low_s",
+           "latency_p95_ci_high_s", "fid", "class_accuracy", "wire_bytes_per_image", "report_bytes_per_image",
            "device_energy_per_image_j", "overrun_steps", "escalation_rate"]
+# compare_paired.csv: each strategy against the reference over the requests both completed; the
+# ratio is the strategy's mean latency over the reference's (below 1: the strategy is faster)
+PAIRED_COLUMNS = ["strategy", "reference", "n_pairs", "latency_mean_s", "reference_latency_mean_s",
+                  "latency_mean_ratio", "latency_mean_ratio_ci_low", "latency_mean_ratio_ci_high",
+                  "wilcoxon_p", "note"]
+REFERENCE = "cloud_only"
 
 
 def compare_targets(path: str | Path | None = None) -> list[Target]:
@@ -32,8 +48,10 @@ def compare_targets(path: str | Path | None = None) -> list[Target]:
     return load_targets(path or DEFAULT_TARGETS, COLUMNS)
 
 
-def compare_table(out_dir: str | Path, targets: str | Path | None = None) -> pd.DataFrame:
-    """compare.csv from the run directories under OUT (compare.json names them), and the targets
+def compare_table(out_dir: str | Path, targets: str | Path | None = None,
+                  reference: str | None = None) -> pd.DataFrame:
+    """compare.csv from the run directories under OUT (compare.json names them), compare_paired.csv
+    against `reference` (default cloud_only where it ran, else the first strategy), and the targets
     (the file `targets`, else compare.json's `targets_file`, else the shipped one) checked into
     compare.json."""
     out = Path(out_dir)
@@ -41,23 +59,79 @@ def compare_table(out_dir: str | Path, targets: str | Path | None = None) -> pd.
     targets_file = str(targets or meta.get("targets_file") or DEFAULT_TARGETS)
     checks = compare_targets(targets_file)
     rows = []
+    firsts: dict[str, pd.DataFrame] = {}
     scheduler, steps = meta["scheduler"], meta["steps"]
     for name in meta["strategies"]:
         if (out / name / "requests.parquet").is_file():  # else an interrupted compare
             summary = json.loads((out / name / "summary.json").read_text())["strategies"].get(name)
-            rows.append(table_row(name, first_rows(out / name), summary, scheduler, steps))
+            firsts[name] = first_rows(out / name)
+            rows.append(table_row(name, firsts[name], summary, scheduler, steps))
     candidates = [first_rows(out / name) for name in dict.fromkeys(meta["oracle_candidates"].values())
                   if (out / name / "requests.parquet").is_file()]
     if candidates:
-        best = oracle_rows(candidates, meta["floor"], scheduler, steps)
-        rows.append(table_row("oracle", best, None, scheduler, steps))
+        firsts["oracle"] = oracle_rows(candidates, meta["floor"], scheduler, steps)
+        rows.append(table_row("oracle", firsts["oracle"], None, scheduler, steps))
     table = pd.DataFrame(rows, columns=COLUMNS)
     table.to_csv(out / "compare.csv", index=False)
+    latencies = {name: completed_latencies(first) for name, first in firsts.items()}
+    pairs = paired_table(latencies, reference)
+    pairs.to_csv(out / "compare_paired.csv", index=False)
     meta["table"] = json.loads(table.to_json(orient="records"))
+    meta["paired"] = json.loads(pairs.to_json(orient="records"))
+    meta["statistics"] = settings()
     meta["targets_file"] = targets_file
-    meta["targets"] = check_targets(table, checks, meta["floor"]) if len(table) else []
+    meta["targets"] = (check_targets(table, checks, meta["floor"], paired=pair_lookup(latencies))
+                       if len(table) else [])
     (out / "compare.json").write_text(json.dumps(meta, indent=1))
     return table
+
+
+def completed_latencies(first: pd.DataFrame) -> pd.Series:
+    """Latency (total_s, emulated seconds) of each request completed, by request_id."""
+    ok = first[first["outcome"] == "ok"]
+    latencies = pd.Series(ok["total_s"].astype(float).to_numpy(), index=ok["request_id"].to_numpy())
+    return latencies[~latencies.index.duplicated()]
+
+
+def paired(a: pd.Series, b: pd.Series) -> Paired:
+    """mean(a) / mean(b) over the request ids both completed, with its interval and test."""
+    common = a.index.intersection(b.index, sort=False)
+    return paired_ratio(a.loc[common].to_numpy(), b.loc[common].to_numpy())
+
+
+def pair_lookup(latencies: dict[str, pd.Series]) -> PairedRatio:
+    """`paired(a, b)` by strategy name for check_targets (None where either did not run)."""
+    @cache
+    def lookup(a: str, b: str) -> Paired | None:
+        return paired(latencies[a], latencies[b]) if a in latencies and b in latencies else None
+
+    return lookup
+
+
+def paired_table(latencies: dict[str, pd.Series], reference: str | None = None) -> pd.DataFrame:
+    """One row per strategy (and the oracle) other than the reference: it against the reference
+    on the requests both completed (PAIRED_COLUMNS); empty where nothing ran."""
+    if reference is None:
+        reference = REFERENCE if REFERENCE in latencies else next(iter(latencies), None)
+    if reference not in latencies:
+        if reference is not None and latencies:
+            raise ValueError(f"reference {reference!r}: not a strategy of this compare "
+                             f"(its runs: {', '.join(latencies)})")
+        return pd.DataFrame(columns=PAIRED_COLUMNS)
+    base = latencies[reference]
+    rows = []
+    for name, latency in latencies.items():
+        if name == reference:
+            continue
+        result = paired(latency, base)
+        common = latency.index.intersection(base.index, sort=False)
+        rows.append({"strategy": name, "reference": reference, "n_pairs": result.n_pairs,
+                     "latency_mean_s": latency.loc[common].mean() if len(common) else None,
+                     "reference_latency_mean_s": base.loc[common].mean() if len(common) else None,
+                     "latency_mean_ratio": result.ratio, "latency_mean_ratio_ci_low": result.low,
+                     "latency_mean_ratio_ci_high": result.high, "wilcoxon_p": result.p_value,
+                     "note": result.note})
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 
 
 def measured_requests(run_dir: Path) -> pd.DataFrame:
@@ -100,9 +174,12 @@ def table_row(name: str, first: pd.DataFrame, summary: dict[str, Any] | None, sc
         quality = pd.DataFrame({k: [r[k] for r in rows] for k in ("fid", "class_accuracy")})
     weighted = {k: float((quality[k] * weights).sum() / weights.sum()) if len(ok) else None
                 for k in ("fid", "class_accuracy")}
+    mean, p95 = mean_interval(totals.to_numpy()), percentile_interval(totals.to_numpy(), 95)
     return {"strategy": name, "requests": len(first), "done": len(ok), "failed": len(first) - len(ok),
-            "latency_mean_s": totals.mean(), "latency_p50_s": totals.quantile(0.5),
-            "latency_p95_s": totals.quantile(0.95), **weighted,
+            "latency_mean_s": totals.mean(), "latency_mean_ci_low_s": mean.low,
+            "latency_mean_ci_high_s": mean.high, "latency_p50_s": totals.quantile(0.5),
+            "latency_p95_s": totals.quantile(0.95), "latency_p95_ci_low_s": p95.low,
+            "latency_p95_ci_high_s": p95.high, **weighted,
             **{k: entry.get(k) for k in ("wire_bytes_per_image", "report_bytes_per_image",
                                          "device_energy_per_image_j", "overrun_steps", "escalation_rate")}}
 

@@ -32,6 +32,7 @@ from analysis.run_tables import (
     with_emulated,
     write_requests,
 )
+from analysis.schema import SCHEMA_VERSION, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,10 @@ def requests_table(run_dir: Path, manifest: dict[str, Any]) -> pd.DataFrame:
 
 def finish_run_dir(run_dir: str | Path, manifest: dict[str, Any], quality: bool = True,
                    traffic: bool = True) -> Finished:
-    """Every step of the pipeline on `run_dir` (see the module docstring)."""
+    """Every step of the pipeline on `run_dir` (see the module docstring).  Sets the manifest's
+    `schema_version` (the caller writes the manifest), as every file written here carries it."""
     d = Path(run_dir)
+    manifest["schema_version"] = SCHEMA_VERSION
     finished = Finished(requests_table(d, manifest), pd.DataFrame(), {}, {"headline": {}})
     steps = _Steps(d, finished)
     finished.traffic = steps.run("traffic", _traffic, d, manifest, traffic)
@@ -76,7 +79,8 @@ def summary_document(manifest: dict[str, Any], requests: pd.DataFrame, strategie
                      accuracy: dict[str, Any]) -> dict[str, Any]:
     memory = manifest.get("memory") or {}
     ok = requests.loc[requests["outcome"] == "ok", "request_id"]
-    return {"scenario": (manifest.get("scenario") or {}).get("name"), "status": manifest.get("status"),
+    return {"schema_version": SCHEMA_VERSION,
+            "scenario": (manifest.get("scenario") or {}).get("name"), "status": manifest.get("status"),
             "error": manifest.get("error"),
             "requests": {"planned": len(manifest.get("workload") or []),
                          "recorded": int(requests["request_id"].nunique()), "ok": int(ok.nunique())},
@@ -110,7 +114,7 @@ def _traffic(run_dir: Path, manifest: dict[str, Any], traffic: bool) -> pd.DataF
         return _empty_traffic()
     frame = parse_run_traffic(run_dir / "pcap", manifest.get("network") or {})
     frame = with_emulated(frame, run_clock(manifest), TRAFFIC_WALL_FIELDS)
-    frame.to_parquet(run_dir / "traffic.parquet", index=False)
+    write_parquet(frame, run_dir / "traffic.parquet")
     return frame
 
 
@@ -128,7 +132,8 @@ def _accuracy(run_dir: Path, manifest: dict[str, Any], measured: pd.DataFrame,
               traffic: pd.DataFrame) -> dict[str, Any]:
     from analysis.accuracy import accuracy_report
 
-    accuracy = accuracy_report(measured, traffic, manifest.get("network") or {}, read_link_events(run_dir))
+    report = accuracy_report(measured, traffic, manifest.get("network") or {}, read_link_events(run_dir))
+    accuracy = {"schema_version": SCHEMA_VERSION, **report}
     (run_dir / "accuracy.json").write_text(json.dumps(accuracy, indent=1, default=json_default))
     return accuracy
 

@@ -40,7 +40,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from analysis.quality import quality_table
 from nodes.diffusion.generation import generate, request_labels
@@ -52,6 +51,7 @@ from nodes.diffusion.model_zoo import (
     weights_file,
 )
 from nodes.planning.plan import Plan, parse_plan, single_model_plan
+from nodes.progress import progress_bar
 from nodes.schema import check_scheduler_name
 
 REFERENCE_MODEL = "large"
@@ -81,7 +81,7 @@ def compare_plans(
     labels = request_labels(n, label)
     reference = large_reference(labels, seed, scheduler, steps)
     rows = []
-    for plan in tqdm(parsed, desc="plans", unit="plan"):
+    for plan in progress_bar(parsed, desc="plans", unit="plan"):
         started = time.perf_counter()
         images = generate(plan, labels, seed, scheduler, progress=True)
         elapsed = time.perf_counter() - started
@@ -236,7 +236,8 @@ def plans_quality(plans: Iterable[Plan | str], scheduler: str, steps: int, *, n:
     if missing:
         labels = request_labels(n)
         reference = Reference.make(labels, seed, scheduler, steps, progress)
-        for key in tqdm(missing, desc=f"plan quality ({n} images each)", unit="plan", disable=not progress):
+        for key in progress_bar(missing, desc=f"plan quality ({n} images each)", unit="plan",
+                                disable=not progress):
             figures = measure(key, labels, reference, progress)
             path = _write_cached(key, cache_dir, figures)
             out[key.plan] = {**figures, "cache_file": str(path), "cached": False}

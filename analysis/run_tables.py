@@ -11,12 +11,15 @@ request (the manifest's `workload`) with no record at all becomes a `failed` row
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any, get_args, get_origin
 
 import pandas as pd
 
+from analysis.load import load_run as load_run  # one loader: analysis/load.py; scripts import it here too
+from analysis.load import load_runs as load_runs
+from analysis.schema import write_parquet
+from analysis.traffic import COLUMNS as TRAFFIC_PARSED_COLUMNS
 from nodes.clock import Clock, wall_fields
 from nodes.planning.request import Request
 from nodes.runtime.records import SentRequest, StageRecord, failed_records, read_records
@@ -27,6 +30,8 @@ RECORD_WALL_FIELDS = wall_fields(StageRecord)
 REQUEST_COLUMNS = [*StageRecord.model_fields, *(f.removeprefix("wall_") for f in RECORD_WALL_FIELDS),
                    *PLANNED_COLUMNS[1:]]
 TRAFFIC_WALL_FIELDS = {"wall_t_first": "time", "wall_t_last": "time"}  # analysis/traffic.py, pcap epochs
+# traffic.parquet's columns: the parsed table's, each wall field's emulated twin (analysis/pipeline.py)
+TRAFFIC_COLUMNS = [*TRAFFIC_PARSED_COLUMNS, *(f.removeprefix("wall_") for f in TRAFFIC_WALL_FIELDS)]
 
 
 def _floats(annotation: object) -> bool:
@@ -95,10 +100,8 @@ def unrecorded_failures(seen: set[str], planned: list[Request], scheduler: str, 
 
 
 def write_requests(run_dir: Path, frame: pd.DataFrame) -> None:
-    """requests.parquet, replaced whole (a reader never sees half a file)."""
-    tmp = Path(run_dir) / ".requests.parquet.tmp"
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, Path(run_dir) / "requests.parquet")
+    """requests.parquet, replaced whole, with the schema version (analysis/schema.py)."""
+    write_parquet(frame, Path(run_dir) / "requests.parquet")
 
 
 def read_link_events(run_dir: str | Path) -> list[dict]:
@@ -112,29 +115,3 @@ def read_link_events(run_dir: str | Path) -> list[dict]:
             except json.JSONDecodeError:
                 continue
     return events
-
-
-def load_run(run_dir: str | Path) -> dict[str, Any]:
-    """A run directory's tables and documents, for scripts: requests, traffic (DataFrames),
-    summary, accuracy and manifest (dicts); what a run did not write is absent."""
-    d = Path(run_dir)
-    out: dict[str, Any] = {}
-    for name in ("requests", "traffic"):
-        if (d / f"{name}.parquet").is_file():
-            out[name] = pd.read_parquet(d / f"{name}.parquet")
-    for name in ("summary", "accuracy", "manifest"):
-        if (d / f"{name}.json").is_file():
-            out[name] = json.loads((d / f"{name}.json").read_text())
-    return out
-
-
-def load_runs(run_dirs: list[str | Path]) -> dict[str, pd.DataFrame]:
-    """Many runs' requests and traffic tables, each concatenated with a `run` column (the run
-    directory's name) to group and compare by.  Imports no torch, diffusers or Mininet."""
-    frames: dict[str, list[pd.DataFrame]] = {"requests": [], "traffic": []}
-    for run_dir in run_dirs:
-        run = load_run(run_dir)
-        for name, parts in frames.items():
-            if name in run:
-                parts.append(run[name].assign(run=Path(run_dir).name))
-    return {name: pd.concat(parts, ignore_index=True) for name, parts in frames.items() if parts}

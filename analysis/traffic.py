@@ -23,6 +23,18 @@ appears in three rows, one per link: `wire_bytes` summed over links is the load 
 on the network.  `wire_bytes` is the Ethernet frame length on the wire (pcap "wirelen"); a
 segment shared by two messages counts as a packet of the first (`packets`) and as the byte
 fraction each one has of it (`packet_share`, which is what header accounting uses).
+
+A row is one (link, direction of a TCP flow, message identity, part) and `part` says what its
+packets are: `data` (segments carrying the message's bytes), `ack` (pure ACKs of it, sent the
+other way) or `control`.  So a sum over rows means:
+  - `packets`, `packet_share`, `wire_bytes`, `tcp_payload_bytes`, `retransmitted_packets`: every
+    row counts its own packets once; their sum over any set of rows is what those packets put on
+    the wire (over all links: each packet once per link it crossed).
+  - `message_bytes`, `zmtp_bytes`: the length of the message(s) a `data` row carries (frame bodies;
+    with the ZMTP frame headers), once per link it crossed, and empty on every `ack` and `control`
+    row, so their sum is the messages' bytes per link crossed, never counted twice.  (Before
+    schema version 2, analysis/schema.py, ack rows repeated them.)
+  - `message_index`: an identifier (the message's place on its connection), not a quantity.
 """
 
 from __future__ import annotations
@@ -190,6 +202,7 @@ def flow_rows(link: str, interface: str, flows: dict[tuple, _Flow],
         flow.messages = parse_zmtp(rebuild_stream(flow)) if flow.isn is not None else []
         flow.starts = [m.start for m in flow.messages]
     acc: dict[tuple, dict] = {}
+    carried: dict[tuple, set[int]] = {}  # per row: the messages (stream offsets) whose length it holds
 
     def add(key: tuple, pkt: _Pkt, packets: float, wire: float, payload: float, retrans: int,
             message: _Message | None) -> None:
@@ -198,9 +211,16 @@ def flow_rows(link: str, interface: str, flows: dict[tuple, _Flow],
             row = acc[key] = {"packets": 0.0, "packet_share": 0.0, "retransmitted_packets": 0,
                               "wire_bytes": 0.0,
                               "tcp_payload_bytes": 0.0, "wall_t_first": pkt.ts, "wall_t_last": pkt.ts,
-                              "message_bytes": message.message_bytes if message else None,
-                              "zmtp_bytes": (message.end - message.start) if message else None,
+                              "message_bytes": None, "zmtp_bytes": None,
                               "message_index": message.index if message else None}
+            carried[key] = set()
+        if message is not None and key[-1] == "data" and message.start not in carried[key]:
+            # a message's length once, on the row of its data: an ACK row repeating it would count
+            # the message twice in a sum over the column
+            carried[key].add(message.start)
+            row["message_bytes"] = (row["message_bytes"] or 0) + message.message_bytes
+            row["zmtp_bytes"] = (row["zmtp_bytes"] or 0) + message.end - message.start
+            row["message_index"] = min(row["message_index"], message.index)
         row["packets"] += packets
         row["packet_share"] += wire / pkt.wirelen if pkt.wirelen else 0.0
         row["retransmitted_packets"] += retrans

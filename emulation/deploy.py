@@ -167,6 +167,7 @@ def finish_deployment(deployment: Deployment, run_dir: Path, devices: list[str])
     and a manifest.  Time is the hosts' own (K = 1); t = 0 is the first measured request."""
     from analysis.pipeline import finish_run_dir
     from analysis.run_tables import requests_frame
+    from emulation.provenance import provenance
 
     planned = [r.model_dump(mode="json") for r in deployment_requests(deployment) if r.device in devices]
     wall = requests_frame(run_dir, planned)
@@ -174,7 +175,8 @@ def finish_deployment(deployment: Deployment, run_dir: Path, devices: list[str])
     manifest = {"mode": "deploy", "status": "completed", "error": None, "workload": planned,
                 "clock": {"wall_origin": float(measured.min()) if len(measured) else None,
                           "time_dilation": 1.0},
-                "network": {}, "scenario": deployment.model_dump(mode="json"), "devices": devices}
+                "network": {}, "scenario": deployment.model_dump(mode="json"), "devices": devices,
+                **provenance(deployment)}  # versions and checksums, as a run's manifest has them
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return finish_run_dir(run_dir, manifest, quality=False, traffic=False)
 

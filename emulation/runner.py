@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import platform
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -45,16 +44,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from tqdm import tqdm
 
 from analysis.pipeline import Finished, finish_run_dir, json_default, requests_table
 from analysis.run_tables import requests_frame, run_clock, unrecorded_failures
 from emulation.cgroups import process_start
 from emulation.dilation import Dilation, choose_dilation
+from emulation.provenance import checksums
+from emulation.provenance import versions as provenance_versions
 from emulation.scenario import Scenario
 from emulation.workload import by_device, plan_workload
 from nodes.clock import Clock
 from nodes.planning.request import Request
+from nodes.progress import progress_bar
 from nodes.runtime.launcher import NodeLauncher
 from nodes.runtime.local_cluster import NodeProcess, stop_all, wait_ready
 from nodes.runtime.memory import nodes_memory
@@ -362,7 +363,8 @@ class _Run:
         total = len(self.planned)
         last = max(r.at_s for r in self.planned)
         deadline = self.clock.wall_at(last + self.scenario.run.timeout_s)
-        bar = tqdm(total=total, unit="req", desc="requests", disable=not self.progress, dynamic_ncols=True)
+        bar = progress_bar(total=total, unit="req", desc="requests", disable=not self.progress,
+                           dynamic_ncols=True)
         counts = {"ok": 0, "failed": 0}
         dead: set[str] = set()
         try:
@@ -474,12 +476,13 @@ class _Run:
     def _write_manifest(self) -> None:
         sc = self.scenario
         self.manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))  # once: when it began
+        if "checksums" not in self.manifest:  # once: the code, packages and files a run reads stay put
+            self.manifest.update(versions=versions(), checksums=checksums(sc))
         self.manifest.update({
             "status": self.status,
             "error": self.error,
             "run_dir": str(self.run_dir),
             "runner": {"pid": os.getpid(), "start_ticks": process_start(os.getpid())},
-            "versions": versions(),
             "kernel": platform.release(),
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
@@ -513,16 +516,12 @@ def compute_manifest(sc: Scenario) -> dict[str, Any]:
     return out
 
 
-def versions() -> dict[str, str | None]:
-    import importlib.metadata as md
+def versions() -> dict[str, Any]:
+    """emulation/provenance.py's (edgestage's commit and dirty state, the direct dependencies), and
+    the network's tools."""
     import subprocess
 
-    out: dict[str, str | None] = {"python": sys.version.split()[0]}
-    for dist in ("torch", "diffusers", "pyzmq", "scapy", "pandas", "pyarrow", "pydantic", "numpy"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = None
+    out = provenance_versions()
     with contextlib.suppress(Exception):
         from mininet.net import VERSION
 
@@ -530,8 +529,4 @@ def versions() -> dict[str, str | None]:
     with contextlib.suppress(Exception):
         out["tcpdump"] = subprocess.run(["tcpdump", "--version"], capture_output=True, text=True,
                                         timeout=5).stdout.splitlines()[0]
-    with contextlib.suppress(Exception):
-        root = Path(__file__).resolve().parent.parent
-        out["edgestage_commit"] = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
-                                                 capture_output=True, text=True, timeout=5).stdout.strip()
     return out

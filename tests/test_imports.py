@@ -5,7 +5,11 @@ knows no sockets (nothing from nodes/runtime or emulation/)."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("topologies", "nodes", "emulation", "analysis")
@@ -79,3 +83,10 @@ def test_planning_knows_no_sockets_and_no_emulation():
     reached = {(m, t) for m in planning for t in graph[m]
                if t.startswith(("nodes.runtime", "emulation")) or t == "nodes"}
     assert reached == set()
+
+
+@pytest.mark.parametrize("module", ["analysis.load", "analysis.run_tables", "analysis.schema"])
+def test_loading_results_needs_neither_torch_nor_diffusers_nor_mininet(module):
+    """A notebook that loads runs needs pandas and pyarrow only (analysis/load.py)."""
+    code = f"import {module}, sys; assert not {{'torch', 'diffusers', 'mininet'}} & set(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

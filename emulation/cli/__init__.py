@@ -7,6 +7,11 @@ is found before anything is written.  Ctrl-C, at any point, ends in one line and
 SIGTERM or SIGHUP in one line and exit 128 + the signal (what runs below cleans up on the way: the
 runner takes its network down, a samples file is not left half-written); emulation/guard.py
 handles them, for the network too.
+
+Exit codes: 0 done; 1 a run whose measured requests all failed, or with --strict any failed
+request or overrun step (its run directory is kept); 2 bad input; 130 and 128 + N as above.
+`--version`, and `-v`/`-q` (the logging level: WARNING by default, INFO, DEBUG, or ERROR with no
+progress bars) before or after the command.
 """
 
 from __future__ import annotations
@@ -25,16 +30,19 @@ import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
 from emulation.cli import bench, deploy, local, runs  # noqa: E402
-from emulation.cli.args import Parser  # noqa: E402
+from emulation.cli.args import Parser, add_global_args, add_verbosity, configure_logging, subparsers  # noqa: E402
 
 SUMMARY = "edgestage: multi-stage collaborative diffusion over emulated edge networks"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="edgestage", description=SUMMARY)
+    add_global_args(parser)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for commands in (local, bench, runs, deploy):
         commands.register(sub)
+    for command in subparsers(parser):  # -v/-q after the command as well as before it
+        add_verbosity(command)
     return parser
 
 
@@ -43,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             parser = build_parser()
             args = parser.parse_args(argv)
+            configure_logging(getattr(args, "verbose", 0), getattr(args, "quiet", False))
             return int(args.func(args) or 0)
         except ValueError as exc:  # bad input: scenario, plan, samples file, argument value
             text = str(exc).strip()

@@ -1,16 +1,101 @@
 """Argument types and output helpers every command of the CLI shares: one line and exit 2 for a bad
-argument (argparse.ArgumentTypeError names it), JSON that refuses NaN."""
+argument (argparse.ArgumentTypeError names it), JSON that refuses NaN, --version, -v/-q and the
+logging level they set, and handing outputs made under sudo to the user who ran sudo."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
+import os
+from pathlib import Path
+
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, as for every bad input
         self.exit(2, f"edgestage: error: {message}\n")
+
+
+class _Version(argparse.Action):
+    """--version: looked up only when asked (git runs), not each time the parser is built."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0,
+                         help="print the version (and the git commit, when known) and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from emulation.provenance import version_line
+
+        print(version_line())  # stdout, as argparse's own version action writes it
+        parser.exit(0)
+
+
+def add_global_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action=_Version)
+    add_verbosity(parser, top=True)
+
+
+def add_verbosity(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    """-v/--verbose and -q/--quiet, before the command (`edgestage -v run ...`) or after it (`run
+    --quiet`, as scripts and the tests write it).  A subcommand's copy has no default, or its
+    default would overwrite what was given before the command."""
+    unset = {} if top else {"default": argparse.SUPPRESS}
+    parser.add_argument("-v", "--verbose", action="count", help="log more: -v info, -vv debug",
+                        **({"default": 0} if top else unset))
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars; log only errors",
+                        **unset)
+
+
+def subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every command's parser below `parser`, nested ones (bench models, ...) included."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                found += [child, *subparsers(child)]
+    return found
+
+
+def log_level(verbose: int, quiet: bool) -> int:
+    """WARNING by default; -q: ERROR; -v: INFO; -vv: DEBUG (-q wins over -v)."""
+    if quiet:
+        return logging.ERROR
+    return {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+
+
+def configure_logging(verbose: int, quiet: bool) -> None:
+    logging.basicConfig(level=log_level(verbose, quiet), format=LOG_FORMAT)
+
+
+def created_by(path: Path) -> Path:
+    """The topmost folder that creating `path` (with its parents) makes: `path` itself, or the
+    first of its parents that does not exist yet.  Call it before creating anything."""
+    top = Path(path).absolute()
+    for parent in top.parents:
+        if parent.exists():
+            break
+        top = parent
+    return top
+
+
+def hand_to_sudo_user(path: Path) -> bool:
+    """Under sudo (root, SUDO_UID and SUDO_GID set), give the tree at `path` to the user who ran
+    sudo, so that they can read, re-report and delete their results without root; True if it did.
+    Symbolic links are changed, not followed: nothing outside the tree changes hands."""
+    try:
+        uid, gid = int(os.environ["SUDO_UID"]), int(os.environ["SUDO_GID"])
+    except (KeyError, ValueError):
+        return False
+    if os.geteuid() != 0 or not os.path.lexists(path):
+        return False
+    os.lchown(path, uid, gid)
+    for folder, dirs, files in os.walk(path):
+        for name in (*dirs, *files):
+            os.lchown(os.path.join(folder, name), uid, gid)
+    return True
 
 
 def print_json(value: object) -> None:

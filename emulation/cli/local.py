@@ -103,7 +103,7 @@ def _generate(args: argparse.Namespace) -> int:
     check_output_path(Path(args.out))  # before any work: a path that cannot be written fails now
     check_plan_models(plan)
     check_fits(plan.models(), len(labels), None if not args.replay else f"--replay {args.replay}")
-    images = generate(plan, labels, seed, scheduler, progress=sys.stderr.isatty())
+    images = generate(plan, labels, seed, scheduler, progress=sys.stderr.isatty() and not args.quiet)
     save_samples(Path(args.out), Samples(images, labels, plan, seed, scheduler, steps))
     print(f"{len(images)} images, plan {plan}, {scheduler} {steps} steps, seed {seed} -> {args.out}")
     return 0
@@ -210,7 +210,7 @@ def _quality_table(args: argparse.Namespace) -> int:
     check_output_path((cache_dir or default_cache_dir()) / "probe.json", what="plan-quality cache file")
     check_fits(SINGLE_MODELS, args.n)
     plans = grid(args.steps)
-    table = measure_table(args.scheduler, args.steps, n=args.n, cache_dir=cache_dir, progress=True)
+    table = measure_table(args.scheduler, args.steps, n=args.n, cache_dir=cache_dir, progress=not args.quiet)
     write_table(table, out)
     if args.json:
         print_json({"table": str(out), "plans": json.loads(table.to_json(orient="records"))})

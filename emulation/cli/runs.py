@@ -5,12 +5,18 @@ emulation.calibration.calibrate; the one place a run's results are printed."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import logging
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from emulation.cli.args import created_by, hand_to_sudo_user
+
 if TYPE_CHECKING:
+    import pandas as pd
+
     from emulation.runner import RunResult
 
 
@@ -19,10 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("scenario", help="scenario file (.toml), e.g. scenarios/default.toml")
     p.add_argument("--out", help="run directory to create (default: runs/<scenario>-<time>)")
     p.add_argument("--no-quality", action="store_true", help="skip FID/KID/class accuracy")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--check", action="store_true", help="validate the scenario and exit")
     p.add_argument("--strict", action="store_true",
-                   help="exit 1 if any strategy's profiled compute overran (the run directory is kept)")
+                   help="exit 1 if any measured request failed or any strategy's profiled compute "
+                        "overran (without it, only if every measured one failed; the run directory is kept)")
     p.set_defaults(func=_run)
     p = sub.add_parser("sweep", help="one run per value of a scenario field, a table across them (root)")
     p.add_argument("scenario", help="scenario file (.toml)")
@@ -30,7 +36,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a dotted scenario field and its values, e.g. topology.backhaul.bw_mbit=2,10,50")
     p.add_argument("--out", help="sweep directory to create (default: runs/<scenario>-sweep-<time>)")
     p.add_argument("--no-quality", action="store_true", help="skip FID/KID/class accuracy")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_sweep)
     p = sub.add_parser("compare", help="every strategy alone on the same workload, and an oracle; "
                        "one table and one figure (root)")
@@ -41,7 +46,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "these again (at its K), then its table and figure")
     p.add_argument("--targets", metavar="FILE", help="benchmark targets to check on the table (TOML; "
                    "default: scenarios/bench-targets.toml, or with --again the compare's own)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_compare)
     p = sub.add_parser("report", help="(re)write a run directory's report.md and plots/")
     p.add_argument("run_dir", help="a run directory, e.g. runs/default-20261127-120000")
@@ -69,7 +73,6 @@ def _run(args: argparse.Namespace) -> int:
     from emulation.dilation import choose_dilation
     from emulation.runner import check_can_run, default_out_dir, run_scenario
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = Path(args.out) if args.out else default_out_dir(scenario)
     check_can_run(out)  # before measuring anything for "auto"
     dilation = choose_dilation(scenario)
@@ -77,22 +80,61 @@ def _run(args: argparse.Namespace) -> int:
         print(f"time dilation K = {dilation.k:g}: {dilation.how}")
     if dilation.native_hosts_note:
         print(f"note: {dilation.native_hosts_note}")
-    result = run_scenario(scenario, out, progress=not args.quiet, quality=not args.no_quality,
-                          on_finish=_print_run, dilation=dilation)
-    return _strict_status(result.summary) if args.strict else 0
+    with _owned_by_sudo_user(out):
+        result = run_scenario(scenario, out, progress=not args.quiet, quality=not args.no_quality,
+                              on_finish=_print_run, dilation=dilation)
+    return _run_status(result, args.strict)
 
 
-def _strict_status(summary: dict) -> int:
-    """--strict: 1, with one line on stderr naming them, if any strategy's profiled compute overran."""
-    import sys
+@contextlib.contextmanager
+def _owned_by_sudo_user(out: Path) -> Iterator[None]:
+    """Under sudo, the output directory `out` (with the parents the command makes) goes to the user
+    who ran sudo when the command ends: what it created, also when it fails or is interrupted; a
+    directory that was there before (`compare --again`, `report`) only once the command has
+    accepted it as its own, so that a mistyped path never changes hands."""
+    top = created_by(out)  # before anything exists: only what this command makes changes hands
+    existed, finished = top.exists(), False
+    try:
+        yield
+        finished = True
+    finally:
+        if finished or not existed:
+            try:
+                hand_to_sudo_user(top)
+            except OSError as exc:  # the results are there; say why the user cannot own them
+                print(f"edgestage: warning: {top} stays root's: {exc}", file=sys.stderr)
 
+
+def measured_outcomes(requests: pd.DataFrame) -> tuple[int, int]:
+    """(measured requests, how many of them failed): warm-up requests only open connections and do
+    not count; a request's outcome is on its first row."""
+    from analysis.summary import per_request
+
+    if requests.empty:
+        return 0, 0
+    measured = per_request(requests[requests["warmup"].ne(True)])
+    return len(measured), int((measured["outcome"] != "ok").sum())
+
+
+def _run_status(result: RunResult, strict: bool) -> int:
+    """1, with one line on stderr for each reason, if no measured request succeeded; with --strict
+    also if any failed or any strategy's profiled compute overran.  0 otherwise."""
     from analysis.summary import overrun_line
 
-    line = overrun_line(summary.get("strategies") or {})
-    if line is None:
-        return 0
-    print(f"edgestage: --strict: profiled compute {line}", file=sys.stderr)
-    return 1
+    measured, failed = measured_outcomes(result.requests)
+    lines = []
+    if measured == 0:  # nothing to report on is a failed run too
+        lines.append("edgestage: the run recorded no measured request")
+    elif failed == measured:
+        lines.append(f"edgestage: all {measured} measured requests failed (summary.json: failure_reasons)")
+    elif strict and failed:
+        lines.append(f"edgestage: --strict: {failed} of {measured} measured requests failed")
+    overran = overrun_line(result.summary.get("strategies") or {}) if strict else None
+    if overran is not None:  # last: scripts read the overrun from the last line
+        lines.append(f"edgestage: --strict: profiled compute {overran}")
+    for line in lines:
+        print(line, file=sys.stderr)
+    return 1 if lines else 0
 
 
 def _print_run(result: RunResult) -> None:
@@ -119,31 +161,54 @@ def _compare(args: argparse.Namespace) -> int:
     if args.targets or not args.again:  # a bad targets file: one line naming file and entry, exit 2
         compare_targets(args.targets)
     runs = variants(args.scenario, oracle=not args.no_oracle)  # every run validated first: exit 2
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.scenario).stem}-compare-{stamp}"
     done = lambda name, run: print(f"done: {name} -> {run}", flush=True)  # noqa: E731
-    if args.again:
-        if not args.out:
-            raise ValueError("--again needs --out: the compare directory to run them again in")
-        table = rerun(args.scenario, out, [n.strip() for n in args.again.split(",")], not args.quiet, done,
-                      targets=args.targets)
-    else:
-        print(f"{len(runs)} runs: " + ", ".join(f"{n} ({p})" if p else n for n, p, _ in runs))
-        table = run_compare(args.scenario, out, oracle=not args.no_oracle, progress=not args.quiet,
-                            on_run=done, targets=args.targets)
+    if args.again and not args.out:
+        raise ValueError("--again needs --out: the compare directory to run them again in")
+    with _owned_by_sudo_user(out):
+        if args.again:
+            table = rerun(args.scenario, out, [n.strip() for n in args.again.split(",")], not args.quiet,
+                          done, targets=args.targets)
+        else:
+            print(f"{len(runs)} runs: " + ", ".join(f"{n} ({p})" if p else n for n, p, _ in runs))
+            table = run_compare(args.scenario, out, oracle=not args.no_oracle, progress=not args.quiet,
+                                on_run=done, targets=args.targets)
     meta = json.loads((out / "compare.json").read_text())
     print(f"times are emulated seconds (time dilation K = {meta['time_dilation']:g}); quality from the "
           "quality table; oracle: per request the fastest candidate meeting the floor")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    for line in _paired_lines(meta.get("paired") or []):
+        print(line)
     for check in meta.get("targets", []):
         state = {True: "met", False: "NOT met", None: "-"}[check["met"]]
         value = check["value"]
         shown = f"{value:.3g}" if isinstance(value, float) else "-" if value is None else str(value)
         print(f"  {check['check']}: {shown} (target {check['target']}): {state}")
     print(f"targets: {meta['targets_file']}")
-    print(f"compare directory: {out} (compare.csv, compare.png)")
+    print(f"compare directory: {out} (compare.csv, compare_paired.csv, compare.png)")
     return 0
+
+
+def _paired_lines(paired: list[dict]) -> list[str]:
+    """Each strategy's mean latency over the reference's on the same requests, with its interval."""
+    if not paired:
+        return []
+    out = [f"mean latency against {paired[0]['reference']} on the same requests (paired, 95 % CI, "
+           "Wilcoxon signed-rank p):"]
+    for row in paired:
+        if row["strategy"] == row["reference"]:
+            continue
+        ratio, low, high, p = (row.get(k) for k in ("latency_mean_ratio", "latency_mean_ratio_ci_low",
+                                                    "latency_mean_ratio_ci_high", "wilcoxon_p"))
+        shown = "-" if ratio is None else f"{ratio:.3g}x"
+        if low is not None and high is not None:
+            shown += f" ({low:.3g}-{high:.3g})"
+        if p is not None:
+            shown += f", p = {p:.2g}"
+        note = f" [{row['note']}]" if row.get("note") else ""
+        out.append(f"  {row['strategy']}: {shown}, n = {row['n_pairs']}{note}")
+    return out
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -156,15 +221,15 @@ def _report(args: argparse.Namespace) -> int:
         unfinished = json.loads(manifest.read_text()).get("status") == "running"
     except (OSError, ValueError, AttributeError):
         unfinished = False  # write_report names what is missing
-    if unfinished:  # killed before it wrote its tables: they are rebuilt from the records first
-        from emulation.runner import finish_killed_run
+    with _owned_by_sudo_user(Path(args.run_dir)):  # the run directory, which the report rewrites
+        if unfinished:  # killed before it wrote its tables: they are rebuilt from the records first
+            from emulation.runner import finish_killed_run
 
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        result = finish_killed_run(args.run_dir, quality=not args.no_quality)
-        print(f"{args.run_dir}: unfinished run (its runner is gone) finished from its records: "
-              f"{result.summary['requests']['recorded']} of {result.summary['requests']['planned']} "
-              "requests recorded")
-    print(write_report(args.run_dir))  # ValueError on a directory that holds no run: exit 2
+            result = finish_killed_run(args.run_dir, quality=not args.no_quality)
+            print(f"{args.run_dir}: unfinished run (its runner is gone) finished from its records: "
+                  f"{result.summary['requests']['recorded']} of {result.summary['requests']['planned']} "
+                  "requests recorded")
+        print(write_report(args.run_dir))  # ValueError on a directory that holds no run: exit 2
     return 0
 
 
@@ -177,8 +242,9 @@ def _sweep(args: argparse.Namespace) -> int:
     variants(args.scenario, field, values)  # every value checked before anything starts
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.scenario).stem}-sweep-{stamp}"
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    table = run_sweep(args.scenario, field, values, out, quality=not args.no_quality, progress=not args.quiet)
+    with _owned_by_sudo_user(out):
+        table = run_sweep(args.scenario, field, values, out, quality=not args.no_quality,
+                          progress=not args.quiet)
     print(table.drop(columns="run_dir").to_string(index=False))
     print(f"sweep directory: {out} (sweep.csv, sweep.png, one run directory per value)")
     return 0

@@ -11,13 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from nodes.diffusion.digits import NUM_CLASSES
 from nodes.diffusion.executor import SAMPLE, initial_state, run_stage
 from nodes.diffusion.model_zoo import SampleShape, check_denoiser_dir, load_denoiser, load_noise_schedule
 from nodes.diffusion.schedulers import SCHEDULE_KEYS
 from nodes.planning.plan import Plan
+from nodes.progress import progress_bar
 from nodes.schema import MAX_GENERATE_IMAGES
 
 # Peak resident memory per image of `edgestage generate` with each shipped model, in MiB: the
@@ -120,7 +120,7 @@ def generate(
     labels = torch.as_tensor(labels, dtype=torch.int64)
     shape = SampleShape.of(load_denoiser(plan.stages[0].model).config)
     state = initial_state(labels, seed, scheduler, plan.total_steps, shape)
-    bar = tqdm(total=plan.total_steps, desc=str(plan), unit="step", disable=not progress, leave=False)
+    bar = progress_bar(total=plan.total_steps, desc=str(plan), unit="step", disable=not progress, leave=False)
     for stage in plan.stages:
         state = run_stage(
             load_denoiser(stage.model),

@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers.training_utils import EMAModel
-from tqdm import tqdm
 
 from nodes.diffusion.architectures import (
     DENOISER_NAMES,
@@ -28,6 +27,7 @@ from nodes.diffusion.architectures import (
     training_noise_schedule,
 )
 from nodes.diffusion.digits import SPLIT_SEED, TEST_FRACTION, load_split
+from nodes.progress import progress_bar
 
 TRAIN_THREADS = 2  # fixed so that the reduction order, and so the weights, do not vary
 
@@ -105,7 +105,7 @@ def _train_denoiser(name: str, out_dir: Path, recipe: TrainingRecipe, gen: torch
     started = time.perf_counter()
     losses = []
     model.train()
-    for _ in tqdm(range(recipe.steps), desc=f"train {name}", unit="step"):
+    for _ in progress_bar(range(recipe.steps), desc=f"train {name}", unit="step"):
         idx = torch.randint(0, len(data.labels), (recipe.batch_size,), generator=gen)
         clean, labels = data.images[idx], data.labels[idx]
         noise = torch.randn(clean.shape, generator=gen)
@@ -142,7 +142,7 @@ def _train_classifier(out_dir: Path, recipe: TrainingRecipe, gen: torch.Generato
     lr_sched = _lr_schedule(optimizer, recipe.steps)
     started = time.perf_counter()
     model.train()
-    for _ in tqdm(range(recipe.steps), desc=f"train {name}", unit="step"):
+    for _ in progress_bar(range(recipe.steps), desc=f"train {name}", unit="step"):
         idx = torch.randint(0, len(data.labels), (recipe.batch_size,), generator=gen)
         images = _shift(data.images[idx], gen)
         # light noise so that the judge is not thrown by the grain of generated samples

@@ -9,6 +9,7 @@ import shutil
 import pandas as pd
 
 from analysis.pipeline import finish_run_dir
+from analysis.schema import SCHEMA_VERSION, parquet_version
 from emulation.runner import finish_killed_run
 
 from .conftest import SMOKE_RUN
@@ -38,6 +39,16 @@ def test_every_step_writes_its_file_from_the_records_and_the_captures(tmp_path):
     assert summary["status"] == "completed" and set(summary["strategies"]) == set(
         finished.requests["strategy"])
     assert (d / "accuracy.json").is_file() and (d / "report.md").is_file()
+
+
+def test_every_file_the_pipeline_writes_carries_the_schema_version(tmp_path):
+    d, manifest = _copy(tmp_path, "completed")
+    finish_run_dir(d, manifest, quality=False, traffic=True)
+    assert manifest["schema_version"] == SCHEMA_VERSION  # the runner writes the manifest after
+    for name in ("summary.json", "accuracy.json"):
+        assert json.loads((d / name).read_text())["schema_version"] == SCHEMA_VERSION
+    for name in ("requests.parquet", "traffic.parquet"):
+        assert parquet_version(d / name) == SCHEMA_VERSION
 
 
 def test_a_failed_step_is_named_and_the_next_ones_still_run(tmp_path):

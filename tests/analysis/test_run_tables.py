@@ -105,7 +105,7 @@ def test_runs_load_into_pandas_without_the_stack(tmp_path):
     shutil.copytree(SMOKE_RUN, copy)
     code = ("import sys; from analysis.run_tables import load_runs; "
             f"t = load_runs([{str(SMOKE_RUN)!r}, {str(copy)!r}]); "
-            "print(len(t['requests']), sorted(set(t['requests']['run']))); "
+            "print(len(t['requests']), sorted(set(t['requests']['run_id']))); "
             "print(sorted(m for m in ('torch', 'diffusers', 'mininet', 'zmq') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     rows = len(pd.read_parquet(SMOKE_RUN / "requests.parquet"))

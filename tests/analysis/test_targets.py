@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from analysis.compare_tables import COLUMNS, compare_targets
+from analysis.statistics import Paired
 from analysis.targets import DEFAULT_TARGETS, check_targets, load_targets, parse_targets
 
 FLOOR = {"min_class_accuracy": 0.946, "max_fid": 1.53}
@@ -119,3 +120,86 @@ def test_a_bad_file_is_one_line_naming_the_file_and_the_entry(tmp_path, text, ne
         load_targets(path, COLUMNS)
     message = str(caught.value)
     assert message.startswith(f"--targets {path}: ") and needle in message and "\n" not in message
+
+
+def _mean_target(**bounds) -> list:
+    return parse_targets({"target": [{"name": "t", "value": "a.latency_mean_s", **bounds}]}, "t", COLUMNS)
+
+
+@pytest.mark.parametrize(("high", "met"), [(1.1, False), (0.95, True)])
+def test_a_mean_is_judged_on_its_interval_s_upper_end_not_its_point(high, met):
+    row = {"strategy": "a", "done": 8, "latency_mean_s": 0.9, "latency_mean_ci_low_s": 0.7,
+           "latency_mean_ci_high_s": high}
+    [check] = check_targets(pd.DataFrame([row]), _mean_target(at_most=1.0))
+    assert (check["value"], check["met"]) == (0.9, met)  # the point 0.9 alone would meet it
+    assert check["target"] == (f"<= 1; judged on its 95 % CI 0.7\u2013{high:g} (n = 8): "
+                               "met only if its upper end is <= 1")
+    assert check["interval"] == {"kind": "interval", "of": "a", "column": "latency_mean_s", "estimate": 0.9,
+                                 "low": 0.7, "high": high, "n": 8}
+
+
+def test_a_mean_without_an_interval_is_unknown_and_a_table_without_the_columns_is_judged_on_the_point():
+    row = {"strategy": "a", "done": 1, "latency_mean_s": 0.9, "latency_mean_ci_low_s": None,
+           "latency_mean_ci_high_s": None}
+    [check] = check_targets(pd.DataFrame([row]), _mean_target(at_most=1.0))
+    assert check["met"] is None and "no 95 % CI: fewer than two requests" in check["target"]
+    [old] = check_targets(pd.DataFrame([{"strategy": "a", "done": 1, "latency_mean_s": 0.9}]),
+                          _mean_target(at_most=1.0))
+    assert old == {"check": "t", "value": 0.9, "target": "<= 1", "met": True}
+
+
+class _Pairs:
+    """Stands in for compare_table's paired ratios: records what was asked."""
+
+    def __init__(self, result):
+        self.result, self.asked = result, []
+
+    def __call__(self, a, b):
+        self.asked.append((a, b))
+        return self.result
+
+
+SPEEDUP = {"name": "speedup", "value": "cloud_only.latency_mean_s / elastic.latency_mean_s", "at_least": 1}
+ROWS = pd.DataFrame([("cloud_only", 8, 0.9), ("elastic", 8, 0.6)],
+                    columns=["strategy", "done", "latency_mean_s"])
+
+
+@pytest.mark.parametrize(("low", "met"), [(0.9, False), (1.1, True)])
+def test_a_ratio_of_means_is_judged_on_the_paired_interval_with_its_p_value_and_n(low, met):
+    pairs = _Pairs(Paired(1.4, low, 1.8, 0.031, 8))
+    [check] = check_targets(ROWS, parse_targets({"target": [SPEEDUP]}, "t"), paired=pairs)
+    assert pairs.asked == [("cloud_only", "elastic")]
+    assert check["value"] == pytest.approx(1.5) and check["met"] is met  # the point 1.5 alone would meet it
+    assert check["target"] == (f">= 1; judged on the paired ratio 1.4\u00d7 (95 % CI {low:g}\u20131.8, "
+                               "p = 0.031, n = 8): met only if its lower end is >= 1")
+    assert (check["interval"]["kind"], check["interval"]["of"]) == ("paired ratio", ["cloud_only", "elastic"])
+
+
+def test_a_paired_ratio_without_an_interval_is_unknown_and_without_pairs_the_point_judges():
+    one = _Pairs(Paired(1.4, None, None, None, 1, note="one pair: no interval and no test"))
+    [check] = check_targets(ROWS, parse_targets({"target": [SPEEDUP]}, "t"), paired=one)
+    assert check["met"] is None
+    assert "1.4\u00d7 (no 95 % CI: one pair: no interval and no test, p = -, n = 1)" in check["target"]
+    [check] = check_targets(ROWS, parse_targets({"target": [SPEEDUP]}, "t"), paired=_Pairs(None))
+    assert check == {"check": "speedup", "value": pytest.approx(1.5), "target": ">= 1", "met": True}
+
+
+def test_an_each_ratio_asks_for_the_strategy_it_matched_and_conditions_still_count():
+    entry = {"name": "vs cloud", "each": "cascade*", "at_most": 1.0, "when": "each.fid <= 2",
+             "value": "each.latency_mean_s / cloud_only.latency_mean_s"}
+    table = pd.DataFrame([("cloud_only", 8, 0.9, 1.5), ("cascade-a", 8, 0.5, 1.9),
+                          ("cascade-b", 8, 0.5, 2.5)], columns=["strategy", "done", "latency_mean_s", "fid"])
+    pairs = _Pairs(Paired(0.55, 0.5, 0.6, 0.01, 8))
+    checks = check_targets(table, parse_targets({"target": [entry]}, "t"), paired=pairs)
+    assert pairs.asked == [("cascade-a", "cloud_only"), ("cascade-b", "cloud_only")]
+    assert [(c["check"], c["met"]) for c in checks] == [("cascade-a: vs cloud", True),
+                                                       ("cascade-b: vs cloud", False)]
+
+
+def test_a_ratio_of_other_columns_is_judged_on_the_point():
+    entry = {"name": "p50", "value": "cloud_only.latency_p50_s / elastic.latency_p50_s", "at_least": 1}
+    table = pd.DataFrame([("cloud_only", 8, 0.9), ("elastic", 8, 0.6)],
+                         columns=["strategy", "done", "latency_p50_s"])
+    pairs = _Pairs(Paired(0.5, 0.4, 0.6, 0.01, 8))
+    [check] = check_targets(table, parse_targets({"target": [entry]}, "t"), paired=pairs)
+    assert pairs.asked == [] and "interval" not in check and check["met"] is True

@@ -161,6 +161,19 @@ def test_message_bytes_on_the_wire_match_the_records(traffic, requests):
         assert r.message_bytes > stage_payload[(r.request_id, r.stage)]
 
 
+def test_a_sum_over_message_bytes_counts_each_message_once_per_link(traffic, requests):
+    """A message's length is on its data rows only (not repeated on its ACKs' rows): summed over
+    the table, the records' bytes once per link of each message's route, below the wire bytes."""
+    assert traffic.loc[traffic["part"] != "data", ["message_bytes", "zmtp_bytes"]].isna().all().all()
+    expected = expected_messages(requests).dropna(subset=["records_bytes"])
+    links = expected.apply(lambda m: len(route(m["src"], m["dst"])), axis=1)
+    measured = data_rows(traffic).merge(expected, on=["request_id", "kind", "stage"])
+    assert measured["message_bytes"].sum() == (expected["records_bytes"] * links).sum() > 0
+    data = traffic[traffic["part"] == "data"]
+    assert traffic["zmtp_bytes"].sum() <= data["tcp_payload_bytes"].sum()
+    assert traffic["message_bytes"].sum() < traffic["zmtp_bytes"].sum() < traffic["wire_bytes"].sum()
+
+
 def test_every_node_message_without_records_bytes_is_whole_on_every_link(traffic):
     """Requests and acceptances: the same ZMTP length on every link they cross, and each link's
     data bytes are that length (plus what was sent twice)."""
@@ -338,6 +351,8 @@ def test_reordered_split_and_shared_segments_are_attributed_by_bytes(tmp_path):
     # ACKs: each to the message holding the last byte it acknowledges; the greeting's is control
     acks = table[table["part"] == "ack"].set_index("kind")["packets"].to_dict()
     assert acks == {"stage": 1, "result": 2}
+    assert table.loc[table["part"] == "ack", ["message_bytes", "zmtp_bytes"]].isna().all().all()
+    assert table["message_bytes"].sum() == len(ENV1) + 3072 + len(ENV2) + 200  # each message once
     assert (table["src"] == "d1").sum() + (table["src"] == "edge").sum() == len(table)
     assert table["packets"].sum() == len(s.packets)
     assert table["wire_bytes"].sum() == pytest.approx(sum(len(p) for p in s.packets))

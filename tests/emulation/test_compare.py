@@ -76,6 +76,70 @@ def test_the_oracle_takes_per_request_the_fastest_candidate_that_meets_the_floor
     assert table.loc["oracle", "class_accuracy"] == pytest.approx((0.95 + 0.956) / 2)
     assert table.loc["cloud_only", "latency_p50_s"] == pytest.approx(0.10)
     assert (tmp_path / "compare.csv").is_file()
+    # every request of cloud_only took 0.10 s: its intervals are that one point
+    assert list(table.loc["cloud_only", ["latency_mean_ci_low_s", "latency_mean_ci_high_s",
+                                         "latency_p95_ci_low_s", "latency_p95_ci_high_s"]]) == [0.10] * 4
+    # the oracle against cloud_only: pairs (0.05, 0.10) and (0.10, 0.10); a resample of the two pairs
+    # gives 0.5, 0.75 or 1.0, the 2.5th and 97.5th percentiles of 2000 of them the two ends
+    [oracle] = pd.read_csv(tmp_path / "compare_paired.csv").to_dict("records")
+    assert (oracle["strategy"], oracle["reference"], oracle["n_pairs"]) == ("oracle", "cloud_only", 2)
+    assert oracle["latency_mean_ratio"] == pytest.approx(0.75)
+    assert (oracle["latency_mean_ratio_ci_low"], oracle["latency_mean_ratio_ci_high"]) == (0.5, 1.0)
+    assert oracle["wilcoxon_p"] == 1.0  # one difference that is not zero: the test cannot tell
+
+
+def test_each_strategy_is_paired_with_cloud_only_on_the_requests_both_completed(tmp_path):
+    meta = {"scheduler": "dpm", "steps": 30, "time_dilation": 1, "oracle_candidates": {},
+            "strategies": ["edge_only", "cloud_only", "elastic"],
+            "floor": {"min_class_accuracy": 0.946, "max_fid": 1.53}}
+    (tmp_path / "compare.json").write_text(json.dumps(meta))
+    ids = [f"r{i}" for i in range(8)]
+    cloud = [{"request_id": r, "t_scheduled": 0.1 * i, "plan": "large:0-30@cloud", "total_s": 0.1 * (i + 1)}
+             for i, r in enumerate(ids)]
+    _run(tmp_path / "cloud_only", "cloud_only", cloud)
+    _run(tmp_path / "edge_only", "edge_only", [{**r, "plan": "large:0-30@edge"} for r in cloud])
+    # elastic: exactly half of cloud_only's latency on every request, and r7 failed
+    elastic = [{**r, "total_s": r["total_s"] / 2} for r in cloud[:7]]
+    elastic.append({**cloud[7], "plan": None, "total_s": None, "outcome": "failed"})
+    warm = {**cloud[0], "request_id": "w0", "warmup": True, "total_s": 9.0}  # never paired
+    _run(tmp_path / "elastic", "elastic", [warm, *elastic])
+    targets = tmp_path / "targets.toml"
+    targets.write_text('[[target]]\nname = "elastic mean <= 0.6 x cloud_only"\n'
+                       'value = "elastic.latency_mean_s / cloud_only.latency_mean_s"\nat_most = 0.6\n'
+                       '[[target]]\nname = "edge_only mean"\nvalue = "edge_only.latency_mean_s"\n'
+                       'at_most = 0.5\n')
+    table = compare_table(tmp_path, targets=targets).set_index("strategy")
+    assert table.loc["elastic", "done"] == 7 and table.loc["elastic", "latency_mean_s"] == pytest.approx(0.2)
+    low, high = table.loc["elastic", ["latency_mean_ci_low_s", "latency_mean_ci_high_s"]]
+    assert 0.05 < low < 0.2 < high < 0.35  # within the smallest and largest latency, around the mean
+
+    paired = pd.read_csv(tmp_path / "compare_paired.csv").set_index("strategy")
+    assert list(paired.index) == ["edge_only", "elastic"] and set(paired["reference"]) == {"cloud_only"}
+    elastic_row = paired.loc["elastic"]
+    assert elastic_row["n_pairs"] == 7  # r7 failed, the warm-up is not measured
+    assert elastic_row["latency_mean_ratio"] == pytest.approx(0.5)
+    assert elastic_row[["latency_mean_s", "reference_latency_mean_s"]].tolist() == pytest.approx([0.2, 0.4])
+    assert elastic_row[["latency_mean_ratio_ci_low", "latency_mean_ratio_ci_high"]].tolist() == pytest.approx(
+        [0.5, 0.5])
+    assert elastic_row["wilcoxon_p"] == pytest.approx(2 / 2**7)  # all 7 differences one sign: exact
+    edge_row = paired.loc["edge_only"]
+    assert (edge_row["n_pairs"], edge_row["latency_mean_ratio"]) == (8, pytest.approx(1.0))
+    assert pd.isna(edge_row["wilcoxon_p"]) and edge_row["note"] == "every difference is zero: no test"
+
+    meta = json.loads((tmp_path / "compare.json").read_text())
+    assert meta["paired"][1]["latency_mean_ratio"] == pytest.approx(0.5) and meta["paired"][1]["n_pairs"] == 7
+    assert meta["statistics"]["seed"] == 0 and meta["statistics"]["confidence"] == 0.95
+    ratio, mean = meta["targets"]
+    assert ratio["value"] == pytest.approx(0.2 / 0.45) and ratio["met"] is True
+    assert ratio["target"] == ("<= 0.6; judged on the paired ratio 0.5\u00d7 (95 % CI 0.5\u20130.5, "
+                               "p = 0.016, n = 7): met only if its upper end is <= 0.6")
+    # edge_only's mean is 0.45 s, under 0.5: its interval's upper end is not
+    assert mean["value"] == pytest.approx(0.45) and mean["interval"]["high"] > 0.5 and mean["met"] is False
+    assert compare_table(tmp_path, targets=targets).equals(table.reset_index())  # seeded: the same again
+    assert pd.read_csv(tmp_path / "compare_paired.csv").set_index("strategy").equals(paired)
+    compare_table(tmp_path, targets=targets, reference="elastic")
+    swapped = pd.read_csv(tmp_path / "compare_paired.csv").set_index("strategy")
+    assert swapped.loc["cloud_only", "latency_mean_ratio"] == pytest.approx(2.0)
 
 
 def test_the_shipped_targets_are_checked_from_the_table():

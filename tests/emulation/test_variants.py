@@ -120,9 +120,25 @@ def test_compare_runs_every_strategy_and_candidate_once_then_its_table_figure_an
     assert meta["runs"] == names and meta["targets_file"] == str(DEFAULT_TARGETS)
     assert meta["time_dilation"] == fake.runs[0][2] and (out / "compare.png").is_file()
     assert list(table["strategy"]) == [*meta["strategies"], "oracle"]
-    assert [set(c) for c in meta["targets"]] == [{"check", "value", "target", "met"}] * len(meta["targets"])
+    assert all({"check", "value", "target", "met"} <= set(c) for c in meta["targets"])
     speedup = meta["targets"][0]
     assert speedup["value"] == pytest.approx(1.0) and speedup["met"] is True  # the fake serves all alike
+    # judged on the paired ratio over the fake's two requests: the same in every run, so 1 exactly
+    assert [speedup["interval"][k] for k in ("low", "high", "n")] == [1.0, 1.0, 2]
+    assert ("judged on the paired ratio 1\u00d7 (95 % CI 1\u20131, p = -, n = 2): met only if its lower "
+            "end is >= 1") in speedup["target"]
+    paired = pd.read_csv(out / "compare_paired.csv")
+    assert list(paired["strategy"]) == [*(n for n in meta["strategies"] if n != "cloud_only"), "oracle"]
+    assert set(paired["reference"]) == {"cloud_only"} and set(paired["n_pairs"]) == {2}
+    assert set(paired["latency_mean_ratio"]) == {1.0} and paired["wilcoxon_p"].isna().all()
+    assert meta["paired"] == json.loads(paired.to_json(orient="records"))
+    # the fake's latencies are 0.1 s and 0.3 s: the mean's interval lies within them
+    assert ((table["latency_mean_ci_low_s"] >= 0.1) & (table["latency_mean_ci_high_s"] <= 0.3)).all()
+    from analysis.compare_figure import error_bars
+
+    below, above = error_bars(pd.read_csv(out / "compare.csv"), "latency_mean_s")
+    assert list(below) == pytest.approx(list(table["latency_mean_s"] - table["latency_mean_ci_low_s"]))
+    assert list(above) == pytest.approx(list(table["latency_mean_ci_high_s"] - table["latency_mean_s"]))
 
     fake.runs.clear()
     mine = tmp_path / "mine.toml"
