@@ -10,6 +10,11 @@ a sweep's, a campaign's), as tidy frames that concatenate.
     first = tables.requests.drop_duplicates(["run_id", "request_id"])
     first.merge(tables.runs, on="run_id").groupby("strategy")["total_s"].median()
 
+A campaign's runs (emulation/campaign.py) carry what varies between them as columns of every
+frame, `runs`, `requests` and `traffic` alike: each grid field (named by its dotted path),
+`campaign_strategy` (the strategy the run ran alone, or empty) and `campaign_repetition`
+(`repetition` is already the workload's own, within a run), from the campaign's campaign.json.
+
 Every frame has a `run_id` column: the run directory's path relative to what was loaded (its name
 where a run directory itself was given), or relative to the inputs' common parent where two runs
 given apart would otherwise share an id.  The runs table's `run_dir` is the absolute path.
@@ -35,7 +40,8 @@ from analysis.schema import document_version, parquet_version
 
 _TABLES = ("requests", "traffic")
 _DOCUMENTS = ("summary", "accuracy", "manifest")
-_INDEXES = ("compare.json", "sweep.json")  # what a compare or a sweep writes beside its runs
+# what a compare, a sweep or a campaign writes beside its runs
+_INDEXES = ("compare.json", "sweep.json", "campaign.json")
 
 
 @dataclass(frozen=True)
@@ -88,8 +94,9 @@ def load_runs(paths: str | Path | Iterable[str | Path], warmup: bool = False) ->
         run_id = run_dir.relative_to(base).as_posix()
         run = load_run(run_dir)
         rows.append({"run_id": run_id, **run_row(run_dir, run)})
+        columns = {k: _cell(v) for k, v in campaign_fields(run_dir).items()}
         for name, frame in _measured(run, warmup).items():
-            parts[name].append(frame.assign(run_id=run_id))
+            parts[name].append(frame.assign(run_id=run_id, **columns))
     return RunTables(_runs_frame(rows), *(_concat(parts[name]) for name in _TABLES))
 
 
@@ -129,13 +136,14 @@ def run_row(run_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
 def varied_fields(run_dir: Path) -> dict[str, Any]:
     """What the run's parent directory says varies between its runs: a compare's run name (the
     strategy, or an oracle candidate and its plan), a sweep's field and value (a column named by
-    the field)."""
+    the field), a campaign's run name and campaign_fields."""
     parent, name = run_dir.parent, run_dir.name
     out: dict[str, Any] = {}
     for index in _INDEXES:
-        try:
-            meta = json.loads((parent / index).read_text())
-        except (OSError, ValueError):
+        meta = _index(parent / index)
+        if index == "campaign.json":
+            if _campaign_entry(meta, name) is not None:
+                out.update(campaign="campaign", campaign_run=name, **campaign_fields(run_dir))
             continue
         runs = (meta.get("runs") or []) if isinstance(meta, dict) else []
         if name not in runs:
@@ -148,6 +156,36 @@ def varied_fields(run_dir: Path) -> dict[str, Any]:
             value = values[runs.index(name)] if len(values) == len(runs) else None
             out.update({"campaign": "sweep", "sweep_field": meta.get("field"), meta.get("field"): value})
     return out
+
+
+def campaign_fields(run_dir: Path) -> dict[str, Any]:
+    """What a campaign varies for this run, as its campaign.json records it: each grid field's
+    value, `campaign_strategy` and `campaign_repetition`; empty for a run of no campaign."""
+    entry = _campaign_entry(_index(run_dir.parent / "campaign.json"), run_dir.name)
+    if entry is None:
+        return {}
+    fields = entry.get("fields") if isinstance(entry.get("fields"), dict) else {}
+    return {**fields, "campaign_strategy": entry.get("strategy"),
+            "campaign_repetition": entry.get("repetition")}
+
+
+def _index(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _campaign_entry(meta: Any, name: str) -> dict[str, Any] | None:
+    """The run `name`'s entry of a campaign.json's runs, or None."""
+    runs = meta.get("runs") if isinstance(meta, dict) else None
+    entries = [r for r in runs or [] if isinstance(r, dict) and r.get("run_dir", r.get("name")) == name]
+    return entries[0] if entries else None
+
+
+def _cell(value: Any) -> Any:
+    """A value one column of a frame can hold on every row: a list or table as its JSON text."""
+    return json.dumps(value) if isinstance(value, list | dict) else value
 
 
 def _located(inputs: list[Path]) -> list[tuple[Path, list[Path]]]:

@@ -16,7 +16,7 @@ import dataclasses
 import json
 import shutil
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,7 +56,8 @@ def _dilation_inputs(scenario: Scenario) -> str:
 
 def run_variants(runs: Mapping[str, Scenario], out_dir: str | Path, *, dilation: Dilation | None = None,
                  before: Callable[[Dilation | None], None] | None = None, replace: bool = False,
-                 quality: bool = True, progress: bool = True, on_run: OnRun | None = None) -> dict[str, Path]:
+                 quality: bool = True, progress: bool = True, on_run: OnRun | None = None,
+                 skip: Collection[str] = ()) -> dict[str, Path]:
     """Run each variant into OUT/<name>/, in order; name -> its run directory.
 
     `dilation`: the K of every run (default: shared_dilation of the variants, chosen after OUT is
@@ -64,7 +65,9 @@ def run_variants(runs: Mapping[str, Scenario], out_dir: str | Path, *, dilation:
     before the first run (to write what the runs share, e.g. compare.json).  `replace`: OUT is an
     existing directory whose runs `runs` are run again, each old run directory removed first
     (otherwise OUT must be new or empty).  `on_run(name, run_dir)` follows each finished run.
-    With `progress`, a line `run i of N: name` on stderr before each run, beside its progress bar."""
+    With `progress`, a line `run i of N: name` on stderr before each run, beside its progress bar.
+    `skip`: names of `runs` already done in OUT (a resumed campaign): not run again, nor in the
+    result, but counted in the `run i of N` lines and in the K chosen."""
     from emulation.runner import check_can_run, make_run_dir, run_scenario
 
     out = Path(out_dir)
@@ -77,6 +80,8 @@ def run_variants(runs: Mapping[str, Scenario], out_dir: str | Path, *, dilation:
         before(dilation)
     done = {}
     for i, (name, scenario) in enumerate(runs.items(), 1):
+        if name in skip:
+            continue
         if progress:
             print(f"run {i} of {len(runs)}: {name}", file=sys.stderr, flush=True)
         if replace:

@@ -1,6 +1,6 @@
 """The `edgestage` command line, the one layer that prints: thin over the Python calls of each
 folder, which return data.  One module per group of commands: local.py (doctor, train, generate,
-quality), bench.py, runs.py (run, sweep, report, calibrate), deploy.py; args.py their argument types.
+quality), bench.py, runs.py (run, sweep, compare, campaign, report, calibrate), deploy.py; args.py their argument types.
 
 Bad input anywhere (a ValueError, including pydantic's) ends in one line on stderr and exit 2, and
 is found before anything is written.  Ctrl-C, at any point, ends in one line and exit 130, and

@@ -1,5 +1,6 @@
-"""`edgestage run | sweep | report | calibrate`: the emulated network's commands, thin layers over
-emulation.runner.run_scenario, emulation.sweep.run_sweep, analysis.report.write_report and
+"""`edgestage run | sweep | compare | campaign | report | calibrate`: the emulated network's
+commands, thin layers over emulation.runner.run_scenario, emulation.sweep.run_sweep,
+emulation.compare.run_compare, emulation.campaign.run_campaign, analysis.report.write_report and
 emulation.calibration.calibrate; the one place a run's results are printed."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from emulation.cli.args import created_by, hand_to_sudo_user
+from emulation.cli.args import created_by, hand_to_sudo_user, positive_int
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,6 +48,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--targets", metavar="FILE", help="benchmark targets to check on the table (TOML; "
                    "default: scenarios/bench-targets.toml, or with --again the compare's own)")
     p.set_defaults(func=_compare)
+    p = sub.add_parser("campaign", help="a grid of fields x each strategy alone x repetitions with their "
+                       "own seeds, a run directory each, one index; resumes an interrupted one (root)")
+    p.add_argument("scenario", help="scenario file (.toml)")
+    p.add_argument("--set", action="append", default=[], dest="assignments", metavar="FIELD=V1,V2,...",
+                   help="a dotted scenario field and its values; repeated, the grid is their product")
+    p.add_argument("--strategies", choices=("together", "each"), default="together",
+                   help="each: every strategy alone, a run each (as compare runs them); together (default): "
+                        "the scenario's strategies interleaved in every run")
+    p.add_argument("--repetitions", type=positive_int, default=1,
+                   help="runs of each configuration on fresh networks, each with its own seeds")
+    p.add_argument("--out", required=True, help="campaign directory: a new one, or this campaign's own to "
+                   "resume it (its completed runs are kept)")
+    p.add_argument("--check", action="store_true",
+                   help="validate every run and print the plan (and what OUT has done); run nothing")
+    p.add_argument("--no-quality", action="store_true", help="skip FID/KID/class accuracy")
+    p.set_defaults(func=_campaign)
     p = sub.add_parser("report", help="(re)write a run directory's report.md and plots/")
     p.add_argument("run_dir", help="a run directory, e.g. runs/default-20261127-120000")
     p.add_argument("--no-quality", action="store_true",
@@ -247,6 +264,41 @@ def _sweep(args: argparse.Namespace) -> int:
                           progress=not args.quiet)
     print(table.drop(columns="run_dir").to_string(index=False))
     print(f"sweep directory: {out} (sweep.csv, sweep.png, one run directory per value)")
+    return 0
+
+
+def _campaign(args: argparse.Namespace) -> int:
+    from emulation.campaign import completed_runs, plan_campaign, run_campaign
+    from emulation.sweep import parse_assignment
+
+    grid = [parse_assignment(a) for a in args.assignments]
+    campaign = plan_campaign(args.scenario, grid, each_strategy=args.strategies == "each",
+                             repetitions=args.repetitions)  # every run validated: exit 2, nothing written
+    out = Path(args.out)
+    done = set(completed_runs(campaign, out))  # OUT holding another campaign: exit 2
+    shape = " x ".join([*(f"{len(v)} {f}" for f, v in grid),
+                        *(["each strategy"] if args.strategies == "each" else []),
+                        f"{args.repetitions} repetition{'s' if args.repetitions > 1 else ''}"])
+    print(f"campaign: {len(campaign.runs)} runs ({shape}); {len(done)} already completed in {out}")
+    if args.check:
+        for run in campaign.runs:
+            seeds = ", ".join(f"{k}.seed {v}" for k, v in run.seeds.items())
+            print(f"  {run.name}: {seeds}{' (completed)' if run.name in done else ''}")
+        return 0
+    resuming = (out / "campaign.json").is_file()  # accepted as this campaign's: it may change hands
+    finished = lambda name, run: print(f"done: {name} -> {run}", flush=True)  # noqa: E731
+    try:
+        with _owned_by_sudo_user(out):
+            table = run_campaign(campaign, out, quality=not args.no_quality, progress=not args.quiet,
+                                 on_run=finished)
+    except BaseException:
+        if resuming:  # its definition matched: the runs this try made go to the user, finished or not
+            with contextlib.suppress(OSError):
+                hand_to_sudo_user(out)
+        raise
+    counts = table["status"].value_counts()
+    print(f"{len(table)} runs: " + ", ".join(f"{n} {status}" for status, n in counts.items()))
+    print(f"campaign index: {out / 'index.csv'} (and campaign.json)")
     return 0
 
 

@@ -112,6 +112,33 @@ def test_a_compare_and_a_sweep_give_their_varied_fields(campaign):
     assert runs["topology.backhaul.bw_mbit"].to_dict() == {"a": 50, "b": 2}
 
 
+def test_a_campaign_index_gives_every_frame_its_varied_fields_and_repetition(campaign):
+    """campaign.json (emulation/campaign.py) names each run's grid fields, strategy and repetition:
+    columns of the runs table and of every request's and message's row."""
+    entry = {"fields": {"generation.steps": 10, "workload.labels": [1, 2]}, "strategy": None,
+             "seeds": {"workload": 1, "topology": 1}, "status": "completed"}
+    (campaign / "campaign.json").write_text(json.dumps({"grid": [], "runs": [
+        {**entry, "name": "a", "run_dir": "a", "repetition": 0},
+        {**entry, "name": "b", "run_dir": "b", "repetition": 1, "strategy": "elastic",
+         "fields": {"generation.steps": 20, "workload.labels": [3]}}]}))
+    tables = load_runs(campaign)
+    runs = tables.runs.set_index("run_id")
+    assert runs["campaign"].tolist() == ["campaign"] * 2 and runs["campaign_run"].tolist() == ["a", "b"]
+    assert runs["generation.steps"].to_dict() == {"a": 10, "b": 20}
+    assert runs["campaign_repetition"].to_dict() == {"a": 0, "b": 1}
+    assert pd.isna(runs.loc["a", "campaign_strategy"]) and runs.loc["b", "campaign_strategy"] == "elastic"
+    varied = ["generation.steps", "campaign_repetition"]
+    for frame, ids in ((tables.requests, {"a", "b"}), (tables.traffic, {"b"})):  # only b has traffic
+        per_run = frame.groupby("run_id")[varied].agg(set)
+        assert set(per_run.index) == ids
+        for run, row in per_run.iterrows():
+            assert row.to_dict() == {column: {runs.loc[run, column]} for column in varied}
+    assert set(tables.requests["workload.labels"]) == {"[1, 2]", "[3]"}  # a list: its JSON text
+    assert set(tables.requests["repetition"]) == set(MEASURED["repetition"])  # the workload's own
+    (campaign / "campaign.json").write_text(json.dumps({"runs": [{"name": "c", "run_dir": "c"}]}))
+    assert "campaign_repetition" not in load_runs(campaign).runs.columns  # runs it does not list
+
+
 def test_a_directory_without_runs_is_refused(tmp_path):
     with pytest.raises(ValueError, match="no run directory"):
         load_runs(tmp_path)
