@@ -9,6 +9,7 @@ TORCH_INDEX ?=
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgestage-setup
+CONSTRAINTS := constraints.txt
 SYSTEM_PACKAGES := mininet iproute2 iptables tcpdump tshark iperf3 ethtool procps psmisc \
 	libnetfilter-queue-dev python3-venv python3-dev build-essential
 # for the CI checks of the Vagrantfile and its provisioning script (tests/test_vagrant.py); installed
@@ -20,12 +21,14 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+# constraints.txt pins every package to the version the tests pass with (pyproject.toml keeps the
+# ranges); a change to it installs again.  Its torch pin equals TORCH_VERSION (tests/test_constraints.py).
+$(STAMP): pyproject.toml Makefile $(CONSTRAINTS)
 	$(MAKE) system-packages
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)" $(TORCH_INDEX)
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev]" -c $(CONSTRAINTS)
 	$(BIN)/python .ci/link_mininet.py
 	$(BIN)/edgestage doctor
 	touch $(STAMP)

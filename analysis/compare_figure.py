@@ -1,6 +1,6 @@
-"""`edgestage compare`'s figure, OUT/compare.png, from its directory (compare.json, compare.csv and
-the runs): latency per strategy, latency over the run's time with the link changes marked, and the
-plans elastic chose over time."""
+"""`edgestage compare`'s figure, OUT/compare.png and its PDF twin, from its directory (compare.json,
+compare.csv and the runs): latency per strategy, latency over the run's time with the link changes
+marked, and the plans elastic chose over time."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from typing import Any
 import pandas as pd
 
 from analysis.compare_tables import first_rows, measured_requests
+from analysis.outputs import save_figure
 
 _HOST_COLOURS = {"cloud": "tab:blue", "edge": "tab:orange", "device": "tab:green"}
 
 
 def plot_compare(out_dir: str | Path) -> Path:
-    """Write OUT/compare.png; its path."""
+    """Write OUT/compare.png and OUT/compare.pdf; the PNG's path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,16 +49,12 @@ def plot_compare(out_dir: str | Path) -> Path:
         events = events or link_changes(run)
     for t in events:
         ax.axvline(t, color="grey", lw=0.6, ls=":")
-    ax.set_xlabel("request sent (emulated s from the first)")
+    ax.set_xlabel("request sent (emulated s from t = 0)")
     ax.set_ylabel("latency (emulated s)")
     ax.set_title("latency over time (dotted: link changes)")
     ax.legend(fontsize=7)
     _plot_plans(axes[2], out / "elastic")
-    fig.tight_layout()
-    path = out / "compare.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "compare.png")  # and compare.pdf
 
 
 def error_bars(table: pd.DataFrame, column: str) -> list[pd.Series] | None:
@@ -97,5 +94,5 @@ def _plot_plans(ax: Any, run: Path) -> None:
     for t in link_changes(run):
         ax.axvline(t, color="grey", lw=0.6, ls=":")
     ax.legend(handles=[Patch(color=c, label=h) for h, c in _HOST_COLOURS.items()], fontsize=7)
-    ax.set_xlabel("request sent (emulated s)")
+    ax.set_xlabel("request sent (emulated s from t = 0)")
     ax.set_ylabel("denoising step")

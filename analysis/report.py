@@ -1,8 +1,12 @@
-"""A run's report: `report.md` and its figures in `plots/`, made from the run directory alone.
+"""A run's report, made from the run directory alone: `report.md`, the same as a self-contained
+`report.html` (analysis/report_html.py), every table it shows as `tables/<name>.csv` and `.tex`
+(booktabs), and its figures in `plots/`, each as PNG and PDF (analysis/outputs.py).
 
 The runner writes it at the end of every run; `edgestage report RUN_DIR` writes it again (after
-editing the analysis, say). Figures:
+editing the analysis, say). Figures (every time on them is emulated, the run's clock):
     latency_cdf.png        each strategy's request latencies as a CDF
+    latency_over_time.png  each request's latency against when it was sent, the link changes
+                           marked, and the plans an adaptive strategy (elastic, routing) chose
     latency_parts.png      where a request's time goes, per strategy (mean seconds)
     cost_and_quality.png   per strategy, what it costs (p50 latency, bytes on the wire per image)
                            against what it buys (FID and class accuracy of the plans it used)
@@ -18,6 +22,7 @@ a warning above it, with how many steps, requests and seconds.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +32,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.run_tables import load_run  # noqa: E402
+from analysis.outputs import Block, Figure, Table, save_figure, write_table  # noqa: E402
+from analysis.run_tables import load_run, read_link_events  # noqa: E402
 from analysis.summary import overrun_parts, per_request  # noqa: E402
 
 # latency parts as the records name them, grouped as a reader thinks of them
@@ -57,12 +63,16 @@ PLAN_COLUMNS = {"plan": ("plan", "{}"), "scheduler": ("scheduler", "{}"), "steps
 _OLD_QUALITY_KEYS = {"fid": "run_sample_fid", "kid": "run_sample_kid", "kid_std": "run_sample_kid_std",
                      "class_accuracy": "run_sample_class_accuracy", "quality_images": "run_sample_images"}
 _DOCUMENTS = ("summary", "manifest", "accuracy")
+# strategies that choose a plan per request: the latency-over-time figure marks each plan they chose
+ADAPTIVE = ("elastic", "routing")
 
 
 def write_report(run_dir: str | Path) -> Path:
-    """Write <run_dir>/report.md and <run_dir>/plots/*.png; the report's path.
-    ValueError, naming the file, if the directory holds no run (requests.parquet and summary.json)
-    or one of its JSON documents is not a JSON object; then nothing is written."""
+    """Write <run_dir>/report.md, report.html, tables/*.csv and *.tex, plots/*.png and *.pdf; the
+    path of report.md. ValueError, naming the file, if the directory holds no run (requests.parquet
+    and summary.json) or one of its JSON documents is not a JSON object; then nothing is written."""
+    from analysis.report_html import report_html
+
     d = Path(run_dir)
     check_documents(d)
     run = load_run(d)
@@ -76,16 +86,45 @@ def write_report(run_dir: str | Path) -> Path:
     created = not plots.exists()
     plots.mkdir(exist_ok=True)
     try:
-        figures = write_figures(requests, strategies, plots)
+        figures = write_figures(requests, strategies, plots, read_link_events(d))
     finally:
         if created and not any(plots.iterdir()):
             plots.rmdir()  # nothing to show: leave no empty folder behind
-    text = report_markdown({**run, "requests": requests}, [(t, p.relative_to(d)) for t, p in figures])
+    blocks = report_blocks({**run, "requests": requests}, [(t, p.relative_to(d)) for t, p in figures])
+    for table in report_tables(blocks):
+        write_table(table.data, d / "tables", table.name, table.shown)
     path = d / "report.md"
-    tmp = d / ".report.md.tmp"
+    _replace_text(path, markdown(blocks))
+    _replace_text(d / "report.html", report_html(blocks, d))
+    return path
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Write whole or not at all: a reader never sees half a report."""
+    tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
-    return path
+
+
+def report_tables(blocks: list[Block]) -> list[Table]:
+    return [b for b in blocks if isinstance(b, Table)]
+
+
+def markdown(blocks: list[Block]) -> str:
+    """report.md's text."""
+    return "\n".join(markdown_lines(blocks))
+
+
+def markdown_lines(blocks: list[Block]) -> list[str]:
+    lines: list[str] = []
+    for block in blocks:
+        if isinstance(block, Table):
+            lines.append(block.markdown)
+        elif isinstance(block, Figure):
+            lines += [f"## {block.title}", "", f"![{block.title}]({block.path.as_posix()})", ""]
+        else:
+            lines.append(block)
+    return lines
 
 
 def check_documents(d: Path) -> None:
@@ -123,13 +162,15 @@ def ok_requests(requests: pd.DataFrame) -> pd.DataFrame:
     return requests[requests["outcome"] == "ok"]
 
 
-def write_figures(requests: pd.DataFrame, strategies: dict[str, dict[str, Any]],
-                  plots: Path) -> list[tuple[str, Path]]:
+def write_figures(requests: pd.DataFrame, strategies: dict[str, dict[str, Any]], plots: Path,
+                  link_events: list[dict[str, Any]] | None = None) -> list[tuple[str, Path]]:
     """The figures there is something to draw for: none when no request was done."""
     ok = ok_requests(requests)
     if ok.empty:
         return []
-    figures = [("Latency", plot_latency_cdf(requests, plots / "latency_cdf.png"))]
+    figures = [("Latency", plot_latency_cdf(requests, plots / "latency_cdf.png")),
+               ("Latency over time", plot_latency_over_time(requests, link_events or [],
+                                                            plots / "latency_over_time.png"))]
     if ok["stage_index"].notna().any():
         figures.append(("Where the time goes", plot_latency_parts(requests, plots / "latency_parts.png")))
     if any(e.get("done") for e in strategies.values()):
@@ -147,26 +188,65 @@ def write_figures(requests: pd.DataFrame, strategies: dict[str, dict[str, Any]],
 
 def summary_frame(strategies: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """The per-strategy table of report.md, formatted ("-" where a figure is missing)."""
-    return _formatted(pd.DataFrame.from_dict(strategies, orient="index"), SUMMARY_COLUMNS, "strategy")
+    return _formatted(summary_values(strategies), SUMMARY_COLUMNS)
+
+
+def summary_values(strategies: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """The per-strategy table's values as summary.json has them, under the table's headings."""
+    return _values(pd.DataFrame.from_dict(strategies, orient="index"), SUMMARY_COLUMNS, "strategy")
+
+
+def summary_table(strategies: dict[str, dict[str, Any]]) -> Table:
+    values = summary_values(strategies)
+    shown = _formatted(values, SUMMARY_COLUMNS)
+    return _table("per_strategy", values.reset_index(), shown.reset_index(), _markdown(shown))
 
 
 def plan_quality_frame(strategies: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """One row per strategy and plan it used: the plan's figures from n images of its own."""
+    values = plan_quality_values(strategies)
+    return values if values.empty else _formatted(values, PLAN_COLUMNS)
+
+
+def plan_quality_values(strategies: dict[str, dict[str, Any]]) -> pd.DataFrame:
     rows = [{"strategy": name, **row} for name, e in strategies.items()
             for row in e.get("plan_quality") or []]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    return _formatted(frame.set_index("strategy"), PLAN_COLUMNS, "strategy")
+    return _values(frame.set_index("strategy"), PLAN_COLUMNS, "strategy")
 
 
-def _formatted(frame: pd.DataFrame, columns: dict[str, tuple[str, str]], index: str) -> pd.DataFrame:
+def _values(frame: pd.DataFrame, columns: dict[str, tuple[str, str]], index: str) -> pd.DataFrame:
+    """`frame`'s `columns` under their headings, numeric where the format is a number's (a column
+    of None included), in `columns`' order."""
     frame = frame.reindex(columns=list(columns))
     out = pd.DataFrame(index=frame.index)
     for key, (heading, fmt) in columns.items():
-        out[heading] = [("-" if _missing(v) else fmt.format(v)) for v in frame[key]]
+        out[heading] = frame[key] if fmt == "{}" else pd.to_numeric(frame[key], errors="coerce")
     out.index.name = index
     return out
+
+
+def _formatted(values: pd.DataFrame, columns: dict[str, tuple[str, str]]) -> pd.DataFrame:
+    out = pd.DataFrame(index=values.index)
+    for heading, fmt in columns.values():
+        out[heading] = [("-" if _missing(v) else fmt.format(v)) for v in values[heading]]
+    return out
+
+
+def _table(name: str, data: pd.DataFrame, shown: pd.DataFrame | None, text: str) -> Table:
+    """A Table; `shown` by default every cell of `data` as text."""
+    if shown is None:
+        shown = data.astype(object).map(lambda v: "-" if _missing(v) else str(v))
+    return Table(re.sub(r"[^A-Za-z0-9_.-]+", "_", name), data.reset_index(drop=True),
+                 shown.reset_index(drop=True), text)
+
+
+def _floats_formatted(frame: pd.DataFrame, fmt: str) -> pd.DataFrame:
+    """Every float cell as `format(v, fmt)`, as to_markdown's floatfmt shows it."""
+    return frame.astype(object).map(
+        lambda v: "-" if _missing(v) else format(v, fmt) if isinstance(v, float) else str(v))
 
 
 def _missing(value: Any) -> bool:
@@ -178,7 +258,7 @@ def _markdown(table: pd.DataFrame, text_columns: tuple[str, ...] = ()) -> str:
     return table.to_markdown(colalign=align, disable_numparse=True)
 
 
-def outcome_lines(requests: pd.DataFrame, strategies: dict[str, dict[str, Any]]) -> list[str]:
+def outcome_lines(requests: pd.DataFrame, strategies: dict[str, dict[str, Any]]) -> list[Block]:
     """What was done, and when nothing was, why: every failure reason with its count."""
     if not strategies:
         recorded = len(per_request(requests)) if not requests.empty else 0
@@ -193,8 +273,9 @@ def outcome_lines(requests: pd.DataFrame, strategies: dict[str, dict[str, Any]])
     reasons = [(name, reason, count) for name, e in strategies.items()
                for reason, count in (e.get("failure_reasons") or {}).items()]
     if reasons:
-        frame = pd.DataFrame(reasons, columns=["strategy", "reason", "requests"]).set_index("strategy")
-        lines += ["## Failures", "", frame.to_markdown(), ""]
+        frame = pd.DataFrame(reasons, columns=["strategy", "reason", "requests"])
+        table = _table("failures", frame, None, frame.set_index("strategy").to_markdown())
+        lines += ["## Failures", "", table, ""]
     return lines
 
 
@@ -222,7 +303,7 @@ def energy_lines(strategies: dict[str, dict[str, Any]]) -> list[str]:
             "(`analysis/energy.py`).", ""]
 
 
-def plan_lines(strategies: dict[str, dict[str, Any]]) -> list[str]:
+def plan_lines(strategies: dict[str, dict[str, Any]]) -> list[Block]:
     """The plans of each strategy that chose more than one (elastic, routing), with how many
     requests each."""
     # the strategies whose plans differ by more than the requesting device
@@ -231,7 +312,8 @@ def plan_lines(strategies: dict[str, dict[str, Any]]) -> list[str]:
             for name, entry in varied.items() for plan, count in (entry.get("plans") or {}).items()]
     if not rows:
         return []
-    return ["## Plans chosen", "", pd.DataFrame(rows).to_markdown(index=False), "",
+    frame = pd.DataFrame(rows)
+    return ["## Plans chosen", "", _table("plans_chosen", frame, None, frame.to_markdown(index=False)), "",
             "The coordinator's prediction for every plan it chose, against what happened, is in "
             "`accuracy.json` (`planner_prediction`) and the figure below.", ""]
 
@@ -259,7 +341,11 @@ def cascade_tables(strategies: dict[str, dict[str, Any]]) -> dict[str, tuple[dic
 
 def cascade_lines(strategies: dict[str, dict[str, Any]]) -> list[str]:
     """What each cascade escalated in the run, and what its models give at every threshold."""
-    lines = []
+    return markdown_lines(cascade_blocks(strategies))
+
+
+def cascade_blocks(strategies: dict[str, dict[str, Any]]) -> list[Block]:
+    lines: list[Block] = []
     for name, (facts, table) in cascade_tables(strategies).items():
         entry = strategies[name]
         rate = facts["run_rate"]
@@ -270,9 +356,14 @@ def cascade_lines(strategies: dict[str, dict[str, Any]]) -> list[str]:
                   f"({'-' if rate is None else f'{rate:.1%}'}) in {entry.get('escalated_requests', 0)} "
                   "requests. Quality against the threshold, on n images each (the cascade table, "
                   "`analysis/cascade_quality.py`; class accuracy is the judge's, not the gate's):", "",
-                  table[["threshold", "escalation_rate", "class_accuracy", "fid", "kid", "n"]]
-                  .to_markdown(index=False, floatfmt=".4g"), ""]
+                  _cascade_table(name, table), ""]
     return lines
+
+
+def _cascade_table(name: str, table: pd.DataFrame) -> Table:
+    data = table[["threshold", "escalation_rate", "class_accuracy", "fid", "kid", "n"]]
+    return _table(f"cascade_{name}", data, _floats_formatted(data, ".4g"),
+                  data.to_markdown(index=False, floatfmt=".4g"))
 
 
 def plot_cascade(cascades: dict[str, tuple[dict, pd.DataFrame]], path: Path) -> Path:
@@ -287,7 +378,8 @@ def plot_cascade(cascades: dict[str, tuple[dict, pd.DataFrame]], path: Path) -> 
         if facts["run_rate"] is not None:
             ax.scatter([facts["threshold"]], [facts["run_rate"]], color="red", zorder=3,
                        label="escalated share (this run)")
-        ax.set_xlabel("gate threshold")
+        ax.set_xlabel("gate threshold (class probability)")
+        ax.set_ylabel("share of images")
         ax.set_ylim(0, 1.02)
         right = ax.twinx()
         right.plot(x, table["fid"], color="tab:green", marker="^", label="FID")
@@ -295,7 +387,7 @@ def plot_cascade(cascades: dict[str, tuple[dict, pd.DataFrame]], path: Path) -> 
         ax.set_title(f"{name}: {facts['device']} -> {facts['escalate']}")
         handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
         ax.legend(handles=handles, fontsize=7, loc="center left")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_prediction(requests: pd.DataFrame, path: Path) -> Path:
@@ -307,20 +399,23 @@ def plot_prediction(requests: pd.DataFrame, path: Path) -> Path:
         ax.scatter(group["predicted_total_s"], group["total_s"], s=14, label=strategy)
     top = float(max(first["predicted_total_s"].max(), first["total_s"].max())) * 1.05
     ax.plot([0, top], [0, top], color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("predicted at planning (s)")
-    ax.set_ylabel("measured (s)")
+    ax.set_xlabel("predicted at planning (emulated s)")
+    ax.set_ylabel("measured (emulated s)")
     ax.set_title("request latency: predicted vs measured")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def quality_lines(strategies: dict[str, dict[str, Any]]) -> list[str]:
-    table = plan_quality_frame(strategies)
-    lines = []
-    if not table.empty:
+def quality_lines(strategies: dict[str, dict[str, Any]]) -> list[Block]:
+    values = plan_quality_values(strategies)
+    lines: list[Block] = []
+    if not values.empty:
+        shown = _formatted(values, PLAN_COLUMNS)
+        table = _table("plan_quality", values.reset_index(), shown.reset_index(),
+                       _markdown(shown, ("plan", "scheduler")))
         sources = sorted({str(Path(r["cache_file"]).parent) for e in strategies.values()
                           for r in e.get("plan_quality") or [] if r.get("cache_file")})
-        lines += ["## Quality per plan", "", _markdown(table, ("plan", "scheduler")), "",
+        lines += ["## Quality per plan", "", table, "",
                   "Each plan a strategy used, judged on n images of its own, generated locally with that "
                   "plan, scheduler and steps (labels cycling 0-9, fixed seed: exactly what the nodes "
                   "compute); the strategy's FID, KID and class accuracy above are these weighted by "
@@ -337,8 +432,14 @@ def quality_lines(strategies: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def report_markdown(run: dict[str, Any], figures: list[tuple[str, Path]]) -> str:
+    """report.md's text for a loaded run and its figures (title, path relative to the run)."""
+    return markdown(report_blocks(run, figures))
+
+
+def report_blocks(run: dict[str, Any], figures: list[tuple[str, Path]]) -> list[Block]:
+    """The report, section by section, from which report.md, report.html and tables/ are written."""
     summary, manifest = run["summary"], run.get("manifest", {})
-    lines = [f"# {summary.get('scenario') or 'run'}: {summary.get('status', '?')}", ""]
+    lines: list[Block] = [f"# {summary.get('scenario') or 'run'}: {summary.get('status', '?')}", ""]
     created = manifest.get("created")
     backend = manifest.get("network", {}).get("impairment_backend")
     lines += [f"Run {created or '(time unknown)'}, impairment backend {backend or '?'}, "
@@ -351,24 +452,34 @@ def report_markdown(run: dict[str, Any], figures: list[tuple[str, Path]]) -> str
     lines += outcome_lines(run.get("requests", pd.DataFrame()), strategies)
     if strategies:
         lines += overrun_lines(strategies)
-        lines += ["## Per strategy", "", _markdown(summary_frame(strategies)), ""]
+        lines += ["## Per strategy", "", summary_table(strategies), ""]
         lines += energy_lines(strategies)
         lines += plan_lines(strategies)
         lines += quality_lines(strategies)
         lines += cascade_lines(strategies)
     accuracy = summary.get("accuracy") or {}
     if accuracy:
-        frame = pd.Series({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in accuracy.items()},
-                          name="value").to_frame()
-        lines += ["## How far the figures hold", "", frame.to_markdown(), "",
+        lines += ["## How far the figures hold", "", accuracy_table(accuracy), "",
                   "Details per transfer and per message size: `accuracy.json`.", ""]
     memory = summary.get("node_memory") or {}
     if memory:
-        frame = pd.Series(memory, name="MB").to_frame()
-        lines += ["## Node memory (all nodes up)", "", frame.to_markdown(floatfmt=".1f"), ""]
-    for title, path in figures:
-        lines += [f"## {title}", "", f"![{title}]({path.as_posix()})", ""]
-    return "\n".join(lines)
+        lines += ["## Node memory (all nodes up)", "", memory_table(memory), ""]
+    lines += [Figure(title, path) for title, path in figures]
+    return lines
+
+
+def accuracy_table(accuracy: dict[str, Any]) -> Table:
+    shown = {k: (f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in accuracy.items()}
+    data = pd.DataFrame({"figure": list(accuracy), "value": pd.Series(list(accuracy.values()), dtype=object)})
+    text = pd.Series(shown, name="value").to_frame().to_markdown()
+    return _table("accuracy", data, pd.DataFrame({"figure": list(shown), "value": list(shown.values())}),
+                  text)
+
+
+def memory_table(memory: dict[str, Any]) -> Table:
+    data = pd.DataFrame({"figure": list(memory), "MB": pd.to_numeric(pd.Series(list(memory.values())))})
+    text = pd.Series(memory, name="MB").to_frame().to_markdown(floatfmt=".1f")
+    return _table("node_memory", data, _floats_formatted(data, ".1f"), text)
 
 
 def plot_latency_cdf(requests: pd.DataFrame, path: Path) -> Path:
@@ -376,14 +487,69 @@ def plot_latency_cdf(requests: pd.DataFrame, path: Path) -> Path:
     ok = reqs[reqs["outcome"] == "ok"]
     fig, ax = plt.subplots(figsize=(6, 4))
     for strategy, group in ok.groupby("strategy", sort=False):
-        values = group["total_s"].astype(float).sort_values().to_numpy()
-        ax.step(values, [(i + 1) / len(values) for i in range(len(values))], where="post",
-                label=f"{strategy} (n={len(values)})")
-    ax.set_xlabel("request latency (s)")
+        values = group["total_s"].astype(float).sort_values().to_list()
+        # from 0 at the fastest request: with few requests the first step alone would start at 1/n
+        ax.step([values[0], *values], [0.0, *((i + 1) / len(values) for i in range(len(values)))],
+                where="post", label=f"{strategy} (n={len(values)})")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("request latency (emulated s)")
     ax.set_ylabel("fraction of requests")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
+
+
+# a link event's `state` -> its line's colour and legend label (other events: a change of its shape)
+_EVENT_STYLES = {"down": ("tab:red", "link down"), "up": ("tab:green", "link up"),
+                 None: ("grey", "link change")}
+_PLAN_MARKERS = "osD^vPX*<>ph"
+_LABELLED_EVENTS = 12  # more link events than this (a trace) get lines but no names
+
+
+def plot_latency_over_time(requests: pd.DataFrame, link_events: list[dict[str, Any]], path: Path) -> Path:
+    """Per done request, its latency against when it was sent, a colour per strategy; the link
+    events of link_events.jsonl as vertical lines; an adaptive strategy's requests marked by the
+    plan (without hosts) they got."""
+    reqs = per_request(requests)
+    ok = reqs[reqs["outcome"] == "ok"]
+    sent = ("t_request_sent" if "t_request_sent" in ok and ok["t_request_sent"].notna().any()
+            else "t_scheduled")
+    plan = "plan_key" if "plan_key" in ok else "plan"
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax = plt.subplots(figsize=(8.5, 4.2))
+    for i, (strategy, group) in enumerate(ok.groupby("strategy", sort=False)):
+        colour = colours[i % len(colours)]
+        group = group.sort_values(sent)
+        ax.plot(group[sent], group["total_s"], color=colour, lw=0.5, alpha=0.5)
+        if strategy in ADAPTIVE or group[plan].nunique() > 1:
+            for j, (key, rows) in enumerate(group.groupby(plan, sort=False, dropna=False)):
+                ax.scatter(rows[sent], rows["total_s"], color=colour, s=24, label=f"{strategy}: {key}",
+                           marker=_PLAN_MARKERS[j % len(_PLAN_MARKERS)])
+        else:
+            ax.scatter(group[sent], group["total_s"], color=colour, s=14, label=strategy)
+    _mark_link_events(ax, link_events)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("request sent (emulated s from t = 0)")
+    ax.set_ylabel("request latency (emulated s)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return save_figure(fig, path)
+
+
+def _mark_link_events(ax: Any, link_events: list[dict[str, Any]]) -> None:
+    """A dotted line at each link event of the measured part of the run (warm-ups are at t < 0),
+    named by its link where there are few."""
+    events = [e for e in link_events if e.get("link") and e.get("t") is not None and e["t"] >= 0]
+    for kind in dict.fromkeys(e.get("state") if e.get("state") in _EVENT_STYLES else None for e in events):
+        colour, label = _EVENT_STYLES[kind]
+        ax.plot([], [], color=colour, lw=0.8, ls=":", label=label)  # the legend's entry
+    for event in events:
+        colour = _EVENT_STYLES.get(event.get("state"), _EVENT_STYLES[None])[0]
+        ax.axvline(event["t"], color=colour, lw=0.8, ls=":")
+        if len(events) <= _LABELLED_EVENTS:
+            ax.annotate(str(event["link"]), (event["t"], 1), xycoords=("data", "axes fraction"), rotation=90,
+                        fontsize=6, color=colour, va="top", ha="right", xytext=(-1, -3),
+                        textcoords="offset points")
 
 
 def latency_parts_frame(requests: pd.DataFrame) -> pd.DataFrame:
@@ -401,10 +567,10 @@ def plot_latency_parts(requests: pd.DataFrame, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     frame.plot.bar(stacked=True, ax=ax, rot=0)
     ax.set_xlabel("")
-    ax.set_ylabel("mean seconds per request")
+    ax.set_ylabel("mean per request (emulated s)")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_cost_and_quality(strategies: dict[str, dict[str, Any]], path: Path) -> Path:
@@ -414,8 +580,8 @@ def plot_cost_and_quality(strategies: dict[str, dict[str, Any]], path: Path) -> 
     fid_label = (f"FID of its plans, n={int(n.min())} each (lower is better)" if len(n)
                  else "FID (not measured)")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, (cost, cost_label) in zip(axes, (("latency_p50_s", "p50 latency (s)"),
-                                             ("wire_bytes_per_image", "bytes on the wire per image")),
+    for ax, (cost, cost_label) in zip(axes, (("latency_p50_s", "p50 latency (emulated s)"),
+                                             ("wire_bytes_per_image", "bytes on the wire per image (B)")),
                                       strict=True):
         twin = ax.twinx()
         x = range(len(frame))
@@ -429,11 +595,5 @@ def plot_cost_and_quality(strategies: dict[str, dict[str, Any]], path: Path) -> 
                 twin.annotate(f"acc {accuracy:.2f}", (i + 0.2, 0), textcoords="offset points",
                               xytext=(0, 3), ha="center", fontsize=7, rotation=90)
     fig.suptitle("what each strategy costs (blue) and what it buys (orange)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

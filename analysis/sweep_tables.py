@@ -40,15 +40,19 @@ def sweep_table(out_dir: str | Path) -> pd.DataFrame:
 
 
 def plot_sweep(table: pd.DataFrame, field: str, path: Path) -> Path:
-    """p50 latency, bytes on the wire per image and FID against the value, a line per strategy."""
+    """p50 latency, bytes on the wire per image and FID against the value, a line per strategy;
+    `path` (PNG) and its PDF twin."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from analysis.outputs import save_figure
+
     numeric = pd.api.types.is_numeric_dtype(table[field])
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    panels = (("latency_p50_s", "p50 latency (s)"), ("wire_bytes_per_image", "bytes on the wire per image"),
+    panels = (("latency_p50_s", "p50 latency (emulated s)"),
+              ("wire_bytes_per_image", "bytes on the wire per image (B)"),
               ("fid", "FID (lower is better)"))
     positions = {v: i for i, v in enumerate(dict.fromkeys(table[field]))}
     for ax, (column, label) in zip(axes, panels, strict=True):
@@ -63,7 +67,4 @@ def plot_sweep(table: pd.DataFrame, field: str, path: Path) -> Path:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)  # and its PDF twin

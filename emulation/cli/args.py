@@ -102,6 +102,23 @@ def print_json(value: object) -> None:
     print(json.dumps(value, indent=2, default=_json_default, allow_nan=False))
 
 
+def plain(value: object) -> object:
+    """`value` made of what JSON holds, for print_json: numpy scalars and arrays as Python numbers
+    and lists, paths as text, NaN and infinities as null (JSON has neither, and a reader's
+    parser would refuse them)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float):
+        return finite(float(value))
+    if hasattr(value, "tolist") and not isinstance(value, str | bytes):  # numpy scalar or array
+        return plain(value.tolist())
+    return value
+
+
 def _json_default(value: object) -> object:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 

@@ -1,7 +1,11 @@
 """`edgestage run | sweep | compare | campaign | report | calibrate`: the emulated network's
 commands, thin layers over emulation.runner.run_scenario, emulation.sweep.run_sweep,
 emulation.compare.run_compare, emulation.campaign.run_campaign, analysis.report.write_report and
-emulation.calibration.calibrate; the one place a run's results are printed."""
+emulation.calibration.calibrate; the one place a run's results are printed.
+
+With --json, each prints one JSON document on stdout instead of its text (the same results, and
+where they lie); what it says on the way (K, each finished run) then goes to stderr with the
+progress and the logs, so that stdout parses whole."""
 
 from __future__ import annotations
 
@@ -11,13 +15,14 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TextIO
 
-from emulation.cli.args import created_by, hand_to_sudo_user, positive_int
+from emulation.cli.args import created_by, hand_to_sudo_user, plain, positive_int, print_json
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from emulation.campaign import Campaign
     from emulation.runner import RunResult
 
 
@@ -30,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strict", action="store_true",
                    help="exit 1 if any measured request failed or any strategy's profiled compute "
                         "overran (without it, only if every measured one failed; the run directory is kept)")
+    _add_json(p, "the run's summary and its directory")
     p.set_defaults(func=_run)
     p = sub.add_parser("sweep", help="one run per value of a scenario field, a table across them (root)")
     p.add_argument("scenario", help="scenario file (.toml)")
@@ -37,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a dotted scenario field and its values, e.g. topology.backhaul.bw_mbit=2,10,50")
     p.add_argument("--out", help="sweep directory to create (default: runs/<scenario>-sweep-<time>)")
     p.add_argument("--no-quality", action="store_true", help="skip FID/KID/class accuracy")
+    _add_json(p, "the sweep's table and its directory")
     p.set_defaults(func=_sweep)
     p = sub.add_parser("compare", help="every strategy alone on the same workload, and an oracle; "
                        "one table and one figure (root)")
@@ -47,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "these again (at its K), then its table and figure")
     p.add_argument("--targets", metavar="FILE", help="benchmark targets to check on the table (TOML; "
                    "default: scenarios/bench-targets.toml, or with --again the compare's own)")
+    _add_json(p, "the table, paired ratios, targets and the compare directory")
     p.set_defaults(func=_compare)
     p = sub.add_parser("campaign", help="a grid of fields x each strategy alone x repetitions with their "
                        "own seeds, a run directory each, one index; resumes an interrupted one (root)")
@@ -63,11 +71,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check", action="store_true",
                    help="validate every run and print the plan (and what OUT has done); run nothing")
     p.add_argument("--no-quality", action="store_true", help="skip FID/KID/class accuracy")
+    _add_json(p, "the index (with --check: the plan) and the campaign directory")
     p.set_defaults(func=_campaign)
     p = sub.add_parser("report", help="(re)write a run directory's report.md and plots/")
     p.add_argument("run_dir", help="a run directory, e.g. runs/default-20261127-120000")
     p.add_argument("--no-quality", action="store_true",
                    help="an unfinished (killed) run is finished without FID/KID/class accuracy")
+    _add_json(p, "the report's path and the run directory")
     p.set_defaults(func=_report)
     p = sub.add_parser("calibrate", help="measure every link of a scenario's topology")
     p.add_argument("scenario", help="scenario TOML file (its [topology] table)")
@@ -78,13 +88,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_calibrate)
 
 
+def _add_json(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--json", action="store_true",
+                   help=f"print one JSON document ({what}) on stdout instead of text; progress and "
+                        "logs stay on stderr")
+
+
+def _notes(args: argparse.Namespace) -> TextIO:
+    """Where a command's remarks on the way go: stdout beside its text, stderr under --json (whose
+    stdout is the one document)."""
+    return sys.stderr if args.json else sys.stdout
+
+
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """A table's rows as JSON holds them: missing values (NaN, NA, NaT) null, numbers plain."""
+    return plain(frame.astype(object).where(frame.notna(), None).to_dict(orient="records"))
+
+
 def _run(args: argparse.Namespace) -> int:
     from emulation.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)  # ValueError -> one line, exit 2, nothing started
+    requests = scenario.workload.requests * scenario.run.repetitions
+    if args.check and args.json:
+        print_json({"scenario": args.scenario, "ok": True, "strategies": list(scenario.strategies),
+                    "requests": requests})
+        return 0
     if args.check:
-        print(f"{args.scenario}: ok ({len(scenario.strategies)} strategies, "
-              f"{scenario.workload.requests * scenario.run.repetitions} requests)")
+        print(f"{args.scenario}: ok ({len(scenario.strategies)} strategies, {requests} requests)")
         return 0
     # the runner (torch, pandas) only for a run: --check needs none of it
     from emulation.dilation import choose_dilation
@@ -94,12 +125,13 @@ def _run(args: argparse.Namespace) -> int:
     check_can_run(out)  # before measuring anything for "auto"
     dilation = choose_dilation(scenario)
     if dilation.k > 1 or scenario.run.time_dilation == "auto":
-        print(f"time dilation K = {dilation.k:g}: {dilation.how}")
+        print(f"time dilation K = {dilation.k:g}: {dilation.how}", file=_notes(args))
     if dilation.native_hosts_note:
-        print(f"note: {dilation.native_hosts_note}")
+        print(f"note: {dilation.native_hosts_note}", file=_notes(args))
+    shown = (lambda result: print_json(run_document(result))) if args.json else _print_run
     with _owned_by_sudo_user(out):
         result = run_scenario(scenario, out, progress=not args.quiet, quality=not args.no_quality,
-                              on_finish=_print_run, dilation=dilation)
+                              on_finish=shown, dilation=dilation)
     return _run_status(result, args.strict)
 
 
@@ -169,6 +201,16 @@ def _print_run(result: RunResult) -> None:
     print(f"run directory: {result.run_dir}", flush=True)
 
 
+def run_document(result: RunResult) -> dict[str, Any]:
+    """`run --json`: where the run lies, how it ended, its K and its whole summary.json (the
+    per-strategy table, accuracy, node memory); also for an interrupted or failed run."""
+    summary = result.summary
+    return plain({"run_dir": str(result.run_dir), "scenario": summary.get("scenario"),
+                  "status": summary.get("status"),
+                  "time_dilation": (result.manifest.get("clock") or {}).get("time_dilation") or 1,
+                  "summary": summary})
+
+
 def _compare(args: argparse.Namespace) -> int:
     import time
 
@@ -180,7 +222,7 @@ def _compare(args: argparse.Namespace) -> int:
     runs = variants(args.scenario, oracle=not args.no_oracle)  # every run validated first: exit 2
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.scenario).stem}-compare-{stamp}"
-    done = lambda name, run: print(f"done: {name} -> {run}", flush=True)  # noqa: E731
+    done = lambda name, run: print(f"done: {name} -> {run}", file=_notes(args), flush=True)  # noqa: E731
     if args.again and not args.out:
         raise ValueError("--again needs --out: the compare directory to run them again in")
     with _owned_by_sudo_user(out):
@@ -188,10 +230,14 @@ def _compare(args: argparse.Namespace) -> int:
             table = rerun(args.scenario, out, [n.strip() for n in args.again.split(",")], not args.quiet,
                           done, targets=args.targets)
         else:
-            print(f"{len(runs)} runs: " + ", ".join(f"{n} ({p})" if p else n for n, p, _ in runs))
+            print(f"{len(runs)} runs: " + ", ".join(f"{n} ({p})" if p else n for n, p, _ in runs),
+                  file=_notes(args))
             table = run_compare(args.scenario, out, oracle=not args.no_oracle, progress=not args.quiet,
                                 on_run=done, targets=args.targets)
     meta = json.loads((out / "compare.json").read_text())
+    if args.json:
+        print_json(compare_document(out, meta, table))
+        return 0
     print(f"times are emulated seconds (time dilation K = {meta['time_dilation']:g}); quality from the "
           "quality table; oracle: per request the fastest candidate meeting the floor")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -205,6 +251,16 @@ def _compare(args: argparse.Namespace) -> int:
     print(f"targets: {meta['targets_file']}")
     print(f"compare directory: {out} (compare.csv, compare_paired.csv, compare.png)")
     return 0
+
+
+def compare_document(out: Path, meta: dict[str, Any], table: pd.DataFrame) -> dict[str, Any]:
+    """`compare --json`: the table's rows, the paired ratios, each target checked, and what they
+    stand on (K, the runs, the runs repeated with --again, the targets file)."""
+    return plain({"compare_dir": str(out), "scenario": meta.get("scenario"),
+                  "time_dilation": meta["time_dilation"], "how": meta.get("how"), "runs": meta.get("runs"),
+                  "repeated": meta.get("repeated", []), "table": records(table),
+                  "paired": meta.get("paired") or [], "targets": meta.get("targets", []),
+                  "targets_file": meta.get("targets_file")})
 
 
 def _paired_lines(paired: list[dict]) -> list[str]:
@@ -229,8 +285,6 @@ def _paired_lines(paired: list[dict]) -> list[str]:
 
 
 def _report(args: argparse.Namespace) -> int:
-    import json
-
     from analysis.report import write_report
 
     manifest = Path(args.run_dir) / "manifest.json"
@@ -238,15 +292,20 @@ def _report(args: argparse.Namespace) -> int:
         unfinished = json.loads(manifest.read_text()).get("status") == "running"
     except (OSError, ValueError, AttributeError):
         unfinished = False  # write_report names what is missing
+    finished = None
     with _owned_by_sudo_user(Path(args.run_dir)):  # the run directory, which the report rewrites
         if unfinished:  # killed before it wrote its tables: they are rebuilt from the records first
             from emulation.runner import finish_killed_run
 
             result = finish_killed_run(args.run_dir, quality=not args.no_quality)
+            finished = {k: result.summary["requests"][k] for k in ("recorded", "planned")}
             print(f"{args.run_dir}: unfinished run (its runner is gone) finished from its records: "
-                  f"{result.summary['requests']['recorded']} of {result.summary['requests']['planned']} "
-                  "requests recorded")
-        print(write_report(args.run_dir))  # ValueError on a directory that holds no run: exit 2
+                  f"{finished['recorded']} of {finished['planned']} requests recorded", file=_notes(args))
+        report = write_report(args.run_dir)  # ValueError on a directory that holds no run: exit 2
+    if args.json:  # finished_from_records: null, or the requests recorded and planned
+        print_json(plain({"run_dir": args.run_dir, "report": str(report), "finished_from_records": finished}))
+    else:
+        print(report)
     return 0
 
 
@@ -262,6 +321,12 @@ def _sweep(args: argparse.Namespace) -> int:
     with _owned_by_sudo_user(out):
         table = run_sweep(args.scenario, field, values, out, quality=not args.no_quality,
                           progress=not args.quiet)
+    if args.json:
+        meta = json.loads((out / "sweep.json").read_text())
+        print_json(plain({"sweep_dir": str(out), "field": field, "values": values,
+                          "time_dilation": meta.get("time_dilation"), "how": meta.get("how"),
+                          "table": records(table)}))
+        return 0
     print(table.drop(columns="run_dir").to_string(index=False))
     print(f"sweep directory: {out} (sweep.csv, sweep.png, one run directory per value)")
     return 0
@@ -279,14 +344,18 @@ def _campaign(args: argparse.Namespace) -> int:
     shape = " x ".join([*(f"{len(v)} {f}" for f, v in grid),
                         *(["each strategy"] if args.strategies == "each" else []),
                         f"{args.repetitions} repetition{'s' if args.repetitions > 1 else ''}"])
-    print(f"campaign: {len(campaign.runs)} runs ({shape}); {len(done)} already completed in {out}")
+    if args.check and args.json:
+        print_json(campaign_plan_document(campaign, out, done))
+        return 0
+    print(f"campaign: {len(campaign.runs)} runs ({shape}); {len(done)} already completed in {out}",
+          file=_notes(args))
     if args.check:
         for run in campaign.runs:
             seeds = ", ".join(f"{k}.seed {v}" for k, v in run.seeds.items())
             print(f"  {run.name}: {seeds}{' (completed)' if run.name in done else ''}")
         return 0
     resuming = (out / "campaign.json").is_file()  # accepted as this campaign's: it may change hands
-    finished = lambda name, run: print(f"done: {name} -> {run}", flush=True)  # noqa: E731
+    finished = lambda name, run: print(f"done: {name} -> {run}", file=_notes(args), flush=True)  # noqa: E731
     try:
         with _owned_by_sudo_user(out):
             table = run_campaign(campaign, out, quality=not args.no_quality, progress=not args.quiet,
@@ -297,9 +366,23 @@ def _campaign(args: argparse.Namespace) -> int:
                 hand_to_sudo_user(out)
         raise
     counts = table["status"].value_counts()
+    if args.json:
+        print_json(plain({"campaign_dir": str(out), "index_file": str(out / "index.csv"), "runs": len(table),
+                          "already_completed": len(done), "statuses": counts.to_dict(),
+                          "index": records(table)}))
+        return 0
     print(f"{len(table)} runs: " + ", ".join(f"{n} {status}" for status, n in counts.items()))
     print(f"campaign index: {out / 'index.csv'} (and campaign.json)")
     return 0
+
+
+def campaign_plan_document(campaign: Campaign, out: Path, done: set[str]) -> dict[str, Any]:
+    """`campaign --check --json`: every run planned, with what it varies, its seeds and whether OUT
+    has it completed already."""
+    plan = [{"name": r.name, "fields": r.fields, "strategy": r.strategy, "repetition": r.repetition,
+             "seeds": r.seeds, "completed": r.name in done} for r in campaign.runs]
+    return plain({"campaign_dir": str(out), "scenario": campaign.scenario, "runs": len(plan),
+                  "already_completed": len(done), "plan": plan})
 
 
 def _calibrate(args: argparse.Namespace) -> int:

@@ -172,8 +172,8 @@ def test_table_and_report_show_n_beside_the_plan_figures(done_run):
     plan_row = next(line for line in text.splitlines()
                     if line.startswith("| device_only") and "small:0-3" in line)
     assert "| 16 |" in re.sub(r" +", " ", plan_row)
-    assert sorted(p.name for p in (d / "plots").iterdir()) == ["cost_and_quality.png", "latency_cdf.png",
-                                                              "latency_parts.png"]
+    assert sorted(p.name for p in (d / "plots").glob("*.png")) == [
+        "cost_and_quality.png", "latency_cdf.png", "latency_over_time.png", "latency_parts.png"]
 
 
 def test_report_of_an_old_summary_labels_its_pooled_figures_as_the_run_sample(done_run, tmp_path):
@@ -210,7 +210,7 @@ COST_KEYS = ("requests", "done", "failed", "images", "plans", "latency_mean_s", 
              "wire_bytes_per_image", "report_bytes_per_image", "payload_bytes_per_image",
              "wire_bytes_by_link")
 NEWER_THAN_SMOKE_RUN = {"report_bytes_per_image"}  # figures its recorded summary.json predates
-FIGURES = ["cost_and_quality.png", "latency_cdf.png", "latency_parts.png"]
+FIGURES = ["cost_and_quality.png", "latency_cdf.png", "latency_over_time.png", "latency_parts.png"]
 
 
 @pytest.fixture
@@ -325,7 +325,7 @@ def test_report_of_a_real_run_shows_its_figures(smoke_run, smoke_requests):
     text = path.read_text()
     assert text.startswith("# smoke: completed\n")
     assert "impairment backend userspace" in text
-    assert sorted(p.name for p in (smoke_run / "plots").iterdir()) == FIGURES
+    assert sorted(p.name for p in (smoke_run / "plots").glob("*.png")) == FIGURES
     for name in FIGURES:
         png = smoke_run / "plots" / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -381,7 +381,7 @@ def test_report_of_a_real_run_summarized_without_quality(smoke_run, smoke_reques
         assert row["FID"] == "-" and row["run-sample FID"] == "-" and row["n (quality, per plan)"] == "-"
         assert row["p50 latency (s)"] == f"{group['total_s'].median():.3f}"
         assert row["wire bytes / image"] == f"{summary[strategy]['wire_bytes_per_image']:,.0f}"
-    assert sorted(p.name for p in (smoke_run / "plots").iterdir()) == FIGURES
+    assert sorted(p.name for p in (smoke_run / "plots").glob("*.png")) == FIGURES
 
 
 @pytest.fixture(scope="module")

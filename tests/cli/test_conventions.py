@@ -1,11 +1,13 @@
 """The command line's conventions (issue 18): --version, -v/-q, exit codes of a run whose measured
-requests failed, progress written to a log, outputs handed to the user who ran sudo.  None of
-these needs root or a network: the run's exit code is judged on a requests table made here."""
+requests failed, progress written to a log, outputs handed to the user who ran sudo, --json on
+the commands that print results.  None of these needs root or a network: the run's exit code is
+judged on a requests table made here, and run's and report's JSON on a fake runner."""
 
 from __future__ import annotations
 
 import importlib.metadata as md
 import io
+import json
 import logging
 import os
 import subprocess
@@ -192,3 +194,87 @@ def test_compare_prints_each_strategy_s_paired_ratio_with_its_interval_and_test(
     assert _paired_lines(rows)[1:] == ["  elastic: 0.714x (0.62-0.8), p = 0.0078, n = 8",
                                        "  oracle: 0.5x, n = 1 [one pair: no interval and no test]"]
     assert "against cloud_only" in _paired_lines(rows)[0] and _paired_lines([]) == []
+
+
+JSON_COMMANDS = [["run", "x.toml"], ["compare", "x.toml"], ["sweep", "x.toml", "--set", "a=1"],
+                 ["campaign", "x.toml", "--out", "c"], ["report", "runs/r"], ["calibrate", "x.toml"],
+                 ["doctor"]]
+
+
+@pytest.mark.parametrize("argv", JSON_COMMANDS, ids=lambda argv: argv[0])
+def test_every_command_that_prints_results_takes_json(argv) -> None:
+    assert build_parser().parse_args([*argv, "--json"]).json is True
+    assert build_parser().parse_args(argv).json is False
+
+
+def test_run_check_json_is_one_document(capsys) -> None:
+    from emulation.cli import main
+
+    assert main(["run", str(REPO / "scenarios" / "smoke.toml"), "--check", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is True and doc["scenario"].endswith("smoke.toml")
+    assert doc["strategies"] and doc["requests"] > 0
+
+
+def test_run_json_prints_the_summary_and_directory_alone_on_stdout(tmp_path, monkeypatch, capsys) -> None:
+    """`run --json` on a fake runner: stdout is one JSON document (the run's directory, status, K
+    and summary, NaN as null, numpy numbers plain); the K line goes to stderr."""
+    import numpy as np
+
+    from emulation import dilation as dilation_module
+    from emulation import runner
+    from emulation.cli import main
+    from emulation.dilation import Dilation
+
+    summary = {"scenario": "smoke", "status": "completed",
+               "strategies": {"cloud_only": {"done": np.int64(2), "latency_p50_s": np.float64(0.2),
+                                             "fid": float("nan")}}}
+
+    def run_scenario(scenario, out, on_finish=None, **_):
+        result = _result([("r0", False, "ok"), ("r1", False, "ok")], summary)
+        result = RunResult(out, result.requests, result.traffic, summary, {"clock": {"time_dilation": 5.0}})
+        on_finish(result)
+        return result
+
+    monkeypatch.setattr(runner, "check_can_run", lambda out: None)
+    monkeypatch.setattr(runner, "run_scenario", run_scenario)
+    monkeypatch.setattr(dilation_module, "choose_dilation", lambda scenario: Dilation(5.0, "fake"))
+    out = tmp_path / "run"
+    assert main(["run", str(REPO / "scenarios" / "smoke.toml"), "--out", str(out), "--json", "-q"]) == 0
+    printed = capsys.readouterr()
+    doc = json.loads(printed.out)
+    assert doc == {"run_dir": str(out), "scenario": "smoke", "status": "completed", "time_dilation": 5.0,
+                   "summary": {**summary, "strategies": {"cloud_only": {"done": 2, "latency_p50_s": 0.2,
+                                                                        "fid": None}}}}
+    assert printed.err.startswith("time dilation K = 5: fake")
+
+
+def test_report_json_gives_the_report_and_the_run(tmp_path, monkeypatch, capsys) -> None:
+    from analysis import report
+    from emulation import runner
+    from emulation.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"status": "running"}))  # its runner was killed
+    finished = RunResult(run, pd.DataFrame(), pd.DataFrame(), {"requests": {"recorded": 3, "planned": 4}}, {})
+    monkeypatch.setattr(runner, "finish_killed_run", lambda run_dir, quality=True: finished)
+    monkeypatch.setattr(report, "write_report", lambda run_dir: Path(run_dir) / "report.md")
+    assert main(["report", str(run), "--json"]) == 0
+    printed = capsys.readouterr()
+    assert json.loads(printed.out) == {"run_dir": str(run), "report": str(run / "report.md"),
+                                       "finished_from_records": {"recorded": 3, "planned": 4}}
+    assert "finished from its records: 3 of 4 requests recorded" in printed.err
+    (run / "manifest.json").write_text(json.dumps({"status": "completed"}))
+    assert main(["report", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["finished_from_records"] is None
+
+
+def test_json_values_are_plain_and_finite() -> None:
+    import numpy as np
+
+    from emulation.cli.args import plain
+
+    value = {"a": np.float32(0.5), "b": [np.int64(3), float("inf")], "c": Path("x"), 1: (np.array([1, 2]),)}
+    assert plain(value) == {"a": 0.5, "b": [3, None], "c": "x", "1": [[1, 2]]}
+    assert json.dumps(plain(value), allow_nan=False)

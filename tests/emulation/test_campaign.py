@@ -6,6 +6,7 @@ an interruption and its resumption, to the frames analysis/load.py makes of it."
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -83,6 +84,18 @@ NAMES = [f"{FIELD}={bw},strategy={s},rep={r}"
          for r in (0, 1) for bw in (5, 50) for s in ("cloud_only", "edge_only")]
 
 
+TIME_LEFT = re.compile(r" \(about \d+(\.\d)? (s|min|h) left\)$")
+
+
+def _progress(err: str) -> list[str]:
+    """The `run i of N: name` lines on stderr without their time left, which every line but the
+    first must carry (measured with the real clock on the fake's runs: only its form is checked)."""
+    lines = err.splitlines()
+    assert lines and not TIME_LEFT.search(lines[0]), lines
+    assert all(TIME_LEFT.search(line) for line in lines[1:]), lines
+    return [TIME_LEFT.sub("", line) for line in lines]
+
+
 def test_a_grid_times_strategies_times_repetitions_is_every_run_with_its_seeds(scenario):
     campaign = _plan(scenario)
     assert [r.name for r in campaign.runs] == NAMES  # repetition by repetition, the grid, the strategy
@@ -118,7 +131,7 @@ def test_a_campaign_runs_every_run_at_one_k_and_indexes_them(scenario, tmp_path,
     table = run_campaign(_plan(scenario), out)
     assert [name for name, _, _ in fake.runs] == NAMES
     assert fake.measured == 1 and {k for _, k, _ in fake.runs} == {7.0}
-    assert capsys.readouterr().err.splitlines() == [f"run {i} of 8: {n}" for i, n in enumerate(NAMES, 1)]
+    assert _progress(capsys.readouterr().err) == [f"run {i} of 8: {n}" for i, n in enumerate(NAMES, 1)]
     index = pd.read_csv(out / "index.csv")
     assert list(index.columns) == ["name", "run_dir", FIELD, "strategy", "repetition", "seed_workload",
                                    "seed_topology", "status"]
@@ -149,7 +162,7 @@ def test_an_interrupted_campaign_keeps_its_index_and_resumes_only_what_is_missin
     table = run_campaign(_plan(scenario), out)
     assert [name for name, _, _ in resumed.runs] == NAMES[4:]
     assert resumed.measured == 0 and {k for _, k, _ in resumed.runs} == {7.0}  # the campaign's K
-    assert capsys.readouterr().err.splitlines() == [f"run {i} of 8: {n}" for i, n in enumerate(NAMES, 1)][4:]
+    assert _progress(capsys.readouterr().err) == [f"run {i} of 8: {n}" for i, n in enumerate(NAMES, 1)][4:]
     assert set(table["status"]) == {"completed"} and len(table) == 8
     run_campaign(_plan(scenario), out)  # complete: nothing runs again
     assert len(resumed.runs) == 4
@@ -240,7 +253,7 @@ def test_campaign_check_prints_the_plan_and_runs_nothing(scenario, tmp_path, mon
 
     assert main(argv) == 0  # the same command without --check runs it (here: the fake)
     printed = capsys.readouterr()
-    assert printed.err.splitlines() == [f"run {i} of 8: {n}" for i, n in enumerate(NAMES, 1)]
+    assert _progress(printed.err) == [f"run {i} of 8: {n}" for i, n in enumerate(NAMES, 1)]
     assert printed.out.splitlines()[-1] == f"campaign index: {out / 'index.csv'} (and campaign.json)"
     assert main([*argv, "--check"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -265,6 +278,36 @@ def test_bad_campaign_input_is_one_line_exit_2(scenario, tmp_path, monkeypatch, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("edgestage: error:") and needle in err, err
     assert fake.runs == [] and (sorted(p.name for p in out.iterdir()) if out.exists() else None) == before
+
+
+def test_campaign_json_is_the_index_or_with_check_the_plan(scenario, tmp_path, monkeypatch, capsys):
+    """`campaign --json`: stdout is one JSON document (the plan with --check, the index after the
+    runs) and the campaign directory; the campaign's own lines go to stderr."""
+    from emulation.cli import main
+
+    fake = FakeRunner(monkeypatch)
+    out = tmp_path / "campaign"
+    argv = ["campaign", str(scenario), "--set", f"{FIELD}=5,50", "--strategies", "each", "--repetitions", "2",
+            "--out", str(out), "--json"]
+    assert main([*argv, "--check"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert (plan["campaign_dir"], plan["runs"], plan["already_completed"]) == (str(out), 8, 0)
+    assert [r["name"] for r in plan["plan"]] == NAMES and not any(r["completed"] for r in plan["plan"])
+    seeds = {"workload": repetition_seed(1, 1, "workload"), "topology": repetition_seed(1, 1, "topology")}
+    assert plan["plan"][5] == {"name": NAMES[5], "fields": {FIELD: 5}, "strategy": "edge_only",
+                               "repetition": 1, "seeds": seeds, "completed": False}
+    assert fake.runs == [] and not out.exists()
+
+    assert main(argv) == 0
+    printed = capsys.readouterr()
+    doc = json.loads(printed.out)
+    assert doc["campaign_dir"] == str(out) and doc["index_file"] == str(out / "index.csv")
+    assert (doc["runs"], doc["already_completed"], doc["statuses"]) == (8, 0, {"completed": 8})
+    assert doc["index"] == json.loads(pd.read_csv(out / "index.csv").to_json(orient="records"))
+    assert printed.err.splitlines()[0].startswith("campaign: 8 runs")
+    assert f"done: {NAMES[7]} -> " in printed.err
+    assert main([*argv, "--check"]) == 0
+    assert all(r["completed"] for r in json.loads(capsys.readouterr().out)["plan"])
 
 
 @pytest.mark.root

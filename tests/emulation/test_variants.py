@@ -4,7 +4,9 @@ K chosen once, the runs in order, a progress line each, the tables rebuilt from 
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +16,7 @@ from emulation import dilation as dilation_module
 from emulation import runner
 from emulation.dilation import Dilation
 from emulation.scenario import load_scenario, parse_scenario, scenario_tables
-from emulation.variants import run_variants, shared_dilation
+from emulation.variants import format_duration, progress_line, run_variants, shared_dilation
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT, SMOKE = REPO / "scenarios" / "default.toml", REPO / "scenarios" / "smoke.toml"
@@ -74,7 +76,9 @@ def test_variants_run_in_order_at_one_k_with_a_progress_line_each(tmp_path, monk
     k = fake.k * base.workload.images_per_request
     assert [(d.name, run_k) for _, d, run_k in fake.runs] == [("b", k), ("a", k)]
     assert fake.measured == 1 and written == [k, "b", "a"]
-    assert capsys.readouterr().err.splitlines() == ["run 1 of 2: b", "run 2 of 2: a"]
+    first, second = capsys.readouterr().err.splitlines()
+    assert first == "run 1 of 2: b"  # nothing finished yet: no time left to tell
+    assert re.fullmatch(r"run 2 of 2: a \(about \d+ s left\)", second), second
 
 
 def test_a_used_out_directory_stops_before_anything_and_replace_reruns_into_it(tmp_path, monkeypatch):
@@ -183,3 +187,66 @@ def test_a_sweep_runs_each_value_at_one_k_and_rewrites_its_table_after_each_run(
     meta = json.loads((out / "sweep.json").read_text())
     assert meta["time_dilation"] == fake.runs[0][2] and (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert pd.read_csv(out / "sweep.csv")["run_dir"].tolist() == table["run_dir"].tolist()
+
+
+def _ticking(step_s: float):
+    """A clock that moves `step_s` seconds each time it is read."""
+    ticks = itertools.count()
+    return lambda: next(ticks) * step_s
+
+
+def test_each_run_after_the_first_says_the_time_left_from_the_mean_of_those_finished(
+        tmp_path, monkeypatch, capsys):
+    FakeRunner(monkeypatch)
+    base = load_scenario(SMOKE)
+    run_variants({"a": base, "b": base, "c": base}, tmp_path / "out", clock=_ticking(60.0))
+    # read at the start and before runs 2 and 3: 60 s a run, then 2 and 1 runs to go
+    assert capsys.readouterr().err.splitlines() == [
+        "run 1 of 3: a", "run 2 of 3: b (about 2 min left)", "run 3 of 3: c (about 60 s left)"]
+
+
+def test_runs_skipped_on_resume_count_in_i_of_n_but_not_in_the_time_left(tmp_path, monkeypatch, capsys):
+    FakeRunner(monkeypatch)
+    base = load_scenario(SMOKE)
+    runs = {name: base for name in "abcd"}
+    done = run_variants(runs, tmp_path / "out", skip={"a", "b"}, clock=_ticking(600.0))
+    assert list(done) == ["c", "d"]
+    assert capsys.readouterr().err.splitlines() == ["run 3 of 4: c", "run 4 of 4: d (about 10 min left)"]
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [
+    (0.2, "about 1 s"), (44.6, "about 45 s"), (89, "about 89 s"), (240, "about 4 min"),
+    (89 * 60, "about 89 min"), (9000, "about 2.5 h")])
+def test_the_time_left_is_rounded_as_an_estimate_deserves(seconds, shown):
+    assert format_duration(seconds) == shown
+    assert progress_line(2, 5, "x", seconds) == f"run 2 of 5: x ({shown} left)"
+    assert progress_line(1, 5, "x") == "run 1 of 5: x"
+
+
+def test_compare_and_sweep_json_is_one_document_on_stdout(tmp_path, monkeypatch, capsys):
+    """`compare --json` and `sweep --json` (the fake runner): stdout parses whole as one JSON
+    document with the table's rows and the output directory; the run i of N lines, the list of
+    runs and each finished run go to stderr."""
+    from emulation.cli import main
+
+    fake = FakeRunner(monkeypatch)
+    out = tmp_path / "compare"
+    assert main(["compare", str(DEFAULT), "--out", str(out), "--json", "-q"]) == 0
+    printed = capsys.readouterr()
+    doc = json.loads(printed.out)
+    assert doc["compare_dir"] == str(out) and doc["time_dilation"] == fake.runs[0][2]
+    assert {"scenario", "how", "runs", "repeated", "table", "paired", "targets", "targets_file"} <= set(doc)
+    assert [row["strategy"] for row in doc["table"]] == list(pd.read_csv(out / "compare.csv")["strategy"])
+    assert doc["paired"] == json.loads((out / "compare.json").read_text())["paired"]
+    assert all({"check", "value", "target", "met"} <= set(check) for check in doc["targets"])
+    assert "done: cloud_only -> " in printed.err and "runs: cloud_only" in printed.err
+
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(SMOKE), "--set", "topology.backhaul.bw_mbit=5,50", "--out", str(out),
+                 "--json", "-q"]) == 0
+    printed = capsys.readouterr()
+    doc = json.loads(printed.out)
+    assert doc["sweep_dir"] == str(out) and doc["field"] == "topology.backhaul.bw_mbit"
+    assert doc["values"] == [5, 50] and doc["time_dilation"] == fake.runs[-1][2]
+    assert [row["topology.backhaul.bw_mbit"] for row in doc["table"]] == [5, 50]
+    assert doc["table"][0]["run_dir"] == "topology.backhaul.bw_mbit=5"
