@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -348,3 +350,14 @@ def test_a_real_campaign_of_two_strategies_twice_gives_fresh_networks_seeds_and_
     paired = paired_ratio(latency["edge_only"], latency["cloud_only"])
     assert paired.n_pairs == 8 and paired.low <= paired.ratio <= paired.high
     assert paired.ratio == pytest.approx(latency["edge_only"].mean() / latency["cloud_only"].mean())
+    # the worked example makes a paper's figure and LaTeX table of it, from the parquet files alone
+    paper = tmp_path / "paper"
+    done = subprocess.run([sys.executable, str(REPO / "examples" / "campaign_figure.py"), str(out),
+                           "--out", str(paper)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = pd.read_csv(paper / "latency.csv").set_index("strategy")
+    assert table.loc["edge_only", "latency_mean_s"] == pytest.approx(latency["edge_only"].mean())
+    assert table.loc["edge_only", "ratio_to_cloud_only"] == pytest.approx(paired.ratio)
+    assert table.loc["edge_only", "pairs"] == 8 and table.loc["cloud_only", "requests"] == 8
+    assert "\\toprule" in (paper / "latency.tex").read_text()
+    assert (paper / "latency.pdf").read_bytes()[:4] == b"%PDF"
