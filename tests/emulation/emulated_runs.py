@@ -79,3 +79,30 @@ def processes_of(run_dir: Path) -> list[str]:
         if str(run_dir) in cmd and int(pid) != os.getpid():
             found.append(f"{pid} {cmd}")
     return found
+
+
+class FakeRunnerBase:
+    """What the fake runners of the variant tests share (tests/emulation/test_variants.py,
+    test_campaign.py): they stand in for the runner and the K measurement, so that compare, sweep
+    and campaign are followed without a network; a subclass writes the run directory."""
+
+    def __init__(self, monkeypatch) -> None:
+        from emulation import dilation as dilation_module
+        from emulation import runner
+
+        self.runs: list = []
+        self.measured = 0
+        monkeypatch.setattr(runner, "check_can_run", self.check_can_run)
+        monkeypatch.setattr(runner, "run_scenario", self.run_scenario)
+        monkeypatch.setattr(dilation_module, "choose_dilation", self.choose_dilation)
+
+    @staticmethod
+    def check_can_run(out: Path) -> None:
+        if out.exists() and any(out.iterdir()):
+            raise ValueError(f"--out {out}: exists and is not empty")
+
+    def choose_dilation(self, scenario, timer=None):
+        raise NotImplementedError
+
+    def run_scenario(self, scenario, out_dir, **kwargs):
+        raise NotImplementedError

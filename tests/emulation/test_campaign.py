@@ -15,34 +15,23 @@ import pandas as pd
 import pytest
 
 from analysis.load import load_runs
-from emulation import dilation as dilation_module
-from emulation import runner
 from emulation.campaign import SEED_RULE, completed_runs, plan_campaign, repetition_seed, run_campaign
 from emulation.dilation import Dilation
+from tests.emulation.emulated_runs import FakeRunnerBase
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "scenarios" / "smoke.toml"
 FIELD = "topology.backhaul.bw_mbit"
 
 
-class FakeRunner:
-    """Stands in for the runner and the K measurement (as tests/emulation/test_variants.py's does);
-    with `stop_at`, the run with that number (from 1) leaves a partial directory and raises
-    `stop_with`, as an interrupted or failed run does."""
+class FakeRunner(FakeRunnerBase):
+    """Records (run directory's name, K, seeds); with `stop_at`, the run with that number (from 1)
+    leaves a partial directory and raises `stop_with`, as an interrupted or failed run does."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, stop_at: int | None = None,
                  stop_with: type[BaseException] = KeyboardInterrupt):
-        self.runs: list[tuple[str, float | None, dict]] = []  # (run directory's name, K, seeds)
-        self.measured = 0
+        super().__init__(monkeypatch)
         self.stop_at, self.stop_with = stop_at, stop_with
-        monkeypatch.setattr(runner, "check_can_run", self.check_can_run)
-        monkeypatch.setattr(runner, "run_scenario", self.run_scenario)
-        monkeypatch.setattr(dilation_module, "choose_dilation", self.choose_dilation)
-
-    @staticmethod
-    def check_can_run(out: Path) -> None:
-        if out.exists() and any(out.iterdir()):
-            raise ValueError(f"--out {out}: exists and is not empty")
 
     def choose_dilation(self, scenario, timer=None) -> Dilation:
         self.measured += 1

@@ -12,32 +12,23 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from emulation import dilation as dilation_module
 from emulation import runner
 from emulation.dilation import Dilation
 from emulation.scenario import load_scenario, parse_scenario, scenario_tables
 from emulation.variants import format_duration, progress_line, run_variants, shared_dilation
+from tests.emulation.emulated_runs import FakeRunnerBase
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT, SMOKE = REPO / "scenarios" / "default.toml", REPO / "scenarios" / "smoke.toml"
 
 
-class FakeRunner:
-    """Stands in for the runner and the K measurement: records what it was asked, writes what a
-    run directory holds that compare and sweep read."""
+class FakeRunner(FakeRunnerBase):
+    """Records what it was asked (strategy, run directory, K), writes what a run directory holds
+    that compare and sweep read."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, k: float = 5.0):
-        self.runs: list[tuple[str, Path, float | None]] = []
-        self.measured = 0
+        super().__init__(monkeypatch)
         self.k = k
-        monkeypatch.setattr(runner, "check_can_run", self.check_can_run)
-        monkeypatch.setattr(runner, "run_scenario", self.run_scenario)
-        monkeypatch.setattr(dilation_module, "choose_dilation", self.choose_dilation)
-
-    @staticmethod
-    def check_can_run(out: Path) -> None:
-        if out.exists() and any(out.iterdir()):
-            raise ValueError(f"--out {out}: exists and is not empty")
 
     def choose_dilation(self, scenario, timer=None) -> Dilation:
         self.measured += 1
