@@ -12,9 +12,10 @@ STAMP := $(VENV)/.edgestage-setup
 CONSTRAINTS := constraints.txt
 SYSTEM_PACKAGES := mininet iproute2 iptables tcpdump tshark iperf3 ethtool procps psmisc \
 	libnetfilter-queue-dev python3-venv python3-dev build-essential
-# for the CI checks of the Vagrantfile and its provisioning script (tests/test_vagrant.py); installed
-# where the distribution has them (Debian 13 dropped vagrant), the test skips where it does not
-CHECK_PACKAGES := vagrant shellcheck
+# for the CI checks of the Vagrantfile and its provisioning script (tests/test_vagrant.py) and of
+# report.html as a browser renders it (tests/analysis/test_report_browser.py); installed where the
+# distribution has them (Debian 13 dropped vagrant), the tests skip where they are not
+CHECK_PACKAGES := vagrant shellcheck chromium chromium-driver
 PYTEST_ARGS ?=
 
 .PHONY: setup system-packages demo test lint bench check-vagrant
