@@ -19,10 +19,12 @@ Every frame has a `run_id` column: the run directory's path relative to what was
 where a run directory itself was given), or relative to the inputs' common parent where two runs
 given apart would otherwise share an id.  The runs table's `run_dir` is the absolute path.
 Warm-up requests (`warmup` True: they only open connections) are left out of `requests`, and their
-messages out of `traffic`, unless `warmup=True`.  Each file's schema version is checked
-(analysis/schema.py): a newer one than this code knows is refused with a ValueError, an older one
-is upgraded.  Columns, units and clocks: docs/results-columns.md.  Imports neither torch, diffusers
-nor Mininet: a notebook needs pandas and pyarrow only.
+messages out of `traffic`, unless `warmup=True`; a campaign's runs that overran (its index says
+`overran`) are left out unless `overran=True`, and hidden folders are never searched.
+Each file's schema version is checked (analysis/schema.py): a newer one than this code knows is
+refused with a ValueError, an older one is upgraded.  Columns, units and clocks:
+docs/results-columns.md.  Imports neither torch, diffusers nor Mininet: a notebook needs pandas and
+pyarrow only.
 """
 
 from __future__ import annotations
@@ -81,12 +83,16 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     return out
 
 
-def load_runs(paths: str | Path | Iterable[str | Path], warmup: bool = False) -> RunTables:
+def load_runs(paths: str | Path | Iterable[str | Path], warmup: bool = False,
+              overran: bool = False) -> RunTables:
     """Every run in `paths` (a run directory, or a directory with run directories anywhere under
     it, or a list of either) as tidy frames with a `run_id` column; see the module docstring.
+    A campaign's run whose index says `overran` (twice run, twice overrun: emulation/campaign.py)
+    is left out unless `overran`.
     ValueError if `paths` holds no run, or a file's schema version is newer than this code reads."""
     inputs = [Path(p).resolve() for p in ([paths] if isinstance(paths, str | Path) else paths)]
-    found = {run: base for base, runs in _located(inputs) for run in runs}
+    found = {run: base for base, runs in _located(inputs) for run in runs
+             if overran or _campaign_status(run) != "overran"}
     if not found:
         raise ValueError(f"no run directory (one with a manifest.json) in {', '.join(map(str, inputs))}")
     rows, parts = [], {name: [] for name in _TABLES}
@@ -111,7 +117,8 @@ def find_runs(root: str | Path) -> list[Path]:
         if "manifest.json" in files:
             found.append(Path(here))
             dirs.clear()  # a run's own folders (records, pcap, samples) hold no runs
-        dirs.sort()
+        # hidden folders hold what is not a result: a campaign's runs set aside (.overran)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
     return sorted(found)
 
 
@@ -167,6 +174,11 @@ def campaign_fields(run_dir: Path) -> dict[str, Any]:
     fields = entry.get("fields") if isinstance(entry.get("fields"), dict) else {}
     return {**fields, "campaign_strategy": entry.get("strategy"),
             "campaign_repetition": entry.get("repetition")}
+
+
+def _campaign_status(run_dir: Path) -> str | None:
+    entry = _campaign_entry(_index(run_dir.parent / "campaign.json"), run_dir.name)
+    return None if entry is None else entry.get("status")
 
 
 def _index(path: Path) -> Any:

@@ -44,6 +44,7 @@ import hashlib
 import itertools
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,10 @@ _SEED_BOUND = {"workload": 2**31, "topology": 2**63}  # the scenario schema's ra
 # what must match for a campaign directory to be resumed by a campaign command
 DEFINITION_KEYS = ("scenario_sha256", "grid", "strategies", "repetitions", "seed_rule")
 MAX_NAME = 200  # bytes of a run directory's name: file systems allow 255
+# a run that overran runs once more at the same K; one that overruns again stays `overran`, and
+# is left out of what analysis/load.py loads of the campaign
+ATTEMPTS = 2
+OVERRAN_DIR = ".overran"
 
 
 @dataclass(frozen=True)
@@ -188,15 +193,39 @@ def _digest(data: dict) -> str:
 
 def run_status(run_dir: Path) -> str:
     """A run's status as the index gives it: its manifest's, `killed` for one still `running`
-    (read between runs, its runner is gone), `incomplete` (a directory without a readable
-    manifest), `pending` (no directory)."""
+    (read between runs, its runner is gone), `overran` for a completed run in which a profiled
+    step overran (overrun_steps: it ran at another fidelity than the campaign's K promises),
+    `incomplete` (a directory without a readable manifest), `pending` (no directory)."""
     if not run_dir.is_dir():
         return "pending"
     try:
         status = json.loads((run_dir / "manifest.json").read_text()).get("status")
     except (OSError, ValueError, AttributeError):
         return "incomplete"
+    if status == "completed" and overrun_steps(run_dir):
+        return "overran"
     return "killed" if status == "running" else str(status or "incomplete")
+
+
+def overrun_steps(run_dir: Path) -> int:
+    """Profiled steps of the run that took longer than K x their profile (its summary.json, every
+    strategy); 0 where the summary is missing or says nothing of overruns."""
+    try:
+        strategies = json.loads((run_dir / "summary.json").read_text()).get("strategies") or {}
+    except (OSError, ValueError, AttributeError):
+        return 0
+    return sum(int(e.get("overrun_steps") or 0) for e in strategies.values() if isinstance(e, dict))
+
+
+def set_aside(out_dir: str | Path, name: str) -> Path:
+    """Move the run `name` that overran out of the campaign, to OUT/.overran/<name>.<i> (kept for
+    a look, never loaded: analysis/load.py skips hidden folders), so that it can run again."""
+    aside = Path(out_dir) / OVERRAN_DIR
+    aside.mkdir(exist_ok=True)
+    attempt = 1 + sum(1 for p in aside.iterdir() if p.name.rsplit(".", 1)[0] == name)
+    target = aside / f"{name}.{attempt}"
+    os.replace(Path(out_dir) / name, target)
+    return target
 
 
 def completed_runs(campaign: Campaign, out_dir: str | Path) -> list[str]:
@@ -239,23 +268,22 @@ def _short(value: Any) -> str:
 
 def run_campaign(campaign: Campaign, out_dir: str | Path, quality: bool = True, progress: bool = True,
                  on_run: Callable[[str, Path], None] | None = None) -> pd.DataFrame:
-    """Run every run of `campaign` not yet completed in OUT (new, empty, or this campaign's);
-    the rows of OUT/index.csv.  The index is rewritten before the first run, after each, and when
-    a run fails or is interrupted (the exception goes on)."""
-    from emulation.dilation import Dilation
+    """Run every run of `campaign` not yet completed in OUT (new, empty, or this campaign's) on
+    this machine; the rows of OUT/index.csv.  The index is rewritten before the first run, after
+    each, and when a run fails or is interrupted (the exception goes on).  A run that overran runs
+    again (ATTEMPTS in all, at the same K; the attempt set aside: set_aside); with `progress`, a
+    line on stderr says so."""
     from emulation.variants import run_variants
 
     out = Path(out_dir)
     done = completed_runs(campaign, out)
     stored = _stored(out)
-    dilation, how = None, None
-    if stored is not None and "time_dilation" in stored:  # resumed: the K its first runs had
-        how = stored.get("how")
-        if stored["time_dilation"] is not None:
-            dilation = Dilation(k=stored["time_dilation"], how=f"the campaign's K, {how}", measured=[])
+    dilation, how = stored_dilation(stored)
     shared: dict[str, Any] = {}
 
     def before(chosen: Dilation | None) -> None:
+        nonlocal dilation
+        dilation = chosen
         own = "each run its own: the grid sets run.time_dilation"
         shared.update(time_dilation=chosen.k if chosen else None, how=how or (chosen.how if chosen else own))
         write_index(campaign, out, **shared)
@@ -266,13 +294,44 @@ def run_campaign(campaign: Campaign, out_dir: str | Path, quality: bool = True, 
             on_run(name, run_dir)
 
     runs = {r.name: r.scenario for r in campaign.runs}
+    todo = [name for name in runs if name not in done]
+    replace = stored is not None
     try:
-        run_variants(runs, out, dilation=dilation, before=before, replace=stored is not None,
-                     quality=quality, progress=progress, on_run=after, skip=set(done))
+        for _ in range(ATTEMPTS):
+            for name in todo:
+                if run_status(out / name) == "overran":  # a resumed campaign's, or this one's
+                    aside = set_aside(out, name)
+                    if progress:
+                        print(overrun_note(name, aside), file=sys.stderr, flush=True)
+            run_variants(runs, out, dilation=dilation, before=before if not shared else None, replace=replace,
+                         quality=quality, progress=progress, on_run=after, skip=set(runs) - set(todo))
+            replace = True
+            todo = [name for name in todo if run_status(out / name) == "overran"]
+            if not todo:
+                break
     finally:
         if shared:  # the index was written: it says how far the campaign got
             write_index(campaign, out, **shared)
     return pd.read_csv(out / "index.csv")
+
+
+def overrun_note(name: str, aside: Path) -> str:
+    """The line that says a run overran (set aside to `aside`) and runs again."""
+    return (f"{name}: {overrun_steps(aside)} profiled steps overran their K x profile; running it "
+            f"again (the run that overran is kept in {aside})")
+
+
+def stored_dilation(stored: dict[str, Any] | None) -> tuple[Dilation | None, str | None]:
+    """The K (and why) of a resumed campaign's first runs, from its campaign.json; (None, None)
+    for a new campaign."""
+    from emulation.dilation import Dilation
+
+    if stored is None or "time_dilation" not in stored:
+        return None, None
+    how = stored.get("how")
+    if stored["time_dilation"] is None:
+        return None, how
+    return Dilation(k=stored["time_dilation"], how=f"the campaign's K, {how}", measured=[]), how
 
 
 def index_rows(campaign: Campaign, out_dir: str | Path) -> list[dict[str, Any]]:

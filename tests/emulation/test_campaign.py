@@ -29,9 +29,10 @@ class FakeRunner(FakeRunnerBase):
     leaves a partial directory and raises `stop_with`, as an interrupted or failed run does."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, stop_at: int | None = None,
-                 stop_with: type[BaseException] = KeyboardInterrupt):
+                 stop_with: type[BaseException] = KeyboardInterrupt, overrun: dict[int, int] | None = None):
         super().__init__(monkeypatch)
         self.stop_at, self.stop_with = stop_at, stop_with
+        self.overrun = overrun or {}  # run number (from 1) -> the profiled steps it overran
 
     def choose_dilation(self, scenario, timer=None) -> Dilation:
         self.measured += 1
@@ -54,7 +55,10 @@ class FakeRunner(FakeRunnerBase):
         pd.DataFrame(rows).to_parquet(out / "requests.parquet")
         pd.DataFrame({"request_id": ["r0-q0000", "r0-q0001"], "wire_bytes": [100, 200]}).to_parquet(
             out / "traffic.parquet")
-        (out / "summary.json").write_text(json.dumps({"scenario": scenario.name, "status": "completed"}))
+        steps = self.overrun.get(len(self.runs), 0)
+        overruns = {s: {"overrun_steps": steps if i == 0 else 0} for i, s in enumerate(strategies)}
+        summary = {"scenario": scenario.name, "status": "completed", "strategies": overruns}
+        (out / "summary.json").write_text(json.dumps(summary))
         (out / "manifest.json").write_text(json.dumps({**manifest, "status": "completed"}))
 
 
@@ -172,6 +176,32 @@ def test_a_failed_run_stops_the_campaign_and_is_retried_on_resume(scenario, tmp_
     table = run_campaign(_plan(scenario, repetitions=1), out)
     assert [name for name, _, _ in resumed.runs] == NAMES[:4]
     assert set(table["status"]) == {"completed"}
+
+
+def test_a_run_that_overran_runs_again_and_one_that_overruns_twice_is_left_out(
+        scenario, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "campaign"
+    # run 2 overruns and so does its second attempt (run 5); run 3 overruns once
+    fake = FakeRunner(monkeypatch, overrun={2: 3, 3: 1, 5: 2})
+    table = run_campaign(_plan(scenario, repetitions=1), out)
+    names = NAMES[:4]
+    assert [name for name, _, _ in fake.runs] == [*names, names[1], names[2]]
+    err = capsys.readouterr().err
+    assert f"{names[1]}: 3 profiled steps overran their K x profile; running it again" in err
+    assert f"{names[2]}: 1 profiled steps overran" in err
+    assert list(table["status"]) == ["completed", "overran", "completed", "completed"]
+    aside = sorted(p.name for p in (out / ".overran").iterdir())
+    assert aside == [f"{names[1]}.1", f"{names[2]}.1"]
+    assert completed_runs(_plan(scenario, repetitions=1), out) == [names[0], *names[2:]]
+    # left out of the campaign's frames; the attempts set aside are never loaded
+    assert sorted(load_runs(out).runs["run_id"]) == sorted([names[0], *names[2:]])
+
+    resumed = FakeRunner(monkeypatch, overrun={1: 5})  # resumed: the run that overran tries again
+    table = run_campaign(_plan(scenario, repetitions=1), out)
+    assert [name for name, _, _ in resumed.runs] == [names[1], names[1]]
+    assert list(table["status"]) == ["completed"] * 4
+    assert sorted(p.name for p in (out / ".overran").iterdir()) == sorted(
+        [f"{names[1]}.1", f"{names[1]}.2", f"{names[1]}.3", f"{names[2]}.1"])
 
 
 def test_another_definition_into_the_same_out_is_refused_with_one_line(scenario, tmp_path, monkeypatch):
