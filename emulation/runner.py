@@ -483,6 +483,7 @@ class _Run:
             "error": self.error,
             "run_dir": str(self.run_dir),
             "runner": {"pid": os.getpid(), "start_ticks": process_start(os.getpid())},
+            "host": platform.node(),  # which machine ran it: a campaign's runs may run on several
             "kernel": platform.release(),
             "platform": platform.platform(),
             "cpus": os.cpu_count(),

@@ -71,6 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check", action="store_true",
                    help="validate every run and print the plan (and what OUT has done); run nothing")
     p.add_argument("--no-quality", action="store_true", help="skip FID/KID/class accuracy")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="run on a Dask cluster: its scheduler's tcp://HOST:PORT (one worker per machine, "
+                   "started with --nthreads 1 --resources network=1), or local:N "
+                   "for N workers on this machine (docs/experiments.md: campaigns on several machines)")
     _add_json(p, "the index (with --check: the plan) and the campaign directory")
     p.set_defaults(func=_campaign)
     p = sub.add_parser("report", help="(re)write a run directory's report.md and plots/")
@@ -334,8 +338,10 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _campaign(args: argparse.Namespace) -> int:
     from emulation.campaign import completed_runs, plan_campaign, run_campaign
+    from emulation.campaign_cluster import parse_cluster, run_campaign_on_cluster
     from emulation.sweep import parse_assignment
 
+    cluster = parse_cluster(args.cluster) if args.cluster else None  # a bad address: exit 2
     grid = [parse_assignment(a) for a in args.assignments]
     campaign = plan_campaign(args.scenario, grid, each_strategy=args.strategies == "each",
                              repetitions=args.repetitions)  # every run validated: exit 2, nothing written
@@ -358,8 +364,12 @@ def _campaign(args: argparse.Namespace) -> int:
     finished = lambda name, run: print(f"done: {name} -> {run}", file=_notes(args), flush=True)  # noqa: E731
     try:
         with _owned_by_sudo_user(out):
-            table = run_campaign(campaign, out, quality=not args.no_quality, progress=not args.quiet,
-                                 on_run=finished)
+            if cluster is None:
+                table = run_campaign(campaign, out, quality=not args.no_quality, progress=not args.quiet,
+                                     on_run=finished)
+            else:
+                table = run_campaign_on_cluster(campaign, out, cluster, quality=not args.no_quality,
+                                                progress=not args.quiet, on_run=finished)
     except BaseException:
         if resuming:  # its definition matched: the runs this try made go to the user, finished or not
             with contextlib.suppress(OSError):
