@@ -1,11 +1,15 @@
-"""Deploy files, per-host configs and CURVE keys, without starting a node (fast)."""
+"""Deploy files, per-host configs and CURVE keys, and what the deploy commands print (--json), without
+starting a node (fast)."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import zmq
 import zmq.auth
@@ -149,3 +153,73 @@ def test_a_strategy_that_needs_a_role_without_hosts_is_refused(tmp_path, capsys)
     path.write_text(_toml(data))
     assert run_cli(["deploy", str(path), "--check"]) == 2
     assert "strategies.cloud_only: needs a cloud host, deploy.hosts has none" in capsys.readouterr().err
+
+
+def test_deploy_check_json_is_one_document_of_the_file_s_hosts(capsys):
+    assert run_cli(["deploy", str(SHIPPED), "--check", "--json"]) == 0
+    printed = capsys.readouterr()
+    doc = json.loads(printed.out)  # the whole of stdout
+    assert doc["deploy_file"] == str(SHIPPED) and doc["ok"] is True and doc["coordinator"] == "edge"
+    assert doc["requests"] == 8 and doc["curve"] is True and doc["keys_dir"] == "runs/deploy-loopback-keys"
+    assert doc["hosts"]["d1"] == {"role": "device", "address": "tcp://127.0.0.1:56011",
+                                  "bind": "tcp://127.0.0.1:56011"}
+    assert list(doc["hosts"]) == ["cloud", "edge", "d1", "d2"] and "cloud_only" in doc["strategies"]
+    assert printed.err == ""
+
+
+def test_deploy_keys_json_names_each_host_s_key_files(tmp_path, capsys):
+    path = tmp_path / "d.toml"
+    path.write_text(_toml(minimal(keys_dir=str(tmp_path / "keys"))))
+    assert run_cli(["deploy-keys", str(path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["keys_dir"] == str(tmp_path / "keys")
+    assert doc["hosts"] == {host: dict(zip(("public", "secret"), map(str, key_paths(tmp_path / "keys", host)),
+                                           strict=True)) for host in ("edge", "d1")}
+    assert all(Path(p).is_file() for files in doc["hosts"].values() for p in files.values())
+
+
+class FakeCluster:
+    """deploy_cluster's LocalCluster without a process: its hosts' pids, its devices' workload
+    over at once, or its servers serving until stopped."""
+
+    def __init__(self, hosts: list[str], devices: list[str]) -> None:
+        self.nodes = {host: SimpleNamespace(pid=1000 + i) for i, host in enumerate(hosts)}
+        self.devices = devices
+
+    def __enter__(self) -> FakeCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def wait_workload(self, timeout: float) -> dict:
+        return {}
+
+    def wait_stopped(self, stop) -> None:
+        return None  # as after SIGTERM
+
+
+@pytest.mark.parametrize("hosts", [["d1"], ["edge"]], ids=["device", "server"])
+def test_deploy_json_gives_the_run_directory_hosts_and_summary(tmp_path, monkeypatch, capsys, hosts):
+    """`deploy --host H --json` with the node processes and the end-of-run pipeline faked: stdout is
+    one document, NaN null and numpy numbers plain; the "started" line goes to stderr.  A server
+    alone records nothing: its summary is null."""
+    from emulation import deploy
+
+    summary = {"strategies": {"edge_only": {"done": np.int64(2), "failed": 0,
+                                            "latency_p50_s": np.float64(0.5), "fid": float("nan")}}}
+    devices = [h for h in hosts if h == "d1"]
+    monkeypatch.setattr(deploy, "deploy_cluster", lambda configs, chosen: FakeCluster(chosen, devices))
+    monkeypatch.setattr(deploy, "finish_deployment", lambda *_: SimpleNamespace(summary=summary))
+    monkeypatch.chdir(tmp_path)  # run_dir is taken from here
+    path = tmp_path / "d.toml"
+    path.write_text(_toml(minimal()))
+    assert run_cli(["deploy", str(path), "--host", hosts[0], "--json"]) == 0
+    printed = capsys.readouterr()
+    expected = {"strategies": {"edge_only": {"done": 2, "failed": 0, "latency_p50_s": 0.5, "fid": None}}}
+    run_dir = tmp_path / "runs" / "deploy"
+    assert json.loads(printed.out) == {"run_dir": str(run_dir), "started": {hosts[0]: 1000},
+                                       "summary": expected if devices else None}
+    assert printed.err.startswith(f"started {hosts[0]} (pids 1000)")
+    assert run_cli(["deploy", str(path), "--host", hosts[0]]) == 0  # the text as before
+    assert capsys.readouterr().out.splitlines()[-1] == f"run directory: {run_dir}"
