@@ -17,8 +17,8 @@ emulation.campaign_cluster`, which calls emulation/runner.py's run_scenario, as 
 does), which dies with its worker (PR_SET_PDEATHSIG: SIGTERM, on which the run unwinds and takes
 its network down).  Its run directory is written under the worker's /tmp, sent back as a gzipped
 tar and unpacked into OUT/<name> here; the worker's copy is removed.  Two workers on one machine
-still run one network at a time: the runner's machine lock (emulation/guard.py) makes the second
-wait.
+still run one network at a time: they take turns on a Dask lock named after the machine before a
+run's process starts, and the runner's machine lock (emulation/guard.py) holds in any case.
 
 What is the same as on one machine (emulation/campaign.py): the plan, the seeds, the index and
 campaign.json (rewritten after each run), resuming, a run that overran running once more, a run
@@ -264,6 +264,16 @@ def _unpack(result: MemberResult, out: Path) -> None:
 def run_member(name: str, scenario: Scenario, dilation: Dilation | None, quality: bool) -> MemberResult:
     """One run, on the worker that calls it: in a process of its own, into a directory under
     /tmp sent back as a gzipped tar and then removed."""
+    from distributed import Lock
+
+    # workers sharing a machine take turns before the run's process starts: the runner's machine
+    # lock would keep their networks apart too, but not the start-up of a process waiting on it
+    # (imports, model loading), which would take CPU from the run in progress
+    with Lock(f"edgestage-network-{socket.gethostname()}"):
+        return _run_process(name, scenario, dilation, quality)
+
+
+def _run_process(name: str, scenario: Scenario, dilation: Dilation | None, quality: bool) -> MemberResult:
     work = Path(tempfile.mkdtemp(prefix="edgestage-run-"))
     try:
         spec = work / "member.pickle"

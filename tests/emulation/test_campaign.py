@@ -333,9 +333,10 @@ def test_campaign_json_is_the_index_or_with_check_the_plan(scenario, tmp_path, m
 
 @pytest.mark.root
 @pytest.mark.slow
-def test_a_real_campaign_of_two_strategies_twice_gives_fresh_networks_seeds_and_paired_figures(tmp_path):
-    """Two strategies alone, two repetitions: four real runs on fresh networks, each with its own
-    seeds in its manifest; the frames load_runs gives equal the runs' parquet files, and the
+def test_a_real_campaign_on_a_local_dask_cluster_gives_fresh_networks_seeds_and_paired_figures(tmp_path):
+    """Two strategies alone, two repetitions, on a local Dask cluster of two workers (`edgestage
+    campaign --cluster local:2`): four real runs on fresh networks, one network at a time, each with
+    its own seeds in its manifest; the frames load_runs gives equal the runs' parquet files, and the
     paired ratio over the requests of both repetitions lies inside its interval."""
     from analysis.statistics import paired_ratio
 
@@ -346,15 +347,28 @@ def test_a_real_campaign_of_two_strategies_twice_gives_fresh_networks_seeds_and_
     scenario.write_text(text.replace("requests = 8 ", "requests = 4 "))
     out = tmp_path / "campaign"
     campaign = plan_campaign(scenario, each_strategy=True, repetitions=2)
-    index = pd.DataFrame(run_campaign(campaign, out, quality=False, progress=False))
+    done = subprocess.run([sys.executable, "-m", "emulation.cli", "campaign", str(scenario), "--strategies",
+                           "each", "--repetitions", "2", "--out", str(out), "--cluster", "local:2",
+                           "--no-quality", "--json"], cwd=REPO, capture_output=True, text=True, timeout=500)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "distributed.scheduler" not in done.stderr  # the cluster's INFO lines stay quiet
+    assert len(re.findall(r"^run \d of 4 done: .* on ", done.stderr, re.M)) == 4
+    index = pd.DataFrame(json.loads(done.stdout)["index"])
     assert len(index) == 4 and set(index["status"]) == {"completed"}
-    seeds = {}
+    seeds, windows = {}, []
     for run in campaign.runs:
         manifest = json.loads((out / run.name / "manifest.json").read_text())
         assert manifest["status"] == "completed"
         assert manifest["scenario"]["strategies"].keys() == {run.strategy}
         seeds[run.name] = (manifest["seeds"]["workload"], manifest["seeds"]["topology"])
         assert seeds[run.name] == (run.seeds["workload"], run.seeds["topology"])
+        # from when the run began to its last file written (the tar keeps mtimes)
+        files = [f.stat().st_mtime for f in (out / run.name).rglob("*") if f.is_file()]
+        windows.append((pd.Timestamp(manifest["created"]).timestamp(), max(files)))
+    windows.sort()
+    # `created` is to the second: one second's slack
+    overlaps = [(a, b) for a, b in zip(windows, windows[1:], strict=False) if a[1] > b[0] + 1]
+    assert not overlaps, f"two networks were up at once: {overlaps}"
     assert len(set(seeds.values())) == 2  # one pair of seeds per repetition, shared by its strategies
     tables = load_runs(out)
     assert sorted(tables.runs["campaign_repetition"]) == [0, 0, 1, 1]
