@@ -69,14 +69,15 @@ def finish_run_dir(run_dir: str | Path, manifest: dict[str, Any], quality: bool 
     strategies = steps.run("summary", _strategies, d, manifest, measured, finished.traffic, quality) or {}
     finished.accuracy = steps.run("accuracy", _accuracy, d, manifest, measured, finished.traffic) or {
         "headline": {}}
-    finished.summary = summary_document(manifest, finished.requests, strategies, finished.accuracy)
+    paired = steps.run("paired", _paired, measured) or []
+    finished.summary = summary_document(manifest, finished.requests, strategies, finished.accuracy, paired)
     (d / "summary.json").write_text(json.dumps(finished.summary, indent=1, default=json_default))
     steps.run("report", _report, d)
     return finished
 
 
 def summary_document(manifest: dict[str, Any], requests: pd.DataFrame, strategies: dict[str, Any],
-                     accuracy: dict[str, Any]) -> dict[str, Any]:
+                     accuracy: dict[str, Any], paired: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     memory = manifest.get("memory") or {}
     ok = requests.loc[requests["outcome"] == "ok", "request_id"]
     return {"schema_version": SCHEMA_VERSION,
@@ -84,7 +85,7 @@ def summary_document(manifest: dict[str, Any], requests: pd.DataFrame, strategie
             "error": manifest.get("error"),
             "requests": {"planned": len(manifest.get("workload") or []),
                          "recorded": int(requests["request_id"].nunique()), "ok": int(ok.nunique())},
-            "strategies": strategies, "accuracy": accuracy.get("headline", {}),
+            "strategies": strategies, "paired": paired or [], "accuracy": accuracy.get("headline", {}),
             "node_memory": {k: v for k, v in memory.items() if k not in ("nodes", "launcher")},
             "warnings": manifest.get("warnings") or []}
 
@@ -126,6 +127,16 @@ def _strategies(run_dir: Path, manifest: dict[str, Any], measured: pd.DataFrame,
     profiles = ((manifest.get("scenario") or {}).get("nodes") or {}).get("profiles_file")
     return summarize(measured, traffic, run_dir / "samples", quality=quality,
                      network=manifest.get("network") or {}, power=load_power(profiles))
+
+
+def _paired(measured: pd.DataFrame) -> list[dict[str, Any]]:
+    """Each strategy against cloud_only (or the first) on the run's rounds: analysis/interleaving.py."""
+    from analysis.interleaving import paired_rounds
+    from analysis.summary import json_safe, per_request
+
+    if measured.empty:
+        return []
+    return json_safe(paired_rounds(per_request(measured)).to_dict("records"))
 
 
 def _accuracy(run_dir: Path, manifest: dict[str, Any], measured: pd.DataFrame,

@@ -9,7 +9,7 @@ strategies, as `edgestage compare` runs them) the ratio of means with a paired b
 
 numpy and scipy only (no torch, nothing of emulation/); everything returns data, nothing prints.
 Where a sample is too small for an interval (n < 2) or a test (every difference zero) the field is
-None and `note` says why.
+None and `note` says why; below FEW (6) values `note` says that the interval and test are weak.
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ CONFIDENCE = 0.95
 RESAMPLES = 2000
 SEED = 0
 METHOD = "percentile bootstrap"  # what the intervals are, for the files that record them
+# below this many values a percentile bootstrap covers far less than its nominal 95 %, and a
+# two-sided signed-rank test cannot reach p < 0.05 (its least p is 2 / 2**n): said in `note`
+FEW = 6
+FEW_NOTE = f"fewer than {FEW} values: the interval is too narrow, and no test reaches p < 0.05"
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ def bootstrap_interval(sample: Sequence[float] | np.ndarray, statistic: Callable
     if len(x) < 2:
         return Interval(estimate, None, None, 1, confidence, "one value: no interval")
     result = _bootstrap((x,), statistic, False, confidence, resamples, seed)
-    return Interval(estimate, *result, len(x), confidence)
+    return Interval(estimate, *result, len(x), confidence, FEW_NOTE if len(x) < FEW else None)
 
 
 def paired_ratio(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
@@ -115,7 +119,7 @@ def paired_ratio(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarra
         return Paired(ratio, None, None, None, n, confidence, "one pair: no interval and no test")
     low, high = _bootstrap((x, y), _ratio, True, confidence, resamples, seed)
     p_value, note = wilcoxon_p(x - y)
-    return Paired(ratio, low, high, p_value, n, confidence, note)
+    return Paired(ratio, low, high, p_value, n, confidence, note or (FEW_NOTE if n < FEW else None))
 
 
 def wilcoxon_p(differences: np.ndarray) -> tuple[float | None, str | None]:

@@ -34,16 +34,19 @@ from typing import Any
 import pandas as pd
 
 from analysis.energy import request_energy
+from analysis.interleaving import overlaps
 from nodes.planning.hardware import HardwarePower, load_power
 from nodes.runtime.records import ESCALATION_SUFFIX, request_of
 
 TABLE_COLUMNS = [
     ("strategy", "strategy", "{}"), ("done", "done", "{}"), ("failed", "failed", "{}"),
-    ("mean_s", "latency_mean_s", "{:.3f}"), ("p50_s", "latency_p50_s", "{:.3f}"),
-    ("p95_s", "latency_p95_s", "{:.3f}"), ("fid", "fid", "{:.2f}"), ("kid", "kid", "{:.4f}"),
+    ("mean_s", "latency_mean_s", "{:.3f}"), ("95% CI", "latency_mean_ci_s", "{}"),
+    ("p50_s", "latency_p50_s", "{:.3f}"), ("p95_s", "latency_p95_s", "{:.3f}"), ("fid", "fid", "{:.2f}"),
+    ("kid", "kid", "{:.4f}"),
     ("class_acc", "class_accuracy", "{:.3f}"), ("n_quality", "n_quality", "{}"),
     ("wire_B/img", "wire_bytes_per_image", "{:,.0f}"),
-    ("J/img (device)", "device_energy_per_image_j", "{:.3g}"), ("run_sample_fid", "run_sample_fid", "{:.2f}"),
+    ("J/img (device)", "device_energy_per_image_j", "{:.3g}"), ("overlap", "overlap_mean", "{:.1f}"),
+    ("run_sample_fid", "run_sample_fid", "{:.2f}"),
     ("run_sample_acc", "run_sample_class_accuracy", "{:.3f}"), ("run_sample_n", "run_sample_images", "{}"),
 ]
 QUALITY_NOTE = ("fid, kid, class_acc: each plan the strategy used, judged on n_quality images of its own "
@@ -51,6 +54,8 @@ QUALITY_NOTE = ("fid, kid, class_acc: each plan the strategy used, judged on n_q
                 "delivered images, too few to rank strategies by")
 ENERGY_NOTE = ("J/img (device): the requesting device's compute and radio energy per delivered image "
                "(analysis/energy.py); every host's compute: compute_energy_per_image_j in summary.json")
+OVERLAP_NOTE = ("overlap: other requests in flight during each of the strategy's (mean; interleaved "
+                "strategies share links and hosts, analysis/interleaving.py)")
 OVERRUN_NOTE = ("! profiled compute overran: steps took longer than their profile, so these strategies' "
                 "times are this machine's, not the emulated hardware's")
 NO_REASON = "(no reason recorded)"
@@ -67,16 +72,16 @@ def per_request(requests: pd.DataFrame) -> pd.DataFrame:
     return requests.sort_values("stage_index", na_position="first").groupby("request_id", sort=False).first()
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON-safe: NaN and infinities become None, numpy scalars Python ones, all the way down."""
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if hasattr(value, "item"):
-        return _clean(value.item())
+        return json_safe(value.item())
     return value
 
 
@@ -94,6 +99,7 @@ def summarize(requests: pd.DataFrame, traffic: pd.DataFrame | None, samples_dir:
     if reqs.empty:
         return {}
     energy = request_energy(requests, network, load_power() if power is None else power)
+    overlap = overlaps(reqs)
     wire, by_link, reports = _wire(traffic)
     ok_all = reqs[reqs["outcome"] == "ok"]
     planned = ok_all[_cascades(ok_all).isna()]  # a cascade's quality is its table's, not its first plan's
@@ -105,6 +111,9 @@ def summarize(requests: pd.DataFrame, traffic: pd.DataFrame | None, samples_dir:
         entry = _costs(group, ok, requests, wire, by_link, reports)
         entry.update(_overruns(requests[requests["request_id"].isin(group.index)]))
         entry.update(_energy(ok, energy))
+        mine = overlap.loc[group.index]
+        entry.update(overlap_mean=float(mine["overlapping"].mean()),
+                     overlap_same_device_mean=float(mine["overlapping_same_device"].mean()))
         cascading = _cascades(ok).notna().any()
         if cascading:
             entry.update(_escalations(ok))
@@ -112,7 +121,7 @@ def summarize(requests: pd.DataFrame, traffic: pd.DataFrame | None, samples_dir:
             entry.update(_cascade_quality(ok) if cascading else _strategy_quality(ok, per_plan))
         if quality and entry["images"] >= 2:
             entry.update(_run_sample_quality(ok, samples_dir))
-        out[str(strategy)] = _clean(entry)
+        out[str(strategy)] = json_safe(entry)
     return out
 
 
@@ -151,6 +160,7 @@ def _costs(group: pd.DataFrame, ok: pd.DataFrame, requests: pd.DataFrame, wire: 
         "plans": ok["plan"].value_counts().to_dict(),
         "plans_without_hosts": ok["plan_key"].value_counts().to_dict(),
         "latency_mean_s": totals.mean() if done else None,
+        **_mean_interval(totals),
         "latency_p50_s": totals.quantile(0.5) if done else None,
         "latency_p95_s": totals.quantile(0.95) if done else None,
         "compute_s_mean": rows.groupby("request_id")["compute_s"].sum().mean() if done else None,
@@ -171,6 +181,14 @@ def _costs(group: pd.DataFrame, ok: pd.DataFrame, requests: pd.DataFrame, wire: 
         links = by_link.reindex(ok.index).fillna(0.0).sum()
         entry["wire_bytes_by_link"] = {str(k): float(v) for k, v in links.items() if v > 0}
     return entry
+
+
+def _mean_interval(totals: pd.Series) -> dict[str, Any]:
+    """The 95 % bootstrap interval of the mean latency (analysis/statistics.py)."""
+    from analysis.statistics import mean_interval
+
+    interval = mean_interval(totals.to_numpy())
+    return {"latency_mean_ci_low_s": interval.low, "latency_mean_ci_high_s": interval.high}
 
 
 def _overruns(rows: pd.DataFrame) -> dict[str, Any]:
@@ -333,7 +351,7 @@ def format_table(summary: dict[str, dict[str, Any]], title: str = "") -> str:
         row = []
         name = strategy + ("!" if entry.get("overrun_steps") else "")
         for _, key, fmt in TABLE_COLUMNS:
-            value = name if key == "strategy" else entry.get(key)
+            value = {"strategy": name, "latency_mean_ci_s": _ci(entry)}.get(key, entry.get(key))
             row.append("-" if value is None else fmt.format(value))
         body.append(row)
     widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)]
@@ -349,12 +367,19 @@ def format_table(summary: dict[str, dict[str, Any]], title: str = "") -> str:
         lines.append(QUALITY_NOTE)
     if any(e.get("device_energy_per_image_j") is not None for e in summary.values()):
         lines.append(ENERGY_NOTE)
+    if len(summary) > 1 and any(e.get("overlap_mean") for e in summary.values()):
+        lines.append(OVERLAP_NOTE)
     overran = overrun_line(summary)
     if overran:
         lines += [overran, OVERRUN_NOTE]
     lines += [f"{strategy} failures: {format_reasons(e['failure_reasons'])}"
               for strategy, e in summary.items() if e.get("failure_reasons")]
     return "\n".join(lines)
+
+
+def _ci(entry: dict[str, Any]) -> str | None:
+    low, high = entry.get("latency_mean_ci_low_s"), entry.get("latency_mean_ci_high_s")
+    return None if low is None or high is None else f"{low:.3f}-{high:.3f}"
 
 
 def overrun_parts(summary: dict[str, dict[str, Any]]) -> list[str]:

@@ -1,13 +1,21 @@
 """The workload of a run: when each request is sent, by which device, under which strategy.
 
-All strategies run in one run, interleaved: request k (of every repetition) uses strategy
-k mod S and is sent by device (k div S) mod D.  So every strategy sees the same network and the
-same load over the whole run (no strategy gets the quiet start or the busy end), and every device
-sends every strategy in turn.  Arrival times are fixed gaps of `interval_s` or a Poisson process
-(exponential gaps of mean `interval_s`) drawn from `numpy.random.default_rng(seed)`; repetitions
-follow one another on the same arrival process.  Image seeds: `seed * 1_000_000 + index`, with
-index = repetition * requests + k, so every request draws different noise and a run is
-reproducible from its scenario alone.
+All strategies run in one run, interleaved in rounds: a round is one request (a device, its
+labels, its image seed) sent through every strategy, one after the other.  Request k (of every
+repetition) is slot k mod S of round k div S; the round's device is device (k div S) mod D and its
+slot i goes to strategy (i + round) mod S, so the order turns by one each round: no strategy is
+always the first onto the round's link or always the last, and over S rounds each is at every
+place once.  So every strategy sees the same network and the same load over the whole run (no
+strategy gets the quiet start or the busy end), every device sends every strategy in turn, and the
+requests of a round make a paired comparison (analysis/interleaving.py: their latencies through
+each strategy, and how much the strategies' requests overlapped).  With one strategy (compare's
+runs) a round is one request.
+
+Arrival times are fixed gaps of `interval_s` or a Poisson process (exponential gaps of mean
+`interval_s`) drawn from `numpy.random.default_rng(seed)`; repetitions follow one another on the
+same arrival process.  Image seeds: `seed * 1_000_000 + index`, with index = repetition * requests
++ the round's first k, so the requests of a round draw the same noise (and those of a run with
+one strategy, as before rounds, each its own), and a run is reproducible from its scenario alone.
 
 With `warmup = true`, one request per (device, strategy) goes first, `warmup_gap_s` apart (ids
 `w-q...`, repetition -1, seeds counted down from the top of the scenario's seed range), and the
@@ -63,14 +71,15 @@ def plan_workload(spec: WorkloadSpec, devices: list[str], strategies: list[str],
         # last with time to finish
         shift = len(out) * spec.warmup_gap_s + spec.warmup_settle_s
         out = [r.model_copy(update={"at_s": round(r.at_s - shift, 6)}) for r in out]
+    count = len(strategies)
     for index in range(total):
         repetition, k = divmod(index, spec.requests)
-        strategy = strategies[k % len(strategies)]
-        device = devices[(k // len(strategies)) % len(devices)]
+        round_, slot = divmod(k, count)
         out.append(Request(
-            request_id=f"r{repetition}-q{k:04d}", device=device, strategy=strategy,
-            repetition=repetition, at_s=times[index], n=spec.images_per_request, labels=labels,
-            seed=spec.seed * SEED_STRIDE + index, deadline_s=spec.deadline_s,
+            request_id=f"r{repetition}-q{k:04d}", device=devices[round_ % len(devices)],
+            strategy=strategies[(slot + round_) % count], repetition=repetition, at_s=times[index],
+            n=spec.images_per_request, labels=labels, deadline_s=spec.deadline_s,
+            seed=spec.seed * SEED_STRIDE + repetition * spec.requests + round_ * count,
         ))
     return out
 

@@ -197,6 +197,8 @@ def _print_run(result: RunResult) -> None:
 
     summary = result.summary
     print(format_table(summary["strategies"], title=f"{summary['scenario']}: {summary['status']}"))
+    for line in _paired_lines(summary.get("paired") or [], "on the same rounds (one request through each)"):
+        print(line)
     k = (result.manifest.get("clock") or {}).get("time_dilation") or 1
     if k > 1:
         print(f"times are emulated seconds: time dilation K = {k:g} (the run took K times longer)")
@@ -267,12 +269,11 @@ def compare_document(out: Path, meta: dict[str, Any], table: pd.DataFrame) -> di
                   "targets_file": meta.get("targets_file")})
 
 
-def _paired_lines(paired: list[dict]) -> list[str]:
+def _paired_lines(paired: list[dict], on: str = "on the same requests") -> list[str]:
     """Each strategy's mean latency over the reference's on the same requests, with its interval."""
     if not paired:
         return []
-    out = [f"mean latency against {paired[0]['reference']} on the same requests (paired, 95 % CI, "
-           "Wilcoxon signed-rank p):"]
+    out = [f"mean latency against {paired[0]['reference']} {on} (paired, 95 % CI, Wilcoxon signed-rank p):"]
     for row in paired:
         if row["strategy"] == row["reference"]:
             continue

@@ -30,7 +30,7 @@ def test_every_step_writes_its_file_from_the_records_and_the_captures(tmp_path):
     d, manifest = _copy(tmp_path, "completed")
     finished = finish_run_dir(d, manifest, quality=False, traffic=True)
     assert finished.errors == {}
-    assert set(finished.timings) == {"traffic_s", "summary_s", "accuracy_s", "report_s"}
+    assert set(finished.timings) == {"traffic_s", "summary_s", "paired_s", "accuracy_s", "report_s"}
     pd.testing.assert_frame_equal(pd.read_parquet(d / "requests.parquet"), pd.read_parquet(
         SMOKE_RUN / "requests.parquet"))
     assert len(pd.read_parquet(d / "traffic.parquet")) == len(finished.traffic) > 0

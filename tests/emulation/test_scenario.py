@@ -93,10 +93,15 @@ def test_workload_interleaves_strategies_and_devices():
         "strategies": {"e": {"kind": "edge_only"}, "d": {"kind": "device_only"}},
         "workload": {"requests": 8, "arrival": "poisson", "interval_s": 0.5, "seed": 3}})
     planned = plan_workload(scenario.workload, ["d1", "d2"], ["e", "d"], repetitions=2)
-    assert len(planned) == 16 and len({r.seed for r in planned}) == 16
+    assert len(planned) == 16 and len({r.seed for r in planned}) == 8  # one seed per round
     pairs = [(r.strategy, r.device) for r in planned[:8]]
     assert {p: pairs.count(p) for p in set(pairs)} == {("e", "d1"): 2, ("d", "d1"): 2, ("e", "d2"): 2,
                                                        ("d", "d2"): 2}
+    # a round: one device and seed through every strategy, the order turned by one each round
+    assert [r.strategy for r in planned[:8]] == ["e", "d", "d", "e", "e", "d", "d", "e"]
+    for first, second in zip(planned[::2], planned[1::2], strict=True):
+        assert (first.device, first.seed, first.labels) == (second.device, second.seed, second.labels)
+        assert first.strategy != second.strategy
     times = [r.at_s for r in planned]
     assert times == sorted(times) and times[0] == 0.0
     assert arrival_times(scenario.workload, 16) == times  # reproducible from the seed
@@ -113,6 +118,15 @@ def test_cli_bad_scenario_exits_2_and_writes_nothing(tmp_path):
     assert not out.exists()
 
 
+def test_a_single_strategy_workload_gives_every_request_its_own_seed():
+    scenario = parse_scenario({
+        "topology": {"kind": "star", "num_devices": 2}, "nodes": {"cloud": {"models": []}},
+        "strategies": {"e": {"kind": "edge_only"}}, "workload": {"requests": 4, "seed": 3}})
+    planned = plan_workload(scenario.workload, ["d1", "d2"], ["e"], repetitions=2)
+    assert [r.seed for r in planned] == [3_000_000 + i for i in range(8)]
+    assert [r.device for r in planned] == ["d1", "d2"] * 4
+
+
 def test_warmup_opens_every_device_strategy_pair_first():
     scenario = parse_scenario({
         "topology": {"kind": "star", "num_devices": 2}, "nodes": {"cloud": {"models": []}},
@@ -123,4 +137,5 @@ def test_warmup_opens_every_device_strategy_pair_first():
     assert {(r.device, r.strategy) for r in warm} == {("d1", "e"), ("d1", "d"), ("d2", "e"), ("d2", "d")}
     measured = [r for r in planned if not r.warmup]
     assert len(measured) == 4 and min(r.at_s for r in measured) > max(r.at_s for r in warm)
-    assert len({r.seed for r in planned}) == len(planned) and all(r.repetition == -1 for r in warm)
+    assert len({r.seed for r in warm}) == len(warm) and all(r.repetition == -1 for r in warm)
+    assert not {r.seed for r in warm} & {r.seed for r in measured}
