@@ -69,8 +69,9 @@ _DOCUMENTS = ("summary", "manifest", "accuracy")
 ADAPTIVE = ("elastic", "routing")
 # the Pareto figure's points: summary.json's quality keys, and the columns plot_quality_vs_latency reads
 QUALITY_KEYS = ("class_accuracy", "fid", "n_quality")
-POINT_COLUMNS = ["label", "strategy", "latency_mean_s", "latency_mean_ci_low_s", "latency_mean_ci_high_s",
-                 *QUALITY_KEYS]
+# (`group`: a campaign's grid point, as text; empty in a run)
+POINT_COLUMNS = ["label", "strategy", "group", "latency_mean_s", "latency_mean_ci_low_s",
+                 "latency_mean_ci_high_s", *QUALITY_KEYS]
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -591,19 +592,22 @@ def quality_points(requests: pd.DataFrame, strategies: dict[str, dict[str, Any]]
         if not entry.get("done"):
             continue
         mean = mean_interval(ok.loc[ok["strategy"] == name, "total_s"].astype(float).to_numpy())
-        rows.append({"label": name, "strategy": name, "latency_mean_s": mean.estimate,
+        rows.append({"label": name, "strategy": name, "group": "", "latency_mean_s": mean.estimate,
                      "latency_mean_ci_low_s": mean.low, "latency_mean_ci_high_s": mean.high,
                      **{k: entry.get(k) for k in QUALITY_KEYS}})
     return pd.DataFrame(rows, columns=POINT_COLUMNS).set_index("label")
 
 
 def plot_quality_vs_latency(points: pd.DataFrame, path: Path, interval: str = "over its requests") -> Path:
-    """The Pareto view: each row of `points` (indexed by its label; columns POINT_COLUMNS) a
-    labelled point, its mean latency and interval on x (error bars), class accuracy (left) and
-    FID (right) on y; a panel with no quality figure says so instead. A point's colour is its
-    strategy's, so that one strategy at several grid points (a campaign) reads as one."""
+    """The Pareto view: each row of `points` (indexed by its label; columns POINT_COLUMNS) a point,
+    its mean latency and interval on x (error bars), class accuracy (left) and FID (right) on y; a
+    panel with no quality figure says so instead. A point's colour is its strategy's; where the
+    points are of several groups (a campaign's grid points) its marker is its group's and a legend
+    names both (labels beside the points would overlap), else each point is labelled."""
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     strategies = list(dict.fromkeys(points["strategy"]))
+    groups = list(dict.fromkeys(points["group"].fillna("")))
+    grouped = len(groups) > 1
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     x = pd.to_numeric(points["latency_mean_s"], errors="coerce")
     low = (x - pd.to_numeric(points["latency_mean_ci_low_s"], errors="coerce")).fillna(0)
@@ -616,10 +620,12 @@ def plot_quality_vs_latency(points: pd.DataFrame, path: Path, interval: str = "o
         shown = x.notna() & y.notna()
         for label in points.index[shown]:
             colour = colours[strategies.index(points.loc[label, "strategy"]) % len(colours)]
-            ax.errorbar([x[label]], [y[label]], xerr=[[low[label]], [high[label]]], fmt="o", capsize=4,
+            marker = _PLAN_MARKERS[groups.index(points.loc[label, "group"] or "") % len(_PLAN_MARKERS)]
+            ax.errorbar([x[label]], [y[label]], xerr=[[low[label]], [high[label]]], fmt=marker, capsize=4,
                         color=colour)
-            ax.annotate(str(label), (x[label], y[label]), textcoords="offset points", xytext=(5, 4),
-                        fontsize=7)
+            if not grouped:
+                ax.annotate(str(label), (x[label], y[label]), textcoords="offset points", xytext=(5, 4),
+                            fontsize=7)
         if not shown.any():  # say so rather than draw an empty panel a reader could misread
             ax.text(0.5, 0.5, f"{name} not measured\n(none in summary.json: run with --no-quality?)",
                     transform=ax.transAxes, ha="center", va="center", fontsize=9, color="grey")
@@ -632,6 +638,12 @@ def plot_quality_vs_latency(points: pd.DataFrame, path: Path, interval: str = "o
         ax.set_title(f"{name} ({better} is better)", fontsize=9)
         ax.grid(alpha=0.3)
         ax.margins(x=0.15, y=0.1)  # room for the labels of the outermost points
+    if grouped:
+        handles = [plt.Line2D([], [], color=colours[i % len(colours)], marker="o", ls="", label=name)
+                   for i, name in enumerate(strategies)]
+        handles += [plt.Line2D([], [], color="grey", marker=_PLAN_MARKERS[i % len(_PLAN_MARKERS)], ls="",
+                               label=group) for i, group in enumerate(groups)]
+        axes[1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.suptitle(f"quality against latency; error bars: 95 % bootstrap interval of the mean {interval}",
                  fontsize=10)
     return save_figure(fig, path)
