@@ -8,8 +8,9 @@ editing the analysis, say). Figures (every time on them is emulated, the run's c
     latency_over_time.png  each request's latency against when it was sent, the link changes
                            marked, and the plans an adaptive strategy (elastic, routing) chose
     latency_parts.png      where a request's time goes, per strategy (mean seconds)
-    cost_and_quality.png   per strategy, what it costs (p50 latency, bytes on the wire per image)
-                           against what it buys (FID and class accuracy of the plans it used)
+    quality_vs_latency.png the Pareto view: per strategy, its mean latency with the 95 % bootstrap
+                           interval over its requests against what it buys (class accuracy and
+                           FID of the plans it used, a panel each)
     prediction.png         per request, the latency the coordinator predicted when it planned
                            (nodes/planning/planner.py) against the measured one
 Quality is shown per plan, from analysis/plan_quality.py's figures (n images each, n beside every
@@ -34,6 +35,7 @@ import pandas as pd  # noqa: E402
 
 from analysis.outputs import Block, Figure, Table, save_figure, write_table  # noqa: E402
 from analysis.run_tables import load_run, read_link_events  # noqa: E402
+from analysis.statistics import mean_interval  # noqa: E402
 from analysis.summary import overrun_parts, per_request  # noqa: E402
 
 # latency parts as the records name them, grouped as a reader thinks of them
@@ -65,6 +67,11 @@ _OLD_QUALITY_KEYS = {"fid": "run_sample_fid", "kid": "run_sample_kid", "kid_std"
 _DOCUMENTS = ("summary", "manifest", "accuracy")
 # strategies that choose a plan per request: the latency-over-time figure marks each plan they chose
 ADAPTIVE = ("elastic", "routing")
+# the Pareto figure's points: summary.json's quality keys, and the columns plot_quality_vs_latency reads
+QUALITY_KEYS = ("class_accuracy", "fid", "n_quality")
+# (`group`: a campaign's grid point, as text; empty in a run)
+POINT_COLUMNS = ["label", "strategy", "group", "latency_mean_s", "latency_mean_ci_low_s",
+                 "latency_mean_ci_high_s", *QUALITY_KEYS]
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -94,13 +101,13 @@ def write_report(run_dir: str | Path) -> Path:
     for table in report_tables(blocks):
         write_table(table.data, d / "tables", table.name, table.shown)
     path = d / "report.md"
-    _replace_text(path, markdown(blocks))
-    _replace_text(d / "report.html", report_html(blocks, d))
+    replace_text(path, markdown(blocks))
+    replace_text(d / "report.html", report_html(blocks, d))
     return path
 
 
-def _replace_text(path: Path, text: str) -> None:
-    """Write whole or not at all: a reader never sees half a report."""
+def replace_text(path: Path, text: str) -> None:
+    """Write whole or not at all: a reader never sees half a report (the campaign's too)."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
@@ -174,8 +181,9 @@ def write_figures(requests: pd.DataFrame, strategies: dict[str, dict[str, Any]],
     if ok["stage_index"].notna().any():
         figures.append(("Where the time goes", plot_latency_parts(requests, plots / "latency_parts.png")))
     if any(e.get("done") for e in strategies.values()):
-        figure = plot_cost_and_quality(strategies, plots / "cost_and_quality.png")
-        figures.append(("Cost and quality", figure))
+        points = quality_points(requests, strategies)
+        figures.append(("Quality against latency",
+                         plot_quality_vs_latency(points, plots / "quality_vs_latency.png")))
     if "predicted_total_s" in ok and ok["predicted_total_s"].notna().any():
         figure = plot_prediction(requests, plots / "prediction.png")
         figures.append(("Predicted against measured latency", figure))
@@ -573,27 +581,69 @@ def plot_latency_parts(requests: pd.DataFrame, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def plot_cost_and_quality(strategies: dict[str, dict[str, Any]], path: Path) -> Path:
-    frame = pd.DataFrame.from_dict(strategies, orient="index").reindex(
-        columns=["latency_p50_s", "wire_bytes_per_image", "fid", "class_accuracy", "n_quality"])  # may be off
-    n = frame["n_quality"].dropna()
-    fid_label = (f"FID of its plans, n={int(n.min())} each (lower is better)" if len(n)
-                 else "FID (not measured)")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, (cost, cost_label) in zip(axes, (("latency_p50_s", "p50 latency (emulated s)"),
-                                             ("wire_bytes_per_image", "bytes on the wire per image (B)")),
-                                      strict=True):
-        twin = ax.twinx()
-        x = range(len(frame))
-        ax.bar([i - 0.2 for i in x], frame[cost].astype(float), width=0.4, color="tab:blue")
-        twin.bar([i + 0.2 for i in x], frame["fid"].astype(float), width=0.4, color="tab:orange")
-        ax.set_xticks(list(x), frame.index, fontsize=8)
-        ax.set_ylabel(cost_label, color="tab:blue")
-        twin.set_ylabel(fid_label, color="tab:orange")
-        for i, accuracy in enumerate(frame["class_accuracy"]):
-            if pd.notna(accuracy):
-                twin.annotate(f"acc {accuracy:.2f}", (i + 0.2, 0), textcoords="offset points",
-                              xytext=(0, 3), ha="center", fontsize=7, rotation=90)
-    fig.suptitle("what each strategy costs (blue) and what it buys (orange)")
-    return save_figure(fig, path)
+def quality_points(requests: pd.DataFrame, strategies: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """The Pareto figure's points of a run: per strategy that did something, its mean latency over
+    its done requests with the 95 % bootstrap interval (emulated s), and the class accuracy, FID
+    and n (images per plan) of the plans it used, as summary.json has them (NaN where it has none)."""
+    reqs = per_request(requests)
+    ok = reqs[reqs["outcome"] == "ok"]
+    rows = []
+    for name, entry in strategies.items():
+        if not entry.get("done"):
+            continue
+        mean = mean_interval(ok.loc[ok["strategy"] == name, "total_s"].astype(float).to_numpy())
+        rows.append({"label": name, "strategy": name, "group": "", "latency_mean_s": mean.estimate,
+                     "latency_mean_ci_low_s": mean.low, "latency_mean_ci_high_s": mean.high,
+                     **{k: entry.get(k) for k in QUALITY_KEYS}})
+    return pd.DataFrame(rows, columns=POINT_COLUMNS).set_index("label")
 
+
+def plot_quality_vs_latency(points: pd.DataFrame, path: Path, interval: str = "over its requests") -> Path:
+    """The Pareto view: each row of `points` (indexed by its label; columns POINT_COLUMNS) a point,
+    its mean latency and interval on x (error bars), class accuracy (left) and FID (right) on y; a
+    panel with no quality figure says so instead. A point's colour is its strategy's; where the
+    points are of several groups (a campaign's grid points) its marker is its group's and a legend
+    names both (labels beside the points would overlap), else each point is labelled."""
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    strategies = list(dict.fromkeys(points["strategy"]))
+    groups = list(dict.fromkeys(points["group"].fillna("")))
+    grouped = len(groups) > 1
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    x = pd.to_numeric(points["latency_mean_s"], errors="coerce")
+    low = (x - pd.to_numeric(points["latency_mean_ci_low_s"], errors="coerce")).fillna(0)
+    high = (pd.to_numeric(points["latency_mean_ci_high_s"], errors="coerce") - x).fillna(0)
+    n = pd.to_numeric(points["n_quality"], errors="coerce").dropna()
+    per_plan = f", n = {int(n.min())} images per plan" if len(n) else ""
+    for ax, (key, name, better) in zip(axes, (("class_accuracy", "class accuracy", "higher"),
+                                              ("fid", "FID", "lower")), strict=True):
+        y = pd.to_numeric(points[key], errors="coerce")
+        shown = x.notna() & y.notna()
+        for label in points.index[shown]:
+            colour = colours[strategies.index(points.loc[label, "strategy"]) % len(colours)]
+            marker = _PLAN_MARKERS[groups.index(points.loc[label, "group"] or "") % len(_PLAN_MARKERS)]
+            ax.errorbar([x[label]], [y[label]], xerr=[[low[label]], [high[label]]], fmt=marker, capsize=4,
+                        color=colour)
+            if not grouped:
+                ax.annotate(str(label), (x[label], y[label]), textcoords="offset points", xytext=(5, 4),
+                            fontsize=7)
+        if not shown.any():  # say so rather than draw an empty panel a reader could misread
+            ax.text(0.5, 0.5, f"{name} not measured\n(none in summary.json: run with --no-quality?)",
+                    transform=ax.transAxes, ha="center", va="center", fontsize=9, color="grey")
+        elif not shown.all():
+            missing = ", ".join(map(str, points.index[~shown]))
+            ax.text(0.01, 0.01, f"{name} not measured: {missing}", transform=ax.transAxes, fontsize=7,
+                    color="grey")
+        ax.set_xlabel("mean request latency (emulated s)")
+        ax.set_ylabel(f"{name} of its plans{per_plan}")
+        ax.set_title(f"{name} ({better} is better)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.margins(x=0.15, y=0.1)  # room for the labels of the outermost points
+    if grouped:
+        handles = [plt.Line2D([], [], color=colours[i % len(colours)], marker="o", ls="", label=name)
+                   for i, name in enumerate(strategies)]
+        handles += [plt.Line2D([], [], color="grey", marker=_PLAN_MARKERS[i % len(_PLAN_MARKERS)], ls="",
+                               label=group) for i, group in enumerate(groups)]
+        axes[1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.suptitle(f"quality against latency; error bars: 95 % bootstrap interval of the mean {interval}",
+                 fontsize=10)
+    return save_figure(fig, path)

@@ -77,11 +77,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "for N workers on this machine (docs/experiments.md: campaigns on several machines)")
     _add_json(p, "the index (with --check: the plan) and the campaign directory")
     p.set_defaults(func=_campaign)
-    p = sub.add_parser("report", help="(re)write a run directory's report.md and plots/")
-    p.add_argument("run_dir", help="a run directory, e.g. runs/default-20261127-120000")
+    p = sub.add_parser("report", help="(re)write a run's or a campaign's report: report.md, report.html, "
+                       "tables/ and plots/")
+    p.add_argument("run_dir", help="a run directory, e.g. runs/default-20261127-120000, or a campaign "
+                   "directory (one with a campaign.json): the report across its runs")
     p.add_argument("--no-quality", action="store_true",
                    help="an unfinished (killed) run is finished without FID/KID/class accuracy")
-    _add_json(p, "the report's path and the run directory")
+    _add_json(p, "the report's path and the run or campaign directory")
     p.set_defaults(func=_report)
     p = sub.add_parser("calibrate", help="measure every link of a scenario's topology")
     p.add_argument("scenario", help="scenario TOML file (its [topology] table)")
@@ -292,6 +294,16 @@ def _paired_lines(paired: list[dict], on: str = "on the same requests") -> list[
 def _report(args: argparse.Namespace) -> int:
     from analysis.report import write_report
 
+    if (Path(args.run_dir) / "campaign.json").is_file():  # a campaign's report, not a run's
+        from analysis.campaign_report import write_campaign_report
+
+        with _owned_by_sudo_user(Path(args.run_dir)):
+            report = write_campaign_report(args.run_dir)  # ValueError (no completed run...): exit 2
+        if args.json:
+            print_json(plain({"campaign_dir": args.run_dir, "report": str(report)}))
+        else:
+            print(report)
+        return 0
     manifest = Path(args.run_dir) / "manifest.json"
     try:
         unfinished = json.loads(manifest.read_text()).get("status") == "running"

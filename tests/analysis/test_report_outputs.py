@@ -81,8 +81,8 @@ def test_report_html_embeds_every_figure_and_table(smoke_run):
     page.feed((smoke_run / "report.html").read_text())
     page.close()
     pngs = sorted((smoke_run / "plots").glob("*.png"))
-    assert [p.name for p in pngs] == ["cost_and_quality.png", "latency_cdf.png", "latency_over_time.png",
-                                      "latency_parts.png"]
+    assert [p.name for p in pngs] == ["latency_cdf.png", "latency_over_time.png", "latency_parts.png",
+                                      "quality_vs_latency.png"]
     embedded = [base64.b64decode(src.removeprefix("data:image/png;base64,")) for src in page.images]
     assert all(src.startswith("data:image/png;base64,") for src in page.images)
     assert sorted(embedded) == sorted(p.read_bytes() for p in pngs)  # one each, byte for byte
@@ -160,12 +160,39 @@ def test_the_cdf_starts_at_zero_and_every_axis_says_emulated_seconds(drawn, tmp_
     requests = pd.read_parquet(SMOKE_RUN / "requests.parquet")
     strategies = json.loads((SMOKE_RUN / "summary.json").read_text())["strategies"]
     report.write_figures(requests, strategies, tmp_path, [])
-    cdf, over_time, parts, cost = (f.axes for f in drawn)
+    cdf, over_time, parts, pareto = (f.axes for f in drawn)
     assert cdf[0].get_ylim()[0] == 0 and cdf[0].get_xlabel() == "request latency (emulated s)"
     assert all(min(line.get_ydata()) == 0 for line in cdf[0].get_lines())  # every curve rises from 0
     assert "emulated s" in over_time[0].get_xlabel() and "emulated s" in over_time[0].get_ylabel()
     assert "emulated s" in parts[0].get_ylabel()
-    assert "emulated s" in cost[0].get_ylabel() and "(B)" in cost[1].get_ylabel()  # twins after
+    assert [ax.get_xlabel() for ax in pareto] == ["mean request latency (emulated s)"] * 2
+    assert [ax.get_ylabel() for ax in pareto] == ["class accuracy of its plans, n = 500 images per plan",
+                                                  "FID of its plans, n = 500 images per plan"]
+
+
+def test_the_pareto_view_is_each_strategys_mean_latency_and_interval_against_its_quality(drawn, tmp_path):
+    requests = pd.read_parquet(SMOKE_RUN / "requests.parquet")
+    strategies = json.loads((SMOKE_RUN / "summary.json").read_text())["strategies"]
+    points = report.quality_points(requests, strategies)
+    firsts = requests[(requests["stage_index"] == 0) & ~requests["warmup"]]
+    assert list(points.index) == list(strategies)
+    for strategy, group in firsts.groupby("strategy"):
+        point = points.loc[strategy]
+        assert point["latency_mean_s"] == pytest.approx(group["total_s"].mean(), rel=1e-12)
+        assert point["latency_mean_ci_low_s"] <= point["latency_mean_s"] <= point["latency_mean_ci_high_s"]
+        assert (point["class_accuracy"], point["fid"]) == (strategies[strategy]["class_accuracy"],
+                                                           strategies[strategy]["fid"])
+    report.plot_quality_vs_latency(points, tmp_path / "q.png")
+    accuracy, fid = drawn[0].axes
+    labels = [t.get_text() for t in accuracy.texts]
+    assert labels == list(strategies)  # each point labelled with its strategy
+    # one error bar per strategy: its x ends are the interval's
+    ends = sorted(tuple(np.round(seg[:, 0], 12)) for c in accuracy.collections for seg in c.get_segments())
+    assert ends == sorted((round(p.latency_mean_ci_low_s, 12), round(p.latency_mean_ci_high_s, 12))
+                          for p in points.itertuples())
+    drawn.clear()
+    report.plot_quality_vs_latency(points.assign(fid=None, class_accuracy=None), tmp_path / "q.png")
+    assert all("not measured" in ax.texts[0].get_text() for ax in drawn[0].axes)
 
 
 def adaptive_run(d: Path) -> Path:

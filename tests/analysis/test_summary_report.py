@@ -173,7 +173,7 @@ def test_table_and_report_show_n_beside_the_plan_figures(done_run):
                     if line.startswith("| device_only") and "small:0-3" in line)
     assert "| 16 |" in re.sub(r" +", " ", plan_row)
     assert sorted(p.name for p in (d / "plots").glob("*.png")) == [
-        "cost_and_quality.png", "latency_cdf.png", "latency_over_time.png", "latency_parts.png"]
+        "latency_cdf.png", "latency_over_time.png", "latency_parts.png", "quality_vs_latency.png"]
 
 
 def test_report_of_an_old_summary_labels_its_pooled_figures_as_the_run_sample(done_run, tmp_path):
@@ -210,7 +210,7 @@ COST_KEYS = ("requests", "done", "failed", "images", "plans", "latency_mean_s", 
              "wire_bytes_per_image", "report_bytes_per_image", "payload_bytes_per_image",
              "wire_bytes_by_link")
 NEWER_THAN_SMOKE_RUN = {"report_bytes_per_image"}  # figures its recorded summary.json predates
-FIGURES = ["cost_and_quality.png", "latency_cdf.png", "latency_over_time.png", "latency_parts.png"]
+FIGURES = ["latency_cdf.png", "latency_over_time.png", "latency_parts.png", "quality_vs_latency.png"]
 
 
 @pytest.fixture

@@ -90,7 +90,7 @@ def test_the_report_shows_every_strategy_and_links_its_figures(run):
     for name in scenario.strategies:
         assert f"| {name} " in report, name
     figures = re.findall(r"!\[[^]]*\]\(([^)]+)\)", report)
-    names = ("cost_and_quality", "latency_cdf", "latency_over_time", "latency_parts", "prediction")
+    names = ("latency_cdf", "latency_over_time", "latency_parts", "prediction", "quality_vs_latency")
     assert sorted(figures) == [f"plots/{name}.png" for name in names]
     for figure in figures:
         assert (result.run_dir / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
