@@ -232,7 +232,11 @@ def per_repetition_table(first: pd.DataFrame, fields: list[str]) -> pd.DataFrame
 
 def paired_campaign_table(first: pd.DataFrame, fields: list[str], reference: str | None) -> pd.DataFrame:
     """Per grid point, each strategy against `reference` over the requests both completed, paired
-    by (repetition, request id): compare's paired table, with the repetitions the pairs come from."""
+    by (repetition, analysis/interleaving.py's pair_key: the request id of runs of one strategy, the
+    round of runs of several): compare's paired table, with the repetitions the pairs come from."""
+    from analysis.interleaving import pair_key
+
+    first = first.assign(pair=pair_key(first))
     parts = []
     points = _groups(first, fields) if fields else [({}, first)]
     for key, point in points:
@@ -240,7 +244,7 @@ def paired_campaign_table(first: pd.DataFrame, fields: list[str], reference: str
         latencies = {}
         for strategy in dict.fromkeys(point["strategy"].dropna()):
             mine = ok[ok["strategy"] == strategy]
-            index = pd.MultiIndex.from_frame(mine[["campaign_repetition", "request_id"]])
+            index = pd.MultiIndex.from_frame(mine[["campaign_repetition", "pair"]])
             latencies[strategy] = pd.Series(mine["total_s"].astype(float).to_numpy(), index=index)
         if reference not in latencies:
             continue
@@ -370,14 +374,16 @@ def _paired_lines(meta: dict[str, Any], tables: CampaignTables) -> list[Block]:
     if tables.reference is None:
         return []
     lines: list[Block] = [f"## Paired against `{tables.reference}`", "", _table("paired", tables.paired), "",
-                          "Each strategy's requests against the reference's with the same request id in "
-                          "the same repetition (and grid point), both done: `latency_mean_ratio` is the "
+                          "Each strategy's requests against the reference's on the same request in the "
+                          "same repetition (and grid point), both done (strategies alone: the same "
+                          "request id; together: the same round, one request through each): "
+                          "`latency_mean_ratio` is the "
                           "strategy's mean latency over the reference's on those pairs (below 1: faster), "
                           "its interval from resampling whole pairs, `wilcoxon_p` the two-sided Wilcoxon "
                           "signed-rank p-value of the differences.", ""]
     if meta.get("strategies") != "each" and not (tables.paired["n_pairs"] > 0).any():
-        lines += ["The strategies ran together, each request through one of them: there are no pairs "
-                  "(`edgestage campaign --strategies each` runs each strategy on the same requests).", ""]
+        lines += ["The strategies ran together and no round had the reference and another strategy "
+                  "both done: there are no pairs.", ""]
     return lines
 
 

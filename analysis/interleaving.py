@@ -26,6 +26,21 @@ import pandas as pd
 ROUND = ["repetition", "seed"]  # what the requests of a round share, and no other request
 
 
+def pair_key(first: pd.DataFrame) -> pd.Series:
+    """What pairs a request with the same request through another strategy: in a run of several
+    strategies its round (`r<repetition>-s<seed>`), in a run of one (a compare's or a campaign's
+    strategy alone: the same workload through each run) its request id.  Runs are told apart by
+    `run_id` where `first` has it (analysis/load.py), else it is one run."""
+    ids = pd.Series(first.get("request_id", first.index), index=first.index).astype(str)
+    if not {"repetition", "seed"} <= set(first.columns):  # a frame that does not say: one per request
+        return ids
+    runs = first["run_id"] if "run_id" in first else pd.Series("", index=first.index)
+    several = first.groupby(runs)["strategy"].transform("nunique") > 1
+    rounds = ("r" + first["repetition"].astype("Int64").astype(str)
+              + "-s" + first["seed"].astype("Int64").astype(str))
+    return rounds.where(several, ids)
+
+
 def round_latencies(first: pd.DataFrame) -> dict[str, pd.Series]:
     """Strategy -> latency (emulated s) of each of its completed requests, by round."""
     ok = first[first["outcome"] == "ok"]

@@ -44,6 +44,9 @@ PARTS = {"uplink and planning": ["uplink_s", "planning_s"], "compute": ["compute
          "result transfer": ["result_transfer_s"]}
 # summary.json key -> (column heading, format)
 SUMMARY_COLUMNS = {"done": ("done", "{:.0f}"), "failed": ("failed", "{:.0f}"),
+                   "latency_mean_s": ("mean latency (s)", "{:.3f}"),
+                   "latency_mean_ci_low_s": ("CI low (s)", "{:.3f}"),
+                   "latency_mean_ci_high_s": ("CI high (s)", "{:.3f}"),
                    "latency_p50_s": ("p50 latency (s)", "{:.3f}"),
                    "latency_p95_s": ("p95 latency (s)", "{:.3f}"), "fid": ("FID", "{:.2f}"),
                    "kid": ("KID", "{:.4f}"), "class_accuracy": ("class accuracy", "{:.3f}"),
@@ -53,6 +56,7 @@ SUMMARY_COLUMNS = {"done": ("done", "{:.0f}"), "failed": ("failed", "{:.0f}"),
                    "device_energy_per_image_j": ("device J / image", "{:.3g}"),
                    "compute_energy_per_image_j": ("compute J / image", "{:.3g}"),
                    "overrun_steps": ("overrun steps", "{:.0f}"),
+                   "overlap_mean": ("overlap (requests)", "{:.1f}"),
                    "run_sample_fid": ("run-sample FID", "{:.2f}"),
                    "run_sample_class_accuracy": ("run-sample class accuracy", "{:.3f}"),
                    "run_sample_images": ("run-sample n", "{:.0f}")}
@@ -297,6 +301,34 @@ def overrun_lines(strategies: dict[str, dict[str, Any]]) -> list[str]:
             "machine's, not the emulated hardware's; `edgestage run --strict` fails such a run.", ""]
 
 
+PAIRED_SHOWN = {"strategy": ("strategy", "{}"), "n_pairs": ("pairs", "{:.0f}"),
+                "latency_mean_s": ("mean latency (s)", "{:.3f}"),
+                "reference_latency_mean_s": ("reference's (s)", "{:.3f}"),
+                "latency_mean_ratio": ("ratio", "{:.3f}"),
+                "latency_mean_ratio_ci_low": ("CI low", "{:.3f}"),
+                "latency_mean_ratio_ci_high": ("CI high", "{:.3f}"),
+                "wilcoxon_p": ("Wilcoxon p", "{:.2g}"), "note": ("note", "{}")}
+
+
+def paired_lines(paired: list[dict[str, Any]]) -> list[Block]:
+    """The run's strategies against the reference on its rounds (summary.json's `paired`:
+    analysis/interleaving.py), and how much the interleaved requests overlapped."""
+    if not paired:
+        return []
+    frame = pd.DataFrame(paired)
+    values = _values(frame, PAIRED_SHOWN, "row").reset_index(drop=True)
+    shown = _formatted(values, PAIRED_SHOWN)
+    table = _table("paired", values, shown, shown.to_markdown(index=False))
+    return [f"## Paired against `{paired[0]['reference']}`", "", table, "",
+            "The strategies run interleaved in rounds: a round is one request (device, labels, image seed) "
+            "sent through every strategy, in an order that turns each round (`emulation/workload.py`). "
+            "`ratio` is a strategy's mean latency over the reference's on the rounds both completed "
+            "(below 1: faster), `CI` its 95 % interval from resampling whole rounds, `Wilcoxon p` the "
+            "two-sided signed-rank p-value. Interleaved requests share links and hosts: the per-strategy "
+            "table's `overlap` is how many other requests were in flight during each of a strategy's; "
+            "`edgestage compare` runs each strategy alone on the same requests.", ""]
+
+
 def energy_lines(strategies: dict[str, dict[str, Any]]) -> list[str]:
     """What the energy columns are, where there are any."""
     keys = ("device_energy_per_image_j", "compute_energy_per_image_j")
@@ -461,6 +493,7 @@ def report_blocks(run: dict[str, Any], figures: list[tuple[str, Path]]) -> list[
     if strategies:
         lines += overrun_lines(strategies)
         lines += ["## Per strategy", "", summary_table(strategies), ""]
+        lines += paired_lines(summary.get("paired") or [])
         lines += energy_lines(strategies)
         lines += plan_lines(strategies)
         lines += quality_lines(strategies)

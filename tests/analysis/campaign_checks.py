@@ -141,7 +141,7 @@ def _check_per_repetition(table: pd.DataFrame, first: pd.DataFrame, fields: list
 
 def _check_paired(table: pd.DataFrame, first: pd.DataFrame, fields: list[str]) -> None:
     """Each strategy against the reference: the pairs are the requests both completed with the
-    same grid point, repetition and request id."""
+    same grid point, repetition and request (its id, or in a run of several strategies its round)."""
     references = set(table["reference"])
     assert len(references) <= 1, references
     if not references:
@@ -154,8 +154,17 @@ def _check_paired(table: pd.DataFrame, first: pd.DataFrame, fields: list[str]) -
     others = first[first["strategy"].ne(reference).to_numpy()
                    & np.array([key in points for key in _keys(first, fields)], dtype=bool)]
     _same_groups(table, others, [*fields, "strategy"], "paired")
+    # a run of several strategies pairs its rounds (one seed through each), a run of one its
+    # request ids with those of the other runs
+    several = first.groupby("run_id")["strategy"].transform("nunique") > 1
+    if {"repetition", "seed"} <= set(first.columns):
+        rounds = [f"r{r}-s{s}" if ok else None
+                  for r, s, ok in zip(first["repetition"], first["seed"], several, strict=True)]
+        first = first.assign(pair=np.where(several, rounds, first["request_id"].astype(str)))
+    else:
+        first = first.assign(pair=first["request_id"].astype(str))
     ok = first[first["ok"]]
-    pair = [*fields, "campaign_repetition", "request_id"]
+    pair = [*fields, "campaign_repetition", "pair"]
     base = ok[ok["strategy"] == reference][[*pair, "latency"]]
     for row in table.to_dict("records"):
         mine = _selected(ok, row, [*fields, "strategy"])[[*pair, "latency"]]
