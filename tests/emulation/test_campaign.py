@@ -394,3 +394,31 @@ def test_a_real_campaign_on_a_local_dask_cluster_gives_fresh_networks_seeds_and_
     assert table.loc["edge_only", "pairs"] == 8 and table.loc["cloud_only", "requests"] == 8
     assert "\\toprule" in (paper / "latency.tex").read_text()
     assert (paper / "latency.pdf").read_bytes()[:4] == b"%PDF"
+    _check_campaign_report(out, latency)
+
+
+def _check_campaign_report(out: Path, latency: pd.DataFrame) -> None:
+    """`edgestage report` of the campaign: every table's numbers recomputed from the parquet files,
+    the intervals over repetitions covering the repetitions' means, and report.html as headless
+    Chromium renders it, with every figure loaded."""
+    from tests.analysis.campaign_checks import check_html_report, check_tables_against_parquet
+    from tests.browser import render_report
+
+    done = subprocess.run([sys.executable, "-m", "emulation.cli", "report", str(out), "--json"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert check_tables_against_parquet(out) == ["per_strategy", "per_repetition", "paired", "quality"]
+    check_html_report(out)
+    per_strategy = pd.read_csv(out / "tables" / "per_strategy.csv").set_index("strategy")
+    for strategy in ("cloud_only", "edge_only"):
+        means = latency[strategy].groupby(level="campaign_repetition").mean()
+        row = per_strategy.loc[strategy]
+        assert row["repetitions"] == 2
+        assert row["latency_mean_of_repetitions_ci_low_s"] <= means.min() + 1e-9
+        assert row["latency_mean_of_repetitions_ci_high_s"] >= means.max() - 1e-9
+        assert row["latency_mean_ci_low_s"] <= row["latency_mean_s"] <= row["latency_mean_ci_high_s"]
+    page = render_report(out / "report.html")
+    figures = sorted((out / "plots").glob("*.png"))
+    assert figures and len(page.images) == len(figures)
+    assert all(image.loaded and image.src_prefix.startswith("data:image/png") for image in page.images)
+    assert page.table_count >= 4 and not page.severe_logs
