@@ -37,7 +37,7 @@ import numpy as np
 from emulation.scenario import Scenario
 from nodes.schema import NODE_ROLES
 
-SAFETY_MARGIN = 2.5
+SAFETY_MARGIN = 2.0
 QUANTILE = 0.95  # of each model's step times under load
 DUTY = 1 / 3  # of its time a paced node computes at the K chosen (1 / (margin x p95 / median): 0.3-0.4)
 DURATION_S = 4.0  # of timing, every model at once

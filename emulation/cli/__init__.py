@@ -2,8 +2,8 @@
 folder, which return data.  One module per group of commands: local.py (doctor, train, generate,
 quality), bench.py, runs.py (run, sweep, compare, campaign, report, calibrate), deploy.py; args.py
 their argument types.  The commands that print results (run, sweep, compare, campaign, report,
-calibrate, doctor, quality, quality-table, bench) take --json: one JSON document on stdout and
-nothing else there (progress, remarks and logs on stderr).
+calibrate, doctor, quality, quality-table, bench, deploy, deploy-keys) take --json: one JSON
+document on stdout and nothing else there (progress, remarks and logs on stderr).
 
 Bad input anywhere (a ValueError, including pydantic's) ends in one line on stderr and exit 2, and
 is found before anything is written.  Ctrl-C, at any point, ends in one line and exit 130, and

@@ -1,5 +1,5 @@
-"""`edgestage bench models | topology | fidelity | memory | planner`: benchmarks that print figures (medians,
-with what produced them)."""
+"""`edgestage bench models | topology | fidelity | memory | planner | dilation`: benchmarks that
+print figures (medians, with what produced them)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     pl.add_argument("--decisions", type=positive_int, default=1000)
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=_planner)
+    d = bench.add_parser("dilation", help="N runs of a scenario, each choosing K afresh (auto): "
+                         "overrun steps per run (root)")
+    d.add_argument("scenario", nargs="?", default="scenarios/default.toml")
+    d.add_argument("--runs", type=positive_int, default=10)
+    d.add_argument("--out", help="directory for the runs (default: runs/bench-dilation-<time>)")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=_dilation)
+
+
+def _dilation(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from emulation.bench_dilation import bench
+
+    out = Path(args.out or f"runs/bench-dilation-{time.strftime('%Y%m%d-%H%M%S')}")
+
+    def said(row: dict) -> None:
+        print(f"run {row['run'] + 1} of {args.runs}: K = {row['k']:g} ({row['worst_model']} "
+              f"{row['worst_real_step_ms']} ms a step under load), {row['overrun_steps']} overrun steps, "
+              f"{row['status']}, {row['wall_s']:.0f} s", file=sys.stderr, flush=True)
+
+    r = bench(args.scenario, args.runs, out, on_run=said)
+    if args.json:
+        print_json(r)
+        return 0
+    verdict = "met" if r["met"] else "NOT met"
+    print(f"{args.scenario}: {args.runs} runs, K median {r['k_median']:g} (min {r['k_min']:g}, max "
+          f"{r['k_max']:g}); {r['overrun_steps']} overrun steps in {r['runs_with_overrun']} runs: target "
+          f"{r['target_overrun_steps']} {verdict}; median wall time per run {r['wall_s_median']:.0f} s; "
+          f"runs in {out}")
+    return 0
 
 
 def _planner(args: argparse.Namespace) -> int:

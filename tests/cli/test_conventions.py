@@ -199,7 +199,7 @@ def test_compare_prints_each_strategy_s_paired_ratio_with_its_interval_and_test(
 JSON_COMMANDS = [["run", "x.toml"], ["compare", "x.toml"], ["sweep", "x.toml", "--set", "a=1"],
                  ["campaign", "x.toml", "--out", "c"], ["report", "runs/r"], ["calibrate", "x.toml"],
                  ["doctor"], ["deploy", "x.toml", "--check"], ["deploy", "x.toml", "--all"],
-                 ["deploy-keys", "x.toml"]]
+                 ["deploy-keys", "x.toml"], ["bench", "dilation"]]
 
 
 @pytest.mark.parametrize("argv", JSON_COMMANDS, ids=lambda argv: argv[0])
