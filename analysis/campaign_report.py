@@ -17,7 +17,8 @@ columns, named by their dotted paths), across the campaign's repetitions:
     per_repetition  each repetition's requests, done, failed, mean and p50 latency: what the
                     interval over repetitions is made of
     paired          each strategy against a reference (cloud_only where it ran, else the first) on
-                    the same requests: same grid point, same repetition, same request id, both done
+                    the same requests: same grid point, same repetition, same request (its id; in a
+                    run of several strategies, its round: analysis/interleaving.py), both done
                     (analysis.compare_tables.paired_table): the ratio of mean latencies, its paired
                     interval, the Wilcoxon signed-rank p and the number of pairs
     quality         class accuracy and FID of the plans each strategy used, from each run's
@@ -27,7 +28,8 @@ columns, named by their dotted paths), across the campaign's repetitions:
 Every number of the first three is recomputed from the runs' parquet files as analysis.load.load_runs
 loads them (measured requests: warm-ups left out; a request is its first stage's row), so that a test
 or a reader can check them (tests/analysis/campaign_checks.py).  Only completed runs count (their
-manifest's status); the others are named in the report.  Figures: quality_vs_latency (the Pareto
+manifest's status; a run the index says `overran` is left out by load_runs); the others are named
+in the report.  Figures: quality_vs_latency (the Pareto
 view, as in a run's report) and latency_by_repetition.  Every time is emulated (the runs' clock).
 Intervals: analysis/statistics.py, seeded, so the same directory gives the same report.
 """
