@@ -99,7 +99,8 @@ def fixed_plans(scenario: Scenario) -> dict[str, str]:
     roles = {"cloud": "cloud", "edge": "edge", "d": "device"}
     models = {h: tuple(scenario.nodes.role(r).models) for h, r in roles.items()}
     cluster = Cluster("edge", roles, models, scenario.generation.steps)
-    fixed = {n: s for n, s in scenario.strategies.items() if s.kind not in (*PLANNED_KINDS, "cascade")}
+    chosen_per_request = (*PLANNED_KINDS, "cascade", "plugin")
+    fixed = {n: s for n, s in scenario.strategies.items() if s.kind not in chosen_per_request}
     out = {}
     for name, strategy in build_strategies(fixed).items():
         try:

@@ -25,7 +25,7 @@ from pathlib import Path
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from analysis.pipeline import Finished
-from emulation.scenario import TABLES, Experiment, check_resources
+from emulation.scenario import TABLES, Experiment, anchor_plugins, check_resources
 from nodes.planning.request import Request
 from nodes.runtime.local_cluster import LocalCluster
 from nodes.runtime.node_config import (
@@ -107,6 +107,7 @@ def parse_deployment(data: dict, text: str = "", source: str = "deploy file") ->
 
 def load_deployment(path: str | Path) -> Deployment:
     data, text = read_toml(path, what="deploy file")
+    anchor_plugins(data, Path(path).parent)  # a plugin's file lies beside the deploy file
     return parse_deployment(data, text, str(path))
 
 

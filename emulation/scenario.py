@@ -30,7 +30,9 @@ Tables of a scenario file (every one but `[topology]` has defaults):
         warmup = false                  true: one unmeasured request per (device, strategy) first,
         warmup_gap_s = 0.5                warmup_gap_s apart, the measured ones warmup_settle_s after
         warmup_settle_s = 3.0             the last (emulated seconds)
-    [strategies.NAME]     kind = cloud_only|edge_only|device_only|fixed_split, model or split
+    [strategies.NAME]     kind = cloud_only|edge_only|device_only|fixed_split, model or split;
+                          elastic|routing, cascade; plugin, with plugin = "module:Class",
+                          "file.py:Class" (beside this file) or an entry point's name, and options
                           (nodes/planning/strategy_specs.py StrategySpec); absent: the four defaults
     [generation]          scheduler = "dpm", steps = 20
     [capture]             enabled = true, snaplen = 0 (bytes per packet, 0: whole packets)
@@ -63,6 +65,7 @@ from pydantic import (
 
 from nodes.clock import Clock
 from nodes.diffusion.model_zoo import DENOISER_NAMES, check_denoiser_dir
+from nodes.planning.plugins import anchored
 from nodes.planning.request import Request
 from nodes.planning.strategy_specs import PLANNED_KINDS, StrategySpec, default_strategies
 from nodes.runtime.node_config import (
@@ -210,6 +213,8 @@ class Experiment(StrictModel):
                 self._check_planned(name, spec)
             if spec.kind == "cascade":
                 self._check_cascade(name, spec)
+            if spec.kind == "plugin":
+                self._check_plugin(name, spec)
             for tier, model, default in _strategy_needs(spec):
                 if tier not in roles:
                     raise ValueError(f"strategies.{name}: needs a {tier} host, {where} has none")
@@ -254,6 +259,28 @@ class Experiment(StrictModel):
         try:
             cascade_figures(spec.model or DEFAULT_MODEL["cascade"], spec.escalate_model, spec.threshold,
                             gen.scheduler, gen.steps)
+        except ValueError as exc:
+            raise ValueError(f"strategies.{name}: {exc}") from None
+
+    def _check_plugin(self, name: str, spec: StrategySpec) -> None:
+        """A plugin loads and takes its options (it is imported and built here, as the coordinator
+        will), and its fallback is a built-in strategy of this scenario.  What it plans is checked per
+        request at run time (nodes/planning/strategies.py Plugin)."""
+        from nodes.planning.plugins import instantiate
+
+        fallback = spec.fallback
+        if fallback is not None:
+            other = self.strategies.get(fallback)
+            if other is None or fallback == name:
+                known = ", ".join(n for n in self.strategies if n != name) or "none"
+                raise ValueError(f"strategies.{name}: fallback {fallback!r} is not another strategy of this "
+                                 f"scenario (others: {known})")
+            if other.kind == "plugin":
+                raise ValueError(f"strategies.{name}: fallback {fallback!r} is a plugin: a fallback must be "
+                                 "a built-in strategy")
+        assert spec.plugin is not None  # the spec checks it
+        try:
+            instantiate(name, spec.plugin, spec.options or {})
         except ValueError as exc:
             raise ValueError(f"strategies.{name}: {exc}") from None
 
@@ -346,6 +373,8 @@ def _strategy_needs(spec: StrategySpec) -> list[tuple[str, str, bool]]:
 
     if spec.kind in PLANNED_KINDS:  # any host that holds a model of a plan (checked apart)
         return []
+    if spec.kind == "plugin":  # whatever it plans, checked per request when it plans it
+        return []
     if spec.kind == "fixed_split":
         return [(s.tier, s.model, False) for s in spec.split or []]
     if spec.kind == "cascade":
@@ -426,8 +455,18 @@ def scenario_tables(path: str | Path) -> tuple[dict, str]:
         prof = Path(nodes_table["profiles_file"])
         if not prof.is_absolute() and not prof.exists() and (p.parent / prof).exists():
             nodes_table["profiles_file"] = str(p.parent / prof)
+    anchor_plugins(data, p.parent)
     data.setdefault("name", p.stem)
     return data, text
 
 
-__all__ = ["Scenario", "load_scenario", "parse_scenario", "scenario_tables"]
+def anchor_plugins(data: dict, base: Path) -> None:
+    """Make the files that plugin strategies name relative to `base` (the file's folder) absolute:
+    the node processes run in another working directory."""
+    strategies = data.get("strategies")
+    for table in strategies.values() if isinstance(strategies, dict) else ():
+        if isinstance(table, dict) and isinstance(table.get("plugin"), str):
+            table["plugin"] = anchored(table["plugin"], base)
+
+
+__all__ = ["Scenario", "anchor_plugins", "load_scenario", "parse_scenario", "scenario_tables"]

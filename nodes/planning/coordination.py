@@ -31,10 +31,17 @@ The live estimates (nodes/planning/estimates.py) are kept here: every request's 
 every report is an observation of a path, and every dispatched plan reserves its stages' time on
 their hosts.  Every plan, fixed or planned, is predicted (nodes/planning/planner.py), so that the
 records hold predicted beside measured latency.
+
+A strategy with an `observe` method (nodes/planning/strategies.py `Outcome`) is told what happened
+to each request it planned, once: done when its device reports the result (latency from the
+device's sending to the result's arrival, emulated), failed with the reason of every `Fail` here,
+or failed when no result was reported by the request's timeout.  What `observe` raises is logged
+and goes no further.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,7 +51,9 @@ from nodes.planning.estimates import LiveEstimates
 from nodes.planning.plan import Plan
 from nodes.planning.planner import Decision, Planner
 from nodes.planning.request import PlanRequest
-from nodes.planning.strategies import Cluster, Planned, Strategy
+from nodes.planning.strategies import Cluster, Outcome, Planned, Plugin, Strategy
+
+log = logging.getLogger("nodes.planning.coordination")
 
 MAX_IN_FLIGHT = 10_000  # dispatched requests remembered for a host failure; the oldest go first
 RESCUE_FACTOR = 3.0  # a message this many times its path's estimate late: the path has failed
@@ -110,6 +119,7 @@ class Flight:
     hosts: frozenset[str]
     until: float  # by then the device has timed it out itself
     rescued: bool = False
+    told: bool = False  # its strategy has been told its outcome
 
 
 def overdue(elapsed_s: float, expected_s: float, transfer_s: float, round_trip_s: float,
@@ -135,10 +145,14 @@ class CoordinatorCore:
         self.planner = planner
         self.live = LiveEstimates()
         self.clock = clock or Clock()
+        self.request_timeout_s = request_timeout_s
         self.wall_timeout_s = self.clock.wall(request_timeout_s)
         self.unavailable: dict[str, str] = {}
         self.cluster = Cluster(edge=host, roles=roles, models=models, steps=steps, planner=planner,
-                               live=self.live, unavailable=self.unavailable)
+                               live=self.live, unavailable=self.unavailable, clock=self.clock)
+        # the strategies that learn: told what happened to each request they planned
+        self.observers = {name: s for name, s in self.strategies.items()
+                          if callable(getattr(s, "observe", None))}
         # the hosts whose loss fails requests: devices run only their own requests' stages
         self.watched = [h for h, role in roles.items() if role != "device" and h != host]
         self.down: dict[str, str] = {}  # host -> why: its connection closed and is not back
@@ -148,10 +162,13 @@ class CoordinatorCore:
         self.reconnecting: dict[str, float] = {}  # host -> when its stuck connection was given up
 
     def unservable(self) -> list[str]:
-        """The strategies this cluster cannot serve, each with why (not fatal: a run may not use it)."""
+        """The strategies this cluster cannot serve, each with why (not fatal: a run may not use it).
+        A plugin is not asked: a probe would be a decision it might learn from or fault on."""
         devices = self.cluster.hosts("device")
         found = []
         for name, strategy in self.strategies.items() if devices else ():
+            if isinstance(strategy, Plugin):
+                continue
             try:
                 probe = PlanRequest(request_id="probe", device=devices[0], n=1, strategy=name)
                 strategy.plan_for(probe, self.cluster)
@@ -172,8 +189,8 @@ class CoordinatorCore:
                 raise ValueError(f"unknown strategy {request.strategy!r} (known: {known})")
             decision = self._plan(strategy, request)
         except Exception as exc:  # ValueError: cannot serve; anything else: a planner bug, same outcome
-            return [Fail(request, f"no plan: {exc}")]
-        return self._dispatch(request, self._predicted(decision, request), now)
+            return self._told([Fail(request, f"no plan: {exc}")])
+        return self._told(self._dispatch(request, self._predicted(decision, request), now))
 
     def on_report(self, report: Report, now: float) -> list[Action]:
         """A report: the path its work came by, and the end of its stage (or of its request)."""
@@ -198,7 +215,9 @@ class CoordinatorCore:
             self.live.forget(report.request_id)
             # nor on its way: a stage's report that comes after this one (another sender, no
             # order between them) must not start awaiting the result it already delivered
-            self.in_flight.pop(report.request_id, None)
+            done = self.in_flight.pop(report.request_id, None)
+            if done is not None and not done.told:
+                self._tell(done, self._done(done, report, now))
             return []
         self.live.arrived((report.request_id, report.stage))
         if report.compute_end is not None and flight is not None:  # its output is on its way now
@@ -217,7 +236,11 @@ class CoordinatorCore:
         return []
 
     def on_tick(self, now: float) -> list[Action]:
-        """Re-plan (once) each planned request whose message is stuck on a path that has failed."""
+        """Re-plan (once) each planned request whose message is stuck on a path that has failed; tell
+        a strategy that observes of its requests that timed out unreported."""
+        if self.observers:
+            for flight in [f for f in self.in_flight.values() if f.until <= now and not f.told]:
+                self._tell(flight, self._timed_out(flight))
         actions: list[Action] = []
         late_after = self.clock.wall(RESCUE_MIN_S)
         for (request_id, index), m in list(self.live.on_way.items()):
@@ -251,7 +274,7 @@ class CoordinatorCore:
                 continue
             del self.in_flight[request_id]
             failed.append(Fail(flight.request, reason, flight.plan, "requests_failed_host_down"))
-        return failed
+        return self._told(failed)
 
     def on_connection_back(self, host: str) -> None:
         self.down.pop(host, None)
@@ -270,7 +293,8 @@ class CoordinatorCore:
         request_id = dispatch.request.request_id
         self.in_flight.pop(request_id, None)
         self.live.forget(request_id)
-        return [Fail(dispatch.request, reason, dispatch.decision.plan, "requests_dispatch_failed")]
+        fail = Fail(dispatch.request, reason, dispatch.decision.plan, "requests_dispatch_failed")
+        return self._told([fail])
 
     # ---- decisions ------------------------------------------------------------------------
 
@@ -333,10 +357,49 @@ class CoordinatorCore:
     def _remember(self, request: PlanRequest, plan: Plan, hosts: frozenset[str], now: float) -> None:
         while self.in_flight and (len(self.in_flight) >= MAX_IN_FLIGHT
                                   or next(iter(self.in_flight.values())).until <= now):
-            self.in_flight.popitem(last=False)  # dispatched earliest, so timed out first
+            _, oldest = self.in_flight.popitem(last=False)  # dispatched earliest, so timed out first
+            if oldest.until <= now and not oldest.told:  # (one pushed out by the bound is never told)
+                self._tell(oldest, self._timed_out(oldest))
         earlier = self.in_flight.pop(request.request_id, None)
         until = earlier.until if earlier else now + self.wall_timeout_s
         self.in_flight[request.request_id] = Flight(request, plan, hosts, until, rescued=earlier is not None)
+
+    # ---- what a strategy is told ------------------------------------------------------------
+
+    def _told(self, actions: list[Action]) -> list[Action]:
+        """`actions`, after telling each failed request's strategy why it failed."""
+        for action in actions:
+            if isinstance(action, Fail):
+                self._observe(action.request.strategy,
+                              Outcome(action.request, action.plan, ok=False, reason=action.reason))
+        return actions
+
+    def _tell(self, flight: Flight, outcome: Outcome) -> None:
+        flight.told = True
+        self._observe(flight.request.strategy, outcome)
+
+    def _done(self, flight: Flight, report: Report, now: float) -> Outcome:
+        """The outcome of a request whose device reported its result: done, unless its device had
+        given it up by then (past `until`)."""
+        if flight.until <= now:
+            return self._timed_out(flight)
+        arrived = report.delivery.received if report.delivery is not None else now
+        sent = flight.request.wall_sent or flight.request.wall_received
+        return Outcome(flight.request, flight.plan, ok=True, latency_s=self.clock.emulated(arrived - sent))
+
+    def _timed_out(self, flight: Flight) -> Outcome:
+        why = f"no result reported within the request timeout of {self.request_timeout_s:g} s"
+        return Outcome(flight.request, flight.plan, ok=False, reason=why)
+
+    def _observe(self, name: str, outcome: Outcome) -> None:
+        strategy = self.observers.get(name)
+        if strategy is None:
+            return
+        try:
+            strategy.observe(outcome)  # type: ignore[attr-defined]  # observers have it
+        except Exception as exc:  # a strategy's learning is never the coordinator's failure
+            log.warning("strategy %s: observe(%s) raised %s: %s", name, outcome.request.request_id,
+                        type(exc).__name__, exc)
 
     def _round_trip_s(self, a: str, b: str) -> float:
         """An empty message's time a -> b and back (one direction twice where only it is known)."""

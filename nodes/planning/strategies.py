@@ -1,34 +1,60 @@
 """Strategies: how the coordinator turns a request into a plan with every stage's host filled in.
 
-One interface, `Strategy.plan_for(request, cluster) -> Decision` (the plan, and for a planned
-strategy what it predicted and any note on the choice).  The fixed strategies (`cloud_only`,
-`edge_only`, `device_only`, `fixed_split`) give the same plan whatever happens; `elastic` and
-`routing` choose per request with nodes/planning/planner.py from the cluster's live estimates; `cascade`
-runs the device's model on the device and plans the escalation of the images its gate doubts.  A strategy
-raises ValueError naming the reason when it cannot serve a request; the coordinator turns that
-into a failed request.
+One interface for every strategy, the built-in ones and a researcher's own (docs/planner.md,
+"Writing a strategy"):
+
+    class MyStrategy:
+        def __init__(self, name: str, options: dict) -> None: ...      # a plugin's; the built-ins
+                                                                       # are built from their spec
+        def plan_for(self, request: PlanRequest, view: Cluster) -> Decision: ...
+        def observe(self, outcome: Outcome) -> None: ...               # optional
+
+`plan_for` gets the request as the coordinator has it and `Cluster`, the coordinator's read-only
+view (hosts, models, live estimates, queues, hosts to avoid, the quality table, the planner's
+prediction of any plan), and returns a `Decision`: the plan, and optionally the planner's
+prediction and a note on the choice.  A strategy raises ValueError naming the reason when it cannot
+serve a request; the coordinator turns that into a failed request.  `observe`, where a strategy has
+it, is told what happened to every request it planned (`Outcome`: done with its latency, or failed
+with its reason), so that it can learn.
+
+The fixed strategies (`cloud_only`, `edge_only`, `device_only`, `fixed_split`) give the same plan
+whatever happens; `elastic` and `routing` choose per request with nodes/planning/planner.py from the
+cluster's live estimates; `cascade` runs the device's model on the device and plans the escalation of
+the images its gate doubts.  None of them learns, so none has `observe`.  A `plugin`
+(nodes/planning/plugins.py finds it) is wrapped in `Plugin`, which makes its faults its own.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
+from nodes.clock import Clock
+from nodes.planning import plugins
 from nodes.planning.estimates import LiveEstimates
-from nodes.planning.plan import Plan, Stage, check_tiling
-from nodes.planning.planner import Decision, Objective, Planner, QualityFloor
+from nodes.planning.plan import Plan, Stage, check_tiling, parse_plan
+from nodes.planning.planner import Decision, Objective, Planner, Prediction, QualityFloor
 from nodes.planning.request import PlanRequest
-from nodes.planning.strategy_specs import StrategySpec
+from nodes.planning.strategy_specs import DEFAULT_DECISION_BUDGET_MS, StrategySpec
 from nodes.schema import Role
 
 DEFAULT_MODEL = {"cloud_only": "large", "edge_only": "medium", "device_only": "small", "cascade": "small"}
+RATE_PROBE_BYTES = 1_000_000  # what `Cluster.rate_mbit` times beyond an empty message
 
 
 @dataclass(frozen=True)
 class Cluster:
-    """The coordinator's view: hosts by role and the models each one holds; for the planned
-    strategies also the planner and what is known now (live estimates, hosts to avoid and why)."""
+    """The coordinator's view, read-only to a strategy: hosts by role and the models each one holds,
+    the schedule's steps and the run's clock; in the coordinator also the planner (the quality table,
+    message sizes, hardware) and what is known now: the live estimates (paths, step times, queues,
+    messages on their way: nodes/planning/estimates.py, updated from every report) and the hosts to
+    avoid, each with why (down, suspect, or re-planned around).
+
+    The estimates keep the wall clock, as the messages' timestamps do; the helpers below answer in
+    emulated seconds (the scenario's), except `predict`, whose `Prediction` says its clock field by
+    field.  A `now` is a wall epoch: in `plan_for`, `request.wall_received`."""
 
     edge: str  # the coordinator's own edge host
     roles: Mapping[str, str]
@@ -37,6 +63,7 @@ class Cluster:
     planner: Planner | None = None
     live: LiveEstimates | None = None
     unavailable: Mapping[str, str] = field(default_factory=dict)
+    clock: Clock = Clock()
 
     def hosts(self, role: str) -> list[str]:
         return sorted(h for h, r in self.roles.items() if r == role)
@@ -61,8 +88,75 @@ class Cluster:
                 raise ValueError(f"plan stage {stage}: host {stage.host} does not hold model {stage.model!r}")
         return plan
 
+    # ---- what a strategy may ask ----------------------------------------------------------------
+
+    def quality(self, plan: Plan) -> Mapping[str, Any] | None:
+        """The quality table's row of the plan, hosts aside (`fid`, `class_accuracy`, `kid`, ...);
+        None for a plan off the table's grid, or where no table is loaded."""
+        return None if self.planner is None else self.planner.row_of(plan)
+
+    def predict(self, plan: Plan, request: PlanRequest) -> Prediction:
+        """What the planner predicts of `plan` for `request` now: latency along its path with the live
+        estimates (wall seconds: `clock.emulated(p.wall_latency_s)`), its quality from the table,
+        the device's energy.  The coordinator records this prediction for every plan dispatched."""
+        planner, live = self._planner()
+        return planner.predict(plan, planner.row_of(plan), request, live)
+
+    def candidates(self, request: PlanRequest, floor: QualityFloor | None = None,
+                   single_host: bool = False) -> list[Plan]:
+        """The quality table's plans that meet `floor`, each stage on every available host that holds
+        its model (as `elastic` chooses among); ValueError naming why there are none."""
+        planner, _ = self._planner()
+        objective = Objective(floor=floor or QualityFloor(), single_host=single_host)
+        return [plan for plan, _ in planner.candidates(request.device, objective, self.unavailable)]
+
+    def transfer_s(self, src: str, dst: str, size_bytes: int = 0) -> float | None:
+        """Emulated seconds for a message of `size_bytes` from src to dst, as the live estimates
+        have the path; None where the path was never observed."""
+        wall = None if self.live is None else self.live.transfer_s(src, dst, int(size_bytes))
+        return None if wall is None else self.clock.emulated(wall)
+
+    def rate_mbit(self, src: str, dst: str) -> float | None:
+        """The path's estimated rate in Mbit/s of emulated time (what 1 MB takes beyond an empty
+        message); None where never observed, or where its messages were too alike in size to tell
+        rate from delay."""
+        empty, full = self.transfer_s(src, dst, 0), self.transfer_s(src, dst, RATE_PROBE_BYTES)
+        if empty is None or full is None or full <= empty:
+            return None
+        return 8 * RATE_PROBE_BYTES / (full - empty) / 1e6
+
+    def backlog_s(self, host: str, now: float) -> float:
+        """Emulated seconds of work queued on `host` at wall time `now` (the stages dispatched there,
+        laid end to end as predicted and corrected by its reports); 0 where none is known."""
+        return 0.0 if self.live is None else self.clock.emulated(self.live.queues.backlog_s(host, now))
+
+    def _planner(self) -> tuple[Planner, LiveEstimates]:
+        if self.planner is None or self.live is None:
+            raise ValueError("this view has no planner and no live estimates (only a coordinator's has)")
+        return self.planner, self.live
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to a request a strategy planned, as the coordinator learns it: its `observe`
+    gets one per request.  Done: the device's report of its result came (`latency_s`, emulated, from
+    the device's sending to the result's arrival).  Failed: the coordinator failed it (`reason`, as
+    the request's record says: no plan, a host down, a dispatch that could not be sent), or no result
+    was reported within the request timeout (a stage that failed at its host, a lost message)."""
+
+    request: PlanRequest
+    plan: Plan | None  # what was dispatched; None where it failed before any plan was
+    ok: bool
+    latency_s: float | None = None
+    reason: str | None = None
+
 
 class Strategy(Protocol):
+    """A strategy (the module docstring; docs/planner.md, "Writing a strategy"): `plan_for` gives
+    the request's plan from the read-only view, or raises ValueError naming why it cannot; an
+    optional `observe(outcome: Outcome) -> None` is told what happened to each request it planned.
+    Both run on the coordinator's thread, between its messages: keep them quick."""
+
     name: str
 
     def plan_for(self, request: PlanRequest, cluster: Cluster) -> Decision: ...
@@ -136,6 +230,74 @@ class Cascade:
         return Decision(cluster.check(Plan((Stage(model, 0, cluster.steps, host),))))
 
 
+@dataclass(frozen=True)
+class Plugin:
+    """`plugin`: a researcher's own strategy object, run in the coordinator's process, whose faults
+    are its own and not the run's.  A fault is an exception from its `plan_for`, a decision slower
+    than `budget_ms` (emulated; timed once it returns: a decision that never returns is not cut
+    short), or a decision that is not a `Decision` whose plan the nodes can run (a host not in the
+    cluster, a model the host does not hold, stages that do not tile the schedule, a stage on a
+    device other than the requesting one).  A fault fails the request with a reason naming the
+    plugin and the fault, or, with a `fallback` strategy, that strategy plans it and the decision's
+    note names the fault.  The plugin's own prediction, if any, is dropped: the coordinator predicts
+    every plan the same way.  `observe` passes every outcome on; what it raises is the
+    coordinator's to catch (nodes/planning/coordination.py)."""
+
+    name: str
+    ref: str  # as the scenario names the plugin (nodes/planning/plugins.py)
+    strategy: Any  # the plugin's object: plan_for(request, view), perhaps observe(outcome)
+    budget_ms: float = DEFAULT_DECISION_BUDGET_MS
+    fallback: Strategy | None = None
+
+    def plan_for(self, request: PlanRequest, cluster: Cluster) -> Decision:
+        began = time.perf_counter()
+        try:
+            decision = self.strategy.plan_for(request, cluster)
+        except Exception as exc:  # any exception at all is the plugin's fault
+            return self._instead(request, cluster, f"raised {type(exc).__name__}: {plugins.one_line(exc)}")
+        took_ms = 1000 * cluster.clock.emulated(time.perf_counter() - began)
+        if took_ms > self.budget_ms:
+            return self._instead(request, cluster, f"decision took {took_ms:.0f} ms, over its budget of "
+                                                   f"{self.budget_ms:g} ms")
+        if not isinstance(decision, Decision) or not isinstance(decision.plan, Plan):
+            what = type(decision.plan if isinstance(decision, Decision) else decision).__name__
+            return self._instead(request, cluster, f"returned a {what}, not a Decision with a Plan")
+        try:
+            plan = self._runnable(decision.plan, request, cluster)
+        except Exception as exc:  # a plan made of anything but what a Plan holds fails here too
+            return self._instead(request, cluster, f"invalid plan: {plugins.one_line(exc)}")
+        note = decision.note if isinstance(decision.note, str) else None
+        return Decision(plan, None, note)
+
+    def observe(self, outcome: Outcome) -> None:
+        observe = getattr(self.strategy, "observe", None)
+        if callable(observe):
+            observe(outcome)
+
+    @staticmethod
+    def _runnable(plan: Plan, request: PlanRequest, cluster: Cluster) -> Plan:
+        """The plan as the nodes will have it (through its text, so that every field is what the
+        plan syntax allows), checked against the cluster."""
+        parsed = cluster.check(parse_plan(str(plan), cluster.steps))
+        for stage in parsed.stages:
+            if cluster.roles.get(stage.host or "") == "device" and stage.host != request.device:
+                raise ValueError(f"plan stage {stage}: a device runs stages of its own requests only "
+                                 f"(this is {request.device}'s)")
+        return parsed
+
+    def _instead(self, request: PlanRequest, cluster: Cluster, fault: str) -> Decision:
+        why = f"plugin {self.name} ({plugins.display(self.ref)}): {fault}"
+        if self.fallback is None:
+            raise ValueError(why)
+        try:
+            decision = self.fallback.plan_for(request, cluster)
+        except ValueError as exc:
+            raise ValueError(f"{why}; its fallback {self.fallback.name} cannot serve it either: "
+                             f"{exc}") from None
+        note = "; ".join(n for n in (f"fallback {self.fallback.name}: {why}", decision.note) if n)
+        return Decision(decision.plan, decision.prediction, note)
+
+
 def _merge_same_host(stages: list[Stage]) -> list[Stage]:
     """Two consecutive stages with the same model on the same host are one stage (no transfer)."""
     merged: list[Stage] = []
@@ -155,7 +317,20 @@ def objective_of(spec: StrategySpec) -> Objective:
     return Objective(kind=spec.objective or "latency", floor=floor, single_host=spec.kind == "routing")
 
 
-def build_strategy(name: str, spec: StrategySpec) -> Strategy:
+def build_strategy(name: str, spec: StrategySpec, others: Mapping[str, Strategy] | None = None) -> Strategy:
+    """The strategy of a scenario's table; a plugin's `fallback` is found among `others` (the
+    scenario's built-in strategies, built).  ValueError, one line, for a plugin that cannot be made."""
+    if spec.kind == "plugin":
+        assert spec.plugin is not None  # the spec checks it
+        fallback = None
+        if spec.fallback is not None:
+            fallback = (others or {}).get(spec.fallback)
+            if fallback is None or isinstance(fallback, Plugin):
+                raise ValueError(f"strategy {name}: its fallback {spec.fallback!r} is not a built-in "
+                                 "strategy of the scenario")
+        strategy = plugins.instantiate(name, spec.plugin, spec.options or {})
+        return Plugin(name, spec.plugin, strategy, spec.decision_budget_ms or DEFAULT_DECISION_BUDGET_MS,
+                      fallback)
     if spec.kind in ("elastic", "routing"):
         return Planned(name, objective_of(spec))
     if spec.kind == "cascade":
@@ -169,4 +344,10 @@ def build_strategy(name: str, spec: StrategySpec) -> Strategy:
 
 
 def build_strategies(specs: Mapping[str, StrategySpec]) -> dict[str, Strategy]:
-    return {name: build_strategy(name, spec) for name, spec in specs.items()}
+    """Every strategy of a scenario, in its order: the built-in ones first, so that a plugin's
+    fallback is there to be given to it."""
+    built = {name: build_strategy(name, spec) for name, spec in specs.items() if spec.kind != "plugin"}
+    plugged = {name: build_strategy(name, spec, built)
+               for name, spec in specs.items() if spec.kind == "plugin"}
+    both = {**built, **plugged}
+    return {name: both[name] for name in specs}

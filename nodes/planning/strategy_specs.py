@@ -1,22 +1,27 @@
 """What a scenario says of a strategy (its table): the kind, and the fields each kind takes.
 
 nodes/planning/strategies.py builds the strategies from these; the scenario and each node's config
-carry them.
+carry them.  A `plugin` is a researcher's own strategy class (nodes/planning/plugins.py): the spec
+says only where it is and what it is given; whether it loads is checked when the scenario is read.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field, StrictFloat, model_validator
+from pydantic import Field, StrictFloat, field_validator, model_validator
 
+from nodes.planning.plugins import anchored, check_ref
 from nodes.schema import Role, StrictModel
 
 StrategyKind = Literal["cloud_only", "edge_only", "device_only", "fixed_split", "elastic", "routing",
-                       "cascade"]
+                       "cascade", "plugin"]
 PLANNED_KINDS = ("elastic", "routing")  # chosen per request by nodes/planning/planner.py
 CASCADE_FIELDS = ("threshold", "escalate_model", "escalate_tier")
+PLUGIN_FIELDS = ("plugin", "options", "decision_budget_ms", "fallback")
+DEFAULT_DECISION_BUDGET_MS = 50.0  # emulated: a plugin's decision slower than this is its fault
 
 
 class SplitStage(StrictModel):
@@ -42,9 +47,31 @@ class StrategySpec(StrictModel):
     threshold: float | None = Field(None, gt=0, lt=1)
     escalate_model: str | None = None
     escalate_tier: Literal["edge", "cloud"] | None = None
+    # plugin: `plugin` names the class (nodes/planning/plugins.py), built as Class(name, options);
+    # a decision slower than `decision_budget_ms` (emulated) is a fault, as is an exception or an
+    # invalid plan: the request fails, or where `fallback` names another (built-in) strategy of the
+    # scenario, that strategy plans it and the plan's note names the fault
+    plugin: str | None = None
+    options: dict[str, Any] | None = None
+    decision_budget_ms: float | None = Field(None, gt=0, le=60_000)
+    fallback: str | None = None
+
+    @field_validator("plugin")
+    @classmethod
+    def _plugin_ref(cls, v: str | None) -> str | None:
+        # a file named relative to the working directory: made absolute here, since the node
+        # processes run in another one (a scenario file's are made relative to it on reading)
+        return None if v is None else anchored(check_ref(v), Path.cwd())
 
     @model_validator(mode="after")
     def _fields_of_kind(self) -> StrategySpec:
+        plugged = [f for f in PLUGIN_FIELDS if getattr(self, f) is not None]
+        if self.kind == "plugin":
+            if self.plugin is None:
+                raise ValueError("plugin needs 'plugin': 'package.module:Class', 'file.py:Class' or an "
+                                 "entry point's name")
+        elif plugged:
+            raise ValueError(f"{self.kind} takes no {plugged[0]!r} (only plugin does)")
         planned = self.kind in PLANNED_KINDS
         given = [f for f in ("objective", "min_class_accuracy", "max_fid") if getattr(self, f) is not None]
         if not planned and given:
@@ -70,6 +97,9 @@ class StrategySpec(StrictModel):
                 raise ValueError("fixed_split takes 'split', not 'model'")
             if not math.isclose(sum(s.share for s in self.split), 1.0, abs_tol=1e-6):
                 raise ValueError("fixed_split shares must add up to 1")
+        elif self.kind == "plugin":
+            if self.model is not None or self.split is not None:
+                raise ValueError("plugin takes what it needs in 'options', not 'model' or 'split'")
         elif self.split is not None:
             raise ValueError(f"{self.kind} takes 'model', not 'split'")
         return self

@@ -20,7 +20,7 @@ from nodes.planning.hardware import load_power, load_profiles
 from nodes.planning.planner import HostFacts, Planner
 from nodes.planning.quality_table import read_table, table_path
 from nodes.planning.request import PlanRequest
-from nodes.planning.strategies import build_strategies
+from nodes.planning.strategies import Plugin, build_strategies
 from nodes.planning.strategy_specs import PLANNED_KINDS
 from nodes.runtime.node_config import ComputeConfig, NodeConfig
 from nodes.runtime.node_context import NodeContext
@@ -49,6 +49,10 @@ class Coordinator:
                                                  config.steps, strategies, planner,
                                                  config.request_timeout_s, config.clock)
         self.clock = config.clock
+        for name, strategy in strategies.items():  # loaded here, in this process (nodes/planning/plugins.py)
+            if isinstance(strategy, Plugin):
+                log.info("strategy %s: plugin %s, decision budget %g ms (emulated)", name, strategy.ref,
+                         strategy.budget_ms)
         for line in self.core.unservable():
             log.warning("%s", line)
 

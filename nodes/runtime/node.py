@@ -109,6 +109,7 @@ class Node:
         self.status_path = config.status_file
         self.worker = None
         self.device = None
+        self.coordinator = None
         self.curve: CurveKeys | None = None  # set by prepare() when the config asks for CURVE
         self._auth = None  # the ZAP authenticator thread, with CURVE
 
@@ -124,6 +125,11 @@ class Node:
             from nodes.runtime.device import Device
 
             self.device = Device(self)
+        if self.config.is_coordinator:
+            from nodes.runtime.coordinator import Coordinator
+
+            # here, not at start: a plugin strategy is imported and built now, and may refuse
+            self.coordinator = Coordinator(self)
 
     def start(self) -> None:
         if self.curve is not None:
@@ -133,10 +139,8 @@ class Node:
             self.stop.set()
             raise RuntimeError(self._bind_error or f"binding {self.config.bind} timed out")
         self._spawn("worker", self.worker.run)
-        if self.config.is_coordinator:
-            from nodes.runtime.coordinator import Coordinator
-
-            self._spawn("coordinator", Coordinator(self).run)
+        if self.coordinator is not None:
+            self._spawn("coordinator", self.coordinator.run)
         self.write_status("ready")
         if self.device is not None:
             self._spawn("device", self.device.run)

@@ -1,5 +1,6 @@
 """Real node processes on loopback: a device with a workload under every strategy (and a cascade,
-whose doubted images go to the cloud), an edge server
+whose doubted images go to the cloud, and plugins: the bandit of examples/strategies and a faulty
+one, loaded by the coordinator's own process), an edge server
 (worker + coordinator, profiled at a slow test profile), a cloud (profiled as a datacenter GPU,
 which this CPU cannot keep up with, so its overruns must show), and a probe device played by the
 test. One cluster for the module (starting node processes is the slow part); the last test stops
@@ -10,6 +11,7 @@ import os
 import random
 import socket
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,6 +30,7 @@ from nodes.runtime.local_cluster import LocalCluster, Probe, loopback_configs
 from nodes.runtime.protocol import WIRE_VERSION, Hop, RequestTimes, StageMsg, encode, plan_to_wire
 from nodes.runtime.records import read_records
 
+ROOT = Path(__file__).resolve().parents[3]
 SHAPE = SampleShape.of(denoiser_config("small"))  # every shipped denoiser draws this
 
 STEPS = 10
@@ -35,6 +38,13 @@ N = 4
 STRATEGIES = ("cloud_only", "edge_only", "device_only", "fixed_split")
 EDGE_STEP_S = 0.02  # the test profile of the edge: 20 ms per step whatever the batch
 CASCADE_THRESHOLD = 0.95  # the gate's confidences of these seeds' images are far from it either way
+# plugins (nodes/planning/plugins.py): the example bandit, over two plans, and one whose plan names a
+# host that does not exist, with a fallback and without
+PLUGINS = ("bandit", "bandit", "broken", "broken_alone")
+BROKEN = ("from nodes.planning.plan import Plan, Stage\nfrom nodes.planning.planner import Decision\n\n\n"
+          "class Broken:\n    def __init__(self, name, options):\n        self.name = name\n\n"
+          "    def plan_for(self, request, view):\n"
+          "        return Decision(Plan((Stage('small', 0, view.steps, 'moon'),)))\n")
 SPLIT = [{"model": "small", "tier": "cloud", "share": 0.4}, {"model": "small", "tier": "edge", "share": 0.3},
          {"model": "small", "tier": "device", "share": 0.3}]
 
@@ -50,6 +60,8 @@ def _workload() -> list[dict]:
                      "request_id": "bad-1"})
     requests += [{"at_s": 0.3 + 0.5 * i, "n": N, "seed": 200 + i, "strategy": "cascade",
                   "request_id": f"casc-{i}"} for i in range(3)]
+    requests += [{"at_s": 0.4 + 0.5 * i, "n": N, "seed": 300 + i, "strategy": strategy,
+                  "request_id": f"plug-{i}"} for i, strategy in enumerate(PLUGINS)]
     return requests
 
 
@@ -73,6 +85,14 @@ def cluster(tmp_path_factory):
                   "fixed_split": {"kind": "fixed_split", "split": SPLIT},
                   "cascade": {"kind": "cascade", "threshold": CASCADE_THRESHOLD, "escalate_model": "small",
                               "escalate_tier": "cloud"}}
+    (run_dir / "broken.py").write_text(BROKEN)
+    bandit = {"plans": ["small:0-10@edge", "small:0-10@device"], "seed": 0}
+    broken = f"{run_dir}/broken.py:Broken"
+    strategies |= {
+        "bandit": {"kind": "plugin", "plugin": f"{ROOT}/examples/strategies/bandit.py:EpsilonGreedy",
+                   "options": bandit},
+        "broken": {"kind": "plugin", "plugin": broken, "fallback": "edge_only"},
+        "broken_alone": {"kind": "plugin", "plugin": broken}}
     configs = loopback_configs(run_dir, hosts, steps=STEPS, scheduler="dpm", request_timeout_s=60,
                                strategies=strategies)
     configs.pop("probe")  # played by the test itself
@@ -99,8 +119,8 @@ def all_records(cluster):
 
 @pytest.fixture(scope="module")
 def records(all_records):
-    """Every request but the cascade's (their own test below)."""
-    return {rid: rows for rid, rows in all_records.items() if rows[0].strategy != "cascade"}
+    """Every request but the cascade's and the plugins' (their own tests below)."""
+    return {rid: rows for rid, rows in all_records.items() if rows[0].strategy not in ("cascade", *PLUGINS)}
 
 
 def test_every_request_under_every_strategy_completes_with_a_row_per_stage(records):
@@ -222,6 +242,21 @@ def test_a_cascade_escalates_exactly_what_the_gate_doubts_and_delivers_the_escal
         assert rows[0].wall_total_s == rows[1].wall_total_s > escalation_s
         assert rows[1].predicted_total_s is None  # the first pass's prediction does not cover it
     assert escalated > 0  # these seeds' images have confidences below the threshold (0.78, 0.94, 0.01)
+
+
+def test_plugins_plan_in_the_coordinator_s_process_and_their_faults_are_their_own(all_records):
+    """The edge node imported each plugin from the reference in its config and built it; the bandit
+    tried its two plans in turn; the faulty plugin's request went to its fallback, or failed with a
+    reason naming it, and the run went on."""
+    first, second, fallen, failed = (all_records[f"plug-{i}"] for i in range(4))
+    assert [rows[0].outcome for rows in (first, second, fallen)] == ["ok"] * 3
+    assert (first[0].plan, second[0].plan) == ("small:0-10@edge", "small:0-10@d1")
+    assert first[0].plan_note == "bandit: small:0-10@edge (first try)"
+    assert fallen[0].plan == "small:0-10@edge" and fallen[0].plan_note.startswith(
+        "fallback edge_only: plugin broken (broken.py:Broken): invalid plan: plan stage small:0-10@moon")
+    (row,) = failed
+    assert row.outcome == "failed"
+    assert "edge: no plan: plugin broken_alone (broken.py:Broken): invalid plan" in row.reason, row.reason
 
 
 def wire(text: str) -> list:
