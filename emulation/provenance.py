@@ -130,7 +130,9 @@ def trace_files(experiment: Experiment) -> list[str]:
 
 def checksums(experiment: Experiment) -> dict[str, dict[str, Any]]:
     """sha256 of what the experiment read: its roles' models, the quality judge (the classifier)
-    and a cascade's gate, the traces its links replay, and its hardware profiles file."""
+    and a cascade's gate, the traces its links replay, its hardware profiles file, and the files
+    of its plugin strategies (a plugin imported by module path is in `versions`' packages or not
+    at all)."""
     from nodes.diffusion.model_zoo import CLASSIFIER_NAME, GATE_NAME
     from nodes.planning.hardware import DEFAULT_PROFILES
     from nodes.schema import NODE_ROLES
@@ -140,9 +142,14 @@ def checksums(experiment: Experiment) -> dict[str, dict[str, Any]]:
     if any(spec.kind == "cascade" for spec in experiment.strategies.values()):
         models.append(GATE_NAME)
     profiles = Path(experiment.nodes.profiles_file or DEFAULT_PROFILES)
+    from nodes.planning.plugins import is_file_ref
+
+    plugins = [s.plugin.rsplit(":", 1)[0] for s in experiment.strategies.values()
+               if s.kind == "plugin" and s.plugin and is_file_ref(s.plugin)]
     return {"models": model_checksums([*models, CLASSIFIER_NAME]),
             "traces": {trace: _sha256(Path(trace)) for trace in trace_files(experiment)},
-            "profiles": {str(profiles): _sha256(profiles)}}
+            "profiles": {str(profiles): _sha256(profiles)},
+            "plugins": {path: _sha256(Path(path)) for path in plugins}}
 
 
 def provenance(experiment: Experiment) -> dict[str, Any]:

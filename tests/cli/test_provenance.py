@@ -94,3 +94,12 @@ def test_license_and_citation() -> None:
     paper = citation["references"][0]
     assert paper["title"].startswith("Toward Resource-Efficient Collaboration of Large AI Models")
     assert "doi" not in paper
+
+
+def test_a_plugin_strategys_file_is_checksummed() -> None:
+    scenario = load_scenario(REPO / "examples" / "strategies" / "plugins.toml")
+    plugins = provenance.checksums(scenario)["plugins"]
+    files = sorted(Path(path).name for path in plugins)
+    assert files == ["bandit.py", "rule_based.py"]
+    for path, digest in plugins.items():
+        assert Path(path).is_absolute() and digest == _sha256(Path(path))
