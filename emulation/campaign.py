@@ -232,7 +232,7 @@ def completed_runs(campaign: Campaign, out_dir: str | Path) -> list[str]:
     """The runs of `campaign` already completed in OUT (none where OUT is new or empty).
     ValueError where OUT holds a campaign of another definition, or something else."""
     out = Path(out_dir)
-    stored = _stored(out)
+    stored = stored_index(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a directory")
     if stored is None:
@@ -248,7 +248,7 @@ def completed_runs(campaign: Campaign, out_dir: str | Path) -> list[str]:
     return [r.name for r in campaign.runs if run_status(out / r.name) == "completed"]
 
 
-def _stored(out: Path) -> dict[str, Any] | None:
+def stored_index(out: Path) -> dict[str, Any] | None:
     path = out / "campaign.json"
     if not path.is_file():
         return None
@@ -277,7 +277,7 @@ def run_campaign(campaign: Campaign, out_dir: str | Path, quality: bool = True, 
 
     out = Path(out_dir)
     done = completed_runs(campaign, out)
-    stored = _stored(out)
+    stored = stored_index(out)
     dilation, how = stored_dilation(stored)
     shared: dict[str, Any] = {}
 

@@ -62,6 +62,7 @@ from emulation.campaign import (
     run_status,
     set_aside,
     stored_dilation,
+    stored_index,
     write_index,
 )
 
@@ -189,8 +190,7 @@ def run_campaign_on_cluster(campaign: Campaign, out_dir: str | Path, cluster: st
 
     out = Path(out_dir)
     done = completed_runs(campaign, out)  # OUT holding another campaign: ValueError
-    stored = (out / "campaign.json").is_file()
-    dilation, how = stored_dilation(_stored_meta(out) if stored else None)
+    dilation, how = stored_dilation(stored_index(out))
     runs = {r.name: r.scenario for r in campaign.runs}
     todo = [name for name in runs if name not in done]
     with connect(cluster) as client:
@@ -239,12 +239,6 @@ def run_campaign_on_cluster(campaign: Campaign, out_dir: str | Path, cluster: st
                 future.cancel()
             write_index(campaign, out, **shared)
     return pd.read_csv(out / "index.csv")
-
-
-def _stored_meta(out: Path) -> dict[str, Any]:
-    import json
-
-    return json.loads((out / "campaign.json").read_text())
 
 
 def _unpack(result: MemberResult, out: Path) -> None:
