@@ -365,9 +365,9 @@ def cascade_tables(strategies: dict[str, dict[str, Any]]) -> dict[str, tuple[dic
 
     out = {}
     for name, entry in strategies.items():
-        for row in entry.get("plan_quality") or []:
-            if not str(row.get("plan", "")).startswith("cascade "):
-                continue
+        rows = [r for r in entry.get("plan_quality") or [] if str(r.get("plan", "")).startswith("cascade ")]
+        # an escalation routed around a down host names another target: the one most used is shown
+        for row in sorted(rows, key=lambda r: r.get("requests") or 0, reverse=True)[:1]:
             device, escalate, threshold = parse_cascade(row["plan"].removeprefix("cascade "))
             try:
                 table = pd.DataFrame(read_cascade_table(row["scheduler"], int(row["steps"])))

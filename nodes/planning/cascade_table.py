@@ -70,3 +70,16 @@ def cascade_figures(device_model: str, escalate_model: str, threshold: float, sc
     have = ", ".join(f"{r['threshold']:g}" for r in rows) or "none"
     raise ValueError(f"the cascade table of {scheduler}/{steps} steps has no row for {device_model} -> "
                      f"{escalate_model} at threshold {threshold:g} (it has: {have})")
+
+
+def escalation_models(device_model: str, threshold: float, scheduler: str, steps: int) -> list[str]:
+    """The escalation models the table has a row for behind `device_model` at `threshold`, the best
+    class accuracy first (FID, then name, breaking ties); [] where the table is missing."""
+    try:
+        rows = read_cascade_table(scheduler, steps)
+    except ValueError:
+        return []
+    rows = [r for r in rows if r["device_model"] == device_model
+            and math.isclose(r["threshold"], threshold, abs_tol=1e-9)]
+    rows.sort(key=lambda r: (-r["class_accuracy"], r["fid"], r["escalate_model"]))
+    return [r["escalate_model"] for r in rows]

@@ -17,9 +17,10 @@ and every request in flight whose plan uses it fails at once, rather than at the
 timeout.
 
 A link can fail without a connection closing (a backhaul outage: TCP just waits).  A planned
-strategy's request whose message has been on its way RESCUE_FACTOR times longer than the path's
-estimate (and at least two round trips, and RESCUE_MIN_S emulated) is re-planned once, avoiding
-the host at the far end of that path, and dispatched again; its device takes whichever result
+strategy's request (or a cascade's escalation, which is routed too) whose message has been on its
+way RESCUE_FACTOR times longer than the path's estimate (and at least two round trips, and
+RESCUE_MIN_S emulated) is re-planned once, avoiding the host at the far end of that path, and
+dispatched again; its device takes whichever result
 comes first and counts the other as a late reply.  That host is then avoided by every plan until
 a report from it says its path is back (a stranded message got through), or for a request
 timeout.  Where the stuck message is the coordinator's own dispatch, it also gives up that
@@ -51,7 +52,7 @@ from nodes.planning.estimates import LiveEstimates
 from nodes.planning.plan import Plan
 from nodes.planning.planner import Decision, Planner
 from nodes.planning.request import PlanRequest
-from nodes.planning.strategies import Cluster, Outcome, Planned, Plugin, Strategy
+from nodes.planning.strategies import Cluster, Outcome, Plugin, Strategy, reroutes
 
 log = logging.getLogger("nodes.planning.coordination")
 
@@ -250,7 +251,7 @@ class CoordinatorCore:
             strategy = self.strategies.get(flight.request.strategy)
             avoid = [h for h in (m.dst, m.src) if h not in (self.host, flight.request.device)]
             due = self._due_s(request_id, index, m.src, m.dst, int(m.size), m.sent, now)
-            if not isinstance(strategy, Planned) or not avoid or due is None:
+            if strategy is None or not reroutes(strategy, flight.request) or not avoid or due is None:
                 continue  # a fixed plan stays fixed; a device's own link has no way around it
             transfer, expected = due
             if not overdue(now - m.sent, expected, transfer, self._round_trip_s(m.src, m.dst), late_after):
@@ -419,7 +420,7 @@ class CoordinatorCore:
                 return transfer, max(transfer, r.start + r.duration - sent)  # its own end, not stretched
         return transfer, transfer
 
-    def _replan(self, flight: Flight, strategy: Planned, avoid: str, why: str, now: float) -> list[Action]:
+    def _replan(self, flight: Flight, strategy: Strategy, avoid: str, why: str, now: float) -> list[Action]:
         request = flight.request
         flight.rescued = True
         self._refresh_unavailable(now)
@@ -428,7 +429,7 @@ class CoordinatorCore:
         self.unavailable.setdefault(avoid, reason)
         try:
             again = request.model_copy(update={"wall_received": now, "warmup": False})  # no exploring now
-            decision = strategy.plan_for(again, self.cluster)
+            decision = self._predicted(strategy.plan_for(again, self.cluster), again)
         except ValueError:  # no other plan: the request rides out the stuck one
             return []
         self.replanned[request.request_id] = None

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 from nodes.clock import Clock
 from nodes.planning import plugins
+from nodes.planning.cascade_table import escalation_models
 from nodes.planning.estimates import LiveEstimates
 from nodes.planning.plan import Plan, Stage, check_tiling, parse_plan
 from nodes.planning.planner import Decision, Objective, Planner, Prediction, QualityFloor
@@ -214,20 +215,60 @@ class Planned:
 @dataclass(frozen=True)
 class Cascade:
     """`cascade`: every image first with the device's model on the device; the images the device's
-    gate doubts come back as an escalation request (nodes/runtime/device.py), planned here on the
-    escalation tier with the escalation model, all steps."""
+    gate doubts come back as an escalation request (nodes/runtime/device.py), routed here.
+
+    An escalation is a decision from the live view, as `elastic`'s plans are: it goes to the
+    escalation model on the fastest host holding it (the planner's prediction; without one, the
+    host of `escalate_tier`) that is not down, suspect or re-planned around.  Where no such host
+    is left, it goes to the best of `alternatives` (other escalation models the cascade table has
+    a row for at this threshold, best class accuracy first) that has one.  The coordinator
+    re-plans an escalation stuck on a failed path as it does a planned request's
+    (nodes/planning/coordination.py), so one sent into an outage is rescued, and the host is
+    avoided by the escalations after it.  The device names the cascade by the model its
+    escalation used, so its quality is the table's row for that target."""
 
     name: str
     model: str
     threshold: float
     escalate_model: str
     escalate_tier: Role
+    alternatives: tuple[str, ...] = ()
 
     def plan_for(self, request: PlanRequest, cluster: Cluster) -> Decision:
-        escalate = request.escalation
-        model, tier = (self.escalate_model, self.escalate_tier) if escalate else (self.model, "device")
-        host = cluster.host_of(tier, request)
-        return Decision(cluster.check(Plan((Stage(model, 0, cluster.steps, host),))))
+        if not request.escalation:
+            host = cluster.host_of("device", request)
+            return Decision(cluster.check(Plan((Stage(self.model, 0, cluster.steps, host),))))
+        for rank, model in enumerate((self.escalate_model, *self.alternatives)):
+            plans = [Plan((Stage(model, 0, cluster.steps, host),))
+                     for host in self._holders(model, request, cluster)]
+            if plans:
+                decision = self._fastest(plans, request, cluster)
+                note = None if rank == 0 else (f"escalated to {model}: no host holding {self.escalate_model} "
+                                               f"is available ({self._why_not(cluster)})")
+                return Decision(cluster.check(decision.plan), decision.prediction, note)
+        models = ", ".join((self.escalate_model, *self.alternatives))
+        raise ValueError(f"escalation: no available host holds {models} ({self._why_not(cluster)})")
+
+    def _holders(self, model: str, request: PlanRequest, cluster: Cluster) -> list[str]:
+        """Hosts that may take the escalation with `model`: an edge or cloud host, or the requesting
+        device itself, that holds it and is not to be avoided; the configured tier's host first."""
+        first = cluster.host_of(self.escalate_tier, request) if cluster.hosts(self.escalate_tier) else None
+        hosts = [h for h, role in cluster.roles.items()
+                 if (role != "device" or h == request.device) and model in cluster.models.get(h, ())
+                 and h not in cluster.unavailable]
+        return sorted(hosts, key=lambda h: (h != first, h))
+
+    @staticmethod
+    def _fastest(plans: list[Plan], request: PlanRequest, cluster: Cluster) -> Decision:
+        if cluster.planner is None or cluster.live is None or len(plans) == 1:
+            return Decision(plans[0])
+        predicted = [(cluster.predict(plan, request), index) for index, plan in enumerate(plans)]
+        prediction, index = min(predicted, key=lambda p: (p[0].wall_latency_s, p[1]))
+        return Decision(plans[index], prediction)
+
+    @staticmethod
+    def _why_not(cluster: Cluster) -> str:
+        return "; ".join(f"{h}: {why}" for h, why in sorted(cluster.unavailable.items())) or "none holds it"
 
 
 @dataclass(frozen=True)
@@ -298,6 +339,13 @@ class Plugin:
         return Decision(decision.plan, decision.prediction, note)
 
 
+def reroutes(strategy: Strategy, request: PlanRequest) -> bool:
+    """Whether the coordinator may re-plan `request` around a path that has failed: a planned
+    strategy's choice, or a cascade's escalation, is made from the live view and may be made again;
+    a fixed plan, a plugin's and a cascade's first pass on the device stay as they are."""
+    return isinstance(strategy, Planned) or (isinstance(strategy, Cascade) and request.escalation)
+
+
 def _merge_same_host(stages: list[Stage]) -> list[Stage]:
     """Two consecutive stages with the same model on the same host are one stage (no transfer)."""
     merged: list[Stage] = []
@@ -317,9 +365,12 @@ def objective_of(spec: StrategySpec) -> Objective:
     return Objective(kind=spec.objective or "latency", floor=floor, single_host=spec.kind == "routing")
 
 
-def build_strategy(name: str, spec: StrategySpec, others: Mapping[str, Strategy] | None = None) -> Strategy:
+def build_strategy(name: str, spec: StrategySpec, others: Mapping[str, Strategy] | None = None,
+                   table: tuple[str, int] | None = None) -> Strategy:
     """The strategy of a scenario's table; a plugin's `fallback` is found among `others` (the
-    scenario's built-in strategies, built).  ValueError, one line, for a plugin that cannot be made."""
+    scenario's built-in strategies, built); `table` (scheduler, steps) names the cascade table a
+    cascade's escalations may route to other models by (none: its escalation model only).
+    ValueError, one line, for a plugin that cannot be made."""
     if spec.kind == "plugin":
         assert spec.plugin is not None  # the spec checks it
         fallback = None
@@ -335,18 +386,23 @@ def build_strategy(name: str, spec: StrategySpec, others: Mapping[str, Strategy]
         return Planned(name, objective_of(spec))
     if spec.kind == "cascade":
         assert spec.threshold is not None and spec.escalate_model and spec.escalate_tier  # spec-checked
-        return Cascade(name, spec.model or DEFAULT_MODEL["cascade"], spec.threshold, spec.escalate_model,
-                       spec.escalate_tier)
+        device_model = spec.model or DEFAULT_MODEL["cascade"]
+        alternatives = () if table is None else tuple(
+            m for m in escalation_models(device_model, spec.threshold, *table) if m != spec.escalate_model)
+        return Cascade(name, device_model, spec.threshold, spec.escalate_model, spec.escalate_tier,
+                       alternatives)
     if spec.kind == "fixed_split":
         assert spec.split is not None  # the config validator guarantees it
         return FixedSplit(name, tuple((s.model, s.tier, s.share) for s in spec.split))
     return SingleTier(name, _TIER[spec.kind], spec.model or DEFAULT_MODEL[spec.kind])  # type: ignore[arg-type]
 
 
-def build_strategies(specs: Mapping[str, StrategySpec]) -> dict[str, Strategy]:
+def build_strategies(specs: Mapping[str, StrategySpec],
+                     table: tuple[str, int] | None = None) -> dict[str, Strategy]:
     """Every strategy of a scenario, in its order: the built-in ones first, so that a plugin's
-    fallback is there to be given to it."""
-    built = {name: build_strategy(name, spec) for name, spec in specs.items() if spec.kind != "plugin"}
+    fallback is there to be given to it.  `table`: (scheduler, steps), as for `build_strategy`."""
+    built = {name: build_strategy(name, spec, table=table) for name, spec in specs.items()
+             if spec.kind != "plugin"}
     plugged = {name: build_strategy(name, spec, built)
                for name, spec in specs.items() if spec.kind == "plugin"}
     both = {**built, **plugged}

@@ -44,7 +44,8 @@ class Coordinator:
     def __init__(self, node: NodeContext) -> None:
         self.node = node
         config = node.config
-        strategies, planner = build_strategies(config.strategies), build_planner(config)
+        strategies = build_strategies(config.strategies, (config.scheduler, config.steps))
+        planner = build_planner(config)
         self.core = coordination.CoordinatorCore(config.host, config.roles(), config.models_by_host(),
                                                  config.steps, strategies, planner,
                                                  config.request_timeout_s, config.clock)

@@ -230,7 +230,7 @@ class Device:
                                  item.message.payload_bytes, item.message.message_bytes, self.clock)
         spec = self.node.config.strategies.get(request.strategy)
         if first is not None:
-            rows = cascade_records(first.rows, rows, _cascade_name(spec), first.indices, self.clock)
+            rows = cascade_records(first.rows, rows, _cascade_name(spec, plan), first.indices, self.clock)
         elif spec is not None and spec.kind == "cascade":
             if self._escalate(outbox, pending, spec, images, rows):
                 return
@@ -299,8 +299,11 @@ class Device:
         self.node.stats.count(f"requests_{outcome}")
 
 
-def _cascade_name(spec: Any) -> str:
-    """How a cascade request's records name its cascade: device model > escalation model @ threshold."""
+def _cascade_name(spec: Any, escalation: Plan | None = None) -> str:
+    """How a cascade request's records name its cascade: device model > escalation model @ threshold,
+    the escalation model being the one its escalation's plan used (the coordinator routes it, and
+    may route it to another model than the scenario's when no host of that one is available)."""
     from nodes.planning.strategies import DEFAULT_MODEL
 
-    return f"{spec.model or DEFAULT_MODEL['cascade']}>{spec.escalate_model}@{spec.threshold:g}"
+    escalate_model = spec.escalate_model if escalation is None else escalation.stages[-1].model
+    return f"{spec.model or DEFAULT_MODEL['cascade']}>{escalate_model}@{spec.threshold:g}"

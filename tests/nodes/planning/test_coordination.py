@@ -17,7 +17,7 @@ from nodes.planning.hardware import StepProfile, load_power, load_profiles
 from nodes.planning.planner import HostFacts, Planner
 from nodes.planning.quality_table import read_table
 from nodes.planning.request import PlanRequest
-from nodes.planning.strategies import build_strategies
+from nodes.planning.strategies import build_strategies, reroutes
 from nodes.planning.strategy_specs import StrategySpec
 
 
@@ -173,3 +173,43 @@ def test_an_unknown_strategy_and_a_failed_dispatch_fail_with_a_reason():
     [failed] = c.on_dispatch_failed(sent, "dispatch to cloud failed: full")
     assert failed.counter == "requests_dispatch_failed" and "r2" not in c.in_flight
     assert not [k for k in c.live.on_way if k[0] == "r2"]
+
+
+def cascade_core() -> CoordinatorCore:
+    specs = {"cascade": StrategySpec(kind="cascade", threshold=0.95, escalate_model="large",
+                                     escalate_tier="cloud")}
+    c = core()
+    c.strategies = build_strategies(specs, ("dpm", 30))
+    return c
+
+
+def escalation(request_id: str, at: float) -> PlanRequest:
+    first = request_id.removesuffix(".esc")
+    return request(request_id, at, "cascade").model_copy(update={"escalation_of": first})
+
+
+def test_an_escalation_stuck_in_a_backhaul_outage_is_re_routed_and_the_next_ones_avoid_the_cloud():
+    c = cascade_core()
+    [first] = c.on_request(request("r1", T0, "cascade"), T0)
+    assert isinstance(first, Dispatch) and hosts_of(first) == {"d1"}  # the device's own pass
+    [up] = c.on_request(escalation("r1.esc", T0), T0)
+    assert isinstance(up, Dispatch) and str(up.decision.plan) == "large:0-30@cloud"
+    actions = c.on_tick(T0 + 1.0)  # the backhaul is down: the escalation's dispatch never reports
+    [again] = [a for a in actions if isinstance(a, Dispatch)]
+    assert again.replanned and str(again.decision.plan) == "medium:0-30@edge"
+    assert "edge->cloud" in again.note
+    [next_one] = c.on_request(escalation("r2.esc", T0 + 1.1), T0 + 1.1)
+    assert isinstance(next_one, Dispatch) and str(next_one.decision.plan) == "medium:0-30@edge"
+    assert "no host holding large" in next_one.decision.note
+    cascade = c.strategies["cascade"]
+    assert reroutes(cascade, escalation("r5.esc", T0)) and not reroutes(cascade, request("r5", T0, "cascade"))
+    c.on_path_back("cloud")
+    [after] = c.on_request(escalation("r4.esc", T0 + 1.7), T0 + 1.7)
+    assert isinstance(after, Dispatch) and str(after.decision.plan) == "large:0-30@cloud"
+
+
+def test_a_dead_cloud_sends_escalations_to_the_edge_at_once():
+    c = cascade_core()
+    c.on_connection_lost("cloud", "connection to cloud lost", T0)
+    [up] = c.on_request(escalation("r1.esc", T0 + 0.1), T0 + 0.1)
+    assert isinstance(up, Dispatch) and str(up.decision.plan) == "medium:0-30@edge"

@@ -74,3 +74,30 @@ def test_a_cascade_runs_on_the_device_first_and_escalates_to_its_tier():
     to_edge = StrategySpec(kind="cascade", threshold=0.9, escalate_model="medium", escalate_tier="edge")
     from_d2 = escalation.model_copy(update={"device": "d2"})
     assert str(build_strategy("c", to_edge).plan_for(from_d2, CLUSTER).plan) == "medium:0-50@edge"
+
+
+def test_an_escalation_routes_around_an_unavailable_host_to_the_tables_next_target():
+    spec = StrategySpec(kind="cascade", threshold=0.95, escalate_model="large", escalate_tier="cloud")
+    cascade = build_strategy("c", spec, table=("dpm", 30))
+    assert cascade.alternatives == ("medium",)  # the cascade table's other target at 0.95
+    escalation = PlanRequest(request_id="r.esc", device="d1", n=2, strategy="c", labels=(0, 1),
+                             escalation_of="r")
+    assert str(cascade.plan_for(escalation, CLUSTER).plan) == "large:0-50@cloud"
+    down = Cluster(edge="edge", roles=ROLES, models=MODELS, steps=50,
+                   unavailable={"cloud": "connection lost"})
+    decision = cascade.plan_for(escalation, down)
+    assert str(decision.plan) == "medium:0-50@edge"
+    assert "no host holding large" in decision.note and "cloud: connection lost" in decision.note
+    first = escalation.model_copy(update={"request_id": "r", "escalation_of": None})
+    assert str(cascade.plan_for(first, down).plan) == "small:0-50@d1"  # the first pass stays put
+    alone = build_strategy("c", spec)  # no table named: its escalation model only
+    with pytest.raises(ValueError, match=r"no available host holds large \(cloud: connection lost\)"):
+        alone.plan_for(escalation, down)
+
+
+def test_escalation_models_come_best_first_from_the_cascade_table():
+    from nodes.planning.cascade_table import escalation_models
+
+    assert escalation_models("small", 0.95, "dpm", 30) == ["large", "medium"]
+    assert escalation_models("small", 0.42, "dpm", 30) == []  # no row at that threshold
+    assert escalation_models("small", 0.95, "ddim", 7) == []  # no table at all
