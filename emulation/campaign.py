@@ -148,11 +148,10 @@ def _grid_point(path: str | Path, data: dict, grid: list[tuple[str, list[Any]]],
 
 def _strategy_tables(tables: dict, scenario: Scenario, each: bool) -> list[tuple[str | None, dict]]:
     """(strategy, tables) of each strategy alone, as emulation/compare.py's variants() makes them
-    (only that strategy's table), or (None, the tables) for all of them together."""
+    (that strategy's table, and a plugin's fallback's), or (None, the tables) for all of them together."""
     if not each:
         return [(None, tables)]
-    return [(name, {**tables, "strategies": {name: spec.model_dump(exclude_none=True)}})
-            for name, spec in scenario.strategies.items()]
+    return [(name, scenario.alone(tables, name)) for name in scenario.strategy_names()]
 
 
 def _run(path: str | Path, base_name: str, fields: dict[str, Any], strategy: str | None, repetition: int,

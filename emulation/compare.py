@@ -116,15 +116,17 @@ def variants(scenario_path: str | Path, oracle: bool = True) -> list[tuple[str, 
     candidate that no fixed strategy already runs, all validated before any run starts."""
     data, _ = scenario_tables(scenario_path)
     base = parse_scenario(data, source=str(scenario_path))
-    runs: list[tuple[str, str | None, dict]] = [
-        (name, None, {name: spec.model_dump(exclude_none=True)}) for name, spec in base.strategies.items()]
+    runs: list[tuple[str, str | None, dict]] = [(name, None, base.alone(data, name))
+                                                for name in base.strategy_names()]
     if oracle:
         shared = set(fixed_plans(base).values())
-        runs += [(name, plan, {name: _split(plan, base.generation.steps)})
+        workload = {k: v for k, v in (data.get("workload") or {}).items() if k != "strategies"}
+        runs += [(name, plan, {**data, "workload": workload,
+                               "strategies": {name: _split(plan, base.generation.steps)}})
                  for name, plan in oracle_candidates(base).items() if plan not in shared]
     out = []
-    for name, plan, strategies in runs:
-        changed = {**data, "strategies": strategies, "name": f"{data.get('name') or 'scenario'}-{name}"}
+    for name, plan, tables in runs:
+        changed = {**tables, "name": f"{data.get('name') or 'scenario'}-{name}"}
         out.append((name, plan, parse_scenario(changed, source=f"{scenario_path} ({name})")))
     return out
 

@@ -121,7 +121,7 @@ def host_configs(deployment: Deployment, base: Path | None = None) -> dict[str, 
     spec = deployment.deploy
     keys_dir = base / spec.keys_dir if spec.keys_dir is not None else None
     hosts = {h: (d.role, d.address, d.bind or d.address) for h, d in spec.hosts.items()}
-    requests = by_device(plan_workload(deployment.workload, deployment.devices, list(deployment.strategies)))
+    requests = by_device(plan_workload(deployment.workload, deployment.devices, deployment.strategy_names()))
 
     def security(host: str) -> SecurityConfig:
         return SecurityConfig(curve=curve_config(keys_dir, host) if keys_dir is not None else None)
@@ -159,7 +159,7 @@ def workload_timeout(deployment: Deployment) -> float:
 def deployment_requests(deployment: Deployment) -> list[Request]:
     from emulation.workload import plan_workload
 
-    return plan_workload(deployment.workload, deployment.devices, list(deployment.strategies))
+    return plan_workload(deployment.workload, deployment.devices, deployment.strategy_names())
 
 
 def finish_deployment(deployment: Deployment, run_dir: Path, devices: list[str]) -> Finished:

@@ -125,6 +125,9 @@ class WorkloadSpec(StrictModel):
     # emulated seconds between warm-up requests, and from the last of them to the measured ones
     warmup_gap_s: StrictFloat = Field(0.5, gt=0, le=3600)
     warmup_settle_s: StrictFloat = Field(3.0, ge=0, le=3600)
+    # the strategies requests are sent under (default: every one); one left out is still built,
+    # as a plugin's fallback is when compare or a campaign runs the plugin alone
+    strategies: list[str] | None = Field(None, min_length=1)
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -208,6 +211,7 @@ class Experiment(StrictModel):
         come from (`the topology`, `deploy.hosts`).  ValueError naming the field."""
         roles = self.roles_present()
         given = "strategies" in self.model_fields_set
+        self._check_sent()
         for name, spec in self.strategies.items():
             if spec.kind in PLANNED_KINDS:
                 self._check_planned(name, spec)
@@ -226,6 +230,17 @@ class Experiment(StrictModel):
                                      f"{model!r} here (holds {held}); add it, or give [strategies.*]")
                 which = f"its default model {model!r} (no `model` given)" if default else f"model {model!r}"
                 raise ValueError(f"strategies.{name}: {which} is not in nodes.{tier}.models {held}")
+
+    def _check_sent(self) -> None:
+        sent = self.workload.strategies
+        if sent is None:
+            return
+        for name in sent:
+            if name not in self.strategies:
+                raise ValueError(f"workload.strategies: {name!r} is not a strategy of this scenario (it has: "
+                                 f"{', '.join(self.strategies)})")
+        if len(set(sent)) != len(sent):
+            raise ValueError("workload.strategies: a strategy is named twice")
 
     def _check_planned(self, name: str, spec: StrategySpec) -> None:
         """A planned strategy needs the quality table of this scheduler and step count, and a plan
@@ -289,7 +304,20 @@ class Experiment(StrictModel):
         return None
 
     def strategy_names(self) -> list[str]:
-        return list(self.strategies)
+        """The strategies the workload sends requests under, in order."""
+        return list(self.workload.strategies or self.strategies)
+
+    def alone(self, tables: dict, name: str) -> dict:
+        """This experiment's `tables` (its file's, as read) with strategy `name` alone: its table,
+        and a plugin's fallback's, built but sent no request.  How compare and a campaign run each
+        strategy on its own."""
+        spec = self.strategies[name]
+        strategies = {name: spec.model_dump(exclude_none=True)}
+        workload = {k: v for k, v in (tables.get("workload") or {}).items() if k != "strategies"}
+        if spec.kind == "plugin" and spec.fallback is not None:
+            strategies[spec.fallback] = self.strategies[spec.fallback].model_dump(exclude_none=True)
+            workload["strategies"] = [name]
+        return {**tables, "strategies": strategies, "workload": workload}
 
     def node_configs(self, hosts: Mapping[str, tuple[str, str, str]], coordinator: str, run_dir: Path,
                      workload: Mapping[str, list[Request]], clock: Clock | None = None,

@@ -14,6 +14,7 @@ import pytest
 from analysis.compare_tables import compare_table
 from emulation.compare import oracle_candidates, variants
 from emulation.scenario import load_scenario
+from emulation.workload import plan_workload
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = sorted((REPO / "scenarios" / "bench").glob("*.toml"))
@@ -196,3 +197,15 @@ def test_a_cascade_s_row_takes_its_quality_from_the_cascade_table():
     row = table_row("cascade", first, {"escalation_rate": 0.25}, "dpm", 30)
     assert (row["fid"], row["class_accuracy"]) == pytest.approx((2.06301, 0.95))
     assert row["escalation_rate"] == 0.25 and row["latency_mean_s"] == pytest.approx(0.2)
+
+
+def test_a_plugin_with_a_fallback_runs_alone_with_its_fallback_built_and_sent_nothing():
+    plugins = REPO / "examples" / "strategies" / "plugins.toml"
+    runs = {name: scenario for name, _, scenario in variants(plugins, oracle=False)}
+    assert list(runs) == ["cloud_only", "rule_based", "bandit"]
+    bandit = runs["bandit"]
+    assert list(bandit.strategies) == ["bandit", "cloud_only"] and bandit.strategy_names() == ["bandit"]
+    sent = plan_workload(bandit.workload, ["d1", "d2"], bandit.strategy_names())
+    assert {r.strategy for r in sent} == {"bandit"}
+    assert runs["rule_based"].strategy_names() == ["rule_based"]
+    assert runs["cloud_only"].workload.strategies is None

@@ -54,6 +54,9 @@ def test_shipped_scenarios_validate(name):
          "escalate_tier = \"cloud\"\n[generation]\nsteps = 17\n", "no cascade table for", None),
         ("[strategies.c]\nkind = \"cascade\"\nthreshold = 0.9\n", "strategies.c: cascade needs "
          "'escalate_model'", None),
+        ("[workload]\nstrategies = [\"a\", \"zz\"]\n", "workload.strategies: 'zz' is not a strategy of this "
+         "scenario (it has: a)", None),
+        ("[workload]\nstrategies = []\n", "workload.strategies", 12),
     ],
 )
 def test_bad_fields_name_the_field_and_line(tmp_path, extra, field, line):
