@@ -37,7 +37,7 @@ import pandas as pd
 from analysis.compare_figure import plot_compare
 from analysis.compare_tables import compare_table, compare_targets
 from analysis.targets import DEFAULT_TARGETS
-from emulation.scenario import Scenario, parse_scenario, scenario_tables
+from emulation.scenario import Scenario, anchor_plugins, parse_scenario, scenario_tables
 from nodes.planning.strategy_specs import PLANNED_KINDS
 
 if TYPE_CHECKING:
@@ -92,15 +92,16 @@ def _split(plan: str, steps: int) -> dict[str, Any]:
     return {"kind": "fixed_split", "split": split}
 
 
-def fixed_plans(scenario: Scenario) -> dict[str, str]:
-    """strategy -> its plan without hosts, for the scenario's fixed strategies."""
+def fixed_plans(scenario: Scenario, names: list[str] | None = None) -> dict[str, str]:
+    """strategy -> its plan without hosts, for the scenario's fixed strategies (of those `names`)."""
     from nodes.planning.strategies import Cluster, PlanRequest, build_strategies
 
     roles = {"cloud": "cloud", "edge": "edge", "d": "device"}
     models = {h: tuple(scenario.nodes.role(r).models) for h, r in roles.items()}
     cluster = Cluster("edge", roles, models, scenario.generation.steps)
     chosen_per_request = (*PLANNED_KINDS, "cascade", "plugin")
-    fixed = {n: s for n, s in scenario.strategies.items() if s.kind not in chosen_per_request}
+    fixed = {n: s for n, s in scenario.strategies.items()
+             if s.kind not in chosen_per_request and (names is None or n in names)}
     out = {}
     for name, strategy in build_strategies(fixed).items():
         try:
@@ -111,15 +112,53 @@ def fixed_plans(scenario: Scenario) -> dict[str, str]:
     return out
 
 
-def variants(scenario_path: str | Path, oracle: bool = True) -> list[tuple[str, str | None, Scenario]]:
-    """(run name, the oracle candidate's plan or None, its scenario) for every strategy and every
-    candidate that no fixed strategy already runs, all validated before any run starts."""
+def compared_tables(scenario_path: str | Path, with_file: str | Path | None = None) -> dict:
+    """The scenario file's tables, and the `[strategies.*]` of `with_file` beside its own (a
+    researcher's strategy on a benchmark scenario as it is; plugin files relative to `with_file`).
+    ValueError, one line, for a file with other tables or a strategy name the scenario has."""
+    from nodes.planning.strategy_specs import default_strategies
+    from nodes.schema import read_toml
+
     data, _ = scenario_tables(scenario_path)
+    if with_file is None:
+        return data
+    extra, _ = read_toml(with_file, "strategies file")
+    other = sorted(set(extra) - {"strategies"})
+    if other or not isinstance(extra.get("strategies"), dict) or not extra["strategies"]:
+        raise ValueError(f"{with_file}: a --with file holds [strategies.*] tables only"
+                         + (f" (it has [{other[0]}])" if other else ""))
+    anchor_plugins(extra, Path(with_file).parent)
+    own = data.get("strategies")
+    if not isinstance(own, dict):  # the file gives none: the default ones are its strategies
+        own = {n: s.model_dump(exclude_none=True) for n, s in default_strategies().items()}
+    clash = sorted(set(own) & set(extra["strategies"]))
+    if clash:
+        raise ValueError(f"{with_file}: strategy {clash[0]!r} is also in {scenario_path}")
+    return {**data, "strategies": {**own, **extra["strategies"]}}
+
+
+def ran_strategies(base: Scenario, only: list[str] | None, scenario_path: str | Path) -> list[str]:
+    """The strategies compare runs: every one the workload sends requests under, or those `only`
+    names; ValueError naming one that is not there."""
+    names = base.strategy_names()
+    unknown = [n for n in only or () if n not in names]
+    if unknown:
+        raise ValueError(f"--only {unknown[0]}: not a strategy of {scenario_path} (it has: "
+                         f"{', '.join(names)})")
+    return [n for n in names if not only or n in only]
+
+
+def variants(scenario_path: str | Path, oracle: bool = True, with_file: str | Path | None = None,
+             only: list[str] | None = None) -> list[tuple[str, str | None, Scenario]]:
+    """(run name, the oracle candidate's plan or None, its scenario) for every strategy (or those
+    `only` names) and every candidate that no fixed strategy already runs, all validated before any
+    run starts."""
+    data = compared_tables(scenario_path, with_file)
     base = parse_scenario(data, source=str(scenario_path))
-    runs: list[tuple[str, str | None, dict]] = [(name, None, base.alone(data, name))
-                                                for name in base.strategy_names()]
+    names = ran_strategies(base, only, scenario_path)
+    runs: list[tuple[str, str | None, dict]] = [(name, None, base.alone(data, name)) for name in names]
     if oracle:
-        shared = set(fixed_plans(base).values())
+        shared = set(fixed_plans(base, names).values())
         workload = {k: v for k, v in (data.get("workload") or {}).items() if k != "strategies"}
         runs += [(name, plan, {**data, "workload": workload,
                                "strategies": {name: _split(plan, base.generation.steps)}})
@@ -133,17 +172,20 @@ def variants(scenario_path: str | Path, oracle: bool = True) -> list[tuple[str, 
 
 def run_compare(scenario_path: str | Path, out_dir: str | Path, oracle: bool = True,
                 progress: bool = True, on_run: Callable[[str, Path], None] | None = None,
-                targets: str | Path | None = None) -> pd.DataFrame:
-    """Run every strategy and oracle candidate; the table of OUT/compare.csv, with the targets of
-    the file `targets` (default: the shipped scenarios/bench-targets.toml) checked into
-    compare.json.  A bad targets file or scenario stops it before any run starts."""
+                targets: str | Path | None = None, with_file: str | Path | None = None,
+                only: list[str] | None = None) -> pd.DataFrame:
+    """Run every strategy (those of `with_file` too; only those `only` names, if given) and oracle
+    candidate; the table of OUT/compare.csv, with the targets of the file `targets` (default: the
+    shipped scenarios/bench-targets.toml) checked into compare.json.  A bad targets file or
+    scenario stops it before any run starts."""
     from emulation.variants import run_variants
 
     targets_file = Path(targets or DEFAULT_TARGETS).resolve()
     compare_targets(targets_file)  # a bad file: one line naming file and entry, before any run
-    runs = variants(scenario_path, oracle)
-    base = parse_scenario(scenario_tables(scenario_path)[0], source=str(scenario_path))
-    by_plan = {plan: name for name, plan in fixed_plans(base).items()}
+    runs = variants(scenario_path, oracle, with_file, only)
+    base = parse_scenario(compared_tables(scenario_path, with_file), source=str(scenario_path))
+    ran = ran_strategies(base, only, scenario_path)
+    by_plan = {plan: name for name, plan in fixed_plans(base, ran).items()}
     candidates = {}
     if oracle:
         candidates = {plan: by_plan.get(plan, name) for name, plan in oracle_candidates(base).items()}
@@ -156,6 +198,7 @@ def run_compare(scenario_path: str | Path, out_dir: str | Path, oracle: bool = T
              "scheduler": base.generation.scheduler, "steps": base.generation.steps,
              "runs": [name for name, _, _ in runs], "strategies": list(base.strategies),
              "oracle_candidates": candidates, "floor": floor_of(base),
+             "with": None if with_file is None else str(Path(with_file).resolve()),
              "targets_file": str(targets_file)}, indent=1))
 
     run_variants({name: scenario for name, _, scenario in runs}, out, before=write_meta, quality=False,
@@ -182,7 +225,7 @@ def rerun(scenario_path: str | Path, out_dir: str | Path, names: list[str], prog
         raise ValueError(f"{out}: not a compare directory (no readable compare.json)") from None
     targets_file = Path(targets or meta.get("targets_file") or DEFAULT_TARGETS).resolve()
     compare_targets(targets_file)
-    runs = {name: scenario for name, _, scenario in variants(scenario_path, oracle=True)}
+    runs = {name: scenario for name, _, scenario in variants(scenario_path, True, meta.get("with"))}
     unknown = [n for n in names if n not in runs or n not in meta["runs"]]
     if unknown:
         raise ValueError(f"--again {', '.join(unknown)}: not a run of {out} "

@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("scenario", help="scenario file (.toml), e.g. scenarios/bench/burst.toml")
     p.add_argument("--out", help="compare directory to create (default: runs/<scenario>-compare-<time>)")
     p.add_argument("--no-oracle", action="store_true", help="only the scenario's strategies")
+    p.add_argument("--with", dest="with_file", metavar="FILE", help="a TOML file of [strategies.*] "
+                   "to run beside the scenario's (your own strategy on a benchmark scenario)")
+    p.add_argument("--only", metavar="NAME,...", help="run only these strategies (and the oracle)")
     p.add_argument("--again", metavar="RUN,...", help="in the existing compare directory --out, run "
                    "these again (at its K), then its table and figure")
     p.add_argument("--targets", metavar="FILE", help="benchmark targets to check on the table (TOML; "
@@ -227,7 +230,11 @@ def _compare(args: argparse.Namespace) -> int:
 
     if args.targets or not args.again:  # a bad targets file: one line naming file and entry, exit 2
         compare_targets(args.targets)
-    runs = variants(args.scenario, oracle=not args.no_oracle)  # every run validated first: exit 2
+    only = [n.strip() for n in args.only.split(",")] if args.only else None
+    if args.again and (args.with_file or only):
+        raise ValueError("--again takes the compare's own strategies: leave out --with and --only")
+    # every run validated first: exit 2
+    runs = variants(args.scenario, not args.no_oracle, args.with_file, only)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.scenario).stem}-compare-{stamp}"
     done = lambda name, run: print(f"done: {name} -> {run}", file=_notes(args), flush=True)  # noqa: E731
@@ -241,7 +248,7 @@ def _compare(args: argparse.Namespace) -> int:
             print(f"{len(runs)} runs: " + ", ".join(f"{n} ({p})" if p else n for n, p, _ in runs),
                   file=_notes(args))
             table = run_compare(args.scenario, out, oracle=not args.no_oracle, progress=not args.quiet,
-                                on_run=done, targets=args.targets)
+                                on_run=done, targets=args.targets, with_file=args.with_file, only=only)
     meta = json.loads((out / "compare.json").read_text())
     if args.json:
         print_json(compare_document(out, meta, table))

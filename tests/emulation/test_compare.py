@@ -209,3 +209,24 @@ def test_a_plugin_with_a_fallback_runs_alone_with_its_fallback_built_and_sent_no
     assert {r.strategy for r in sent} == {"bandit"}
     assert runs["rule_based"].strategy_names() == ["rule_based"]
     assert runs["cloud_only"].workload.strategies is None
+
+
+def test_a_strategy_of_ones_own_joins_a_benchmark_scenario_and_only_the_named_ones_run(tmp_path):
+    burst = REPO / "scenarios" / "bench" / "burst.toml"
+    bench = REPO / "examples" / "strategies" / "bench.toml"
+    runs = {name: (plan, scenario)
+            for name, plan, scenario in variants(burst, True, bench, ["elastic", "bandit"])}
+    assert [n for n in runs if not n.startswith("oracle")] == ["elastic", "bandit"]
+    # the oracle's candidates are the same with or without --only, each run since no fixed strategy is
+    assert {p for p, _ in runs.values() if p} == set(oracle_candidates(load_scenario(burst)).values())
+    assert runs["bandit"][1].strategy_names() == ["bandit"] and "cloud_only" in runs["bandit"][1].strategies
+    clash = tmp_path / "clash.toml"
+    clash.write_text('[strategies.elastic]\nkind = "edge_only"\n')
+    with pytest.raises(ValueError, match="strategy 'elastic' is also in"):
+        variants(burst, True, clash)
+    other = tmp_path / "other.toml"
+    other.write_text('[workload]\nrequests = 2\n')
+    with pytest.raises(ValueError, match=r"holds \[strategies.\*\] tables only \(it has \[workload\]\)"):
+        variants(burst, True, other)
+    with pytest.raises(ValueError, match="--only bogus: not a strategy of"):
+        variants(burst, True, None, ["bogus"])
