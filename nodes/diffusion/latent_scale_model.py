@@ -108,8 +108,9 @@ SD15 = ScaleModel(
     vae=_vae(512, (8, 16, 32, 32), groups=8),
     text_encoder=_text(768, 77, layers=1, heads=12, inner=768),
     unets={
-        "large": _unet(64, 768, (32, 64, 64, 64), (_CROSS, _CROSS, _CROSS, "DownBlock2D"), heads=4,
-                       groups=16),
+        # SD 1.5's structure, narrow: self-attention over all 64 x 64 positions is most of a step
+        "large": _unet(64, 768, (16, 32, 64, 64), (_CROSS, _CROSS, _CROSS, "DownBlock2D"), heads=2,
+                       groups=8),
         "small": _unet(64, 768, (16, 32, 32, 32), ("DownBlock2D", _CROSS, _CROSS, "DownBlock2D"),
                        heads=2, groups=8),
     },
