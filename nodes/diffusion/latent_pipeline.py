@@ -116,7 +116,8 @@ def _embed(components: Components, texts: list[str], length: int) -> torch.Tenso
     tokens = components.tokenizer(texts, padding="max_length", max_length=length, truncation=True,
                                   return_tensors="pt")
     encoder = components.text_encoder
-    # CLIP's own text encoder ignores the mask (SD 1.x); others say so in their config
+    # diffusers passes the padding mask only to text encoders whose config asks for it (SD 1.x's
+    # CLIP does not: its padding positions are part of the embeddings the UNet was trained on)
     mask = tokens.attention_mask if getattr(encoder.config, "use_attention_mask", False) else None
     return encoder(tokens.input_ids, attention_mask=mask)[0].to(encoder.dtype)
 
