@@ -26,6 +26,7 @@ the images its gate doubts.  None of them learns, so none has `observe`.  A `plu
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from nodes.schema import Role
 
 DEFAULT_MODEL = {"cloud_only": "large", "edge_only": "medium", "device_only": "small", "cascade": "small"}
 RATE_PROBE_BYTES = 1_000_000  # what `Cluster.rate_mbit` times beyond an empty message
+CUT_SHORT = 2.0  # a plugin's decision is waited for this many times its budget, then left running
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,7 @@ class Strategy(Protocol):
     """A strategy (the module docstring; docs/planner.md, "Writing a strategy"): `plan_for` gives
     the request's plan from the read-only view, or raises ValueError naming why it cannot; an
     optional `observe(outcome: Outcome) -> None` is told what happened to each request it planned.
-    Both run on the coordinator's thread, between its messages: keep them quick."""
+    The coordinator waits for both, between its messages: keep them quick."""
 
     name: str
 
@@ -275,25 +277,34 @@ class Cascade:
 class Plugin:
     """`plugin`: a researcher's own strategy object, run in the coordinator's process, whose faults
     are its own and not the run's.  A fault is an exception from its `plan_for`, a decision slower
-    than `budget_ms` (emulated; timed once it returns: a decision that never returns is not cut
-    short), or a decision that is not a `Decision` whose plan the nodes can run (a host not in the
-    cluster, a model the host does not hold, stages that do not tile the schedule, a stage on a
-    device other than the requesting one).  A fault fails the request with a reason naming the
-    plugin and the fault, or, with a `fallback` strategy, that strategy plans it and the decision's
-    note names the fault.  The plugin's own prediction, if any, is dropped: the coordinator predicts
-    every plan the same way.  `observe` passes every outcome on; what it raises is the
-    coordinator's to catch (nodes/planning/coordination.py)."""
+    than `budget_ms` (emulated), or a decision that is not a `Decision` whose plan the nodes can
+    run (a host not in the cluster, a model the host does not hold, stages that do not tile the
+    schedule, a stage on a device other than the requesting one).  A fault fails the request with
+    a reason naming the plugin and the fault, or, with a `fallback` strategy, that strategy plans
+    it and the decision's note names the fault.  A decision that does not return within CUT_SHORT
+    times the budget is cut short (`_decide`), so a plugin that hangs stalls only its own requests.
+    The plugin's own prediction, if any, is dropped: the coordinator predicts every plan the same
+    way.  `observe` passes every outcome on; what it raises is the coordinator's to catch
+    (nodes/planning/coordination.py)."""
 
     name: str
     ref: str  # as the scenario names the plugin (nodes/planning/plugins.py)
     strategy: Any  # the plugin's object: plan_for(request, view), perhaps observe(outcome)
     budget_ms: float = DEFAULT_DECISION_BUDGET_MS
     fallback: Strategy | None = None
+    running: dict[str, Any] = field(default_factory=dict)  # a decision cut short: its thread, since
 
     def plan_for(self, request: PlanRequest, cluster: Cluster) -> Decision:
         began = time.perf_counter()
+        stuck = self.running.get("thread")
+        if stuck is not None and stuck.is_alive():
+            since_ms = 1000 * cluster.clock.emulated(time.perf_counter() - self.running["since"])
+            return self._instead(request, cluster, f"its decision cut short {since_ms:.0f} ms ago is still "
+                                                   "running")
         try:
-            decision = self.strategy.plan_for(request, cluster)
+            decision = self._decide(request, cluster)
+        except _CutShort as exc:
+            return self._instead(request, cluster, str(exc))
         except Exception as exc:  # any exception at all is the plugin's fault
             return self._instead(request, cluster, f"raised {type(exc).__name__}: {plugins.one_line(exc)}")
         took_ms = 1000 * cluster.clock.emulated(time.perf_counter() - began)
@@ -309,6 +320,32 @@ class Plugin:
             return self._instead(request, cluster, f"invalid plan: {plugins.one_line(exc)}")
         note = decision.note if isinstance(decision.note, str) else None
         return Decision(plan, None, note)
+
+    def _decide(self, request: PlanRequest, cluster: Cluster) -> Any:
+        """The plugin's `plan_for`, on a thread of its own, waited for CUT_SHORT times its budget:
+        one that takes longer is left running (a thread cannot be stopped) and the coordinator goes
+        on; until it returns, this plugin's requests are faults too.  The thread is a daemon, so a
+        decision that never returns does not keep the node process from exiting."""
+        box: dict[str, Any] = {}
+
+        def decide() -> None:
+            try:
+                box["decision"] = self.strategy.plan_for(request, cluster)
+            except BaseException as exc:  # handed to the coordinator's thread below
+                box["error"] = exc
+
+        thread = threading.Thread(target=decide, name=f"plugin-{self.name}", daemon=True)
+        began = time.perf_counter()
+        thread.start()
+        thread.join(cluster.clock.wall(CUT_SHORT * self.budget_ms / 1000))
+        if thread.is_alive():
+            self.running.update(thread=thread, since=began)
+            waited_ms = 1000 * cluster.clock.emulated(time.perf_counter() - began)
+            raise _CutShort(f"decision cut short after {waited_ms:.0f} ms, over its budget of "
+                            f"{self.budget_ms:g} ms (it is left running)")
+        if "error" in box:
+            raise box["error"]
+        return box.get("decision")
 
     def observe(self, outcome: Outcome) -> None:
         observe = getattr(self.strategy, "observe", None)
@@ -337,6 +374,10 @@ class Plugin:
                              f"{exc}") from None
         note = "; ".join(n for n in (f"fallback {self.fallback.name}: {why}", decision.note) if n)
         return Decision(decision.plan, decision.prediction, note)
+
+
+class _CutShort(Exception):
+    """A plugin's decision that did not return within CUT_SHORT times its budget."""
 
 
 def reroutes(strategy: Strategy, request: PlanRequest) -> bool:
