@@ -57,6 +57,15 @@ _CLONE_NEWNS, _CLONE_NEWNET = 0x00020000, 0x40000000
 _PR_SET_NAME, _PR_SET_PDEATHSIG = 15, 1
 
 
+def unblock_unused() -> None:
+    """Let this process import what the launcher kept out (UNUSED_IN_NODES): the coordinator does
+    so before it imports a plugin strategy, which may need scipy or scikit-learn.  What was
+    imported before stays as it was (diffusers keeps scipy absent)."""
+    for name in UNUSED_IN_NODES:
+        if name in sys.modules and sys.modules[name] is None:
+            del sys.modules[name]
+
+
 def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 

@@ -186,3 +186,15 @@ def test_a_missing_run_directory_is_a_one_line_error(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "does not exist" in done.stderr
+
+
+def test_a_process_the_launcher_kept_scipy_out_of_can_let_it_back_in():
+    """The coordinator does so before it imports a plugin strategy (which may need scikit-learn)."""
+    code = ("import sys\nsys.modules['scipy'] = None\n"
+            "try:\n    import scipy\nexcept ImportError:\n    print('blocked')\n"
+            "from nodes.runtime.launcher import unblock_unused\nunblock_unused()\n"
+            "import scipy.linalg\nprint('imported', scipy.linalg.__name__)\n")
+    repo = Path(__file__).resolve().parents[3]
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["blocked", "imported", "scipy.linalg"]
