@@ -22,6 +22,7 @@ from nodes.planning.quality_table import read_table, table_path
 from nodes.planning.request import PlanRequest
 from nodes.planning.strategies import Plugin, build_strategies
 from nodes.planning.strategy_specs import PLANNED_KINDS
+from nodes.runtime.memory import unblock_unused
 from nodes.runtime.node_config import ComputeConfig, NodeConfig
 from nodes.runtime.node_context import NodeContext
 from nodes.runtime.protocol import (
@@ -45,8 +46,6 @@ class Coordinator:
         self.node = node
         config = node.config
         if any(spec.kind == "plugin" for spec in config.strategies.values()):
-            from nodes.runtime.launcher import unblock_unused  # the launcher forks this module
-
             unblock_unused()  # a plugin may need what the launcher kept out of the nodes
         strategies = build_strategies(config.strategies, (config.scheduler, config.steps))
         planner = build_planner(config)

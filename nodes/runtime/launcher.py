@@ -44,9 +44,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from nodes.runtime.memory import block_unused
+
 ROOT = Path(__file__).resolve().parents[2]  # the repository
-# a None entry in sys.modules makes a package absent to importlib.util.find_spec and to import
-UNUSED_IN_NODES = ("scipy",)
 # everything a node imports, also lazily: after the fork nothing heavy is imported again
 PRELOAD = ("nodes.runtime.node", "nodes.runtime.worker", "nodes.runtime.device", "nodes.runtime.coordinator",
            "nodes.runtime.records", "nodes.runtime.pacing", "nodes.diffusion.executor",
@@ -55,15 +55,6 @@ PRELOAD = ("nodes.runtime.node", "nodes.runtime.worker", "nodes.runtime.device",
 STOP_GRACE_S = 10.0
 _CLONE_NEWNS, _CLONE_NEWNET = 0x00020000, 0x40000000
 _PR_SET_NAME, _PR_SET_PDEATHSIG = 15, 1
-
-
-def unblock_unused() -> None:
-    """Let this process import what the launcher kept out (UNUSED_IN_NODES): the coordinator does
-    so before it imports a plugin strategy, which may need scipy or scikit-learn.  What was
-    imported before stays as it was (diffusers keeps scipy absent)."""
-    for name in UNUSED_IN_NODES:
-        if name in sys.modules and sys.modules[name] is None:
-            del sys.modules[name]
 
 
 def _libc() -> ctypes.CDLL:
@@ -107,8 +98,7 @@ class _Launcher:
 
     def serve(self) -> int:
         began = time.monotonic()
-        for name in UNUSED_IN_NODES:
-            sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+        block_unused()
         import importlib
 
         for module in PRELOAD:

@@ -192,7 +192,7 @@ def test_a_process_the_launcher_kept_scipy_out_of_can_let_it_back_in():
     """The coordinator does so before it imports a plugin strategy (which may need scikit-learn)."""
     code = ("import sys\nsys.modules['scipy'] = None\n"
             "try:\n    import scipy\nexcept ImportError:\n    print('blocked')\n"
-            "from nodes.runtime.launcher import unblock_unused\nunblock_unused()\n"
+            "from nodes.runtime.memory import unblock_unused\nunblock_unused()\n"
             "import scipy.linalg\nprint('imported', scipy.linalg.__name__)\n")
     repo = Path(__file__).resolve().parents[3]
     done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=60)
