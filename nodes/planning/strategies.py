@@ -220,10 +220,11 @@ class Cascade:
     gate doubts come back as an escalation request (nodes/runtime/device.py), routed here.
 
     An escalation is a decision from the live view, as `elastic`'s plans are: it goes to the
-    escalation model on the fastest host holding it (the planner's prediction; without one, the
-    host of `escalate_tier`) that is not down, suspect or re-planned around.  Where no such host
-    is left, it goes to the best of `alternatives` (other escalation models the cascade table has
-    a row for at this threshold, best class accuracy first) that has one.  The coordinator
+    escalation model on the fastest host of `escalate_tier` holding it (the planner's prediction)
+    that is not down, suspect or re-planned around; where there is none, on another edge or cloud
+    host holding it; where there is none either, to the best of `alternatives` (other escalation
+    models the cascade table has a row for at this threshold, best class accuracy first) that an
+    edge or cloud host to be used holds.  The coordinator
     re-plans an escalation stuck on a failed path as it does a planned request's
     (nodes/planning/coordination.py), so one sent into an outage is rescued, and the host is
     avoided by the escalations after it.  The device names the cascade by the model its
@@ -240,25 +241,29 @@ class Cascade:
         if not request.escalation:
             host = cluster.host_of("device", request)
             return Decision(cluster.check(Plan((Stage(self.model, 0, cluster.steps, host),))))
-        for rank, model in enumerate((self.escalate_model, *self.alternatives)):
-            plans = [Plan((Stage(model, 0, cluster.steps, host),))
-                     for host in self._holders(model, request, cluster)]
-            if plans:
+        for rank, hosts in enumerate(self._targets(cluster)):
+            if hosts:
+                model = hosts[0][0]
+                plans = [Plan((Stage(model, 0, cluster.steps, host),)) for _, host in hosts]
                 decision = self._fastest(plans, request, cluster)
-                note = None if rank == 0 else (f"escalated to {model}: no host holding {self.escalate_model} "
-                                               f"is available ({self._why_not(cluster)})")
+                note = None if rank == 0 else (f"escalated to {decision.plan}: no {self.escalate_tier} host "
+                                               f"holding {self.escalate_model} is available "
+                                               f"({self._why_not(cluster)})")
                 return Decision(cluster.check(decision.plan), decision.prediction, note)
         models = ", ".join((self.escalate_model, *self.alternatives))
         raise ValueError(f"escalation: no available host holds {models} ({self._why_not(cluster)})")
 
-    def _holders(self, model: str, request: PlanRequest, cluster: Cluster) -> list[str]:
-        """Hosts that may take the escalation with `model`: an edge or cloud host, or the requesting
-        device itself, that holds it and is not to be avoided; the configured tier's host first."""
-        first = cluster.host_of(self.escalate_tier, request) if cluster.hosts(self.escalate_tier) else None
-        hosts = [h for h, role in cluster.roles.items()
-                 if (role != "device" or h == request.device) and model in cluster.models.get(h, ())
-                 and h not in cluster.unavailable]
-        return sorted(hosts, key=lambda h: (h != first, h))
+    def _targets(self, cluster: Cluster) -> list[list[tuple[str, str]]]:
+        """(model, host) groups in the order they are tried: the escalation model on the hosts of
+        `escalate_tier`, then on any other edge or cloud host, then each alternative model on any
+        edge or cloud host; hosts to avoid left out.  A device is never an escalation's host."""
+        def holders(model: str, roles: tuple[str, ...]) -> list[tuple[str, str]]:
+            return [(model, h) for h in sorted(cluster.roles) if cluster.roles[h] in roles
+                    and model in cluster.models.get(h, ()) and h not in cluster.unavailable]
+
+        other = tuple(r for r in ("edge", "cloud") if r != self.escalate_tier)
+        groups = [holders(self.escalate_model, (self.escalate_tier,)), holders(self.escalate_model, other)]
+        return groups + [holders(model, ("edge", "cloud")) for model in self.alternatives]
 
     @staticmethod
     def _fastest(plans: list[Plan], request: PlanRequest, cluster: Cluster) -> Decision:

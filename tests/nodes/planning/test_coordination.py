@@ -200,7 +200,7 @@ def test_an_escalation_stuck_in_a_backhaul_outage_is_re_routed_and_the_next_ones
     assert "edge->cloud" in again.note
     [next_one] = c.on_request(escalation("r2.esc", T0 + 1.1), T0 + 1.1)
     assert isinstance(next_one, Dispatch) and str(next_one.decision.plan) == "medium:0-30@edge"
-    assert "no host holding large" in next_one.decision.note
+    assert "no cloud host holding large" in next_one.decision.note
     cascade = c.strategies["cascade"]
     assert reroutes(cascade, escalation("r5.esc", T0)) and not reroutes(cascade, request("r5", T0, "cascade"))
     c.on_path_back("cloud")

@@ -87,7 +87,7 @@ def test_an_escalation_routes_around_an_unavailable_host_to_the_tables_next_targ
                    unavailable={"cloud": "connection lost"})
     decision = cascade.plan_for(escalation, down)
     assert str(decision.plan) == "medium:0-50@edge"
-    assert "no host holding large" in decision.note and "cloud: connection lost" in decision.note
+    assert "no cloud host holding large" in decision.note and "cloud: connection lost" in decision.note
     first = escalation.model_copy(update={"request_id": "r", "escalation_of": None})
     assert str(cascade.plan_for(first, down).plan) == "small:0-50@d1"  # the first pass stays put
     alone = build_strategy("c", spec)  # no table named: its escalation model only
