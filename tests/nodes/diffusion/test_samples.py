@@ -45,3 +45,35 @@ def test_checking_an_output_path_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []  # not even the folder it would make
     with pytest.raises(ValueError, match="it is a directory"):
         check_output_path(tmp_path)
+
+
+def test_a_latent_pipeline_s_samples_keep_their_prompts_in_place_of_labels(tmp_path):
+    """Issue 19: N x 3 x H x W images with one prompt (and negative prompt) each and the guidance
+    scale; no labels.  A pixel file is what it was."""
+    import numpy as np
+    import torch
+
+    from nodes.diffusion.samples import Samples, load_samples, save_samples
+    from nodes.planning.plan import parse_plan
+
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    plan = parse_plan("/models/tiny-large:0-4@cloud,/models/tiny-small:4-8@edge")
+    samples = Samples(images=images, labels=None, plan=plan, seed=5, scheduler="dpm", steps=8,
+                      prompts=("a cat", "ein Hund"), negative_prompts=("", "blurry"), guidance_scale=5.0)
+    save_samples(tmp_path / "s.npz", samples)
+    loaded = load_samples(tmp_path / "s.npz")
+    assert loaded.labels is None and loaded.prompts == ("a cat", "ein Hund")
+    assert loaded.negative_prompts == ("", "blurry") and loaded.guidance_scale == 5.0
+    assert torch.equal(loaded.images, images) and loaded.plan == plan
+    assert set(np.load(tmp_path / "s.npz").files) == {"images", "prompts", "negative_prompts",
+                                                       "guidance_scale", "plan", "seed", "scheduler", "steps"}
+    bad = dict(np.load(tmp_path / "s.npz"))
+    np.savez(tmp_path / "bad.npz", **{**bad, "prompts": np.array(["only one"])})
+    with pytest.raises(ValueError, match="prompts must be 2 strings, one per image"):
+        load_samples(tmp_path / "bad.npz")
+    np.savez(tmp_path / "bad.npz", **{**bad, "guidance_scale": np.array(-1.0)})
+    with pytest.raises(ValueError, match="guidance_scale must be one positive number"):
+        load_samples(tmp_path / "bad.npz")
+    np.savez(tmp_path / "bad.npz", **{**bad, "images": bad["images"][:, :1]})
+    with pytest.raises(ValueError, match="a latent pipeline's images must be N x 3 x H x W"):
+        load_samples(tmp_path / "bad.npz")
