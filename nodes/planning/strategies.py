@@ -239,6 +239,8 @@ class Cascade:
     alternatives: tuple[str, ...] = ()
 
     def plan_for(self, request: PlanRequest, cluster: Cluster) -> Decision:
+        if request.latent:  # its gate judges digits against their labels
+            raise ValueError(f"strategy {self.name}: a cascade does not serve latent pipelines' requests yet")
         if not request.escalation:
             host = cluster.host_of("device", request)
             return Decision(cluster.check(Plan((Stage(self.model, 0, cluster.steps, host),))))
