@@ -12,7 +12,8 @@ Tables of a scenario file (every one but `[topology]` has defaults):
 
     [topology]            topologies/spec.py, unchanged (CPU shares per role live in [topology.cpu_shares])
     [nodes.cloud|edge|device]
-        models   = ["large"]            denoisers the role holds (names or model directories)
+        models   = ["large"]            denoisers the role holds (names or model directories), or
+                                        latent pipeline folders (docs/latent-pipelines.md)
         compute  = "native"|"profiled"  profiled: per-step times from the profile table, by pacing
         hardware = "datacenter_gpu"     the profile entry (profiled only)
         threads  = 1                    torch threads of the node process
