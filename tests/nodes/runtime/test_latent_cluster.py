@@ -50,6 +50,8 @@ def _split(large: str, small: str) -> dict:
         "pixel": {"kind": "edge_only", "model": "small"},
         "mixed": {"kind": "fixed_split", "split": [{"model": "small", "tier": "cloud", "share": 0.5},
                                                    {"model": small, "tier": "edge", "share": 0.5}]},
+        "device_first": {"kind": "fixed_split", "split": [{"model": large, "tier": "device", "share": 0.5},
+                                                          {"model": large, "tier": "edge", "share": 0.5}]},
     }
 
 
@@ -64,6 +66,7 @@ def _workload() -> list[dict]:
         {"request_id": "no-prompts", "at_s": 0.4, "seed": 9, "strategy": "split2", "n": N},
         {"request_id": "prompts-pixel", "at_s": 0.5, "seed": 9, "strategy": "pixel", **latent},
         {"request_id": "mixed", "at_s": 0.6, "seed": 9, "strategy": "mixed", **latent},
+        {"request_id": "no-encoder", "at_s": 0.7, "seed": 9, "strategy": "device_first", **latent},
     ]
 
 
@@ -87,6 +90,7 @@ def cluster(request, tiny_pipelines, tmp_path_factory):
         local.wait_workload(timeout=120)
         local.scheduler = scheduler
         local.run_dir = run_dir
+        local.large = large
         local.probe = (configs["d1"].peers["probe"].endpoint, configs["edge"].bind)
         yield local
 
@@ -166,7 +170,8 @@ def test_the_first_host_encodes_and_the_last_decodes(cluster):
     """Each hop of the result says what its host spent encoding and decoding (None: it did not).
     The probe (a device played by the test) asks for split2 with its first request's seed."""
     status = json.loads((cluster.run_dir / "nodes" / "d1.json").read_text())
-    assert status["workload"]["ok"] == 4 and status["workload"]["failed"] == 3
+    assert status["workload"]["ok"] == 4 and status["workload"]["failed"] == 4
+    assert sorted(status["models_loaded"]) == [str(cluster.large)]  # d1: its UNet, scheduler and VAE
     probe = Probe("probe", *cluster.probe)
     try:
         reply, _ = probe.request("probe-1", "split2", [0, 1], seed=5, prompts=PROMPTS,
@@ -190,11 +195,13 @@ def test_the_pixel_path_still_works_beside_it(records):
 
 
 def test_requests_that_do_not_fit_their_plan_fail_with_one_line(records):
-    reasons = {rid: records[rid][0].reason for rid in ("no-prompts", "prompts-pixel", "mixed")}
+    reasons = {rid: records[rid][0].reason for rid in ("no-prompts", "prompts-pixel", "mixed", "no-encoder")}
     assert all(records[rid][0].outcome == "failed" for rid in reasons)
     assert "runs latent pipelines, and the request has no prompts" in reasons["no-prompts"]
     assert "runs pixel models, and the request has prompts" in reasons["prompts-pixel"]
     assert "a plan cannot mix pixel and latent models" in reasons["mixed"]
+    # a host that loaded no text encoder (d1: latent_components = ["vae"]) refuses a stage that encodes
+    assert "stage 0 rejected: d1 has no text encoder of" in reasons["no-encoder"]
     assert all("\n" not in reason for reason in reasons.values())
 
 
