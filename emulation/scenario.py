@@ -17,6 +17,9 @@ Tables of a scenario file (every one but `[topology]` has defaults):
         compute  = "native"|"profiled"  profiled: per-step times from the profile table, by pacing
         hardware = "datacenter_gpu"     the profile entry (profiled only)
         threads  = 1                    torch threads of the node process
+        latent_components = ["vae"]     of latent pipeline folders, what is loaded besides the UNet
+                                        and scheduler: tokenizer, text_encoder (to encode), vae (to
+                                        decode); absent: all
     [nodes] profiles_file = "..."       optional profile table instead of nodes/profiles.toml
     [workload]
         requests = 32                   per repetition
@@ -100,6 +103,9 @@ class RoleNodes(StrictModel):
     compute: Literal["native", "profiled"] = "native"
     hardware: str | None = None
     threads: StrictInt = Field(1, ge=1, le=64)
+    # of its latent pipeline folders, what the role's hosts load besides the UNet and scheduler
+    # (nodes/runtime/node_config.py): absent, every component
+    latent_components: list[Literal["tokenizer", "text_encoder", "vae"]] | None = None
 
     @model_validator(mode="after")
     def _hardware(self) -> RoleNodes:
@@ -405,6 +411,7 @@ class Experiment(StrictModel):
             configs[host] = NodeConfig(
                 host=host, role=role, bind=bind, coordinator=coordinator,
                 peers={h: p for h, p in peers.items() if h != host}, models=spec.models, compute=compute,
+                latent_components=spec.latent_components,
                 run_dir=run_dir, scheduler=self.generation.scheduler, steps=self.generation.steps,
                 request_timeout_s=self.workload.request_timeout_s, clock=clock or Clock(),
                 strategies=self.strategies, workload=workload.get(host, []) if device else [],

@@ -42,6 +42,19 @@ def test_a_latent_scenario_s_requests_carry_its_prompts(tiny_pipelines, tmp_path
         assert (first.seed, first.prompts) == (second.seed, second.prompts)
 
 
+def test_a_role_loads_the_latent_components_it_is_given(tiny_pipelines, tmp_path):
+    text = _latent(tiny_pipelines, 'prompts = ["a"]\n').replace(
+        "[nodes.edge]\n", '[nodes.edge]\nlatent_components = ["vae"]\n')
+    scenario = load_scenario(_write(tmp_path, text))
+    hosts = {"edge": ("edge", "tcp://127.0.0.1:5001", "tcp://127.0.0.1:5001"),
+             "cloud": ("cloud", "tcp://127.0.0.1:5002", "tcp://127.0.0.1:5002"),
+             "d1": ("device", "tcp://127.0.0.1:5003", "tcp://127.0.0.1:5003")}
+    configs = scenario.node_configs(hosts, "edge", tmp_path / "run", {})
+    assert configs["edge"].latent_components == ["vae"] and configs["cloud"].latent_components is None
+    with pytest.raises(ValueError, match="nodes.edge.latent_components"):
+        load_scenario(_write(tmp_path, text.replace('["vae"]', '["unet"]')))
+
+
 def test_prompts_come_from_a_file_beside_the_scenario(tiny_pipelines, tmp_path):
     (tmp_path / "prompts.txt").write_text("a cat\n\n  a dog  \n")
     scenario = load_scenario(_write(tmp_path, _latent(tiny_pipelines, 'prompts_file = "prompts.txt"\n')))
