@@ -235,8 +235,10 @@ class StageWorker:
                 raise Rejected(f"tensor {name} is {found}, expected float32 {shape}", "state")
             if not torch.isfinite(tensor).all():
                 raise Rejected(f"tensor {name} holds non-finite values", "state")
-        if LATENTS not in state.tensors or EMBEDDINGS not in state.tensors:
-            raise Rejected(f"state lacks {LATENTS} or {EMBEDDINGS}", "state")
+        if LATENTS not in state.tensors:
+            raise Rejected(f"state lacks {LATENTS}", "state")
+        if EMBEDDINGS not in state.tensors and envelope.prompts is None:  # nothing to condition on
+            raise Rejected(f"state lacks {EMBEDDINGS}, and the stage message brings no prompts", "state")
 
     def _check_state(self, envelope: StageMsg, state: StateBundle, sample: SampleShape) -> None:
         try:
