@@ -77,3 +77,27 @@ def test_a_latent_pipeline_s_samples_keep_their_prompts_in_place_of_labels(tmp_p
     np.savez(tmp_path / "bad.npz", **{**bad, "images": bad["images"][:, :1]})
     with pytest.raises(ValueError, match="a latent pipeline's images must be N x 3 x H x W"):
         load_samples(tmp_path / "bad.npz")
+
+
+def test_generate_and_quality_refuse_a_latent_pipeline_s_samples_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    from nodes.diffusion.samples import Samples, save_samples
+    from nodes.planning.plan import parse_plan
+
+    path = tmp_path / "latent.npz"
+    save_samples(path, Samples(images=torch.zeros(1, 3, 8, 8), labels=None, plan=parse_plan("/m/p:0-2"),
+                               seed=1, scheduler="ddim", steps=2, prompts=("a",), guidance_scale=2.0))
+    root = Path(__file__).resolve().parents[3]
+    for argv, fragment in ((["generate", "--replay", str(path), "--out", str(tmp_path / "o.npz")],
+                            "generate runs pixel models only"),
+                           (["quality", str(path)], "their quality is not measured yet")):
+        done = subprocess.run([sys.executable, "-m", "emulation.cli", *argv], capture_output=True, text=True,
+                              cwd=root, timeout=120)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and fragment in lines[0], done.stderr
+    assert not (tmp_path / "o.npz").exists()
