@@ -166,9 +166,17 @@ def test_the_hand_off_carries_latents_history_and_embeddings(cluster, records, t
         assert rows[-1].result_payload_bytes == N * 3 * 32 * 32 * 4
 
 
-def test_the_first_host_encodes_and_the_last_decodes(cluster):
-    """Each hop of the result says what its host spent encoding and decoding (None: it did not).
-    The probe (a device played by the test) asks for split2 with its first request's seed."""
+def test_the_first_host_encodes_and_the_last_decodes(cluster, records):
+    """Each hop of the result says what its host spent encoding and decoding (None: it did not), and
+    so does each record.  The probe (a device played by the test) asks for split2 with its first
+    request's seed."""
+    for request_id, hosts in (("split2", ["cloud", "edge"]), ("split3", ["cloud", "edge", "d1"])):
+        rows = records[request_id]
+        assert [r.host for r in rows] == hosts
+        assert [(r.wall_encode_s is not None, r.wall_decode_s is not None) for r in rows] == [
+            (i == 0, i == len(rows) - 1) for i in range(len(rows))]
+        assert all(0 < s < r.wall_compute_s for r in rows for s in (r.wall_encode_s, r.wall_decode_s) if s)
+    assert records["pixel"][0].wall_encode_s is None and records["pixel"][0].wall_decode_s is None
     status = json.loads((cluster.run_dir / "nodes" / "d1.json").read_text())
     assert status["workload"]["ok"] == 4 and status["workload"]["failed"] == 4
     assert sorted(status["models_loaded"]) == [str(cluster.large)]  # d1: its UNet, scheduler and VAE
