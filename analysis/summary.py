@@ -328,6 +328,8 @@ def _run_sample_quality(ok: pd.DataFrame, samples_dir: Path) -> dict[str, Any]:
         if not path.is_file():
             continue
         s = load_samples(path)
+        if s.labels is None:  # a latent pipeline's images: no class to judge them by (not measured yet)
+            continue
         delivered = s.images.clone()
         if isinstance(doubted, str) and doubted:
             escalation = load_samples(path.with_name(f"{rid}{ESCALATION_SUFFIX}.npz"))

@@ -12,10 +12,14 @@ Tables of a scenario file (every one but `[topology]` has defaults):
 
     [topology]            topologies/spec.py, unchanged (CPU shares per role live in [topology.cpu_shares])
     [nodes.cloud|edge|device]
-        models   = ["large"]            denoisers the role holds (names or model directories)
+        models   = ["large"]            denoisers the role holds (names or model directories), or
+                                        latent pipeline folders (docs/latent-pipelines.md)
         compute  = "native"|"profiled"  profiled: per-step times from the profile table, by pacing
         hardware = "datacenter_gpu"     the profile entry (profiled only)
         threads  = 1                    torch threads of the node process
+        latent_components = ["vae"]     of latent pipeline folders, what is loaded besides the UNet
+                                        and scheduler: tokenizer, text_encoder (to encode), vae (to
+                                        decode); absent: all
     [nodes] profiles_file = "..."       optional profile table instead of nodes/profiles.toml
     [workload]
         requests = 32                   per repetition
@@ -25,6 +29,12 @@ Tables of a scenario file (every one but `[topology]` has defaults):
                                         seed * 1_000_000 + r * requests + k)
         images_per_request = 4
         labels = "cycle" | 7 | [..]     cycle 0-9, one digit, or one label per image
+        prompts = ["a cat", ..]         latent pipelines (docs/latent-pipelines.md): the prompts the
+        prompts_file = "prompts.txt"      images ask for, cycled, or one per line of a file (beside
+                                          this file); required where every model is a latent
+                                          pipeline, refused where none is
+        negative_prompts = [..]         optional, cycled as the prompts
+        guidance_scale = 7.5            classifier-free guidance (> 0; on above 1)
         deadline_s = 5.0                optional; recorded as met or not per request
         request_timeout_s = 60          a device gives a request up after this long
         warmup = false                  true: one unmeasured request per (device, strategy) first,
@@ -51,22 +61,23 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     Field,
     StrictBool,
     StrictFloat,
     StrictInt,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from nodes.clock import Clock
-from nodes.diffusion.model_zoo import DENOISER_NAMES, check_denoiser_dir
+from nodes.diffusion.model_zoo import DENOISER_NAMES, check_model, is_pipeline_folder, plan_kind
 from nodes.planning.plugins import anchored
-from nodes.planning.request import Request
+from nodes.planning.request import MAX_PROMPT_CHARS, Request
 from nodes.planning.strategy_specs import PLANNED_KINDS, StrategySpec, default_strategies
 from nodes.runtime.node_config import (
     MAX_IMAGES,
@@ -92,6 +103,9 @@ class RoleNodes(StrictModel):
     compute: Literal["native", "profiled"] = "native"
     hardware: str | None = None
     threads: StrictInt = Field(1, ge=1, le=64)
+    # of its latent pipeline folders, what the role's hosts load besides the UNet and scheduler
+    # (nodes/runtime/node_config.py): absent, every component
+    latent_components: list[Literal["tokenizer", "text_encoder", "vae"]] | None = None
 
     @model_validator(mode="after")
     def _hardware(self) -> RoleNodes:
@@ -128,6 +142,54 @@ class WorkloadSpec(StrictModel):
     # the strategies requests are sent under (default: every one); one left out is still built,
     # as a plugin's fallback is when compare or a campaign runs the plugin alone
     strategies: list[str] | None = Field(None, min_length=1)
+    # latent pipelines' requests (emulation/workload.py cycles them over the images)
+    prompts: list[Annotated[str, StringConstraints(max_length=MAX_PROMPT_CHARS)]] | None = Field(
+        None, min_length=1, max_length=100_000)
+    prompts_file: Path | None = None
+    negative_prompts: list[Annotated[str, StringConstraints(max_length=MAX_PROMPT_CHARS)]] | None = Field(
+        None, min_length=1, max_length=100_000)
+    guidance_scale: float | None = None
+
+    @field_validator("guidance_scale", mode="before")
+    @classmethod
+    def _guidance(cls, v: object) -> object:
+        number = isinstance(v, int | float) and not isinstance(v, bool)
+        if v is None or (number and 0 < v <= 1000):  # nan and inf fail the bounds
+            return None if v is None else float(v)
+        raise ValueError(f"guidance_scale must be a positive number up to 1000 (got {v!r})")
+
+    def prompt_list(self) -> list[str] | None:
+        """The prompts, given or read from `prompts_file` (one per line, blank lines skipped);
+        None where neither is given.  ValueError naming the file where it cannot be read or is empty."""
+        if self.prompts_file is None:
+            return None if self.prompts is None else list(self.prompts)
+        path = self.prompts_file
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ValueError(f"prompts_file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ValueError(f"prompts_file {path} cannot be read: {why}") from None
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if not lines:
+            raise ValueError(f"prompts_file {path} holds no prompt (one per line)")
+        long = next((i for i, line in enumerate(lines) if len(line) > MAX_PROMPT_CHARS), None)
+        if long is not None:
+            raise ValueError(f"prompts_file {path}: prompt {long + 1} is longer than {MAX_PROMPT_CHARS} "
+                             "characters")
+        return lines
+
+    @model_validator(mode="after")
+    def _prompts(self) -> WorkloadSpec:
+        if self.prompts is not None and self.prompts_file is not None:
+            raise ValueError("give prompts or prompts_file, not both")
+        prompts = self.prompt_list()
+        if prompts is None:
+            given = [f for f in ("negative_prompts", "guidance_scale") if getattr(self, f) is not None]
+            if given:
+                raise ValueError(f"{given[0]} is for prompts (latent pipelines), and there are none")
+        return self
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -219,6 +281,11 @@ class Experiment(StrictModel):
                 self._check_cascade(name, spec)
             if spec.kind == "plugin":
                 self._check_plugin(name, spec)
+            if spec.kind == "fixed_split":  # one kind of model, one latent space
+                try:
+                    plan_kind([s.model for s in spec.split or []])
+                except ValueError as exc:
+                    raise ValueError(f"strategies.{name}: {exc}") from None
             for tier, model, default in _strategy_needs(spec):
                 if tier not in roles:
                     raise ValueError(f"strategies.{name}: needs a {tier} host, {where} has none")
@@ -344,6 +411,7 @@ class Experiment(StrictModel):
             configs[host] = NodeConfig(
                 host=host, role=role, bind=bind, coordinator=coordinator,
                 peers={h: p for h, p in peers.items() if h != host}, models=spec.models, compute=compute,
+                latent_components=spec.latent_components,
                 run_dir=run_dir, scheduler=self.generation.scheduler, steps=self.generation.steps,
                 request_timeout_s=self.workload.request_timeout_s, clock=clock or Clock(),
                 strategies=self.strategies, workload=workload.get(host, []) if device else [],
@@ -363,6 +431,7 @@ class Scenario(Experiment):
     def _consistent(self) -> Scenario:
         check_models(self.nodes)  # first: a strategy's complaint about a model that is not there misleads
         roles = self.roles_present()
+        check_prompts_fit(self, roles)
         if "edge" not in roles:
             raise ValueError("topology: the runner needs an edge host (it runs the coordinator)")
         if "device" not in roles:
@@ -414,14 +483,30 @@ def _strategy_needs(spec: StrategySpec) -> list[tuple[str, str, bool]]:
 
 
 def check_models(nodes_spec: NodesSpec) -> None:
-    """Every model of every role is a default one or a denoiser directory that looks loadable
-    (nodes/diffusion/model_zoo.py check_denoiser_dir: no torch).  ValueError naming the field."""
+    """Every model of every role is a default one, a denoiser directory or a latent pipeline folder
+    that looks loadable (nodes/diffusion/model_zoo.py check_model: no torch).  ValueError naming
+    the field."""
     for role in NODE_ROLES:
         for i, model in enumerate(nodes_spec.role(role).models):
             try:
-                check_denoiser_dir(model)
+                check_model(model)
             except ValueError as exc:
                 raise ValueError(f"nodes.{role}.models[{i}]: {exc}") from None
+
+
+def check_prompts_fit(experiment: Experiment, roles: set[str]) -> None:
+    """Prompts where the hosts' models are latent pipelines, none where they are pixel denoisers
+    (with both kinds, the workload says which its requests are).  ValueError naming the field."""
+    models = [m for r in sorted(roles) for m in experiment.nodes.role(r).models]
+    latent = [m for m in models if is_pipeline_folder(m)]
+    workload = experiment.workload
+    given = "prompts_file" if workload.prompts_file is not None else "prompts"
+    if workload.prompt_list() is not None and not latent:
+        raise ValueError(f"workload.{given}: prompts are for latent pipelines, and the hosts hold pixel "
+                         "denoisers only")
+    if workload.prompt_list() is None and latent and len(latent) == len(models):
+        raise ValueError("workload.prompts: the hosts hold latent pipelines, which need prompts "
+                         "(prompts = [...] or prompts_file)")
 
 
 def check_resources(scenario: Scenario, base: Path | None = None) -> Scenario:
@@ -435,6 +520,8 @@ def check_resources(scenario: Scenario, base: Path | None = None) -> Scenario:
     for role in NODE_ROLES:
         spec = scenario.nodes.role(role)
         for i, model in enumerate(spec.models):
+            if is_pipeline_folder(model):  # checked by check_models; its components load on its node
+                continue
             if model not in DEFAULT_DENOISERS:  # the shipped ones load (tests/nodes/test_models.py)
                 from nodes.diffusion.model_zoo import load_denoiser
 
@@ -483,6 +570,11 @@ def scenario_tables(path: str | Path) -> tuple[dict, str]:
         prof = Path(nodes_table["profiles_file"])
         if not prof.is_absolute() and not prof.exists() and (p.parent / prof).exists():
             nodes_table["profiles_file"] = str(p.parent / prof)
+    workload_table = data.get("workload")
+    if isinstance(workload_table, dict) and isinstance(workload_table.get("prompts_file"), str):
+        prompts = Path(workload_table["prompts_file"])
+        if not prompts.is_absolute():  # beside the scenario file, as its plugins' files are
+            workload_table["prompts_file"] = str(p.parent / prompts)
     anchor_plugins(data, p.parent)
     data.setdefault("name", p.stem)
     return data, text

@@ -22,9 +22,16 @@ With `warmup = true`, one request per (device, strategy) goes first, `warmup_gap
 measured workload starts `warmup_settle_s` after the last of them: ZeroMQ opens a TCP connection on
 the first message to a peer, so without warm-up the first requests also pay TCP and ZMTP
 handshakes.  Warm-up requests are recorded like any other and left out of summaries.
+
+Prompts (latent pipelines: `prompts` or `prompts_file`, optional `negative_prompts`, `guidance_scale`)
+are cycled over the images: the requests of a round ask for the same prompts (as they draw the same
+noise), round g of the run (over repetitions) starting at prompt g x images_per_request, so that the
+run walks through the list; warm-ups ask for the list's first ones.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -52,6 +59,20 @@ def labels_of(spec: WorkloadSpec) -> list[int]:
     return [i % 10 for i in range(spec.images_per_request)]
 
 
+def prompts_of(spec: WorkloadSpec, round_: int) -> dict:
+    """The prompt fields of a request of the run's `round_` (none for pixel models)."""
+    prompts = spec.prompt_list()
+    if prompts is None:
+        return {}
+    n = spec.images_per_request
+
+    def cycled(texts: list[str]) -> list[str]:
+        return [texts[(round_ * n + i) % len(texts)] for i in range(n)]
+
+    negatives = None if spec.negative_prompts is None else cycled(list(spec.negative_prompts))
+    return {"prompts": cycled(prompts), "negative_prompts": negatives, "guidance_scale": spec.guidance_scale}
+
+
 def plan_workload(spec: WorkloadSpec, devices: list[str], strategies: list[str],
                   repetitions: int = 1) -> list[Request]:
     if not devices or not strategies:
@@ -59,6 +80,7 @@ def plan_workload(spec: WorkloadSpec, devices: list[str], strategies: list[str],
     total = spec.requests * repetitions
     times = arrival_times(spec, total)
     labels = labels_of(spec)
+    rounds = math.ceil(spec.requests / len(strategies))  # per repetition
     out = []
     if spec.warmup:
         for k in range(len(devices) * len(strategies)):
@@ -66,7 +88,7 @@ def plan_workload(spec: WorkloadSpec, devices: list[str], strategies: list[str],
                 request_id=f"w-q{k:04d}", device=devices[k // len(strategies)],
                 strategy=strategies[k % len(strategies)], repetition=-1, at_s=round(k * spec.warmup_gap_s, 6),
                 n=spec.images_per_request, labels=labels, seed=spec.seed * SEED_STRIDE + SEED_STRIDE - 1 - k,
-                deadline_s=spec.deadline_s, warmup=True))
+                deadline_s=spec.deadline_s, warmup=True, **prompts_of(spec, 0)))
         # t = 0 is the first measured request (nodes/clock.py): the warm-ups go before it, the
         # last with time to finish
         shift = len(out) * spec.warmup_gap_s + spec.warmup_settle_s
@@ -80,6 +102,7 @@ def plan_workload(spec: WorkloadSpec, devices: list[str], strategies: list[str],
             strategy=strategies[(slot + round_) % count], repetition=repetition, at_s=times[index],
             n=spec.images_per_request, labels=labels, deadline_s=spec.deadline_s,
             seed=spec.seed * SEED_STRIDE + repetition * spec.requests + round_ * count,
+            **prompts_of(spec, repetition * rounds + round_),
         ))
     return out
 

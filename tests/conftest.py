@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -31,3 +32,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "root" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipelines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Latent pipeline folders built once per test session (nodes/diffusion/latent_scale_model.py):
+    the tiny scale model's `large` and `small` pipelines, a second or so on a CPU."""
+    from nodes.diffusion.latent_scale_model import write_pipeline  # torch: only where it is used
+
+    root = tmp_path_factory.mktemp("latent-tiny")
+    return {unet: write_pipeline(root / f"tiny-{unet}", "tiny", unet) for unet in ("large", "small")}

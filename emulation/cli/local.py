@@ -82,6 +82,9 @@ def _generate(args: argparse.Namespace) -> int:
         from nodes.diffusion.samples import load_samples
 
         old = load_samples(Path(args.replay))
+        if old.labels is None:
+            raise ValueError(f"--replay {args.replay}: a latent pipeline's samples (prompts, no labels); "
+                             "generate runs pixel models only (docs/latent-pipelines.md)")
         plan, labels, seed, scheduler, steps = old.plan, old.labels, old.seed, old.scheduler, old.steps
     else:
         if not args.plan:
@@ -117,6 +120,9 @@ def _quality(args: argparse.Namespace) -> int:
     from nodes.diffusion.samples import load_samples
 
     samples = load_samples(Path(args.samples))  # a bad file is refused before the metrics are imported
+    if samples.labels is None:
+        raise ValueError(f"{args.samples}: a latent pipeline's samples (prompts, no labels): their quality "
+                         "is not measured yet (docs/latent-pipelines.md)")
     from analysis.plan_quality import is_reference_plan, large_reference
     from analysis.quality import quality_table
 

@@ -35,6 +35,9 @@ if TYPE_CHECKING:  # transformers (seconds to import) is imported where a text e
     from transformers import CLIPTextModel, CLIPTokenizer
 
 LATENTS = "latents"
+# the prompt embeddings, as a tensor of their own beside the latents in a hand-off state (2n x tokens x
+# dims with guidance): a stage that did not encode the prompt conditions on what it received
+EMBEDDINGS = "embeddings"
 
 
 @dataclass
@@ -153,9 +156,11 @@ def initial_latents(space: LatentSpace, n: int, seed: int,
 
 
 def initial_state(space: LatentSpace, n: int, seed: int, scheduler: str, steps: int,
-                  dtype: torch.dtype = torch.float32) -> StateBundle:
-    """The state the first denoising stage starts from: the initial latents at step 0 of `steps`."""
-    meta = DenoisingMeta(scheduler=check_scheduler_name(scheduler), steps=steps, next_step=0, seed=seed)
+                  dtype: torch.dtype = torch.float32, guidance_scale: float | None = None) -> StateBundle:
+    """The state the first denoising stage starts from: the initial latents at step 0 of `steps`
+    (the header states `guidance_scale` where given: the node processes' hand-off carries it)."""
+    meta = DenoisingMeta(scheduler=check_scheduler_name(scheduler), steps=steps, next_step=0, seed=seed,
+                         guidance_scale=guidance_scale)
     return StateBundle(meta=meta.header(), tensors={LATENTS: initial_latents(space, n, seed, dtype)})
 
 

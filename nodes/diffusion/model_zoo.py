@@ -6,17 +6,25 @@ directory also carries the `scheduler_config.json` of the noise schedule it was 
 `check_denoiser_dir` looks at a denoiser directory without loading it (no torch, no diffusers:
 scenario validation calls it for every model of every role), so that a directory that cannot
 load is refused before anything starts; `load_denoiser` checks the same first.
+
+A latent text-to-image pipeline folder (diffusers' `model_index.json` layout: docs/latent-pipelines.md)
+is a model too, named like a denoiser directory of one's own, by its path, in a host's models and
+in plans.  `is_pipeline_folder` tells the two kinds apart, `check_model` checks either, and
+`plan_kind` refuses a plan that mixes them or whose pipelines do not share one latent space
+(nodes/diffusion/latent_folders.py check_compatible).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from nodes.diffusion import latent_folders
 
 if TYPE_CHECKING:  # torch and diffusers are imported where a model is loaded, not to check one
     from diffusers import DDPMScheduler, UNet2DModel
@@ -73,6 +81,46 @@ def resolve_model_dir(name_or_path: str) -> Path:
         f"unknown model {name_or_path!r}: not one of {', '.join(DENOISER_NAMES)} "
         "nor a diffusers model directory (with config.json)"
     )
+
+
+def is_pipeline_folder(name_or_path: str) -> bool:
+    """Whether a model names a latent pipeline folder (a directory with model_index.json) rather
+    than a pixel denoiser (a default name or a directory with config.json)."""
+    if name_or_path in (*DENOISER_NAMES, CLASSIFIER_NAME, GATE_NAME):
+        return False
+    return (Path(name_or_path) / "model_index.json").is_file()
+
+
+def check_model(name_or_path: str) -> Path:
+    """A model a host may hold: a denoiser (check_denoiser_dir) or a latent pipeline folder
+    (latent_folders.latent_space: every component there and consistent).  No torch; ValueError
+    naming the model."""
+    if is_pipeline_folder(name_or_path):
+        latent_folders.latent_space(name_or_path)
+        return Path(name_or_path).resolve()
+    return check_denoiser_dir(name_or_path)
+
+
+ModelKind = Literal["pixel", "latent"]
+
+
+def plan_kind(models: Sequence[str]) -> ModelKind:
+    """What a plan's models are: all pixel denoisers, or all latent pipelines that share one latent
+    space and noise schedule.  ValueError with one line where they are mixed or incompatible."""
+    return _plan_kind(tuple(models))
+
+
+@lru_cache(maxsize=256)
+def _plan_kind(models: tuple[str, ...]) -> ModelKind:
+    latent = [m for m in models if is_pipeline_folder(m)]
+    if not latent:
+        return "pixel"
+    pixel = [m for m in models if m not in latent]
+    if pixel:
+        raise ValueError(f"a plan cannot mix pixel and latent models: {pixel[0]!r} is a pixel denoiser, "
+                         f"{latent[0]!r} a latent pipeline")
+    latent_folders.check_compatible(list(dict.fromkeys(latent)))
+    return "latent"
 
 
 def _json_object(path: Path, name: str) -> dict:

@@ -1,5 +1,9 @@
 """The samples file (.npz): images, labels, and what is needed to regenerate them.
 
+A latent pipeline's samples (docs/latent-pipelines.md) have `prompts` (N strings) in place of
+`labels`, optionally `negative_prompts` (N strings), and `guidance_scale` (a float); their images
+are N x 3 x H x W (the pipeline's size) in [-1, 1].
+
 `load_samples` checks everything it reads (a file that is not an .npz archive, a corrupt one, keys
 of the wrong type or shape, images that are not finite or not in [-1, 1], labels outside 0-9) and
 raises ValueError with one line naming the file; `save_samples` writes all or nothing.
@@ -26,17 +30,21 @@ from nodes.planning.plan import Plan, parse_plan
 from nodes.schema import MAX_SEED, MAX_STEPS, check_scheduler_name
 
 REQUIRED_KEYS = ("images", "labels", "plan", "seed", "scheduler", "steps")
+LATENT_KEYS = ("images", "prompts", "guidance_scale", "plan", "seed", "scheduler", "steps")
 IMAGE_SHAPE = (1, IMAGE_SIZE, IMAGE_SIZE)  # what the digit classifier judges: one grey channel
 
 
 @dataclass(frozen=True)
 class Samples:
     images: torch.Tensor  # N x C x H x W float32 in [-1, 1]
-    labels: torch.Tensor  # N int64
+    labels: torch.Tensor | None  # N int64; None for a latent pipeline's images (their prompts instead)
     plan: Plan
     seed: int
     scheduler: str
     steps: int
+    prompts: tuple[str, ...] | None = None  # a latent pipeline's: one per image
+    negative_prompts: tuple[str, ...] | None = None
+    guidance_scale: float | None = None
 
 
 def check_output_path(path: Path, what: str = "samples file") -> Path:
@@ -93,10 +101,18 @@ def save_samples(path: Path, samples: Samples) -> None:
         with ctrl_c_held():
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
+            if samples.prompts is None:
+                assert samples.labels is not None, "pixel samples need their labels"
+                described = {"labels": samples.labels.cpu().numpy().astype(np.int64)}
+            else:
+                described = {"prompts": np.array(list(samples.prompts), dtype=str),
+                             "guidance_scale": np.array(samples.guidance_scale, dtype=np.float64)}
+                if samples.negative_prompts is not None:
+                    described["negative_prompts"] = np.array(list(samples.negative_prompts), dtype=str)
             np.savez(
                 handle,
                 images=samples.images.detach().cpu().numpy().astype(np.float32),
-                labels=samples.labels.cpu().numpy().astype(np.int64),
+                **described,
                 plan=np.array(str(samples.plan)),
                 seed=np.array(samples.seed, dtype=np.int64),
                 scheduler=np.array(samples.scheduler),
@@ -131,11 +147,12 @@ def _read(path: Path) -> dict[str, np.ndarray]:
         raise ValueError(f"samples file {path} is a single .npy array, not an .npz archive of "
                          f"{', '.join(REQUIRED_KEYS)}")
     with data:
-        missing = [key for key in REQUIRED_KEYS if key not in data.files]
+        keys = LATENT_KEYS if "prompts" in data.files else REQUIRED_KEYS
+        missing = [key for key in keys if key not in data.files]
         if missing:
             raise ValueError(f"samples file {path} is missing keys: {', '.join(missing)}")
         fields = {}
-        for key in REQUIRED_KEYS:
+        for key in (*keys, *(["negative_prompts"] if "negative_prompts" in data.files else [])):
             try:
                 fields[key] = data[key]
             except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
@@ -162,11 +179,15 @@ def load_samples(path: Path) -> Samples:
     if not path.is_file():
         raise ValueError(f"samples file {path} does not exist")
     fields = _read(path)
-    images, labels = fields["images"], fields["labels"]
+    images = fields["images"]
     where = f"samples file {path}"
+    latent = "prompts" in fields
     if not np.issubdtype(images.dtype, np.floating):
         raise ValueError(f"{where}: images must be floats, got dtype {images.dtype}")
-    if images.ndim != 4 or tuple(images.shape[1:]) != IMAGE_SHAPE or images.shape[0] < 1:
+    if latent and (images.ndim != 4 or images.shape[0] < 1 or images.shape[1] != 3):
+        raise ValueError(f"{where}: a latent pipeline's images must be N x 3 x H x W (N >= 1), "
+                         f"got shape {' x '.join(map(str, images.shape)) or 'scalar'}")
+    if not latent and (images.ndim != 4 or tuple(images.shape[1:]) != IMAGE_SHAPE or images.shape[0] < 1):
         raise ValueError(f"{where}: images must be N x {' x '.join(map(str, IMAGE_SHAPE))} (N >= 1), "
                          f"got shape {' x '.join(map(str, images.shape)) or 'scalar'}")
     bad = int(np.count_nonzero(~np.isfinite(images)))
@@ -175,14 +196,8 @@ def load_samples(path: Path) -> Samples:
     low, high = float(images.min()), float(images.max())
     if low < -1.0 or high > 1.0:
         raise ValueError(f"{where}: images must lie in [-1, 1], found values in [{low:g}, {high:g}]")
-    if not np.issubdtype(labels.dtype, np.integer) or labels.ndim != 1:
-        raise ValueError(f"{where}: labels must be a list of integers, got shape {labels.shape} "
-                         f"and dtype {labels.dtype}")
-    if labels.shape[0] != images.shape[0]:
-        raise ValueError(f"{where}: {images.shape[0]} images but {labels.shape[0]} labels")
-    if labels.size and not (labels.min() >= 0 and labels.max() < NUM_CLASSES):
-        raise ValueError(f"{where}: labels must lie in 0-{NUM_CLASSES - 1}, found {int(labels.min())}.."
-                         f"{int(labels.max())}")
+    n = images.shape[0]
+    described = _prompts(where, fields, n) if latent else _labels(where, fields, n)
     seed = _scalar(path, "seed", fields["seed"], "int")
     if not 0 <= seed < MAX_SEED:
         raise ValueError(f"{where}: seed must lie in [0, 2**63), got {seed}")
@@ -195,11 +210,37 @@ def load_samples(path: Path) -> Samples:
     except ValueError as exc:
         message = str(exc)
         raise ValueError(message if message.startswith(where) else f"{where}: {message}") from None
-    return Samples(
-        images=torch.from_numpy(images.astype(np.float32)),
-        labels=torch.from_numpy(labels.astype(np.int64)),
-        plan=plan,
-        seed=seed,
-        scheduler=scheduler,
-        steps=steps,
-    )
+    return Samples(images=torch.from_numpy(images.astype(np.float32)), plan=plan, seed=seed,
+                   scheduler=scheduler, steps=steps, **described)
+
+
+def _labels(where: str, fields: dict[str, np.ndarray], n: int) -> dict:
+    labels = fields["labels"]
+    if not np.issubdtype(labels.dtype, np.integer) or labels.ndim != 1:
+        raise ValueError(f"{where}: labels must be a list of integers, got shape {labels.shape} "
+                         f"and dtype {labels.dtype}")
+    if labels.shape[0] != n:
+        raise ValueError(f"{where}: {n} images but {labels.shape[0]} labels")
+    if labels.size and not (labels.min() >= 0 and labels.max() < NUM_CLASSES):
+        raise ValueError(f"{where}: labels must lie in 0-{NUM_CLASSES - 1}, found {int(labels.min())}.."
+                         f"{int(labels.max())}")
+    return {"labels": torch.from_numpy(labels.astype(np.int64))}
+
+
+def _prompts(where: str, fields: dict[str, np.ndarray], n: int) -> dict:
+    """A latent pipeline's samples: their prompts (and negative prompts), one per image, and the
+    guidance scale."""
+    out: dict = {"labels": None}
+    for key in ("prompts", "negative_prompts"):
+        if key not in fields:
+            continue
+        value = fields[key]
+        if value.dtype.kind != "U" or value.ndim != 1 or value.shape[0] != n:
+            raise ValueError(f"{where}: {key} must be {n} strings, one per image, got shape {value.shape} "
+                             f"and dtype {value.dtype}")
+        out[key] = tuple(str(v) for v in value)
+    scale = fields["guidance_scale"]
+    if scale.ndim != 0 or not np.issubdtype(scale.dtype, np.floating) or not (0 < float(scale) < np.inf):
+        raise ValueError(f"{where}: guidance_scale must be one positive number")
+    out["guidance_scale"] = float(scale)
+    return out

@@ -38,7 +38,9 @@ _NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 class DenoisingMeta(BaseModel):
     """What a denoising state's header says: which schedule it is on and where, the request's
     seed, and what its scheduler carries across a stage boundary (DPM-Solver's order counter;
-    nodes/diffusion/schedulers.py).  `StateBundle.meta` holds it as JSON (`header()`)."""
+    nodes/diffusion/schedulers.py); a latent pipeline's state also the classifier-free guidance
+    scale its stages denoise with.  `StateBundle.meta` holds it as JSON (`header()`): the optional
+    fields are left out where unset, so that a pixel state's header is what it was before them."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -47,7 +49,7 @@ class DenoisingMeta(BaseModel):
     next_step: int = Field(ge=0, le=MAX_STEPS)
     seed: int = Field(ge=0, lt=MAX_SEED)
     lower_order_nums: int | None = Field(None, ge=0, le=8)
-
+    guidance_scale: float | None = Field(None, gt=0, le=1000, allow_inf_nan=False)
 
     @classmethod
     def of(cls, state: StateBundle) -> DenoisingMeta:

@@ -48,6 +48,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from nodes.clock import Clock
+from nodes.diffusion.model_zoo import plan_kind
 from nodes.planning.estimates import LiveEstimates
 from nodes.planning.plan import Plan
 from nodes.planning.planner import Decision, Planner
@@ -133,6 +134,17 @@ def overdue(elapsed_s: float, expected_s: float, transfer_s: float, round_trip_s
     return elapsed_s >= expected_s + max((RESCUE_FACTOR - 1) * transfer_s, 2 * round_trip_s, floor_s)
 
 
+def check_fits(plan: Plan, request: PlanRequest) -> None:
+    """A plan of latent pipelines for a request with prompts, of pixel models for one without;
+    ValueError naming the mismatch (and, through plan_kind, a plan mixing both or of latent
+    pipelines that do not share a latent space)."""
+    kind = plan_kind(plan.models())
+    if kind == "latent" and not request.latent:
+        raise ValueError(f"plan {plan} runs latent pipelines, and the request has no prompts")
+    if kind == "pixel" and request.latent:
+        raise ValueError(f"plan {plan} runs pixel models, and the request has prompts (for latent pipelines)")
+
+
 class CoordinatorCore:
     """The decisions of the coordinator on `host` (see the module docstring).  Every `now` and every
     time kept here is the wall clock's, as the messages' timestamps are; `request_timeout_s` is
@@ -189,6 +201,7 @@ class CoordinatorCore:
                 known = ", ".join(sorted(self.strategies))
                 raise ValueError(f"unknown strategy {request.strategy!r} (known: {known})")
             decision = self._plan(strategy, request)
+            check_fits(decision.plan, request)
         except Exception as exc:  # ValueError: cannot serve; anything else: a planner bug, same outcome
             return self._told([Fail(request, f"no plan: {exc}")])
         return self._told(self._dispatch(request, self._predicted(decision, request), now))

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from nodes.clock import Clock
+from nodes.diffusion.model_zoo import plan_kind
 from nodes.planning import plugins
 from nodes.planning.cascade_table import escalation_models
 from nodes.planning.estimates import LiveEstimates
@@ -82,13 +83,16 @@ class Cluster:
         return clouds[0]
 
     def check(self, plan: Plan) -> Plan:
-        """Every stage has a host that exists and holds the stage's model; stages tile [0, T)."""
+        """Every stage has a host that exists and holds the stage's model; stages tile [0, T); its
+        models are all pixel denoisers or all latent pipelines sharing one latent space
+        (nodes/diffusion/model_zoo.py plan_kind)."""
         check_tiling(plan, self.steps)
         for stage in plan.stages:
             if stage.host not in self.roles:
                 raise ValueError(f"plan stage {stage}: host {stage.host!r} is not in the cluster")
             if stage.model not in self.models.get(stage.host, ()):
                 raise ValueError(f"plan stage {stage}: host {stage.host} does not hold model {stage.model!r}")
+        plan_kind(plan.models())
         return plan
 
     # ---- what a strategy may ask ----------------------------------------------------------------
@@ -238,6 +242,8 @@ class Cascade:
     alternatives: tuple[str, ...] = ()
 
     def plan_for(self, request: PlanRequest, cluster: Cluster) -> Decision:
+        if request.latent:  # its gate judges digits against their labels
+            raise ValueError(f"strategy {self.name}: a cascade does not serve latent pipelines' requests yet")
         if not request.escalation:
             host = cluster.host_of("device", request)
             return Decision(cluster.check(Plan((Stage(self.model, 0, cluster.steps, host),))))

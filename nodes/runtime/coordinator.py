@@ -35,6 +35,7 @@ from nodes.runtime.protocol import (
     WirePrediction,
     encode,
     plan_to_wire,
+    prompt_fields,
 )
 from nodes.runtime.transport import Inbound, Outbox, serve
 
@@ -119,9 +120,10 @@ class Coordinator:
         first = decision.plan.stages[0]
         times = RequestTimes(request_sent=request.wall_sent, coordinator_received=request.wall_received,
                              dispatched=time.time())
+        # a latent pipeline's plan: the first stage's host encodes the prompts (their text travels)
         stage = StageMsg(kind="stage", stage=0, start=first.start, end=first.end, n=request.n,
                          labels=list(request.labels), seed=request.seed, timestamps=times, hops=[],
-                         prediction=prediction, **common)
+                         prediction=prediction, **prompt_fields(request), **common)
         try:
             outbox.send(first.host or "", encode(stage))
         except RuntimeError as exc:

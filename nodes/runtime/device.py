@@ -211,7 +211,7 @@ class Device:
         request_id = request.request_id
         labels = list(request.labels) if first is None else [request.labels[i] for i in first.indices]
         try:
-            plan, images = self._checked(item, labels)
+            plan, images = self._checked(item, None if request.latent else labels)
         except (ValueError, KeyError) as exc:
             self.fail(request_id, f"inconsistent result: {exc}", wire_text(result.plan))
             return
@@ -222,8 +222,14 @@ class Device:
         if result.prediction is not None:  # its own plan's (a re-planned request had two, or the
             note.prediction = result.prediction  # result overtook the `accepted` message)
         seed = request.seed if first is None else escalation_seed(request.seed)
-        samples = Samples(images=images, labels=torch.tensor(labels), plan=plan, seed=seed,
-                          scheduler=note.scheduler, steps=note.steps)
+        if request.latent:  # a latent pipeline's images: their prompts in place of labels
+            samples = Samples(images=images, labels=None, plan=plan, seed=seed, scheduler=note.scheduler,
+                              steps=note.steps, prompts=request.prompts,
+                              negative_prompts=request.negative_prompts,
+                              guidance_scale=request.guidance_scale)
+        else:
+            samples = Samples(images=images, labels=torch.tensor(labels), plan=plan, seed=seed,
+                              scheduler=note.scheduler, steps=note.steps)
         name = request_id if first is None else request_id + ESCALATION_SUFFIX
         save_samples(self.samples_dir / f"{name}.npz", samples)  # before the ok records
         rows = completed_records(note, str(plan), result.timestamps, list(result.hops), item.received,
@@ -238,8 +244,9 @@ class Device:
         self.writer.write(rows)
         self._end(request_id, "ok")
 
-    def _checked(self, item: Inbound, labels: list[int]) -> tuple[Plan, torch.Tensor]:
-        """The result's plan and images, once they are seen to be what was asked; ValueError if not."""
+    def _checked(self, item: Inbound, labels: list[int] | None) -> tuple[Plan, torch.Tensor]:
+        """The result's plan and images, once they are seen to be what was asked; ValueError if not.
+        `labels` None: a latent pipeline's result, images alone (n x 3 x H x W)."""
         result: ResultMsg = item.message.envelope  # type: ignore[assignment]
         state = item.message.state
         assert state is not None  # the protocol refuses a result without state
@@ -248,7 +255,11 @@ class Device:
             (i, s.host, s.model) for i, s in enumerate(plan.stages)
         ]:
             raise ValueError("its hops do not follow the plan's stages")
-        if state.tensors[LABELS].tolist() != labels:
+        if labels is None:
+            if set(state.tensors) != {SAMPLE}:
+                raise ValueError(f"a latent pipeline's result holds {', '.join(sorted(state.tensors))}, "
+                                 "not the images alone")
+        elif state.tensors[LABELS].tolist() != labels:
             raise ValueError("its labels are not the requested ones")
         images = state.tensors[SAMPLE]
         if images.dtype != torch.float32 or images.ndim != 4 or not torch.isfinite(images).all():

@@ -279,15 +279,16 @@ class Probe:
         self.outbox.connect(coordinator_endpoint)
 
     def request(self, request_id: str, strategy: str, labels: list[int], seed: int,
-                timeout: float = 60.0) -> tuple[Any, float]:
-        """Send one request; the decoded result or error message, and its arrival time."""
+                timeout: float = 60.0, **latent: Any) -> tuple[Any, float]:
+        """Send one request; the decoded result or error message, and its arrival time.  `latent`:
+        a latent pipeline's request's `prompts`, `negative_prompts`, `guidance_scale`."""
         import zmq
 
         from nodes.runtime.protocol import WIRE_VERSION, RequestMsg, RequestTimes, decode, encode
 
         message = RequestMsg(v=WIRE_VERSION, kind="request", request_id=request_id, origin=self.host,
                              strategy=strategy, n=len(labels), labels=labels, seed=seed,
-                             timestamps=RequestTimes(request_sent=time.time()))
+                             timestamps=RequestTimes(request_sent=time.time()), **latent)
         self.outbox.send_multipart(encode(message))
         deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0:

@@ -97,7 +97,12 @@ class NodeConfig(StrictModel):
     bind: str  # tcp://IP:PORT on this host's own address (the runner gives the Mininet host IP)
     coordinator: str  # host name of the edge server that plans (may be this host)
     peers: dict[str, Peer]  # every other host of the run
-    models: list[str] = []  # denoisers this node loads at start: names or model directories
+    # denoisers this node loads at start: names or model directories, or latent pipeline folders
+    models: list[str] = []
+    # of each latent pipeline folder in `models`, what this node loads besides the UNet and scheduler it
+    # denoises with: the tokenizer and text encoder where it encodes prompts (the first denoising
+    # stage), the VAE where it decodes (the last); None: every component
+    latent_components: list[Literal["tokenizer", "text_encoder", "vae"]] | None = None
     compute: ComputeConfig = ComputeConfig()
     run_dir: Path
     scheduler: SchedulerName = "dpm"

@@ -45,12 +45,20 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    ValidationError,
+    model_serializer,
+)
 
 from nodes.planning.plan import Plan, Stage, check_tiling
-from nodes.planning.request import MAX_IMAGES, Request, RequestId
+from nodes.planning.request import MAX_IMAGES, MAX_PROMPT_CHARS, Request, RequestId, check_prompts
 from nodes.schema import validation_message
 
 if TYPE_CHECKING:  # torch: only where a state is decoded, so that reading records needs none
@@ -72,8 +80,24 @@ class ProtocolError(ValueError):
     """A message that does not follow the protocol; the text says what is wrong."""
 
 
+Prompts = Annotated[list[Annotated[str, StringConstraints(max_length=MAX_PROMPT_CHARS)]],
+                   Field(min_length=1, max_length=MAX_IMAGES)]
+Guidance = Annotated[float, Field(strict=False, gt=0, le=1000, allow_inf_nan=False)]
+
+
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # fields a message leaves out where they are None (those of latent pipelines' requests), so that
+    # a pixel model's messages are byte for byte what they were before those fields existed
+    omitted_when_none: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_none(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        for name in self.omitted_when_none:
+            if isinstance(data, dict) and data.get(name, 0) is None:
+                del data[name]
+        return data
 
 
 class RequestTimes(_Wire):
@@ -100,6 +124,11 @@ class Hop(_Wire):
     overrun_s: Seconds = 0.0
     compute_mode: Literal["native", "profiled"] = "native"
     hardware: Annotated[str, StringConstraints(max_length=64)] | None = None
+    # a latent pipeline's stage: the wall seconds it spent encoding the prompt (the text encoder)
+    # and decoding the latents (the VAE), inside compute_start..compute_end; None: it did not
+    encode_s: Seconds | None = None
+    decode_s: Seconds | None = None
+    omitted_when_none: ClassVar[tuple[str, ...]] = ("encode_s", "decode_s")
 
 
 class WireStage(_Wire):
@@ -146,6 +175,12 @@ class RequestMsg(_Common):
     timestamps: RequestTimes
     warmup: bool = False  # unmeasured: the planner may use it to observe paths it has not seen
     escalation_of: RequestId | None = None  # a cascade's second pass for the images of this request
+    # a latent pipeline's request (nodes/planning/request.py): one prompt per image, optional negative
+    # prompts, the classifier-free guidance scale
+    prompts: Prompts | None = None
+    negative_prompts: Prompts | None = None
+    guidance_scale: Guidance | None = None
+    omitted_when_none: ClassVar[tuple[str, ...]] = ("prompts", "negative_prompts", "guidance_scale")
 
     @classmethod
     def of(cls, request: Request, wall_sent: float) -> RequestMsg:
@@ -153,13 +188,20 @@ class RequestMsg(_Common):
         return cls(v=WIRE_VERSION, kind="request", request_id=request.request_id, origin=request.device,
                    strategy=request.strategy, n=request.n, labels=list(request.labels), seed=request.seed,
                    deadline_s=request.deadline_s, timestamps=RequestTimes(request_sent=wall_sent),
-                   warmup=request.warmup, escalation_of=request.escalation_of)
+                   warmup=request.warmup, escalation_of=request.escalation_of, **prompt_fields(request))
 
     def request_fields(self) -> dict[str, Any]:
         """The `Request` fields it carries (not when it was planned to go, nor its repetition)."""
         return {"request_id": self.request_id, "device": self.origin, "strategy": self.strategy, "n": self.n,
                 "labels": self.labels, "seed": self.seed, "deadline_s": self.deadline_s,
-                "warmup": self.warmup, "escalation_of": self.escalation_of}
+                "warmup": self.warmup, "escalation_of": self.escalation_of, **prompt_fields(self)}
+
+
+def prompt_fields(request: Any) -> dict[str, Any]:
+    """A request's (or a message's) prompt fields, as a message's keyword arguments."""
+    return {"prompts": None if request.prompts is None else list(request.prompts),
+            "negative_prompts": None if request.negative_prompts is None else list(request.negative_prompts),
+            "guidance_scale": request.guidance_scale}
 
 
 class WirePrediction(_Wire):
@@ -192,6 +234,12 @@ class StageMsg(_Common):
     timestamps: RequestTimes
     hops: Annotated[list[Hop], Field(max_length=MAX_STAGES)]
     prediction: WirePrediction | None = None  # travels with the request to its result
+    # a latent pipeline's stage: the guidance scale (every stage: its state's header must agree),
+    # and the prompt text where this stage's host encodes it (stage 0 in this version)
+    prompts: Prompts | None = None
+    negative_prompts: Prompts | None = None
+    guidance_scale: Guidance | None = None
+    omitted_when_none: ClassVar[tuple[str, ...]] = ("prompts", "negative_prompts", "guidance_scale")
 
 
 class ResultMsg(_Common):
@@ -310,6 +358,19 @@ def decode(frames: Sequence[object]) -> Message:
 def _check_consistent(envelope: Envelope, state: StateBundle | None) -> None:
     if isinstance(envelope, RequestMsg) and len(envelope.labels) != envelope.n:
         raise ProtocolError(f"request has {len(envelope.labels)} labels for n={envelope.n}")
+    if isinstance(envelope, RequestMsg | StageMsg):
+        try:
+            if envelope.prompts is not None and envelope.guidance_scale is None:
+                raise ValueError("has 'prompts' without 'guidance_scale'")
+            if isinstance(envelope, StageMsg) and envelope.prompts is None:
+                # a stage whose host does not encode: the guidance alone (the prompts are embeddings)
+                if envelope.negative_prompts is not None:
+                    raise ValueError("has 'negative_prompts' without 'prompts'")
+            else:
+                check_prompts(envelope.prompts, envelope.negative_prompts, envelope.guidance_scale,
+                              envelope.n)
+        except ValueError as exc:
+            raise ProtocolError(f"{envelope.kind} message: {exc}") from None
     if isinstance(envelope, StageMsg):
         if len(envelope.labels) != envelope.n:
             raise ProtocolError(f"stage message has {len(envelope.labels)} labels for n={envelope.n}")

@@ -130,6 +130,10 @@ class StageRecord(BaseModel):
     escalated_images: int | None = None
     escalated_indices: str | None = None
     wall_gate_s: WallSeconds | None = None  # from the first result to the escalation's send: the gate's time
+    # a latent pipeline's stage (docs/latent-pipelines.md): what its host spent encoding the prompts and
+    # decoding the latents, inside compute_s; None where it did not (every pixel model's stage)
+    wall_encode_s: WallSeconds | None = None
+    wall_decode_s: WallSeconds | None = None
 
 
 def _request_fields(sent: SentRequest, outcome: Outcome, reason: str | None, plan: str | None) -> dict:
@@ -185,7 +189,7 @@ def completed_records(
             result_message_bytes=result_message_bytes if hop.stage == last else 0,
             compute_mode=hop.compute_mode, hardware=hop.hardware, wall_real_compute_s=hop.real_compute_s,
             wall_profiled_compute_s=hop.profiled_compute_s, overrun_steps=hop.overrun_steps,
-            wall_overrun_s=hop.overrun_s,
+            wall_overrun_s=hop.overrun_s, wall_encode_s=hop.encode_s, wall_decode_s=hop.decode_s,
         ))
         previous_sent = hop.sent
     return rows

@@ -18,7 +18,8 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from nodes.diffusion.model_zoo import SampleShape, denoiser_config
+from nodes.diffusion.latent_folders import latent_space
+from nodes.diffusion.model_zoo import SampleShape, denoiser_config, is_pipeline_folder
 from nodes.diffusion.state import MAX_HEADER_BYTES
 from nodes.planning.plan import Plan, Stage
 from nodes.runtime.node_config import NodeConfig
@@ -271,8 +272,17 @@ def serve(node: Any, peers: Iterable[str], inbox: Any, handle: Callable[[Any, Ou
 def largest_tensor_bytes(models: Iterable[str], max_images: int) -> int:
     """The largest tensor a legitimate state for these models holds: a float32 sample (or solver
     history) of max_images images of the largest sample shape their configs give, as the stage
-    worker's state check demands (no torch: the configs are read as JSON)."""
-    return max((SampleShape.of(denoiser_config(m)).tensor_bytes(max_images) for m in models), default=0)
+    worker's state check demands; for a latent pipeline folder the largest of its float32 latents,
+    embeddings (with guidance: 2 per image) and decoded images (no torch: the configs are read as
+    JSON)."""
+    return max((_tensor_bytes(m, max_images) for m in models), default=0)
+
+
+def _tensor_bytes(model: str, n: int) -> int:
+    if is_pipeline_folder(model):
+        space = latent_space(model)
+        return max(space.latents_bytes(n), space.embeddings_bytes(n, guidance=True), space.image_bytes(n))
+    return SampleShape.of(denoiser_config(model)).tensor_bytes(n)
 
 
 def inbox_frame_limit(config: NodeConfig) -> int:

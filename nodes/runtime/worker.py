@@ -1,5 +1,13 @@
 """The stage worker thread of a node: check a stage message against this node, run the stage, and
-hand the state to the next stage's host (or the images to the requesting device)."""
+hand the state to the next stage's host (or the images to the requesting device).
+
+A stage of a latent pipeline's plan (docs/latent-pipelines.md) runs the same way, with the folder's
+components (nodes/diffusion/latent_pipeline.py): the first stage's host encodes the prompts it
+receives in the stage message and draws the initial latents from the seed; every stage denoises its
+steps with classifier-free guidance and hands on the latents, the sampler's state and the
+embeddings (a tensor of their own); the last stage's host decodes the latents with the VAE and
+sends the images to the device.  Each hop records the seconds it spent encoding and decoding.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +19,14 @@ from typing import Any
 import torch
 
 from nodes.diffusion.executor import LABELS, SAMPLE, initial_state, run_stage
-from nodes.diffusion.model_zoo import SampleShape, load_denoiser, load_noise_schedule
+from nodes.diffusion.latent_folders import LatentSpace, latent_space
+from nodes.diffusion.model_zoo import (
+    SampleShape,
+    is_pipeline_folder,
+    load_denoiser,
+    load_noise_schedule,
+    plan_kind,
+)
 from nodes.diffusion.schedulers import SCHEDULE_KEYS
 from nodes.diffusion.state import DenoisingMeta, StateBundle
 from nodes.planning.hardware import load_profiles, profile_for
@@ -42,6 +57,19 @@ class Rejected(ValueError):
         self.part = part
 
 
+class LatentModel:
+    """A latent pipeline folder as a host holds it: the components it loaded, its latent space."""
+
+    def __init__(self, name: str, extra: list[str] | None) -> None:
+        from nodes.diffusion.latent_pipeline import load_components
+
+        wanted = ["unet", "scheduler", *(["tokenizer", "text_encoder", "vae"] if extra is None else extra)]
+        self.space: LatentSpace = latent_space(name)
+        self.components = load_components(name, wanted)
+        self.encodes = self.components.text_encoder is not None and self.components.tokenizer is not None
+        self.decodes = self.components.vae is not None
+
+
 class StageWorker:
     def __init__(self, node: NodeContext) -> None:
         self.node = node
@@ -49,8 +77,12 @@ class StageWorker:
         torch.set_num_threads(self.config.compute.threads)
         started = time.perf_counter()
         self.models = {}
+        self.latent: dict[str, LatentModel] = {}
         reference = None
         for name in self.config.models:
+            if is_pipeline_folder(name):
+                self.latent[name] = LatentModel(name, self.config.latent_components)
+                continue
             denoiser, schedule = load_denoiser(name), load_noise_schedule(name)
             current = {key: schedule.config.get(key) for key in SCHEDULE_KEYS}
             if reference is not None and current != reference[1]:
@@ -67,7 +99,7 @@ class StageWorker:
             self.profiles = {name: profile_for(table, hardware, name) for name in self.config.models}
 
     def status(self) -> dict[str, Any]:
-        return {"models_loaded": sorted(self.models), "model_load_s": round(self.load_s, 3)}
+        return {"models_loaded": sorted([*self.models, *self.latent]), "model_load_s": round(self.load_s, 3)}
 
     def run(self) -> None:
         # polling the outbox's events: a dead next host is known by the time we forward
@@ -141,15 +173,72 @@ class StageWorker:
             raise Rejected(f"step range [{envelope.start}, {envelope.end}) is not the plan's {stage}")
         if stage.host != self.config.host:
             raise Rejected(f"the plan runs this stage on {stage.host!r}, not here")
-        if stage.model not in self.models:
+        if stage.model not in self.models and stage.model not in self.latent:
             raise Rejected(f"model {stage.model!r} is not loaded on {self.config.host}")
         for index, hop in enumerate(envelope.hops):
             earlier = plan.stages[index]
             if hop.stage != index or hop.host != earlier.host or hop.model != earlier.model:
                 raise Rejected(f"hop {index} ({hop.host}, {hop.model}) does not match the plan's {earlier}")
+        try:
+            kind = plan_kind(plan.models())
+        except ValueError as exc:
+            raise Rejected(str(exc)) from None
+        if kind == "latent":
+            self._check_latent(envelope, plan, stage, state)
+            return plan, stage
+        if envelope.prompts is not None or envelope.guidance_scale is not None:
+            raise Rejected("prompts or a guidance scale for a plan of pixel models")
         if state is not None:
             self._check_state(envelope, state, self.shapes[stage.model])
         return plan, stage
+
+    def _check_latent(self, envelope: StageMsg, plan: Plan, stage: Stage, state: StateBundle | None) -> None:
+        """A latent pipeline's stage: the guidance scale; where it encodes (stage 0) its prompts and a
+        text encoder here; where it decodes (the last) a VAE here; its state (latents, the sampler's
+        history, the embeddings) of the pipeline's shapes."""
+        from nodes.diffusion.latent_pipeline import EMBEDDINGS, LATENTS, guided
+
+        model = self.latent[stage.model]
+        guidance = envelope.guidance_scale
+        if guidance is None:
+            raise Rejected("a latent pipeline's stage without its guidance scale")
+        if envelope.stage == 0 and envelope.prompts is None:
+            raise Rejected("the first stage of a latent pipeline's plan comes without the prompts")
+        if envelope.prompts is not None and not model.encodes:
+            raise Rejected(f"{self.config.host} has no text encoder of {stage.model} loaded to encode "
+                           "the prompts")
+        if envelope.stage == len(plan.stages) - 1 and not model.decodes:
+            raise Rejected(f"{self.config.host} has no VAE of {stage.model} loaded to decode the latents")
+        if state is None:
+            return
+        try:
+            meta = DenoisingMeta.of(state)
+        except ValueError as exc:
+            raise Rejected(str(exc), "state") from None
+        expected = {"scheduler": self.config.scheduler, "steps": self.config.steps,
+                    "next_step": envelope.start, "seed": envelope.seed, "guidance_scale": guidance}
+        for key, value in expected.items():
+            if getattr(meta, key) != value:
+                raise Rejected(f"state {key} is {getattr(meta, key)!r}, expected {value!r}", "state")
+        space, n = model.space, envelope.n
+        latents = space.latents_shape(n)
+        embeddings = ((2 if guided(guidance) else 1) * n, space.text_tokens, space.text_dim)
+        for name, tensor in state.tensors.items():
+            if name == LATENTS or name.startswith("history_"):
+                shape = latents
+            elif name == EMBEDDINGS:
+                shape = embeddings
+            else:
+                raise Rejected(f"unexpected tensor {name!r}", "state")
+            if tensor.dtype != torch.float32 or tuple(tensor.shape) != shape:
+                found = f"{tensor.dtype} {tuple(tensor.shape)}"
+                raise Rejected(f"tensor {name} is {found}, expected float32 {shape}", "state")
+            if not torch.isfinite(tensor).all():
+                raise Rejected(f"tensor {name} holds non-finite values", "state")
+        if LATENTS not in state.tensors:
+            raise Rejected(f"state lacks {LATENTS}", "state")
+        if EMBEDDINGS not in state.tensors and envelope.prompts is None:  # nothing to condition on
+            raise Rejected(f"state lacks {EMBEDDINGS}, and the stage message brings no prompts", "state")
 
     def _check_state(self, envelope: StageMsg, state: StateBundle, sample: SampleShape) -> None:
         try:
@@ -179,7 +268,6 @@ class StageWorker:
             raise Rejected("state lacks sample or labels", "state")
 
     def compute(self, envelope: StageMsg, item: Inbound, stage: Stage) -> tuple[StateBundle, Hop]:
-        denoiser, schedule = self.models[stage.model]
         profile = self.profiles.get(stage.model)
         # under time dilation K a profiled step takes K times its profile in wall time
         step_s = self.config.clock.wall(profile.step_s(envelope.n)) if profile else None
@@ -194,10 +282,15 @@ class StageWorker:
         compute_start = time.time()
         pacer.start()
         state = item.message.state
-        if state is None:  # stage 0: the noise comes from the request's seed, not the wire
-            state = initial_state(torch.tensor(envelope.labels), envelope.seed, self.config.scheduler,
-                                  self.config.steps, self.shapes[stage.model])
-        state = run_stage(denoiser, schedule, state, stage.start, stage.end, on_step=on_step)
+        encode_s = decode_s = None
+        if stage.model in self.latent:
+            state, encode_s, decode_s = self._latent_stage(envelope, stage, state, on_step)
+        else:
+            denoiser, schedule = self.models[stage.model]
+            if state is None:  # stage 0: the noise comes from the request's seed, not the wire
+                state = initial_state(torch.tensor(envelope.labels), envelope.seed, self.config.scheduler,
+                                      self.config.steps, self.shapes[stage.model])
+            state = run_stage(denoiser, schedule, state, stage.start, stage.end, on_step=on_step)
         compute_end = time.time()
         report = pacer.report
         hop = Hop(
@@ -207,14 +300,50 @@ class StageWorker:
             real_compute_s=report.real_compute_s, profiled_compute_s=report.profiled_compute_s,
             overrun_steps=report.overrun_steps, overrun_s=report.overrun_s,
             compute_mode=self.config.compute.mode, hardware=self.config.compute.hardware,
+            encode_s=encode_s, decode_s=decode_s,
         )
         if not math.isfinite(report.real_compute_s):
             raise ValueError("non-finite compute time")
         return state, hop
 
+    def _latent_stage(self, envelope: StageMsg, stage: Stage, state: StateBundle | None,
+                      on_step) -> tuple[StateBundle, float | None, float | None]:
+        """A latent pipeline's stage: encode (where the message brings the prompts), denoise, decode
+        (the last stage: the state that goes on is the images, as `sample`).  The seconds spent
+        encoding and decoding, None where it did not."""
+        from nodes.diffusion import latent_pipeline as lp
+
+        model = self.latent[stage.model]
+        guidance = envelope.guidance_scale
+        assert guidance is not None  # checked
+        encode_s = decode_s = None
+        if envelope.prompts is not None:
+            began = time.perf_counter()
+            embeddings = lp.encode_prompt(model.components, envelope.prompts, envelope.negative_prompts,
+                                          guidance)
+            encode_s = time.perf_counter() - began
+        else:
+            assert state is not None  # checked: a stage that does not encode receives the embeddings
+            embeddings = state.tensors[lp.EMBEDDINGS]
+        if state is None:  # stage 0: the latents come from the request's seed, not the wire
+            state = lp.initial_state(model.space, envelope.n, envelope.seed, self.config.scheduler,
+                                     self.config.steps, guidance_scale=guidance)
+        carried = StateBundle(meta=state.meta, tensors={k: v for k, v in state.tensors.items()
+                                                        if k != lp.EMBEDDINGS})
+        components = model.components
+        state = lp.denoise(components.unet, components.scheduler, carried, embeddings, guidance, stage.start,
+                           stage.end, on_step=on_step)
+        if stage.end < self.config.steps:
+            handoff = StateBundle(meta=state.meta, tensors={**state.tensors, lp.EMBEDDINGS: embeddings})
+            return handoff, encode_s, None
+        began = time.perf_counter()
+        images = lp.decode(components.vae, state.tensors[lp.LATENTS])
+        decode_s = time.perf_counter() - began
+        return StateBundle(meta=state.meta, tensors={SAMPLE: images.contiguous()}), encode_s, decode_s
+
     def forward(self, outbox, envelope: StageMsg, plan: Plan, state: StateBundle, hop: Hop) -> None:
         last = envelope.stage == len(plan.stages) - 1
-        if last:  # the device needs the images only, not the solver's history
+        if last and LABELS in state.tensors:  # the device needs the images only, not the solver's history
             state = StateBundle(meta=state.meta, tensors={SAMPLE: state.tensors[SAMPLE],
                                                            LABELS: state.tensors[LABELS]})
         state_frames = state.to_frames()
@@ -231,7 +360,7 @@ class StageWorker:
             target = following.host or ""
             message = StageMsg(kind="stage", stage=envelope.stage + 1, start=following.start,
                                end=following.end, n=envelope.n, labels=envelope.labels, seed=envelope.seed,
-                               **common)
+                               guidance_scale=envelope.guidance_scale, **common)
         frames = [encode(message)[0], *state_frames]
         try:
             outbox.send(target, frames)

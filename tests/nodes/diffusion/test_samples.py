@@ -45,3 +45,59 @@ def test_checking_an_output_path_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []  # not even the folder it would make
     with pytest.raises(ValueError, match="it is a directory"):
         check_output_path(tmp_path)
+
+
+def test_a_latent_pipeline_s_samples_keep_their_prompts_in_place_of_labels(tmp_path):
+    """Issue 19: N x 3 x H x W images with one prompt (and negative prompt) each and the guidance
+    scale; no labels.  A pixel file is what it was."""
+    import numpy as np
+    import torch
+
+    from nodes.diffusion.samples import Samples, load_samples, save_samples
+    from nodes.planning.plan import parse_plan
+
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    plan = parse_plan("/models/tiny-large:0-4@cloud,/models/tiny-small:4-8@edge")
+    samples = Samples(images=images, labels=None, plan=plan, seed=5, scheduler="dpm", steps=8,
+                      prompts=("a cat", "ein Hund"), negative_prompts=("", "blurry"), guidance_scale=5.0)
+    save_samples(tmp_path / "s.npz", samples)
+    loaded = load_samples(tmp_path / "s.npz")
+    assert loaded.labels is None and loaded.prompts == ("a cat", "ein Hund")
+    assert loaded.negative_prompts == ("", "blurry") and loaded.guidance_scale == 5.0
+    assert torch.equal(loaded.images, images) and loaded.plan == plan
+    assert set(np.load(tmp_path / "s.npz").files) == {"images", "prompts", "negative_prompts",
+                                                       "guidance_scale", "plan", "seed", "scheduler", "steps"}
+    bad = dict(np.load(tmp_path / "s.npz"))
+    np.savez(tmp_path / "bad.npz", **{**bad, "prompts": np.array(["only one"])})
+    with pytest.raises(ValueError, match="prompts must be 2 strings, one per image"):
+        load_samples(tmp_path / "bad.npz")
+    np.savez(tmp_path / "bad.npz", **{**bad, "guidance_scale": np.array(-1.0)})
+    with pytest.raises(ValueError, match="guidance_scale must be one positive number"):
+        load_samples(tmp_path / "bad.npz")
+    np.savez(tmp_path / "bad.npz", **{**bad, "images": bad["images"][:, :1]})
+    with pytest.raises(ValueError, match="a latent pipeline's images must be N x 3 x H x W"):
+        load_samples(tmp_path / "bad.npz")
+
+
+def test_generate_and_quality_refuse_a_latent_pipeline_s_samples_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    from nodes.diffusion.samples import Samples, save_samples
+    from nodes.planning.plan import parse_plan
+
+    path = tmp_path / "latent.npz"
+    save_samples(path, Samples(images=torch.zeros(1, 3, 8, 8), labels=None, plan=parse_plan("/m/p:0-2"),
+                               seed=1, scheduler="ddim", steps=2, prompts=("a",), guidance_scale=2.0))
+    root = Path(__file__).resolve().parents[3]
+    for argv, fragment in ((["generate", "--replay", str(path), "--out", str(tmp_path / "o.npz")],
+                            "generate runs pixel models only"),
+                           (["quality", str(path)], "their quality is not measured yet")):
+        done = subprocess.run([sys.executable, "-m", "emulation.cli", *argv], capture_output=True, text=True,
+                              cwd=root, timeout=120)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and fragment in lines[0], done.stderr
+    assert not (tmp_path / "o.npz").exists()

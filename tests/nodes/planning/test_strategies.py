@@ -101,3 +101,32 @@ def test_escalation_models_come_best_first_from_the_cascade_table():
     assert escalation_models("small", 0.95, "dpm", 30) == ["large", "medium"]
     assert escalation_models("small", 0.42, "dpm", 30) == []  # no row at that threshold
     assert escalation_models("small", 0.95, "ddim", 7) == []  # no table at all
+
+
+def test_latent_plans_are_one_kind_of_model_and_fit_their_requests(tiny_pipelines):
+    """Issue 19: a plan of latent pipeline folders (named by their paths) is checked like any other,
+    and refused in one line where it mixes a pixel model in; the coordinator refuses a latent plan
+    for a request without prompts, a pixel plan for one with them; a cascade serves no prompts."""
+    from nodes.planning.coordination import check_fits
+
+    large, small = str(tiny_pipelines["large"]), str(tiny_pipelines["small"])
+    models = {**MODELS, "cloud": ("large", large), "edge": ("small", small)}
+    cluster = Cluster(edge="edge", roles=ROLES, models=models, steps=8)
+    split = StrategySpec(kind="fixed_split", split=[{"model": large, "tier": "cloud", "share": 0.5},
+                                                    {"model": small, "tier": "edge", "share": 0.5}])
+    ask = PlanRequest(request_id="r", device="d1", n=2, strategy="s", prompts=("a", "b"))
+    plan = build_strategy("s", split).plan_for(ask, cluster).plan
+    assert str(plan) == f"{large}:0-4@cloud,{small}:4-8@edge" and parse_plan(str(plan), 8) == plan
+    check_fits(plan, ask)
+    with pytest.raises(ValueError, match="runs latent pipelines, and the request has no prompts"):
+        check_fits(plan, ask.model_copy(update={"prompts": None, "guidance_scale": None}))
+    with pytest.raises(ValueError, match="runs pixel models, and the request has prompts"):
+        check_fits(parse_plan("small:0-8@edge"), ask)
+    mixed = StrategySpec(kind="fixed_split", split=[{"model": "large", "tier": "cloud", "share": 0.5},
+                                                    {"model": small, "tier": "edge", "share": 0.5}])
+    with pytest.raises(ValueError, match=f"cannot mix pixel and latent models: 'large' is a pixel denoiser, "
+                                         f"'{small}' a latent pipeline"):
+        build_strategy("m", mixed).plan_for(ask, cluster)
+    cascade = StrategySpec(kind="cascade", threshold=0.9, escalate_model="large", escalate_tier="cloud")
+    with pytest.raises(ValueError, match="a cascade does not serve latent pipelines' requests yet"):
+        build_strategy("c", cascade).plan_for(ask, cluster)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from nodes.diffusion.executor import initial_state
 from nodes.diffusion.model_zoo import SampleShape, denoiser_config
+from nodes.diffusion.state import DenoisingMeta
 from nodes.planning.plan import parse_plan
 from nodes.runtime.protocol import (
     MAX_ENVELOPE_BYTES,
@@ -179,3 +180,55 @@ def test_a_plan_travels_as_its_stages_and_text_is_refused():
         decode([json.dumps(envelope).encode(), *frames[1:]])
     with pytest.raises(ValueError, match="do not tile"):
         plan_from_wire(wire("small:0-4@cloud"), 10)
+
+
+# ---- a latent pipeline's fields (issue 19): absent from a pixel model's messages ------------------
+
+PIXEL_STAGE_KEYS = ["v", "request_id", "origin", "kind", "strategy", "plan", "stage", "start", "end", "n",
+                    "labels", "seed", "timestamps", "hops", "prediction"]
+PIXEL_HOP_KEYS = ["stage", "host", "model", "received", "compute_start", "compute_end", "sent",
+                  "payload_bytes", "message_bytes", "real_compute_s", "profiled_compute_s", "overrun_steps",
+                  "overrun_s", "compute_mode", "hardware"]
+
+
+def test_a_pixel_model_s_messages_are_what_they_were_before_the_latent_fields():
+    stage = json.loads(encode(_stage())[0])
+    assert list(stage) == PIXEL_STAGE_KEYS and list(stage["hops"][0]) == PIXEL_HOP_KEYS
+    request = json.loads(encode(RequestMsg(v=WIRE_VERSION, kind="request", request_id="r", origin="d1",
+                                           strategy="s", n=1, labels=[0], seed=0, timestamps=_times()))[0])
+    assert "prompts" not in request and "guidance_scale" not in request
+    assert DenoisingMeta.of(_state()).header() == {"scheduler": "dpm", "steps": 10, "next_step": 0, "seed": 3}
+
+
+def test_a_latent_stage_round_trips_with_its_prompts_guidance_and_encode_time():
+    hop = _hop().model_copy(update={"encode_s": 0.01})
+    message = _stage().model_copy(update={"hops": [hop], "guidance_scale": 7.5})
+    first = _stage(0).model_copy(update={"prompts": ["a cat"] * 4, "negative_prompts": [""] * 4,
+                                         "guidance_scale": 7.5})
+    for envelope in (message, first):
+        state = None if envelope.stage == 0 else _state()
+        decoded = decode(encode(envelope, state))
+        assert decoded.envelope == envelope
+    assert json.loads(encode(message, _state())[0])["hops"][0]["encode_s"] == 0.01
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"prompts": ["a"] * 4}, "has 'prompts' without 'guidance_scale'"),
+    ({"prompts": ["a"] * 3, "guidance_scale": 2.0}, "'prompts' has 3 entries, n is 4"),
+    ({"negative_prompts": ["a"] * 4, "guidance_scale": 2.0}, "has 'negative_prompts' without 'prompts'"),
+])
+def test_a_stage_s_prompt_fields_that_disagree_are_refused(change, reason):
+    frames = encode(_stage(0).model_copy(update=change))
+    with pytest.raises(ProtocolError, match=reason):
+        decode(frames)
+
+
+def test_a_request_s_guidance_must_be_positive():
+    good = RequestMsg(v=WIRE_VERSION, kind="request", request_id="r", origin="d1", strategy="s", n=1,
+                      labels=[0], seed=0, timestamps=_times(), prompts=["x"], guidance_scale=1.5)
+    raw = json.loads(encode(good)[0])
+    assert decode([json.dumps(raw).encode()]).envelope == good
+    with pytest.raises(ProtocolError, match="guidance_scale"):
+        decode([json.dumps({**raw, "guidance_scale": 0}).encode()])
+    with pytest.raises(ProtocolError, match="'guidance_scale' is for prompts"):
+        decode([json.dumps({k: v for k, v in raw.items() if k != "prompts"}).encode()])
