@@ -60,6 +60,7 @@ from analysis.report import (  # noqa: E402
     replace_text,
 )
 from analysis.statistics import mean_interval, percentile_interval, settings  # noqa: E402
+from nodes.planning.quality_table import SECOND_JUDGE  # noqa: E402
 
 # each table's columns after the grid's fields; seconds are emulated, bytes on the wire
 PER_STRATEGY_COLUMNS = ["strategy", "repetitions", "requests", "done", "failed", "latency_mean_s",
@@ -72,12 +73,14 @@ PER_REPETITION_COLUMNS = ["strategy", "repetition", "run_id", "requests", "done"
 PAIRED_COLUMNS = ["strategy", "reference", "n_pairs", "repetitions", "latency_mean_s",
                   "reference_latency_mean_s", "latency_mean_ratio", "latency_mean_ratio_ci_low",
                   "latency_mean_ratio_ci_high", "wilcoxon_p", "note"]
-QUALITY_COLUMNS = ["strategy", "runs", "class_accuracy", "fid", "n_quality"]
+# both judges' figures (nodes/planning/quality_table.py): the first's accuracy and FID, then the second's
+JUDGED = ("class_accuracy", "fid", *SECOND_JUDGE)
+QUALITY_COLUMNS = ["strategy", "runs", *JUDGED, "n_quality"]
 # how a column is shown in report.md, the .tex and the HTML (the CSV keeps full precision)
 _COUNTS = {"repetitions", "requests", "done", "failed", "images", "n_pairs", "runs", "n_quality",
            "repetition"}
 _FORMATS = {"wire_bytes_per_image": "{:,.0f}", "wilcoxon_p": "{:.2g}", "class_accuracy": "{:.3f}",
-            "fid": "{:.2f}"}
+            "fid": "{:.2f}", "svm_class_accuracy": "{:.3f}", "pca_fd": "{:.2f}", "judge_agreement": "{:.3f}"}
 
 
 @dataclass(frozen=True)
@@ -260,7 +263,7 @@ def paired_campaign_table(first: pd.DataFrame, fields: list[str], reference: str
 
 
 def quality_table(completed: pd.DataFrame, fields: list[str], per_strategy: pd.DataFrame) -> pd.DataFrame:
-    """Per row of `per_strategy`: class accuracy and FID of the strategy's plans as its runs'
+    """Per row of `per_strategy`: both judges' figures (JUDGED) of the strategy's plans as its runs'
     summary.json entries give them, weighted by each run's done requests, the smallest n (images
     per plan) and how many runs gave a figure; empty cells where none did."""
     entries = []
@@ -268,8 +271,8 @@ def quality_table(completed: pd.DataFrame, fields: list[str], per_strategy: pd.D
         summary = _summary(Path(run["run_dir"]))
         for name, entry in current_strategies(summary.get("strategies") or {}).items():
             entries.append({**{f: run.get(f) for f in fields}, "strategy": name, "done": entry.get("done"),
-                            **{k: entry.get(k) for k in QUALITY_KEYS}})
-    frame = pd.DataFrame(entries, columns=[*fields, "strategy", "done", *QUALITY_KEYS])
+                            **{k: entry.get(k) for k in (*JUDGED, "n_quality")}})
+    frame = pd.DataFrame(entries, columns=[*fields, "strategy", "done", *JUDGED, "n_quality"])
     rows = []
     for key in per_strategy[[*fields, "strategy"]].to_dict("records"):
         mine = frame[np.logical_and.reduce([_equal(frame[c], v) for c, v in key.items()])]
@@ -283,7 +286,7 @@ def weighted_quality(entries: pd.DataFrame) -> dict[str, Any]:
     done = pd.to_numeric(entries["done"], errors="coerce").fillna(0)
     out: dict[str, Any] = {}
     judged = pd.Series(False, index=entries.index)
-    for key in ("class_accuracy", "fid"):
+    for key in JUDGED:
         value = pd.to_numeric(entries[key], errors="coerce")
         has = value.notna() & (done > 0)
         judged |= has

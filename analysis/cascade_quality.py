@@ -7,8 +7,11 @@ confident it is in each image's requested label, and regenerates the images belo
 with the escalation model.  Here the same thing on PLAN_QUALITY_IMAGES images (labels cycling
 0-9, seed 0): the device model's images and the escalation model's images of the same labels
 and seed, the gate's confidence in each; per threshold, image i is the escalation model's where
-the gate doubts the device's, else the device's.  FID, KID and class accuracy are the judge's
-(analysis/quality.py), as for every plan.
+the gate doubts the device's, else the device's.  The figures are both judges' (analysis/quality.py:
+the digit classifier's FID, KID and class accuracy; the second judge's SVM class accuracy and PCA
+Fréchet distance, and how often the two agree), as for every plan.  The second judge matters most
+here: the gate is a CNN classifier trained on the same digits as the first judge, so the images it
+lets through are the ones the first judge also tends to count as right.
 
 In a run an escalated image is drawn anew from a seed of its own (nodes/runtime/device.py
 `escalation_seed`), here from the batch's seed: the same model and label, another draw.
@@ -29,12 +32,13 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
-from analysis.plan_quality import PLAN_QUALITY_IMAGES, PLAN_QUALITY_SEED, large_reference
+from analysis.plan_quality import PLAN_QUALITY_IMAGES, PLAN_QUALITY_SEED, large_reference, plan_figures
 from analysis.quality import quality_table
 from nodes.diffusion.gate import gate_confidence
 from nodes.diffusion.generation import generate, request_labels
 from nodes.planning.cascade_table import THRESHOLDS, table_file
 from nodes.planning.plan import single_model_plan
+from nodes.planning.quality_table import FIGURES
 
 
 def cascade_rows(device_model: str, escalate_model: str, scheduler: str, steps: int,
@@ -51,14 +55,12 @@ def cascade_rows(device_model: str, escalate_model: str, scheduler: str, steps: 
     for threshold in thresholds:
         keep = confidence >= threshold
         mixed = torch.where(keep[:, None, None, None], first, second)
-        figures = quality_table(mixed, labels, reference)
+        # every image escalated to large is the reference itself: plan_figures gives it no PSNR
+        figures = plan_figures(quality_table(mixed, labels, reference))
         rows.append({"device_model": device_model, "escalate_model": escalate_model, "threshold": threshold,
                      "scheduler": scheduler, "steps": steps, "n": n,
                      "escalation_rate": round(1.0 - float(keep.float().mean()), 4),
-                     "fid": figures["fid"], "kid": figures["kid"],
-                     "class_accuracy": figures["class_accuracy"],
-                     "psnr_vs_large_db": None if bool(keep.logical_not().all()) and escalate_model == "large"
-                     else figures.get("psnr_vs_large")})
+                     **{f: figures[f] for f in FIGURES}})
     for row in rows:
         row["generation_s"] = round(time.perf_counter() - started, 1)
     return rows

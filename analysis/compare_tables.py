@@ -29,10 +29,14 @@ import pandas as pd
 
 from analysis.statistics import Paired, mean_interval, paired_ratio, percentile_interval, settings
 from analysis.targets import DEFAULT_TARGETS, PairedRatio, Target, check_targets, load_targets
+from nodes.planning.quality_table import SECOND_JUDGE
 
+# the quality figures a row carries: the first judge's FID and class accuracy, and the second
+# judge's figures beside them (nodes/planning/quality_table.py), so a target can ask both
+QUALITY = ("fid", "class_accuracy", *SECOND_JUDGE)
 COLUMNS = ["strategy", "requests", "done", "failed", "latency_mean_s", "latency_mean_ci_low_s",
            "latency_mean_ci_high_s", "latency_p50_s", "latency_p95_s", "latency_p95_ci_low_s",
-           "latency_p95_ci_high_s", "fid", "class_accuracy", "wire_bytes_per_image", "report_bytes_per_image",
+           "latency_p95_ci_high_s", *QUALITY, "wire_bytes_per_image", "report_bytes_per_image",
            "device_energy_per_image_j", "overrun_steps", "escalation_rate"]
 # compare_paired.csv: each strategy against the reference over the requests both completed; the
 # ratio is the strategy's mean latency over the reference's (below 1: the strategy is faster)
@@ -147,7 +151,7 @@ def first_rows(run_dir: Path) -> pd.DataFrame:
 
 
 def plan_quality(plan_keys: pd.Series, scheduler: str, steps: int) -> pd.DataFrame:
-    """FID and class accuracy (the quality table's) of each plan (without hosts, the records'
+    """The QUALITY figures (the quality table's) of each plan (without hosts, the records'
     `plan_key`); NaN where there is none."""
     from analysis.quality_table import load_table, lookup
 
@@ -155,7 +159,7 @@ def plan_quality(plan_keys: pd.Series, scheduler: str, steps: int) -> pd.DataFra
     table = load_table(scheduler, steps)
     cache = {p: lookup(table, p) for p in plans.dropna().unique()}
     return pd.DataFrame({k: plans.map(lambda p, k=k: cache[p][k] if p in cache else math.nan)
-                         for k in ("fid", "class_accuracy")})
+                         for k in QUALITY})
 
 
 def table_row(name: str, first: pd.DataFrame, summary: dict[str, Any] | None, scheduler: str,
@@ -171,9 +175,9 @@ def table_row(name: str, first: pd.DataFrame, summary: dict[str, Any] | None, sc
         from nodes.planning.cascade_table import cascade_figures, parse_cascade
 
         rows = [cascade_figures(*parse_cascade(c), scheduler, steps) for c in ok["cascade"]]
-        quality = pd.DataFrame({k: [r[k] for r in rows] for k in ("fid", "class_accuracy")})
+        quality = pd.DataFrame({k: [r[k] for r in rows] for k in QUALITY})
     weighted = {k: float((quality[k] * weights).sum() / weights.sum()) if len(ok) else None
-                for k in ("fid", "class_accuracy")}
+                for k in QUALITY}
     mean, p95 = mean_interval(totals.to_numpy()), percentile_interval(totals.to_numpy(), 95)
     return {"strategy": name, "requests": len(first), "done": len(ok), "failed": len(first) - len(ok),
             "latency_mean_s": totals.mean(), "latency_mean_ci_low_s": mean.low,

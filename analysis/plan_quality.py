@@ -1,7 +1,8 @@
-"""Quality of plans from images generated with them: FID, KID, class accuracy and PSNR vs
-large-only.  `compare_plans`: a table of several plans side by side, generated now from the same
-seed, labels and scheduler (`edgestage quality --plans`); `plans_quality`: each plan judged on
-enough images to rank by, cached (what a run's summary reports).
+"""Quality of plans from images generated with them: both judges' figures (analysis/quality.py:
+FID, KID and class accuracy; the second judge's SVM class accuracy, PCA Fréchet distance and their
+agreement) and PSNR vs large-only.  `compare_plans`: a table of several plans side by side,
+generated now from the same seed, labels and scheduler (`edgestage quality --plans`);
+`plans_quality`: each plan judged on enough images to rank by, cached (what a run's summary reports).
 
 A run delivers a few dozen images per strategy; FID over so few is dominated by its small-sample
 bias and can rank strategies the wrong way round. A plan's images depend only on the plan (models
@@ -12,6 +13,10 @@ figures are cached on disk, one small JSON per key:
 
     (plan without hosts, scheduler, steps, seed, n, checksums of the plan's models, of the
      large reference model and of the classifier)
+
+The second judge has no weights to checksum: it is refit from the train split in every process
+(analysis/kernel_judge.py), so a cached file counts only while it holds every figure of FIGURES
+and was made with that judge's SETTINGS; an older file is measured again, in place.
 
 Cache directory: $EDGESTAGE_CACHE, else ~/.cache/edgestage/plan-quality. Figures for the plans
 of the shipped scenarios ship, measured, beside the models (nodes/pretrained/plan-quality/, read
@@ -41,6 +46,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from analysis.kernel_judge import SETTINGS as KERNEL_JUDGE
 from analysis.quality import quality_table
 from nodes.diffusion.generation import generate, request_labels
 from nodes.diffusion.model_zoo import (
@@ -51,6 +57,7 @@ from nodes.diffusion.model_zoo import (
     weights_file,
 )
 from nodes.planning.plan import Plan, parse_plan, single_model_plan
+from nodes.planning.quality_table import FIGURES as TABLE_FIGURES
 from nodes.progress import progress_bar
 from nodes.schema import check_scheduler_name
 
@@ -73,7 +80,7 @@ def compare_plans(
     steps: int = 50,
     label: int | None = None,
 ) -> pd.DataFrame:
-    """One row per plan: FID, KID, class accuracy, PSNR vs large-only (dB), generation time (s)."""
+    """One row per plan: its figures (FIGURES but KID's spread), generation time (s)."""
     parsed = [p if isinstance(p, Plan) else parse_plan(p, steps) for p in plans]
     for plan in parsed:
         if plan.total_steps != steps:
@@ -85,25 +92,17 @@ def compare_plans(
         started = time.perf_counter()
         images = generate(plan, labels, seed, scheduler, progress=True)
         elapsed = time.perf_counter() - started
-        figures = quality_table(images, labels, None if is_reference_plan(plan) else reference)
-        rows.append(
-            {
-                "plan": str(plan),
-                "n": figures["n"],
-                "fid": figures["fid"],
-                "kid": figures["kid"],
-                "class_accuracy": figures["class_accuracy"],
-                "psnr_vs_large_db": figures.get("psnr_vs_large"),
-                "generate_s": elapsed,
-            }
-        )
+        table = quality_table(images, labels, None if is_reference_plan(plan) else reference)
+        figures = plan_figures(table)
+        rows.append({"plan": str(plan), "n": table["n"], **{f: figures[f] for f in TABLE_FIGURES},
+                     "generate_s": elapsed})
     return pd.DataFrame(rows)
 
 
 PLAN_QUALITY_IMAGES = 500  # FID's small-sample bias is small next to the gaps between plans here
 PLAN_QUALITY_SEED = 0
 CACHE_FORMAT = 1  # bump when what a cached figure means changes
-FIGURES = ("fid", "kid", "kid_std", "class_accuracy", "psnr_vs_large_db")
+FIGURES = (*TABLE_FIGURES, "kid_std")  # the tables' figures, and KID's spread over its subsets
 SHIPPED_DIR = PRETRAINED_DIR / "plan-quality"
 
 
@@ -161,7 +160,14 @@ def read_cached(key: PlanQualityKey, cache_dir: Path) -> dict[str, Any] | None:
         return None
     if not isinstance(entry, dict) or entry.get("key") != json.loads(json.dumps(asdict(key))):
         return None  # a truncated write or a digest collision: measure again
+    if any(f not in entry for f in FIGURES) or entry.get("kernel_judge") != judge_settings():
+        return None  # made before the second judge, or by another one: measure again
     return {**entry, "cache_file": str(path), "cached": True}
+
+
+def judge_settings() -> dict[str, Any]:
+    """The second judge's settings as a cached file holds them (through JSON)."""
+    return json.loads(json.dumps(KERNEL_JUDGE))
 
 
 def _write_cached(key: PlanQualityKey, cache_dir: Path, figures: dict[str, Any]) -> Path:
@@ -175,6 +181,13 @@ def _write_cached(key: PlanQualityKey, cache_dir: Path, figures: dict[str, Any])
 
 def _finite_or_none(value: float | int | None) -> float | None:
     return None if value is None or value != value or value in (float("inf"), float("-inf")) else float(value)
+
+
+def plan_figures(table: dict[str, Any]) -> dict[str, Any]:
+    """analysis.quality.quality_table's figures under the tables' names (FIGURES): PSNR in dB, None
+    where there is no reference or it is the reference itself (it would be infinite)."""
+    return {**{f: table[f] for f in FIGURES if f != "psnr_vs_large_db"},
+            "psnr_vs_large_db": _finite_or_none(table.get("psnr_vs_large"))}
 
 
 @dataclass
@@ -205,10 +218,7 @@ def measure(key: PlanQualityKey, labels: torch.Tensor, reference: Reference,
         generate_s = time.perf_counter() - started
     table = quality_table(images, labels, None if is_reference_plan(plan) else reference.images)
     return {"plan": key.plan, "scheduler": key.scheduler, "steps": key.steps, "seed": key.seed,
-            "n_images": int(table["n"]), "fid": table["fid"], "kid": table["kid"],
-            "kid_std": table["kid_std"], "class_accuracy": table["class_accuracy"],
-            # large-only is the reference itself: no PSNR (it would be infinite)
-            "psnr_vs_large_db": _finite_or_none(table.get("psnr_vs_large")),
+            "n_images": int(table["n"]), **plan_figures(table), "kernel_judge": KERNEL_JUDGE,
             "generate_s": round(generate_s, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
@@ -264,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                             cache_dir=args.cache_dir or default_cache_dir())
     for plan, f in figures.items():
         print(f"{plan}: n={f['n_images']} fid={f['fid']:.3f} class_accuracy={f['class_accuracy']:.3f} "
-              f"generate_s={f['generate_s']} -> {f['cache_file']}")
+              f"svm_class_accuracy={f['svm_class_accuracy']:.3f} pca_fd={f['pca_fd']:.3f} "
+              f"judge_agreement={f['judge_agreement']:.3f} generate_s={f['generate_s']} -> {f['cache_file']}")
     return 0
 
 

@@ -1,8 +1,16 @@
-"""Quality of generated digits: FID and KID on the digit classifier's features (torchmetrics),
-class accuracy (the classifier agrees with the requested label), and PSNR against the large-only
-output of the same seed and labels (fidelity to what the biggest model alone would have drawn).
+"""Quality of generated digits, by two judges that share nothing (docs/nodes-and-models.md#two-judges):
 
-The real reference set is the held-out test split, which no model saw in training.
+- the first, the digit classifier (a CNN, nodes/pretrained/classifier): FID and KID on its features
+  (torchmetrics), class accuracy (it agrees with the requested label);
+- the second, analysis/kernel_judge.py (an RBF-kernel SVM and a PCA on raw pixels, nothing learnt
+  in common with the first judge or with the cascade's gate, itself a CNN classifier):
+  `svm_class_accuracy`, and `pca_fd`, the Fréchet distance on PCA features;
+- `judge_agreement`: the share of images where the two say the same of whether the image is the
+  requested digit;
+
+and PSNR against the large-only output of the same seed and labels (fidelity to what the biggest
+model alone would have drawn).  The real reference set is the held-out test split, which no model
+and no judge saw in training.
 """
 
 from __future__ import annotations
@@ -12,14 +20,14 @@ import math
 import warnings
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchmetrics.image import PeakSignalNoiseRatio
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from analysis.kernel_judge import pca_fd, svm_predictions
 from nodes.diffusion.architectures import DigitClassifier
-from nodes.diffusion.digits import IMAGE_SIZE, load_split
+from nodes.diffusion.digits import as_digit_images, load_split
 from nodes.diffusion.model_zoo import load_classifier
 
 KID_SUBSETS = 50
@@ -30,7 +38,7 @@ class ClassifierFeatures(nn.Module):
     """Adapter that lets torchmetrics use the digit classifier as its feature extractor.
 
     torchmetrics probes a custom extractor once with a 3x299x299 uint8 image, so any input is
-    converted: uint8 [0, 255] -> [-1, 1], colour -> grey, any size -> 16x16.
+    converted (nodes.diffusion.digits.as_digit_images).
     """
 
     def __init__(self, classifier: DigitClassifier) -> None:
@@ -43,12 +51,7 @@ class ClassifierFeatures(nn.Module):
         self.register_buffer("scale", spread.clamp_min(1e-6))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
-        if x.shape[1] != 1:
-            x = x.mean(dim=1, keepdim=True)
-        if x.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
-            x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", antialias=True)
-        return self.classifier.features(x) / self.scale
+        return self.classifier.features(as_digit_images(images)) / self.scale
 
 
 @functools.cache
@@ -78,9 +81,23 @@ def fid_kid(images: torch.Tensor, real: torch.Tensor | None = None) -> tuple[flo
 
 
 @torch.no_grad()
+def classifier_predictions(images: torch.Tensor) -> torch.Tensor:
+    """The digit the first judge (the classifier) gives each image."""
+    return load_classifier()(images.float()).argmax(dim=1)
+
+
+def _share(hits: torch.Tensor) -> float:
+    return float(hits.float().mean())
+
+
 def class_accuracy(images: torch.Tensor, labels: torch.Tensor) -> float:
-    predicted = load_classifier()(images.float()).argmax(dim=1)
-    return float((predicted == labels).float().mean())
+    return _share(classifier_predictions(images) == labels)
+
+
+def judge_agreement(first: torch.Tensor, second: torch.Tensor, labels: torch.Tensor) -> float:
+    """Share of images where two judges' predictions say the same of whether each image is its
+    requested digit: both right, or both wrong (not necessarily on the same wrong digit)."""
+    return _share((first == labels) == (second == labels))
 
 
 def psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
@@ -92,7 +109,8 @@ def psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
 def quality_table(
     images: torch.Tensor, labels: torch.Tensor, large_reference: torch.Tensor | None = None
 ) -> dict[str, float | int | None]:
-    """The figures `edgestage quality --json` prints; psnr_vs_large only where a reference applies."""
+    """The figures `edgestage quality --json` prints, both judges' (module docstring); psnr_vs_large
+    only where a reference applies."""
     if len(images) < 2:
         raise ValueError("quality needs at least 2 images (FID needs a covariance)")
     if len(labels) != len(images):
@@ -101,12 +119,16 @@ def quality_table(
         bad = int((~torch.isfinite(images)).sum())
         raise ValueError(f"quality: {bad} image values are NaN or infinite")
     fid, kid, kid_std = fid_kid(images)
+    first, second = classifier_predictions(images), svm_predictions(images)
     table: dict[str, float | int | None] = {
         "n": len(images),
         "fid": fid,
         "kid": kid,
         "kid_std": kid_std,
-        "class_accuracy": class_accuracy(images, labels),
+        "class_accuracy": _share(first == labels),
+        "svm_class_accuracy": _share(second == labels),
+        "pca_fd": pca_fd(images),
+        "judge_agreement": judge_agreement(first, second, labels),
     }
     if large_reference is not None:
         table["psnr_vs_large"] = psnr(images, large_reference)

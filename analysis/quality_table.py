@@ -8,8 +8,8 @@ The grid (`grid(T)`):
   - large→medium→small on a coarse grid of boundary pairs (20 %, 50 %), (30 %, 60 %), (40 %, 70 %),
     (20 %, 80 %), (50 %, 80 %); (40 %, 70 %) is the shipped scenarios' `fixed_split`.
 
-Each plan is judged on n images of its own by analysis.plan_quality.plans_quality (FID, KID, class
-accuracy, PSNR vs large-only; cached per plan), so a table is a view over per-plan figures:
+Each plan is judged on n images of its own by analysis.plan_quality.plans_quality (FIGURES: both
+judges' figures and PSNR vs large-only; cached per plan), so a table is a view over per-plan figures:
 
     table = measure_table("dpm", 30, n=500, cache_dir=SHIPPED_DIR)
     write_table(table, table_path("dpm", 30))
@@ -159,8 +159,8 @@ def _table_steps(table: pd.DataFrame) -> int:
 
 
 def lookup(table: pd.DataFrame, plan: str) -> dict[str, Any]:
-    """The figures of `plan` (hosts ignored) from `table`: fid, kid, class_accuracy, psnr_vs_large_db,
-    n, `estimated` and `from` (the table's plans they come from).
+    """The figures of `plan` (hosts ignored) from `table`: each of FIGURES (fid, class_accuracy,
+    svm_class_accuracy, ...), n, `estimated` and `from` (the table's plans they come from).
 
     The rule for a plan not in the table's grid:
       - adjacent stages of one model are merged first (`small:0-5,small:5-30` is `small:0-30`);

@@ -37,19 +37,28 @@ from analysis.outputs import Block, Figure, Table, save_figure, write_table  # n
 from analysis.run_tables import load_run, read_link_events  # noqa: E402
 from analysis.statistics import mean_interval  # noqa: E402
 from analysis.summary import overrun_parts, per_request  # noqa: E402
+from nodes.planning.quality_table import FIGURES as PLAN_FIGURES  # noqa: E402
 
 # latency parts as the records name them, grouped as a reader thinks of them
 PARTS = {"uplink and planning": ["uplink_s", "planning_s"], "compute": ["compute_s"],
          "state transfer": ["transfer_s", "handoff_s"], "queueing": ["queueing_s"],
          "result transfer": ["result_transfer_s"]}
+# each quality figure (nodes/planning/quality_table.py FIGURES) -> (column heading, format)
+FIGURE_HEADINGS = {"fid": ("FID", "{:.2f}"), "kid": ("KID", "{:.4f}"),
+                   "class_accuracy": ("class accuracy", "{:.3f}"),
+                   "psnr_vs_large_db": ("PSNR vs large (dB)", "{:.2f}"),
+                   "svm_class_accuracy": ("class accuracy (SVM)", "{:.3f}"),
+                   "pca_fd": ("FD (PCA)", "{:.2f}"), "judge_agreement": ("judges agree", "{:.3f}")}
+# the figures the run's own images get (no PSNR: they have no large-only reference)
+_SAMPLE_FIGURES = [f for f in PLAN_FIGURES if f != "psnr_vs_large_db"]
 # summary.json key -> (column heading, format)
 SUMMARY_COLUMNS = {"done": ("done", "{:.0f}"), "failed": ("failed", "{:.0f}"),
                    "latency_mean_s": ("mean latency (s)", "{:.3f}"),
                    "latency_mean_ci_low_s": ("CI low (s)", "{:.3f}"),
                    "latency_mean_ci_high_s": ("CI high (s)", "{:.3f}"),
                    "latency_p50_s": ("p50 latency (s)", "{:.3f}"),
-                   "latency_p95_s": ("p95 latency (s)", "{:.3f}"), "fid": ("FID", "{:.2f}"),
-                   "kid": ("KID", "{:.4f}"), "class_accuracy": ("class accuracy", "{:.3f}"),
+                   "latency_p95_s": ("p95 latency (s)", "{:.3f}"),
+                   **{f: FIGURE_HEADINGS[f] for f in _SAMPLE_FIGURES},
                    "n_quality": ("n (quality, per plan)", "{:.0f}"),
                    "wire_bytes_per_image": ("wire bytes / image", "{:,.0f}"),
                    "report_bytes_per_image": ("of which reports", "{:,.0f}"),
@@ -57,14 +66,15 @@ SUMMARY_COLUMNS = {"done": ("done", "{:.0f}"), "failed": ("failed", "{:.0f}"),
                    "compute_energy_per_image_j": ("compute J / image", "{:.3g}"),
                    "overrun_steps": ("overrun steps", "{:.0f}"),
                    "overlap_mean": ("overlap (requests)", "{:.1f}"),
-                   "run_sample_fid": ("run-sample FID", "{:.2f}"),
-                   "run_sample_class_accuracy": ("run-sample class accuracy", "{:.3f}"),
+                   **{f"run_sample_{f}": (f"run-sample {FIGURE_HEADINGS[f][0]}", FIGURE_HEADINGS[f][1])
+                      for f in _SAMPLE_FIGURES if f != "kid"},
                    "run_sample_images": ("run-sample n", "{:.0f}")}
 # a strategy's plan_quality rows -> (column heading, format)
 PLAN_COLUMNS = {"plan": ("plan", "{}"), "scheduler": ("scheduler", "{}"), "steps": ("steps", "{:.0f}"),
-                "requests": ("requests", "{:.0f}"), "n_images": ("n", "{:.0f}"), "fid": ("FID", "{:.2f}"),
-                "kid": ("KID", "{:.4f}"), "class_accuracy": ("class accuracy", "{:.3f}"),
-                "psnr_vs_large_db": ("PSNR vs large (dB)", "{:.2f}")}
+                "requests": ("requests", "{:.0f}"), "n_images": ("n", "{:.0f}"),
+                **{f: FIGURE_HEADINGS[f] for f in PLAN_FIGURES}}
+# the cascade table's columns the report shows, every threshold a row
+CASCADE_COLUMNS = ["threshold", "escalation_rate", *(f for f in PLAN_FIGURES if f != "psnr_vs_large_db"), "n"]
 # summary.json written before per-plan quality: its pooled figures were the run's own sample
 _OLD_QUALITY_KEYS = {"fid": "run_sample_fid", "kid": "run_sample_kid", "kid_std": "run_sample_kid_std",
                      "class_accuracy": "run_sample_class_accuracy", "quality_images": "run_sample_images"}
@@ -395,25 +405,29 @@ def cascade_blocks(strategies: dict[str, dict[str, Any]]) -> list[Block]:
                   f"run it escalated {entry.get('escalated_images', 0)} of {entry.get('images', 0)} images "
                   f"({'-' if rate is None else f'{rate:.1%}'}) in {entry.get('escalated_requests', 0)} "
                   "requests. Quality against the threshold, on n images each (the cascade table, "
-                  "`analysis/cascade_quality.py`; class accuracy is the judge's, not the gate's):", "",
+                  "`analysis/cascade_quality.py`), by both judges: the digit classifier's FID, KID and "
+                  "class accuracy, and the second judge's (an SVM and a PCA on raw pixels, which shares "
+                  "nothing with the gate, itself a CNN classifier as the first judge is): class accuracy "
+                  "(SVM), FD (PCA), and the share of images on which the two agree:", "",
                   _cascade_table(name, table), ""]
     return lines
 
 
 def _cascade_table(name: str, table: pd.DataFrame) -> Table:
-    data = table[["threshold", "escalation_rate", "class_accuracy", "fid", "kid", "n"]]
+    data = table[CASCADE_COLUMNS]
     return _table(f"cascade_{name}", data, _floats_formatted(data, ".4g"),
                   data.to_markdown(index=False, floatfmt=".4g"))
 
 
 def plot_cascade(cascades: dict[str, tuple[dict, pd.DataFrame]], path: Path) -> Path:
-    """Per cascade: escalation rate and class accuracy (left), FID (right) against the threshold,
-    its own threshold marked, and the run's escalation rate."""
+    """Per cascade: escalation rate and both judges' class accuracy (left), FID (right) against the
+    threshold, its own threshold marked, and the run's escalation rate."""
     fig, axes = plt.subplots(1, len(cascades), figsize=(6 * len(cascades), 4.2), squeeze=False)
     for ax, (name, (facts, table)) in zip(axes[0], cascades.items(), strict=True):
         x = table["threshold"]
         ax.plot(x, table["escalation_rate"], marker="o", label="escalated share (table)")
-        ax.plot(x, table["class_accuracy"], marker="s", label="class accuracy")
+        ax.plot(x, table["class_accuracy"], marker="s", label="class accuracy (classifier)")
+        ax.plot(x, table["svm_class_accuracy"], marker="D", label="class accuracy (SVM)")
         ax.axvline(facts["threshold"], color="grey", ls=":", lw=1)
         if facts["run_rate"] is not None:
             ax.scatter([facts["threshold"]], [facts["run_rate"]], color="red", zorder=3,
@@ -458,8 +472,11 @@ def quality_lines(strategies: dict[str, dict[str, Any]]) -> list[Block]:
         lines += ["## Quality per plan", "", table, "",
                   "Each plan a strategy used, judged on n images of its own, generated locally with that "
                   "plan, scheduler and steps (labels cycling 0-9, fixed seed: exactly what the nodes "
-                  "compute); the strategy's FID, KID and class accuracy above are these weighted by "
-                  "requests. PSNR is against the large-only plan (none for large-only itself). "
+                  "compute); the strategy's figures above are these weighted by requests. Two judges "
+                  "that share nothing: the digit classifier (FID, KID, class accuracy) and an SVM and a "
+                  "PCA on raw pixels (class accuracy (SVM), FD (PCA)); judges agree: the share of images "
+                  "where both say the same of whether it is the requested digit. PSNR is against the "
+                  "large-only plan (none for large-only itself). "
                   f"Cached in {', '.join(f'`{s}`' for s in sources) or '(not recorded)'}; each figure's "
                   "file is in summary.json (`plan_quality`).", ""]
     for name, entry in strategies.items():

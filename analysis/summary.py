@@ -17,11 +17,13 @@ Energy per image (analysis/energy.py, joules per delivered image, None where a f
 
 Quality, per strategy: each distinct plan it used (with its request count) is judged on
 PLAN_QUALITY_IMAGES (500) images of its own, generated locally with that plan, scheduler and steps
-and cached (analysis/plan_quality.py); the strategy's `fid`, `kid`, `class_accuracy` and
-`psnr_vs_large_db` are those per-plan figures weighted by the plan's ok requests, with `n_quality`
-the images behind each per-plan figure. The run's own delivered images, pooled per strategy, are
-kept as `run_sample_*`: a few dozen images, whose FID is dominated by small-sample bias and can
-rank strategies the wrong way round, so they are not a figure to rank by.
+and cached (analysis/plan_quality.py); the strategy's figures (nodes/planning/quality_table.py's
+FIGURES: the first judge's `fid`, `kid`, `class_accuracy`, `psnr_vs_large_db`, the second judge's
+`svm_class_accuracy`, `pca_fd` and the two judges' `judge_agreement`) are those per-plan figures
+weighted by the plan's ok requests, with `n_quality` the images behind each per-plan figure; a
+cascade's come from its cascade table's row. The run's own delivered images, pooled per strategy,
+are kept as `run_sample_*` (both judges' figures too): a few dozen images, whose FID is dominated
+by small-sample bias and can rank strategies the wrong way round, so they are not a figure to rank by.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ import pandas as pd
 from analysis.energy import request_energy
 from analysis.interleaving import overlaps
 from nodes.planning.hardware import HardwarePower, load_power
+from nodes.planning.quality_table import FIGURES as PLAN_FIGURES
+from nodes.planning.quality_table import SECOND_JUDGE
 from nodes.runtime.records import ESCALATION_SUFFIX, request_of
 
 TABLE_COLUMNS = [
@@ -43,13 +47,18 @@ TABLE_COLUMNS = [
     ("mean_s", "latency_mean_s", "{:.3f}"), ("95% CI", "latency_mean_ci_s", "{}"),
     ("p50_s", "latency_p50_s", "{:.3f}"), ("p95_s", "latency_p95_s", "{:.3f}"), ("fid", "fid", "{:.2f}"),
     ("kid", "kid", "{:.4f}"),
-    ("class_acc", "class_accuracy", "{:.3f}"), ("n_quality", "n_quality", "{}"),
+    ("class_acc", "class_accuracy", "{:.3f}"), ("svm_acc", "svm_class_accuracy", "{:.3f}"),
+    ("pca_fd", "pca_fd", "{:.2f}"), ("agree", "judge_agreement", "{:.3f}"), ("n_quality", "n_quality", "{}"),
     ("wire_B/img", "wire_bytes_per_image", "{:,.0f}"),
     ("J/img (device)", "device_energy_per_image_j", "{:.3g}"), ("overlap", "overlap_mean", "{:.1f}"),
     ("run_sample_fid", "run_sample_fid", "{:.2f}"),
-    ("run_sample_acc", "run_sample_class_accuracy", "{:.3f}"), ("run_sample_n", "run_sample_images", "{}"),
+    ("run_sample_acc", "run_sample_class_accuracy", "{:.3f}"),
+    ("run_sample_svm_acc", "run_sample_svm_class_accuracy", "{:.3f}"),
+    ("run_sample_n", "run_sample_images", "{}"),
 ]
-QUALITY_NOTE = ("fid, kid, class_acc: each plan the strategy used, judged on n_quality images of its own "
+QUALITY_NOTE = ("fid, kid, class_acc (the digit classifier's), svm_acc, pca_fd (the second judge's: an SVM "
+                "and a PCA on raw pixels), agree (share of images where both judges say the same of the "
+                "requested digit): each plan the strategy used, judged on n_quality images of its own "
                 "(generated locally, cached), weighted by the plan's requests; run_sample_*: the run's own "
                 "delivered images, too few to rank strategies by")
 ENERGY_NOTE = ("J/img (device): the requesting device's compute and radio energy per delivered image "
@@ -59,7 +68,6 @@ OVERLAP_NOTE = ("overlap: other requests in flight during each of the strategy's
 OVERRUN_NOTE = ("! profiled compute overran: steps took longer than their profile, so these strategies' "
                 "times are this machine's, not the emulated hardware's")
 NO_REASON = "(no reason recorded)"
-PLAN_FIGURES = ("fid", "kid", "class_accuracy", "psnr_vs_large_db")
 
 
 PlanFigures = dict[tuple[str, str, int], dict[str, Any]]  # (plan, scheduler, steps) -> figures
@@ -339,9 +347,8 @@ def _run_sample_quality(ok: pd.DataFrame, samples_dir: Path) -> dict[str, Any]:
     if sum(len(x) for x in images) < 2:
         return {}
     table = quality_table(torch.cat(images), torch.cat(labels))
-    return {"run_sample_fid": table["fid"], "run_sample_kid": table["kid"],
-            "run_sample_kid_std": table["kid_std"], "run_sample_class_accuracy": table["class_accuracy"],
-            "run_sample_images": table["n"]}
+    judged = ("fid", "kid", "kid_std", "class_accuracy", *SECOND_JUDGE)  # no PSNR: no reference here
+    return {**{f"run_sample_{k}": table[k] for k in judged}, "run_sample_images": table["n"]}
 
 
 def format_table(summary: dict[str, dict[str, Any]], title: str = "") -> str:

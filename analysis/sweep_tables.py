@@ -16,8 +16,10 @@ from typing import Any
 
 import pandas as pd
 
+from nodes.planning.quality_table import SECOND_JUDGE
+
 COLUMNS = ["strategy", "done", "failed", "latency_p50_s", "latency_p95_s", "wire_bytes_per_image", "fid",
-           "class_accuracy"]
+           "class_accuracy", *SECOND_JUDGE]  # the second judge's figures beside the first's
 
 
 def sweep_table(out_dir: str | Path) -> pd.DataFrame:

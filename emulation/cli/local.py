@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="samples file to write (.npz)")
     p.set_defaults(func=_generate)
 
-    p = sub.add_parser("quality", help="FID, KID, class accuracy and PSNR vs large-only")
+    p = sub.add_parser("quality", help="both judges' figures (FID, KID, class accuracy; SVM class accuracy, "
+                       "PCA Fréchet distance, their agreement) and PSNR vs large-only")
     p.add_argument("samples", nargs="?", help="samples file (.npz)")
     p.add_argument("--plans", nargs="+", help="generate and compare these plans instead")
     add_sampling_args(p, n_default=200)

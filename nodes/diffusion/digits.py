@@ -48,3 +48,15 @@ def load_split(part: str) -> DigitSplit:
     )
     idx = np.sort(train_idx if part == "train" else test_idx)
     return DigitSplit(_upsample(digits.data[idx]), torch.from_numpy(digits.target[idx]).long())
+
+
+def as_digit_images(images: torch.Tensor) -> torch.Tensor:
+    """Any batch a judge's feature extractor may be given, as the data set's images: float, one grey
+    channel, 16x16, in [-1, 1].  torchmetrics probes a custom extractor once with a 3x299x299 uint8
+    image (uint8 [0, 255] -> [-1, 1], colour -> grey, any size -> 16x16); our own batches pass as they are."""
+    x = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
+    if x.shape[1] != 1:
+        x = x.mean(dim=1, keepdim=True)
+    if x.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
+        x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", antialias=True)
+    return x

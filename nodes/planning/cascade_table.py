@@ -2,7 +2,8 @@
 
 One CSV per (scheduler, steps) beside the models (`nodes/pretrained/cascade/dpm-30.csv`): per
 device model, escalation model and threshold, the share of images the gate escalates and the
-quality of what is delivered, on 500 images; analysis/cascade_quality.py measures and writes it.
+quality of what is delivered (every figure of nodes/planning/quality_table.py's FIGURES, both
+judges'), on 500 images; analysis/cascade_quality.py measures and writes it.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from nodes.diffusion.model_zoo import PRETRAINED_DIR
+from nodes.planning.quality_table import FIGURES, OPTIONAL
 from nodes.schema import check_scheduler_name
 
 CASCADE_DIR = PRETRAINED_DIR / "cascade"
 THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
-NUMBERS = ("threshold", "escalation_rate", "fid", "kid", "class_accuracy")
+# every figure but PSNR, which the all-escalated row to large lacks (it is the reference itself)
+NUMBERS = ("threshold", "escalation_rate", *(f for f in FIGURES if f not in OPTIONAL))
 
 
 def table_file(scheduler: str, steps: int) -> Path:

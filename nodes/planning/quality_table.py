@@ -18,7 +18,14 @@ from nodes.schema import check_scheduler_name
 
 TABLE_DIR = PRETRAINED_DIR / "quality-table"
 REPO_ROOT = PRETRAINED_DIR.parents[1]
-FIGURES = ("fid", "kid", "class_accuracy", "psnr_vs_large_db")
+# The quality figures of a plan or a cascade: the one list every table, summary and report of them
+# takes (docs/nodes-and-models.md#two-judges).  The first judge's (the digit classifier: FID, KID,
+# class accuracy), fidelity to large-only, then the second judge's (analysis/kernel_judge.py, which
+# shares nothing with the first or with the cascade's gate) and how often the two agree.
+SECOND_JUDGE = ("svm_class_accuracy", "pca_fd", "judge_agreement")
+FIGURES = ("fid", "kid", "class_accuracy", "psnr_vs_large_db", *SECOND_JUDGE)
+OPTIONAL = ("psnr_vs_large_db",)  # large-only has no PSNR against itself (it would be infinite)
+SHARES = ("class_accuracy", "svm_class_accuracy", "judge_agreement")  # shares of images: in [0, 1]
 COLUMNS = ("plan", "models", "boundaries", "scheduler", "steps", "n", *FIGURES, "cache_file")
 
 
@@ -86,8 +93,8 @@ def _parse_row(row: list[str], scheduler: str, steps: int, where: str) -> dict[s
         raise ValueError(f"{where}: boundaries: {raw['boundaries']!r} are not plan {plan}'s")
     if not raw["n"].isdigit() or int(raw["n"]) < 2:
         raise ValueError(f"{where}: n: expected a number of images >= 2, got {raw['n']!r}")
-    # large-only has no PSNR against itself (it would be infinite): the only empty figure
-    figures = {f: _number(raw[f], f, where, optional=f == "psnr_vs_large_db") for f in FIGURES}
-    if not 0 <= figures["class_accuracy"] <= 1:
-        raise ValueError(f"{where}: class_accuracy: must lie in [0, 1], got {raw['class_accuracy']}")
+    figures = {f: _number(raw[f], f, where, optional=f in OPTIONAL) for f in FIGURES}
+    for f in SHARES:
+        if not 0 <= figures[f] <= 1:
+            raise ValueError(f"{where}: {f}: must lie in [0, 1], got {raw[f]}")
     return {**raw, "steps": steps, "n": int(raw["n"]), **figures}

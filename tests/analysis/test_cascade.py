@@ -26,6 +26,10 @@ def test_the_shipped_table_covers_every_threshold_and_escalating_more_never_hurt
         # a higher threshold escalates a superset of the images (the same confidences, one cut)
         assert group["escalation_rate"].is_monotonic_increasing
         assert group["class_accuracy"].is_monotonic_increasing, escalate
+        # the second judge's figures in every row (an SVM may count an escalated image wrong that the
+        # device's was right by, so its accuracy need not rise with every threshold)
+        assert group[["svm_class_accuracy", "judge_agreement"]].stack().between(0, 1).all()
+        assert (group["pca_fd"] > 0).all()
 
 
 def test_a_cascade_s_row_and_the_error_naming_what_the_table_has():
@@ -65,12 +69,15 @@ def test_the_summary_reports_the_cascade_s_escalations_and_its_table_s_quality(t
     assert (entry["escalated_images"], entry["images"], entry["escalated_requests"]) == (2, 8, 1)
     assert entry["escalation_rate"] == 0.25
     assert entry["class_accuracy"] == table["class_accuracy"] and entry["fid"] == table["fid"]
+    for figure in ("svm_class_accuracy", "pca_fd", "judge_agreement"):  # the second judge beside the first
+        assert entry[figure] == pytest.approx(table[figure]), figure
     assert entry["n_quality"] == 500 and entry["plan_quality"][0]["plan"] == "cascade small>large@0.95"
     assert entry["latency_mean_s"] == pytest.approx((0.6 + 0.35) / 2)
     cascades = cascade_tables({"cascade": entry})
     lines = "\n".join(cascade_lines({"cascade": entry}))
     assert "escalated 2 of 8 images (25.0%) in 1 requests" in lines, lines
     assert "|       0.95  |             0.302 |" in lines, lines
+    assert "svm_class_accuracy" in lines and "judge_agreement" in lines and "both judges" in lines
     assert plot_cascade(cascades, tmp_path / "cascade.png").stat().st_size > 10_000
     shown = plan_quality_frame({"cascade": entry})  # the report's quality table takes it like a plan's
     assert shown.loc["cascade", "PSNR vs large (dB)"] == f"{table['psnr_vs_large_db']:.2f}"

@@ -9,6 +9,7 @@ import pytest
 
 import analysis.plan_quality as pq
 from nodes.diffusion.model_zoo import default_models
+from nodes.planning.quality_table import FIGURES as TABLE_FIGURES
 
 PLAN = "small:0-2@d1,small:2-3@edge"  # hosts do not change what is computed
 BARE = "small:0-2,small:2-3"
@@ -47,6 +48,8 @@ def test_figures_come_from_n_images_and_a_cache_hit_does_not_generate(tmp_path, 
     first = pq.plan_quality(PLAN, "ddim", 3, n=12, cache_dir=tmp_path, progress=False)
     assert first["plan"] == BARE and first["n_images"] == 12 and first["cached"] is False
     assert first["fid"] > 0 and first["kid_std"] >= 0 and 0 <= first["class_accuracy"] <= 1
+    assert first["pca_fd"] > 0
+    assert 0 <= first["svm_class_accuracy"] <= 1 and 0 <= first["judge_agreement"] <= 1
     assert 0 < first["psnr_vs_large_db"] < 60  # against large-only, same seed, labels and steps
     stored = json.loads((tmp_path / f"{key()}.json").read_text())
     assert first["cache_file"] == str(tmp_path / f"{key()}.json") and stored["key"]["plan"] == BARE
@@ -67,6 +70,24 @@ def test_module_default_n_is_honoured_and_a_bad_cache_file_is_measured_again(tmp
     figures = pq.plan_quality("small:0-3", "ddim", 3, cache_dir=tmp_path, progress=False)
     assert figures["n_images"] == 10 and figures["cached"] is False and figures["fid"] > 0
     assert json.loads(path.read_text())["n_images"] == 10
+
+
+@pytest.mark.parametrize("made_by", ["before the second judge", "another second judge"])
+def test_a_cached_file_without_the_second_judge_s_figures_is_measured_again(tmp_path, made_by):
+    first = pq.plan_quality("small:0-3", "ddim", 3, n=10, cache_dir=tmp_path, progress=False)
+    path = pq.Path(first["cache_file"])
+    stored = json.loads(path.read_text())
+    if made_by == "before the second judge":  # what a file of the first judge alone held
+        for figure in ("svm_class_accuracy", "pca_fd", "judge_agreement", "kernel_judge"):
+            del stored[figure]
+    else:
+        stored["kernel_judge"] = {**stored["kernel_judge"], "pca_components": 7}
+    path.write_text(json.dumps(stored))
+    assert pq.read_cached(pq.PlanQualityKey.of("small:0-3", "ddim", 3, 0, 10), tmp_path) is None
+    again = pq.plan_quality("small:0-3", "ddim", 3, n=10, cache_dir=tmp_path, progress=False)
+    assert again["cached"] is False and again["cache_file"] == first["cache_file"]  # rewritten in place
+    assert {k: again[k] for k in pq.FIGURES} == {k: first[k] for k in pq.FIGURES}
+    assert json.loads(path.read_text())["kernel_judge"] == pq.judge_settings()
 
 
 def test_several_plans_share_one_call_and_large_only_has_no_psnr(tmp_path, monkeypatch):
@@ -100,7 +121,7 @@ def test_figures_agree_with_edgestage_quality_plans(tmp_path):
     ours = pq.plan_quality("medium:0-2,small:2-3", "ddim", 3, n=10, cache_dir=tmp_path, progress=False)
     theirs = compare_plans(["medium:0-2,small:2-3"], n=10, seed=pq.PLAN_QUALITY_SEED, scheduler="ddim",
                            steps=3).iloc[0]
-    for figure in ("fid", "kid", "class_accuracy", "psnr_vs_large_db"):
+    for figure in TABLE_FIGURES:
         assert ours[figure] == pytest.approx(theirs[figure], rel=1e-6), figure
 
 

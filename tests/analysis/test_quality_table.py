@@ -85,6 +85,9 @@ def test_measure_table_gives_one_row_per_plan_with_the_columns(tmp_path):
     assert set(table["scheduler"]) == {"ddim"} and set(table["steps"]) == {2} and set(table["n"]) == {12}
     assert (table["fid"] > 0).all() and table["class_accuracy"].between(0, 1).all()
     assert table["psnr_vs_large_db"].notna().all()
+    # the second judge's figures beside the first's
+    assert (table["pca_fd"] > 0).all()
+    assert table[["svm_class_accuracy", "judge_agreement"]].stack().between(0, 1).all()
     assert all(Path(f).parent == tmp_path for f in table["cache_file"])  # one JSON per plan, cached
     path = qt.write_table(table, tmp_path / "tables" / "ddim-2.csv")
     again = qt.load_table("ddim", 2, path)
@@ -93,7 +96,7 @@ def test_measure_table_gives_one_row_per_plan_with_the_columns(tmp_path):
 
 def fake_table(steps: int = 10) -> pd.DataFrame:
     """The grid with made-up figures: fid = 1 + (steps on small) + 0.5 (steps on medium) / steps,
-    so that interpolation is exact and each plan's figures are known."""
+    the others linear in it, so that interpolation is exact and each plan's figures are known."""
     rows = []
     for plan in qt.grid(steps):
         stages = parse_plan(plan).stages
@@ -104,6 +107,7 @@ def fake_table(steps: int = 10) -> pd.DataFrame:
                      "steps": steps, "n": 500, "fid": fid, "kid": fid / 10,
                      "class_accuracy": 1 - fid / 10,
                      "psnr_vs_large_db": None if share["large"] == 1 else 40 - 10 * fid,
+                     "svm_class_accuracy": 1 - fid / 8, "pca_fd": 2 * fid, "judge_agreement": 1.1 - fid / 10,
                      "cache_file": "x.json"})
     return pd.DataFrame(rows, columns=qt.COLUMNS)
 
@@ -133,7 +137,7 @@ def test_lookup_off_the_grid_interpolates_between_the_two_nearest_boundaries():
     got = qt.lookup(table, "large:0-14,small:14-30")
     assert got["estimated"] is True and got["from"] == ["large:0-12,small:12-30", "large:0-15,small:15-30"]
     lo, hi = (qt.lookup(table, p) for p in got["from"])
-    for figure in ("fid", "kid", "class_accuracy", "psnr_vs_large_db"):
+    for figure in qt.FIGURES:
         assert min(lo[figure], hi[figure]) <= got[figure] <= max(lo[figure], hi[figure])
     assert got["fid"] == pytest.approx(1 + 16 / 30)  # the made-up figures are linear in the boundary
 
@@ -176,7 +180,7 @@ def test_a_missing_table_says_how_to_make_it():
     (lambda text: text.replace(",0.9,", ",zero,", 1), r"dpm-10\.csv:\d+: class_accuracy: expected a number"),
     (lambda text: text.replace("medium:0-10,", "medium:0-9,", 1), r"dpm-10\.csv:3: plan: plan stages"),
     (lambda text: text.replace(",500,", ",5x,", 1), r"dpm-10\.csv:2: n: expected a number of images"),
-    (lambda text: text + "small:0-10,small\n", r"dpm-10\.csv:37: expected 11 fields, got 2"),
+    (lambda text: text + "small:0-10,small\n", r"dpm-10\.csv:37: expected 14 fields, got 2"),
     (lambda text: text.replace(",dpm,", ",ddim,", 1), r"dpm-10\.csv:2: a row for ddim/10 steps"),
     (lambda text: text.splitlines()[0] + "\n", r"dpm-10\.csv:2: quality table has no rows"),
 ])
@@ -186,6 +190,15 @@ def test_a_malformed_table_names_the_file_and_line(tmp_path, edit, message):
     path = qt.write_table(table, tmp_path / "dpm-10.csv")
     path.write_text(edit(path.read_text()))
     with pytest.raises(ValueError, match=message):
+        qt.load_table("dpm", 10, path)
+
+
+@pytest.mark.parametrize("figure", ["class_accuracy", "svm_class_accuracy", "judge_agreement"])
+def test_a_share_outside_0_1_is_refused(tmp_path, figure):
+    table = fake_table()
+    table.loc[3, figure] = 1.5
+    path = qt.write_table(table, tmp_path / "dpm-10.csv")
+    with pytest.raises(ValueError, match=rf"dpm-10\.csv:5: {figure}: must lie in \[0, 1\], got 1.5"):
         qt.load_table("dpm", 10, path)
 
 

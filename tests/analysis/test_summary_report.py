@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from analysis.report import latency_parts_frame, write_report
-from analysis.summary import NO_REASON, format_table, summarize
+from analysis.summary import NO_REASON, PLAN_FIGURES, format_table, summarize
 from analysis.traffic import parse_run_traffic
 from nodes.diffusion.generation import generate, request_labels
 from nodes.diffusion.samples import Samples, save_samples
@@ -136,6 +136,8 @@ def test_summary_judges_each_plan_on_its_own_images_and_weights_by_requests(done
     # the run's own images under their own name, never as the strategy's quality
     assert device["run_sample_images"] == 12 and summary["split"]["run_sample_images"] == 4
     assert math.isfinite(device["run_sample_fid"]) and "quality_images" not in device
+    assert math.isfinite(device["run_sample_pca_fd"]) and 0 <= device["run_sample_judge_agreement"] <= 1
+    assert device["svm_class_accuracy"] == device["plan_quality"][0]["svm_class_accuracy"]
 
 
 def test_weighted_figure_is_the_request_weighted_mean_of_the_plans(tmp_path):
@@ -145,7 +147,7 @@ def test_weighted_figure_is_the_request_weighted_mean_of_the_plans(tmp_path):
                       progress=False)["mixed"]
     plans = {p["plan"]: p for p in entry["plan_quality"]}
     assert {p: q["requests"] for p, q in plans.items()} == {"small:0-3": 2, "small:0-1,small:1-3": 1}
-    for figure in ("fid", "kid", "class_accuracy", "psnr_vs_large_db"):
+    for figure in PLAN_FIGURES:  # both judges' figures
         expected = (2 * plans["small:0-3"][figure] + plans["small:0-1,small:1-3"][figure]) / 3
         assert entry[figure] == pytest.approx(expected), figure
     assert "run_sample_fid" not in entry  # no samples in this run directory
@@ -160,14 +162,19 @@ def test_table_and_report_show_n_beside_the_plan_figures(done_run):
     d, summary = done_run
     table = format_table(summary)
     header = cells(table.splitlines()[0])
-    assert header.index("n_quality") == header.index("class_acc") + 1
+    # both judges' figures side by side, then n
+    assert header.index("svm_acc") == header.index("class_acc") + 1
+    assert header.index("n_quality") == header.index("agree") + 1
+    assert header.index("run_sample_svm_acc") == header.index("run_sample_acc") + 1
     assert "run_sample_fid" in header and "run_sample_n" in header and "quality_images" not in header
     assert header.index("J/img (device)") == header.index("wire_B/img") + 1
     device_row = cells(next(line for line in table.splitlines() if line.startswith("device_only")))
     assert device_row[header.index("n_quality")] == "16" and device_row[header.index("run_sample_n")] == "12"
     text = write_report(d).read_text()
     header_row = re.sub(r" +", " ", next(line for line in text.splitlines() if line.startswith("| strategy")))
-    assert "| class accuracy | n (quality, per plan) |" in header_row and "| run-sample FID |" in header_row
+    assert "| class accuracy | class accuracy (SVM) | FD (PCA) | judges agree | n (quality, per plan) |" \
+        in header_row
+    assert "| run-sample FID |" in header_row and "| run-sample class accuracy (SVM) |" in header_row
     assert "## Quality per plan" in text
     plan_row = next(line for line in text.splitlines()
                     if line.startswith("| device_only") and "small:0-3" in line)

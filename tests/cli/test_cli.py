@@ -95,8 +95,11 @@ def test_generate_replay_and_quality(tmp_path):
 
     assert done.returncode == 0, done.stderr
     table = json.loads(done.stdout)
-    assert set(table) >= {"n", "fid", "kid", "class_accuracy", "psnr_vs_large"}
+    assert set(table) >= {"n", "fid", "kid", "class_accuracy", "psnr_vs_large",  # both judges
+                          "svm_class_accuracy", "pca_fd", "judge_agreement"}
     assert table["n"] == 12 and 0 <= table["class_accuracy"] <= 1 and table["fid"] > 0
+    assert 0 <= table["svm_class_accuracy"] <= 1 and 0 <= table["judge_agreement"] <= 1
+    assert table["pca_fd"] > 0
 
 
 def test_a_model_directory_given_by_path_loads(tmp_path):

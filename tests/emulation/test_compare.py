@@ -149,11 +149,13 @@ def test_the_shipped_targets_are_checked_from_the_table():
 
     table = pd.DataFrame([
         {"strategy": "cloud_only", "done": 8, "failed": 0, "latency_mean_s": 0.8, "latency_p95_s": 1.4,
-         "fid": 1.458, "class_accuracy": 0.956, "device_energy_per_image_j": 0.04},
+         "fid": 1.458, "class_accuracy": 0.956, "device_energy_per_image_j": 0.04,
+         "svm_class_accuracy": 0.95, "pca_fd": 2.0},
         {"strategy": "device_only", "done": 8, "failed": 0, "latency_mean_s": 0.3, "latency_p95_s": 0.4,
          "fid": 2.947, "class_accuracy": 0.832, "device_energy_per_image_j": 0.2},
         {"strategy": "elastic", "done": 8, "failed": 0, "latency_mean_s": 0.3, "latency_p95_s": 0.5,
-         "fid": 1.39, "class_accuracy": 0.951, "device_energy_per_image_j": 0.03},
+         "fid": 1.39, "class_accuracy": 0.951, "device_energy_per_image_j": 0.03,
+         "svm_class_accuracy": 0.945, "pca_fd": 2.05},
         {"strategy": "elastic_energy", "done": 8, "failed": 0, "latency_mean_s": 0.3, "latency_p95_s": 0.5,
          "fid": 1.39, "class_accuracy": 0.951, "device_energy_per_image_j": 0.03},
         {"strategy": "oracle", "done": 8, "failed": 0, "latency_mean_s": 0.25, "latency_p95_s": 0.4,
@@ -189,6 +191,7 @@ def test_a_bad_targets_file_stops_compare_with_one_line_naming_file_and_entry(tm
 
 def test_a_cascade_s_row_takes_its_quality_from_the_cascade_table():
     from analysis.compare_tables import table_row
+    from nodes.planning.cascade_table import cascade_figures
 
     first = pd.DataFrame({"request_id": ["a", "b"], "outcome": ["ok", "ok"], "n_images": [2, 2],
                           "total_s": [0.1, 0.3], "plan": ["small:0-30@d1", "small:0-30@d2"],
@@ -196,6 +199,8 @@ def test_a_cascade_s_row_takes_its_quality_from_the_cascade_table():
                           "cascade": ["small>large@0.95", "small>large@0.95"]})
     row = table_row("cascade", first, {"escalation_rate": 0.25}, "dpm", 30)
     assert (row["fid"], row["class_accuracy"]) == pytest.approx((2.06301, 0.95))
+    table = cascade_figures("small", "large", 0.95, "dpm", 30)  # the second judge's figures too
+    assert all(row[k] == pytest.approx(table[k]) for k in ("svm_class_accuracy", "pca_fd", "judge_agreement"))
     assert row["escalation_rate"] == 0.25 and row["latency_mean_s"] == pytest.approx(0.2)
 
 
