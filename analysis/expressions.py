@@ -10,6 +10,8 @@ targets written as data (analysis/targets.py).  Parsed by hand and evaluated on 
             | min_of(COLUMN, [STRATEGY, ...], meets_floor)
     condition := value ("<=" | ">=" | "<" | ">" | "==" | "!=") value
 
+Comparisons (and a target's bounds) take two values equal within float rounding as equal (`same`).
+
 A STRATEGY is a name (letters, digits, `_`), or any name in backquotes; `each` is the strategy a
 target is being checked for (a target's `each` pattern).  `min_of(c, [a, b], meets_floor)` is the
 least `c` among those of a, b that are in the table, served requests and meet the quality floor
@@ -31,8 +33,23 @@ EACH = "each"
 FUNCTIONS = ("abs", "min", "max")
 OVER = ("min_of", "max_of")
 FLOOR_FLAG = "meets_floor"
-_COMPARE = {"<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b,
-            ">": lambda a, b: a > b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
+
+
+def same(a: float, b: float) -> bool:
+    """Equal but for float rounding: 0.962 - 0.952 is one point, not 0.010000000000000009 of one."""
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def at_most(a: float, b: float) -> bool:
+    return a <= b or same(a, b)
+
+
+def at_least(a: float, b: float) -> bool:
+    return a >= b or same(a, b)
+
+
+_COMPARE = {"<=": at_most, ">=": at_least, "<": lambda a, b: a < b and not same(a, b),
+            ">": lambda a, b: a > b and not same(a, b), "==": same, "!=": lambda a, b: not same(a, b)}
 _TOKEN = re.compile(r"\s*(?:(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)|(?P<name>[A-Za-z_]\w*)"
                     r"|`(?P<quoted>[^`]+)`|(?P<op><=|>=|==|!=|[-+*/(),.\[\]<>]))")
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.expressions import EACH, Expression, Missing, Rows, parse
+from analysis.expressions import EACH, Expression, Missing, Rows, at_least, at_most, parse
 from analysis.statistics import Paired
 
 DEFAULT_TARGETS = Path(__file__).resolve().parents[1] / "scenarios" / "bench-targets.toml"
@@ -178,14 +178,13 @@ def _check(target: Target, rows: Rows, label: str, paired: PairedRatio | None) -
 
 
 def _bounded(target: Target, value: Any) -> bool:
-    return ((target.at_least is None or value >= target.at_least)
-            and (target.at_most is None or value <= target.at_most))
+    return ((target.at_least is None or at_least(value, target.at_least))
+            and (target.at_most is None or at_most(value, target.at_most)))
 
 
 def _within(target: Target, interval: Mapping[str, Any]) -> bool | None:
     """Whether the whole interval meets the bounds; None where an end it needs is unknown."""
-    ends = [(interval["low"], target.at_least, lambda v, b: v >= b),
-            (interval["high"], target.at_most, lambda v, b: v <= b)]
+    ends = [(interval["low"], target.at_least, at_least), (interval["high"], target.at_most, at_most)]
     needed = [(end, bound, ok) for end, bound, ok in ends if bound is not None]
     if any(end is None for end, _, _ in needed):
         return None

@@ -220,3 +220,10 @@ def test_a_ratio_of_other_columns_is_judged_on_the_point():
     pairs = _Pairs(Paired(0.5, 0.4, 0.6, 0.01, 8))
     [check] = check_targets(table, parse_targets({"target": [entry]}, "t"), paired=pairs)
     assert pairs.asked == [] and "interval" not in check and check["met"] is True
+
+
+def test_a_bound_met_exactly_is_met_whatever_float_rounding_says():
+    from analysis.expressions import at_most, same
+
+    assert 0.962 - 0.952 > 0.01 and at_most(0.962 - 0.952, 0.01) and same(0.962 - 0.952, 0.01)
+    assert not at_most(0.0101, 0.01)
