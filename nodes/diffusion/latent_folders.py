@@ -10,9 +10,11 @@ JSON only and raise ValueError with one line naming the folder and what is wrong
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -241,3 +243,21 @@ def crossing_bytes(path: Path | str, n: int = 1, dtype: str = "float16", guidanc
         "pixels": space.image_bytes(n, dtype),
         "pixels_uint8": space.image_bytes(n, "uint8"),
     }
+
+
+def share_component(folders: Sequence[Path | str], component: str) -> bool:
+    """Whether the pipelines hold byte-identical `component` folders (every file, by content): a
+    plan may then run that component on any of their hosts and compute the same."""
+    return len({_component_digest(str(Path(f).resolve()), component) for f in folders}) <= 1
+
+
+@lru_cache(maxsize=64)
+def _component_digest(folder: str, component: str) -> str:
+    digest = hashlib.sha256()
+    root = Path(folder) / component
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode())
+        with path.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

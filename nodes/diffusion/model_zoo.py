@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from nodes.diffusion import latent_folders
+from nodes.planning.plan import Plan
 
 if TYPE_CHECKING:  # torch and diffusers are imported where a model is loaded, not to check one
     from diffusers import DDPMScheduler, UNet2DModel
@@ -108,6 +109,24 @@ def plan_kind(models: Sequence[str]) -> ModelKind:
     """What a plan's models are: all pixel denoisers, or all latent pipelines that share one latent
     space and noise schedule.  ValueError with one line where they are mixed or incompatible."""
     return _plan_kind(tuple(models))
+
+
+def plan_models_kind(plan: Plan) -> ModelKind:
+    """plan_kind of a plan's models, and its placement of text encoding and decoding (zero-step
+    stages, `encode=each`: nodes/planning/plan.py) checked against them: a latent pipeline's only,
+    and `encode=each` only where the plan's pipelines hold the same text encoder and tokenizer
+    (every host then computes the embeddings the first would have sent).  ValueError, one line."""
+    kind = plan_kind(plan.models())
+    placed = plan.encode_each or len(plan.denoising) != len(plan.stages)
+    if kind == "pixel" and placed:
+        raise ValueError(f"plan {plan}: zero-step stages and encode=each place a latent pipeline's text "
+                         "encoding and decoding; pixel models have neither")
+    folders = list(dict.fromkeys(plan.models()))
+    if plan.encode_each and not all(latent_folders.share_component(folders, c)
+                                    for c in ("text_encoder", "tokenizer")):
+        raise ValueError(f"plan {plan}: encode=each needs the same text encoder and tokenizer in every "
+                         "pipeline of the plan, and these differ")
+    return kind
 
 
 @lru_cache(maxsize=256)

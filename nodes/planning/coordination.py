@@ -48,7 +48,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from nodes.clock import Clock
-from nodes.diffusion.model_zoo import plan_kind
+from nodes.diffusion.model_zoo import plan_models_kind
 from nodes.planning.estimates import LiveEstimates
 from nodes.planning.plan import Plan
 from nodes.planning.planner import Decision, Planner
@@ -136,9 +136,9 @@ def overdue(elapsed_s: float, expected_s: float, transfer_s: float, round_trip_s
 
 def check_fits(plan: Plan, request: PlanRequest) -> None:
     """A plan of latent pipelines for a request with prompts, of pixel models for one without;
-    ValueError naming the mismatch (and, through plan_kind, a plan mixing both or of latent
+    ValueError naming the mismatch (and, through plan_models_kind, a plan mixing both or of latent
     pipelines that do not share a latent space)."""
-    kind = plan_kind(plan.models())
+    kind = plan_models_kind(plan)
     if kind == "latent" and not request.latent:
         raise ValueError(f"plan {plan} runs latent pipelines, and the request has no prompts")
     if kind == "pixel" and request.latent:

@@ -23,11 +23,27 @@ DEFAULT_PROFILES = Path(__file__).resolve().parents[1] / "profiles.toml"  # node
 
 @dataclass(frozen=True)
 class StepProfile:
+    """A model's step on a hardware: step_ms + n x per_image_ms for n images.  A latent pipeline's
+    entry also times its text encoding and its decoding, each in the same form (None: not given,
+    which a host that encodes or decodes with it refuses)."""
+
     step_ms: float
     per_image_ms: float
+    encode: tuple[float, float] | None = None  # (encode_ms, encode_per_image_ms)
+    decode: tuple[float, float] | None = None  # (decode_ms, decode_per_image_ms)
 
     def step_s(self, n: int) -> float:
         return (self.step_ms + n * self.per_image_ms) / 1000.0
+
+    def encode_s(self, n: int) -> float | None:
+        return None if self.encode is None else (self.encode[0] + n * self.encode[1]) / 1000.0
+
+    def decode_s(self, n: int) -> float | None:
+        return None if self.decode is None else (self.decode[0] + n * self.decode[1]) / 1000.0
+
+
+STEP_KEYS = ("step_ms", "per_image_ms")
+PHASE_KEYS = {"encode": ("encode_ms", "encode_per_image_ms"), "decode": ("decode_ms", "decode_per_image_ms")}
 
 
 Profiles = Mapping[str, Mapping[str, StepProfile]]  # hardware -> model -> profile
@@ -44,15 +60,29 @@ def load_profiles(path: Path | None = None) -> Profiles:
         table[name] = {}
         for model, figures in models.items():
             where = f"profiles file {path}: hardware.{name}.models.{model}"
-            if not isinstance(figures, dict) or set(figures) != {"step_ms", "per_image_ms"}:
-                raise ValueError(f"{where}: expected {{ step_ms = ..., per_image_ms = ... }}")
-            values = [figures["step_ms"], figures["per_image_ms"]]
-            if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values) or not all(
-                math.isfinite(v) and v >= 0 for v in values
-            ):
-                raise ValueError(f"{where}: step_ms and per_image_ms must be non-negative numbers")
-            table[name][model] = StepProfile(float(values[0]), float(values[1]))
+            table[name][model] = _step_profile(figures, where)
     return table
+
+
+def _step_profile(figures: object, where: str) -> StepProfile:
+    """One model's entry: step_ms and per_image_ms, and optionally (a latent pipeline's) both of
+    encode_ms and encode_per_image_ms, both of decode_ms and decode_per_image_ms."""
+    allowed = {*STEP_KEYS, *(k for keys in PHASE_KEYS.values() for k in keys)}
+    if not isinstance(figures, dict) or not set(STEP_KEYS) <= set(figures) or not set(figures) <= allowed:
+        raise ValueError(f"{where}: expected {{ step_ms = ..., per_image_ms = ... }} (a latent pipeline's "
+                         "also encode_ms, encode_per_image_ms, decode_ms, decode_per_image_ms)")
+    values = list(figures.values())
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values) or not all(
+        math.isfinite(v) and v >= 0 for v in values
+    ):
+        raise ValueError(f"{where}: {', '.join(figures)} must be non-negative numbers")
+    phases: dict[str, tuple[float, float] | None] = {}
+    for phase, keys in PHASE_KEYS.items():
+        given = [k for k in keys if k in figures]
+        if given and len(given) < len(keys):
+            raise ValueError(f"{where}: {given[0]} without {next(k for k in keys if k not in given)}")
+        phases[phase] = (float(figures[keys[0]]), float(figures[keys[1]])) if given else None
+    return StepProfile(float(figures["step_ms"]), float(figures["per_image_ms"]), **phases)
 
 
 def _hardware_tables(path: Path | None) -> tuple[Path, dict]:
@@ -115,9 +145,16 @@ def power_for(power: Mapping[str, HardwarePower], hardware: str,
     return power[hardware]
 
 
+def find_profile(models: Mapping[str, StepProfile], model: str) -> StepProfile | None:
+    """A hardware's entry for `model`: by its name, or for a model named by its path (a pipeline
+    folder, one's own denoiser directory) by its folder's name, e.g. `sd15-scale-large`."""
+    return models.get(model) or models.get(Path(model).name)
+
+
 def profile_for(profiles: Profiles, hardware: str, model: str) -> StepProfile:
     if hardware not in profiles:
         raise ValueError(f"hardware {hardware!r} is not in the profiles ({', '.join(sorted(profiles))})")
-    if model not in profiles[hardware]:
+    found = find_profile(profiles[hardware], model)
+    if found is None:
         raise ValueError(f"profile {hardware!r} has no entry for model {model!r}")
-    return profiles[hardware][model]
+    return found

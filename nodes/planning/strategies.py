@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from nodes.clock import Clock
-from nodes.diffusion.model_zoo import plan_kind
+from nodes.diffusion.model_zoo import plan_models_kind
 from nodes.planning import plugins
 from nodes.planning.cascade_table import escalation_models
 from nodes.planning.estimates import LiveEstimates
-from nodes.planning.plan import Plan, Stage, check_tiling, parse_plan
+from nodes.planning.plan import Plan, Stage, check_tiling, parse_plan, place
 from nodes.planning.planner import Decision, Objective, Planner, Prediction, QualityFloor
 from nodes.planning.request import PlanRequest
 from nodes.planning.strategy_specs import DEFAULT_DECISION_BUDGET_MS, StrategySpec
@@ -85,14 +85,14 @@ class Cluster:
     def check(self, plan: Plan) -> Plan:
         """Every stage has a host that exists and holds the stage's model; stages tile [0, T); its
         models are all pixel denoisers or all latent pipelines sharing one latent space
-        (nodes/diffusion/model_zoo.py plan_kind)."""
+        (nodes/diffusion/model_zoo.py plan_models_kind)."""
         check_tiling(plan, self.steps)
         for stage in plan.stages:
             if stage.host not in self.roles:
                 raise ValueError(f"plan stage {stage}: host {stage.host!r} is not in the cluster")
             if stage.model not in self.models.get(stage.host, ()):
                 raise ValueError(f"plan stage {stage}: host {stage.host} does not hold model {stage.model!r}")
-        plan_kind(plan.models())
+        plan_models_kind(plan)
         return plan
 
     # ---- what a strategy may ask ----------------------------------------------------------------
@@ -176,10 +176,12 @@ class SingleTier:
     name: str
     tier: Role
     model: str
+    placement: tuple[str, str] = ("first", "last")  # a latent plan's (encode, decode): plan.place
 
     def plan_for(self, request: PlanRequest, cluster: Cluster) -> Decision:
         host = cluster.host_of(self.tier, request)
-        return Decision(cluster.check(Plan((Stage(self.model, 0, cluster.steps, host),))))
+        plan = Plan((Stage(self.model, 0, cluster.steps, host),))
+        return Decision(cluster.check(place(plan, *self.placement, request.device)))
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,7 @@ class FixedSplit:
 
     name: str
     split: tuple[tuple[str, Role, float], ...]
+    placement: tuple[str, str] = ("first", "last")  # a latent plan's (encode, decode): plan.place
 
     def plan_for(self, request: PlanRequest, cluster: Cluster) -> Decision:
         stages, start, cumulative = [], 0, 0.0
@@ -198,7 +201,8 @@ class FixedSplit:
             if end > start:
                 stages.append(Stage(model, start, end, cluster.host_of(tier, request)))
                 start = end
-        return Decision(cluster.check(Plan(tuple(_merge_same_host(stages)))))
+        plan = Plan(tuple(_merge_same_host(stages)))
+        return Decision(cluster.check(place(plan, *self.placement, request.device)))
 
 
 @dataclass(frozen=True)
@@ -445,8 +449,13 @@ def build_strategy(name: str, spec: StrategySpec, others: Mapping[str, Strategy]
                        alternatives)
     if spec.kind == "fixed_split":
         assert spec.split is not None  # the config validator guarantees it
-        return FixedSplit(name, tuple((s.model, s.tier, s.share) for s in spec.split))
-    return SingleTier(name, _TIER[spec.kind], spec.model or DEFAULT_MODEL[spec.kind])  # type: ignore[arg-type]
+        return FixedSplit(name, tuple((s.model, s.tier, s.share) for s in spec.split), _placement(spec))
+    return SingleTier(name, _TIER[spec.kind], spec.model or DEFAULT_MODEL[spec.kind],  # type: ignore[arg-type]
+                      _placement(spec))
+
+
+def _placement(spec: StrategySpec) -> tuple[str, str]:
+    return spec.encode or "first", spec.decode or "last"
 
 
 def build_strategies(specs: Mapping[str, StrategySpec],

@@ -19,6 +19,7 @@ from nodes.schema import Role, StrictModel
 StrategyKind = Literal["cloud_only", "edge_only", "device_only", "fixed_split", "elastic", "routing",
                        "cascade", "plugin"]
 PLANNED_KINDS = ("elastic", "routing")  # chosen per request by nodes/planning/planner.py
+FIXED_KINDS = ("cloud_only", "edge_only", "device_only", "fixed_split")
 CASCADE_FIELDS = ("threshold", "escalate_model", "escalate_tier")
 PLUGIN_FIELDS = ("plugin", "options", "decision_budget_ms", "fallback")
 DEFAULT_DECISION_BUDGET_MS = 50.0  # emulated: a plugin's decision slower than this is its fault
@@ -51,6 +52,10 @@ class StrategySpec(StrictModel):
     # a decision slower than `decision_budget_ms` (emulated) is a fault, as is an exception or an
     # invalid plan: the request fails, or where `fallback` names another (built-in) strategy of the
     # scenario, that strategy plans it and the plan's note names the fault
+    # a latent pipeline's plans (docs/latent-pipelines.md): where the prompts are encoded and the
+    # latents decoded, for the fixed kinds (the planned ones choose it per request); default first, last
+    encode: Literal["first", "device", "each"] | None = None
+    decode: Literal["last", "device"] | None = None
     plugin: str | None = None
     options: dict[str, Any] | None = None
     decision_budget_ms: float | None = Field(None, gt=0, le=60_000)
@@ -73,6 +78,10 @@ class StrategySpec(StrictModel):
         elif plugged:
             raise ValueError(f"{self.kind} takes no {plugged[0]!r} (only plugin does)")
         planned = self.kind in PLANNED_KINDS
+        placing = [f for f in ("encode", "decode") if getattr(self, f) is not None]
+        if placing and self.kind not in FIXED_KINDS:
+            raise ValueError(f"{self.kind} takes no {placing[0]!r} (only {', '.join(FIXED_KINDS)} do; "
+                             "elastic and routing choose it)")
         given = [f for f in ("objective", "min_class_accuracy", "max_fid") if getattr(self, f) is not None]
         if not planned and given:
             raise ValueError(f"{self.kind} takes no {given[0]!r} (only elastic and routing do)")

@@ -16,7 +16,7 @@ import logging
 import time
 
 from nodes.planning import coordination
-from nodes.planning.hardware import load_power, load_profiles
+from nodes.planning.hardware import find_profile, load_power, load_profiles
 from nodes.planning.planner import HostFacts, Planner
 from nodes.planning.quality_table import read_table, table_path
 from nodes.planning.request import PlanRequest
@@ -177,4 +177,4 @@ def _facts(role: str, models: tuple[str, ...], compute: ComputeConfig | None, ra
         return HostFacts(role, models, radio=radio)
     profiles = load_profiles(compute.profiles_file).get(compute.hardware, {})
     power = load_power(compute.profiles_file).get(compute.hardware)
-    return HostFacts(role, models, {m: profiles[m] for m in models if m in profiles}, power, radio)
+    return HostFacts(role, models, {m: p for m in models if (p := find_profile(profiles, m))}, power, radio)

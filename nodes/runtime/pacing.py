@@ -35,15 +35,25 @@ class Pacer:
         self._last = time.perf_counter()
 
     def on_step(self, _index: int) -> None:
+        self._pace(self.step_s)
+
+    def on_phase(self, profiled_s: float | None) -> None:
+        """A latent pipeline's text encoding or decoding has just ended: pace it as a step of its own
+        (`profiled_s`: the profile's time for it; None where the host is not profiled)."""
+        if profiled_s is not None and self.report.profiled_compute_s is not None:
+            self.report.profiled_compute_s += profiled_s
+        self._pace(profiled_s)
+
+    def _pace(self, profiled_s: float | None) -> None:
         now = time.perf_counter()
         real = now - self._last
         self.report.real_compute_s += real
-        if self.step_s is not None:
-            if real < self.step_s:
-                _sleep_until(self._last + self.step_s)
+        if profiled_s is not None:
+            if real < profiled_s:
+                _sleep_until(self._last + profiled_s)
             else:
                 self.report.overrun_steps += 1
-                self.report.overrun_s += real - self.step_s
+                self.report.overrun_s += real - profiled_s
         self._last = time.perf_counter()
 
 

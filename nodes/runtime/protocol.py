@@ -132,12 +132,16 @@ class Hop(_Wire):
 
 
 class WireStage(_Wire):
-    """One stage of a plan: `model` runs steps [start, end) on `host`."""
+    """One stage of a plan: `model` runs steps [start, end) on `host` (a latent pipeline's zero-step
+    stage encodes or decodes there).  `encode` on the first stage only: "each", a latent plan whose
+    every denoising host encodes the prompts (nodes/planning/plan.py)."""
 
     model: Annotated[str, StringConstraints(min_length=1, max_length=512)]
     start: Annotated[int, Field(ge=0, lt=100_000)]
-    end: Annotated[int, Field(ge=1, le=100_000)]
+    end: Annotated[int, Field(ge=0, le=100_000)]
     host: Host
+    encode: Literal["each"] | None = None
+    omitted_when_none: ClassVar[tuple[str, ...]] = ("encode",)
 
 
 WirePlan = Annotated[list[WireStage], Field(min_length=1, max_length=MAX_STAGES)]
@@ -146,17 +150,25 @@ WirePlan = Annotated[list[WireStage], Field(min_length=1, max_length=MAX_STAGES)
 def plan_to_wire(plan: Plan) -> list[WireStage]:
     if any(stage.host is None for stage in plan.stages):
         raise ValueError(f"plan {plan}: every stage needs a host to travel between nodes")
-    return [WireStage(model=s.model, start=s.start, end=s.end, host=s.host) for s in plan.stages]
+    each = "each" if plan.encode_each else None
+    return [WireStage(model=s.model, start=s.start, end=s.end, host=s.host, encode=each if i == 0 else None)
+            for i, s in enumerate(plan.stages)]
+
+
+def _plan(stages: Sequence[WireStage]) -> Plan:
+    return Plan(tuple(Stage(s.model, s.start, s.end, s.host) for s in stages), stages[0].encode == "each")
 
 
 def wire_text(stages: Sequence[WireStage] | None) -> str | None:
     """A message's plan as text (`large:0-12@cloud,...`), unchecked: for records and reasons."""
-    return str(Plan(tuple(Stage(s.model, s.start, s.end, s.host) for s in stages))) if stages else None
+    return str(_plan(stages)) if stages else None
 
 
 def plan_from_wire(stages: Sequence[WireStage], steps: int) -> Plan:
     """The plan of a message's stages; ValueError unless they tile [0, steps)."""
-    return check_tiling(Plan(tuple(Stage(s.model, s.start, s.end, s.host) for s in stages)), steps)
+    if any(s.encode is not None for s in stages[1:]):
+        raise ValueError("a plan's encode placement travels on its first stage only")
+    return check_tiling(_plan(stages), steps)
 
 
 class _Common(_Wire):
@@ -227,7 +239,7 @@ class StageMsg(_Common):
     plan: WirePlan
     stage: Annotated[int, Field(ge=0, lt=MAX_STAGES)]
     start: Annotated[int, Field(ge=0, lt=100_000)]
-    end: Annotated[int, Field(ge=1, le=100_000)]
+    end: Annotated[int, Field(ge=0, le=100_000)]
     n: Annotated[int, Field(ge=1, le=MAX_IMAGES)]
     labels: Annotated[list[Annotated[int, Field(ge=0, le=9)]], Field(min_length=1, max_length=MAX_IMAGES)]
     seed: Annotated[int, Field(ge=0, lt=2**63)]
@@ -374,8 +386,8 @@ def _check_consistent(envelope: Envelope, state: StateBundle | None) -> None:
     if isinstance(envelope, StageMsg):
         if len(envelope.labels) != envelope.n:
             raise ProtocolError(f"stage message has {len(envelope.labels)} labels for n={envelope.n}")
-        if envelope.end <= envelope.start:
-            raise ProtocolError(f"stage step range [{envelope.start}, {envelope.end}) is empty")
+        if envelope.end < envelope.start:  # equal: a latent plan's zero-step stage (encode or decode)
+            raise ProtocolError(f"stage step range [{envelope.start}, {envelope.end}) is reversed")
         if (state is None) != (envelope.stage == 0):
             raise ProtocolError("stage 0 carries no state and every later stage must")
         if len(envelope.hops) != envelope.stage:

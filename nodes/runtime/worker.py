@@ -25,7 +25,7 @@ from nodes.diffusion.model_zoo import (
     is_pipeline_folder,
     load_denoiser,
     load_noise_schedule,
-    plan_kind,
+    plan_models_kind,
 )
 from nodes.diffusion.schedulers import SCHEDULE_KEYS
 from nodes.diffusion.state import DenoisingMeta, StateBundle
@@ -97,6 +97,11 @@ class StageWorker:
             table = load_profiles(self.config.compute.profiles_file)
             hardware = self.config.compute.hardware or ""
             self.profiles = {name: profile_for(table, hardware, name) for name in self.config.models}
+            for name, model in self.latent.items():  # a profiled host paces what it may compute
+                for phase, loaded in (("encode", model.encodes), ("decode", model.decodes)):
+                    if loaded and getattr(self.profiles[name], phase) is None:
+                        raise ValueError(f"profile {hardware!r} of {name!r} has no {phase}_ms and "
+                                         f"{phase}_per_image_ms, and {self.config.host} may {phase} with it")
 
     def status(self) -> dict[str, Any]:
         return {"models_loaded": sorted([*self.models, *self.latent]), "model_load_s": round(self.load_s, 3)}
@@ -180,7 +185,7 @@ class StageWorker:
             if hop.stage != index or hop.host != earlier.host or hop.model != earlier.model:
                 raise Rejected(f"hop {index} ({hop.host}, {hop.model}) does not match the plan's {earlier}")
         try:
-            kind = plan_kind(plan.models())
+            kind = plan_models_kind(plan)
         except ValueError as exc:
             raise Rejected(str(exc)) from None
         if kind == "latent":
@@ -193,24 +198,35 @@ class StageWorker:
         return plan, stage
 
     def _check_latent(self, envelope: StageMsg, plan: Plan, stage: Stage, state: StateBundle | None) -> None:
-        """A latent pipeline's stage: the guidance scale; where it encodes (stage 0) its prompts and a
-        text encoder here; where it decodes (the last) a VAE here; its state (latents, the sampler's
-        history, the embeddings) of the pipeline's shapes."""
+        """A latent pipeline's stage (nodes/planning/plan.py places its encoding and decoding): the
+        guidance scale; where it encodes, the prompts and a text encoder here, and nowhere else
+        prompts; where it decodes (the last stage) a VAE here; its state of the pipeline's shapes,
+        holding what this stage needs and nothing else (embeddings only into the first denoising
+        stage after an encoding one, the latents into any later stage, the embeddings into a
+        denoising stage that does not encode itself)."""
         from nodes.diffusion.latent_pipeline import EMBEDDINGS, LATENTS, guided
 
         model = self.latent[stage.model]
         guidance = envelope.guidance_scale
+        index = envelope.stage
         if guidance is None:
             raise Rejected("a latent pipeline's stage without its guidance scale")
-        if envelope.stage == 0 and envelope.prompts is None:
-            raise Rejected("the first stage of a latent pipeline's plan comes without the prompts")
-        if envelope.prompts is not None and not model.encodes:
+        encodes = plan.encodes_at(index)
+        if encodes and envelope.prompts is None:
+            raise Rejected(f"stage {index} of {plan} encodes the prompts, and its message comes without them")
+        if not encodes and envelope.prompts is not None:
+            raise Rejected(f"stage {index} of {plan} does not encode, and its message brings prompts")
+        if encodes and not model.encodes:
             raise Rejected(f"{self.config.host} has no text encoder of {stage.model} loaded to encode "
                            "the prompts")
-        if envelope.stage == len(plan.stages) - 1 and not model.decodes:
+        if plan.decodes_at(index) and not model.decodes:
             raise Rejected(f"{self.config.host} has no VAE of {stage.model} loaded to decode the latents")
         if state is None:
+            if index > 0:
+                raise Rejected(f"stage {index} of {plan} comes without a state", "state")
             return
+        if index == 0:
+            raise Rejected("the first stage of a plan takes no state", "state")
         try:
             meta = DenoisingMeta.of(state)
         except ValueError as exc:
@@ -223,10 +239,13 @@ class StageWorker:
         space, n = model.space, envelope.n
         latents = space.latents_shape(n)
         embeddings = ((2 if guided(guidance) else 1) * n, space.text_tokens, space.text_dim)
+        needs = {LATENTS} if envelope.start > 0 else set()
+        if stage.steps and not encodes:
+            needs.add(EMBEDDINGS)
         for name, tensor in state.tensors.items():
-            if name == LATENTS or name.startswith("history_"):
+            if name == LATENTS or (name.startswith("history_") and stage.steps and envelope.start > 0):
                 shape = latents
-            elif name == EMBEDDINGS:
+            elif name == EMBEDDINGS and EMBEDDINGS in needs:
                 shape = embeddings
             else:
                 raise Rejected(f"unexpected tensor {name!r}", "state")
@@ -235,10 +254,11 @@ class StageWorker:
                 raise Rejected(f"tensor {name} is {found}, expected float32 {shape}", "state")
             if not torch.isfinite(tensor).all():
                 raise Rejected(f"tensor {name} holds non-finite values", "state")
-        if LATENTS not in state.tensors:
-            raise Rejected(f"state lacks {LATENTS}", "state")
-        if EMBEDDINGS not in state.tensors and envelope.prompts is None:  # nothing to condition on
-            raise Rejected(f"state lacks {EMBEDDINGS}, and the stage message brings no prompts", "state")
+        missing = sorted(needs - set(state.tensors))
+        if missing:
+            raise Rejected(f"state lacks {missing[0]}", "state")
+        if LATENTS in state.tensors and envelope.start == 0:
+            raise Rejected(f"state holds {LATENTS} before step 0 (they come from the seed)", "state")
 
     def _check_state(self, envelope: StageMsg, state: StateBundle, sample: SampleShape) -> None:
         try:
@@ -284,7 +304,9 @@ class StageWorker:
         state = item.message.state
         encode_s = decode_s = None
         if stage.model in self.latent:
-            state, encode_s, decode_s = self._latent_stage(envelope, stage, state, on_step)
+            plan = plan_from_wire(envelope.plan, self.config.steps)  # checked on receipt
+            state, encode_s, decode_s = self._latent_stage(envelope, plan, stage, state, on_step, pacer,
+                                                           profile)
         else:
             denoiser, schedule = self.models[stage.model]
             if state is None:  # stage 0: the noise comes from the request's seed, not the wire
@@ -306,40 +328,60 @@ class StageWorker:
             raise ValueError("non-finite compute time")
         return state, hop
 
-    def _latent_stage(self, envelope: StageMsg, stage: Stage, state: StateBundle | None,
-                      on_step) -> tuple[StateBundle, float | None, float | None]:
-        """A latent pipeline's stage: encode (where the message brings the prompts), denoise, decode
-        (the last stage: the state that goes on is the images, as `sample`).  The seconds spent
-        encoding and decoding, None where it did not."""
+    def _latent_stage(self, envelope: StageMsg, plan: Plan, stage: Stage, state: StateBundle | None,
+                      on_step, pacer: Pacer, profile) -> tuple[StateBundle, float | None, float | None]:
+        """A latent pipeline's stage: encode (where the plan has this stage encode), denoise its
+        steps (none: a zero-step stage), decode (the last stage: the state that goes on is the
+        images, as `sample`).  What goes on to the next stage is what it needs (`_handoff`).  A
+        profiled host paces encoding and decoding to its profile as it paces a step.  Returns the
+        state and the wall seconds spent encoding and decoding, None where it did not."""
         from nodes.diffusion import latent_pipeline as lp
 
         model = self.latent[stage.model]
         guidance = envelope.guidance_scale
         assert guidance is not None  # checked
+        n, clock = envelope.n, self.config.clock
         encode_s = decode_s = None
+        embeddings = None if state is None else state.tensors.get(lp.EMBEDDINGS)
         if envelope.prompts is not None:
             began = time.perf_counter()
             embeddings = lp.encode_prompt(model.components, envelope.prompts, envelope.negative_prompts,
                                           guidance)
             encode_s = time.perf_counter() - began
-        else:
-            assert state is not None  # checked: a stage that does not encode receives the embeddings
-            embeddings = state.tensors[lp.EMBEDDINGS]
-        if state is None:  # stage 0: the latents come from the request's seed, not the wire
-            state = lp.initial_state(model.space, envelope.n, envelope.seed, self.config.scheduler,
+            pacer.on_phase(clock.wall(profile.encode_s(n)) if profile else None)
+        if state is None or lp.LATENTS not in state.tensors:  # the latents come from the request's seed
+            state = lp.initial_state(model.space, n, envelope.seed, self.config.scheduler,
                                      self.config.steps, guidance_scale=guidance)
-        carried = StateBundle(meta=state.meta, tensors={k: v for k, v in state.tensors.items()
-                                                        if k != lp.EMBEDDINGS})
-        components = model.components
-        state = lp.denoise(components.unet, components.scheduler, carried, embeddings, guidance, stage.start,
-                           stage.end, on_step=on_step)
-        if stage.end < self.config.steps:
-            handoff = StateBundle(meta=state.meta, tensors={**state.tensors, lp.EMBEDDINGS: embeddings})
-            return handoff, encode_s, None
+        if stage.steps:
+            carried = StateBundle(meta=state.meta, tensors={k: v for k, v in state.tensors.items()
+                                                            if k != lp.EMBEDDINGS})
+            components = model.components
+            state = lp.denoise(components.unet, components.scheduler, carried, embeddings, guidance,
+                               stage.start, stage.end, on_step=on_step)
+        index = envelope.stage
+        if not plan.decodes_at(index):
+            return self._handoff(plan, index, state, embeddings), encode_s, None
         began = time.perf_counter()
-        images = lp.decode(components.vae, state.tensors[lp.LATENTS])
+        images = lp.decode(model.components.vae, state.tensors[lp.LATENTS])
         decode_s = time.perf_counter() - began
+        pacer.on_phase(clock.wall(profile.decode_s(n)) if profile else None)
         return StateBundle(meta=state.meta, tensors={SAMPLE: images.contiguous()}), encode_s, decode_s
+
+    @staticmethod
+    def _handoff(plan: Plan, index: int, state: StateBundle, embeddings) -> StateBundle:
+        """What stage `index` hands on: to an encoding stage's next, the embeddings alone (it draws
+        the latents from the seed); to a decoding stage, the latents alone; to another denoising
+        stage the latents, the sampler's history and, unless it encodes itself, the embeddings."""
+        from nodes.diffusion.latent_pipeline import EMBEDDINGS, LATENTS
+
+        following = plan.stages[index + 1]
+        if not plan.stages[index].steps:
+            return StateBundle(meta=state.meta, tensors={EMBEDDINGS: embeddings})
+        if not following.steps:
+            return StateBundle(meta=state.meta, tensors={LATENTS: state.tensors[LATENTS]})
+        if plan.encodes_at(index + 1):
+            return state
+        return StateBundle(meta=state.meta, tensors={**state.tensors, EMBEDDINGS: embeddings})
 
     def forward(self, outbox, envelope: StageMsg, plan: Plan, state: StateBundle, hop: Hop) -> None:
         last = envelope.stage == len(plan.stages) - 1
@@ -358,9 +400,11 @@ class StageWorker:
         else:
             following = plan.stages[envelope.stage + 1]
             target = following.host or ""
+            prompts = {"prompts": envelope.prompts, "negative_prompts": envelope.negative_prompts} \
+                if plan.encode_each else {}  # every denoising host encodes them itself
             message = StageMsg(kind="stage", stage=envelope.stage + 1, start=following.start,
                                end=following.end, n=envelope.n, labels=envelope.labels, seed=envelope.seed,
-                               guidance_scale=envelope.guidance_scale, **common)
+                               guidance_scale=envelope.guidance_scale, **prompts, **common)
         frames = [encode(message)[0], *state_frames]
         try:
             outbox.send(target, frames)

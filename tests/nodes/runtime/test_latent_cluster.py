@@ -50,8 +50,15 @@ def _split(large: str, small: str) -> dict:
         "pixel": {"kind": "edge_only", "model": "small"},
         "mixed": {"kind": "fixed_split", "split": [{"model": "small", "tier": "cloud", "share": 0.5},
                                                    {"model": small, "tier": "edge", "share": 0.5}]},
-        "device_first": {"kind": "fixed_split", "split": [{"model": large, "tier": "device", "share": 0.5},
-                                                          {"model": large, "tier": "edge", "share": 0.5}]},
+        "cloud_last": {"kind": "fixed_split", "split": [{"model": large, "tier": "edge", "share": 0.5},
+                                                        {"model": large, "tier": "cloud", "share": 0.5}]},
+        # split2 with the prompts encoded and the latents decoded on the device, then on every host
+        "placed": {"kind": "fixed_split", "encode": "device", "decode": "device",
+                   "split": [{"model": large, "tier": "cloud", "share": 0.5},
+                             {"model": small, "tier": "edge", "share": 0.5}]},
+        "each": {"kind": "fixed_split", "encode": "each",
+                 "split": [{"model": large, "tier": "cloud", "share": 0.5},
+                           {"model": small, "tier": "edge", "share": 0.5}]},
     }
 
 
@@ -66,7 +73,9 @@ def _workload() -> list[dict]:
         {"request_id": "no-prompts", "at_s": 0.4, "seed": 9, "strategy": "split2", "n": N},
         {"request_id": "prompts-pixel", "at_s": 0.5, "seed": 9, "strategy": "pixel", **latent},
         {"request_id": "mixed", "at_s": 0.6, "seed": 9, "strategy": "mixed", **latent},
-        {"request_id": "no-encoder", "at_s": 0.7, "seed": 9, "strategy": "device_first", **latent},
+        {"request_id": "no-vae", "at_s": 0.7, "seed": 9, "strategy": "cloud_last", **latent},
+        {"request_id": "placed", "at_s": 0.8, "seed": 5, "strategy": "placed", **latent},
+        {"request_id": "each", "at_s": 0.9, "seed": 5, "strategy": "each", **latent},
     ]
 
 
@@ -76,8 +85,7 @@ def cluster(request, tiny_pipelines, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp(f"latent-{scheduler}")
     large, small = str(tiny_pipelines["large"]), str(tiny_pipelines["small"])
     hosts = {
-        "d1": {"role": "device", "models": [large], "workload": _workload(),
-               "latent_components": ["vae"]},  # it decodes split3's last stage, and encodes nothing
+        "d1": {"role": "device", "models": [large, small], "workload": _workload()},
         "edge": {"role": "edge", "models": [small, large, "small"]},
         "cloud": {"role": "cloud", "models": [large, "small"],
                   "latent_components": ["tokenizer", "text_encoder"]},  # it encodes, never decodes
@@ -178,8 +186,7 @@ def test_the_first_host_encodes_and_the_last_decodes(cluster, records):
         assert all(0 < s < r.wall_compute_s for r in rows for s in (r.wall_encode_s, r.wall_decode_s) if s)
     assert records["pixel"][0].wall_encode_s is None and records["pixel"][0].wall_decode_s is None
     status = json.loads((cluster.run_dir / "nodes" / "d1.json").read_text())
-    assert status["workload"]["ok"] == 4 and status["workload"]["failed"] == 4
-    assert sorted(status["models_loaded"]) == [str(cluster.large)]  # d1: its UNet, scheduler and VAE
+    assert status["workload"]["ok"] == 6 and status["workload"]["failed"] == 4
     probe = Probe("probe", *cluster.probe)
     try:
         reply, _ = probe.request("probe-1", "split2", [0, 1], seed=5, prompts=PROMPTS,
@@ -203,13 +210,14 @@ def test_the_pixel_path_still_works_beside_it(records):
 
 
 def test_requests_that_do_not_fit_their_plan_fail_with_one_line(records):
-    reasons = {rid: records[rid][0].reason for rid in ("no-prompts", "prompts-pixel", "mixed", "no-encoder")}
+    reasons = {rid: records[rid][0].reason for rid in ("no-prompts", "prompts-pixel", "mixed", "no-vae")}
     assert all(records[rid][0].outcome == "failed" for rid in reasons)
     assert "runs latent pipelines, and the request has no prompts" in reasons["no-prompts"]
     assert "runs pixel models, and the request has prompts" in reasons["prompts-pixel"]
     assert "a plan cannot mix pixel and latent models" in reasons["mixed"]
-    # a host that loaded no text encoder (d1: latent_components = ["vae"]) refuses a stage that encodes
-    assert "stage 0 rejected: d1 has no text encoder of" in reasons["no-encoder"]
+    # a host that loaded no VAE (cloud: latent_components = ["tokenizer", "text_encoder"]) refuses a
+    # stage that decodes
+    assert "stage 1 rejected: cloud has no VAE of" in reasons["no-vae"]
     assert all("\n" not in reason for reason in reasons.values())
 
 
@@ -227,3 +235,28 @@ def test_incompatible_pipelines_are_refused_in_one_line(tiny_pipelines, tmp_path
         plan_kind([large, str(other)])
     with pytest.raises(ValueError, match="cannot mix pixel and latent models"):
         plan_kind(["small", large])
+
+
+def test_placed_encoding_and_decoding_compute_the_same_images(cluster, records, tiny_pipelines):
+    """split2's stages with the prompts encoded on the device (a zero-step stage first) and decoded
+    there (one last), then with every denoising host encoding the prompts itself: the same seed and
+    prompts as split2, so the same images, bit for bit; and each boundary carries only what the next
+    stage needs (issue 19: what crosses a link is a design choice)."""
+    latents, embeddings = N * 4 * 8 * 8 * 4, 2 * N * 16 * 32 * 4
+    history = 2 if cluster.scheduler == "dpm" else 0
+    expected = load_samples(cluster.run_dir / "samples" / "split2.npz").images
+    placed, each = records["placed"], records["each"]
+    assert all(r.outcome == "ok" for r in placed + each), (placed[0].reason, each[0].reason)
+    for request_id in ("placed", "each"):
+        images = load_samples(cluster.run_dir / "samples" / f"{request_id}.npz").images
+        assert (images - expected).abs().max().item() == 0.0
+    assert [r.host for r in placed] == ["d1", "cloud", "edge", "d1"]
+    assert parse_plan(placed[0].plan).stages[0].steps == 0 and placed[0].plan.endswith(f"-{STEPS}@d1")
+    assert [(r.wall_encode_s is not None, r.wall_decode_s is not None) for r in placed] == [
+        (True, False), (False, False), (False, False), (False, True)]
+    assert [r.payload_bytes for r in placed] == [0, embeddings, latents * (1 + history) + embeddings, latents]
+    assert placed[-1].result_payload_bytes == N * 3 * 32 * 32 * 4
+    assert each[0].plan.endswith(";encode=each") and [r.host for r in each] == ["cloud", "edge"]
+    assert [(r.wall_encode_s is not None, r.wall_decode_s is not None) for r in each] == [
+        (True, False), (True, True)]
+    assert [r.payload_bytes for r in each] == [0, latents * (1 + history)]

@@ -61,10 +61,10 @@ def test_a_good_latent_stage_passes(setup):
 @pytest.mark.parametrize(("change", "tensors", "part", "reason"), [
     ({"guidance_scale": None}, {}, "plan", "without its guidance scale"),
     ({"guidance_scale": 7.5}, {}, "state", "state guidance_scale is 5.0, expected 7.5"),
-    ({"prompts": ["a", "b"]}, {}, "plan", "edge has no text encoder of"),
+    ({"prompts": ["a", "b"]}, {}, "plan", "does not encode, and its message brings prompts"),
     ({}, {EMBEDDINGS: torch.zeros(N, 16, 32)}, "state", "tensor embeddings is torch.float32 (2, 16, 32), "
                                                          "expected float32 (4, 16, 32)"),
-    ({}, {EMBEDDINGS: None}, "state", "state lacks embeddings, and the stage message brings no prompts"),
+    ({}, {EMBEDDINGS: None}, "state", "state lacks embeddings"),
     ({}, {LATENTS: torch.zeros(N, 4, 8, 8, dtype=torch.float16)}, "state", "tensor latents is torch.float16"),
     ({}, {LATENTS: torch.full((N, 4, 8, 8), float("nan"))}, "state", "non-finite"),
     ({}, {"sample": torch.zeros(N, 1, 16, 16)}, "state", "unexpected tensor 'sample'"),
@@ -85,3 +85,33 @@ def test_a_pixel_plan_with_prompts_and_a_mixed_plan_are_refused(setup):
     with pytest.raises(Rejected, match="a plan cannot mix pixel and latent models"):
         worker.check(_message(large, plan=mixed, hops=[_message(large).hops[0].model_copy(
             update={"model": "small"})]), _state(large))
+
+
+def test_placed_encoding_and_decoding_stages_are_checked(setup):
+    """A plan that has every host encode (encode=each) needs a text encoder here; a decoding stage
+    (zero steps, last) takes the latents alone; the stage after an encoding one the embeddings
+    alone (its latents come from the seed)."""
+    worker, large = setup
+    each = plan_to_wire(parse_plan(f"{large}:0-4@cloud,{large}:4-8@edge;encode=each"))
+    with pytest.raises(Rejected, match="edge has no text encoder of"):
+        worker.check(_message(large, plan=each, prompts=["a", "b"]), _state(large, **{EMBEDDINGS: None}))
+    decoding = plan_to_wire(parse_plan(f"{large}:0-8@cloud,{large}:8-8@edge"))
+    hop = _message(large).hops[0]
+    message = _message(large, plan=decoding, start=8, end=8, hops=[hop])
+    state = _state(large, **{EMBEDDINGS: None})
+    state.meta["next_step"] = 8
+    plan, stage = worker.check(message, state)
+    assert stage.steps == 0 and plan.decodes_at(1)
+    with pytest.raises(Rejected, match="unexpected tensor 'embeddings'"):
+        embedded = _state(large)
+        embedded.meta["next_step"] = 8
+        worker.check(message, embedded)
+    encoding = plan_to_wire(parse_plan(f"{large}:0-0@cloud,{large}:0-8@edge"))
+    first = _message(large, plan=encoding, start=0, end=8, hops=[hop.model_copy(update={"host": "cloud"})])
+    fresh = _state(large, **{LATENTS: None})
+    fresh.meta["next_step"] = 0
+    worker.check(first, fresh)
+    with pytest.raises(Rejected, match="state holds latents before step 0"):
+        both = _state(large)
+        both.meta["next_step"] = 0
+        worker.check(first, both)

@@ -94,7 +94,7 @@ def _raw(message) -> dict:
         ({"request_id": "a/b"}, "request_id"),
         ({"origin": "x" * 40}, "origin"),
         ({"stage": 99}, "stage"),
-        ({"start": 10}, "is empty"),
+        ({"start": 30}, "is reversed"),
         ({"hops": []}, "arrives with 0 hops"),
         ({"extra": 1}, "extra"),
         ({"timestamps": {"request_sent": -1}}, "request_sent"),
