@@ -107,6 +107,15 @@ class RoleNodes(StrictModel):
     # (nodes/runtime/node_config.py): absent, every component
     latent_components: list[Literal["tokenizer", "text_encoder", "vae"]] | None = None
 
+    @field_validator("models")
+    @classmethod
+    def _scale_models(cls, models: list[str]) -> list[str]:
+        """The scale models by name (`sd15-scale-large`, ...) become their folders, built on first
+        use (nodes/diffusion/latent_scale_model.py materialize)."""
+        from nodes.diffusion.latent_scale_model import SCALE_NAMES, materialize
+
+        return [str(materialize(m)) if m in SCALE_NAMES else m for m in models]
+
     @model_validator(mode="after")
     def _hardware(self) -> RoleNodes:
         if self.compute == "profiled" and not self.hardware:
@@ -401,7 +410,8 @@ class Experiment(StrictModel):
             computes[host] = ComputeConfig(mode=spec.compute, hardware=spec.hardware, threads=spec.threads,
                                            profiles_file=self.nodes.profiles_file)
         peers = {h: Peer(endpoint=endpoint, role=role, models=self.nodes.role(role).models,
-                         compute=computes[h], radio=self.host_radio(h))
+                         compute=computes[h], radio=self.host_radio(h),
+                         latent_components=self.nodes.role(role).latent_components)
                  for h, (role, endpoint, _) in hosts.items()}
         configs = {}
         for host, (role, _, bind) in hosts.items():

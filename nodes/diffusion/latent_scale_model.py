@@ -17,6 +17,9 @@ with a model card saying what it is.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,3 +232,36 @@ def model_card(model: ScaleModel, unet: str) -> str:
         "what a step costs does not.",
         "",
     ])
+
+
+# the scale models by name, as a scenario's `models` may give them: built here on first use
+SCALE_NAMES = {f"{model}-scale-{unet}": (model, unet)
+               for model in SCALE_MODELS for unet in ("large", "small")}
+
+
+def scale_models_dir() -> Path:
+    """Where the scale models are built: $EDGESTAGE_SCALE_MODELS, else ~/.cache/edgestage/scale-models."""
+    env = os.environ.get("EDGESTAGE_SCALE_MODELS")
+    return Path(env) if env else Path.home() / ".cache" / "edgestage" / "scale-models"
+
+
+def materialize(name: str) -> Path:
+    """The folder of scale model `name` (`sd15-scale-large`, ...), built (seconds, deterministic)
+    where it is not yet: written beside its place, then renamed into it, so that a folder there is
+    whole, whoever else builds it at the same time."""
+    model, unet = SCALE_NAMES[name]
+    folder = scale_models_dir() / name
+    if (folder / "model_index.json").is_file():
+        return folder.resolve()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
+    try:
+        write_pipeline(scratch / name, model, unet)
+        try:
+            os.rename(scratch / name, folder)
+        except OSError:  # built meanwhile by another process: theirs is as good
+            if not (folder / "model_index.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return folder.resolve()

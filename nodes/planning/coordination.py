@@ -48,7 +48,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from nodes.clock import Clock
-from nodes.diffusion.model_zoo import plan_models_kind
+from nodes.diffusion.model_zoo import is_pipeline_folder, plan_models_kind
 from nodes.planning.estimates import LiveEstimates
 from nodes.planning.plan import Plan
 from nodes.planning.planner import Decision, Planner
@@ -224,7 +224,8 @@ class CoordinatorCore:
             return []
         if (d := report.delivery) is not None:
             self.live.observe_transfer(d.source, report.host, d.message_bytes, d.received - d.sent)
-            self.planner.sizes.observe(d.kind, d.message_bytes, report.n)
+            if not (report.model and is_pipeline_folder(report.model)):  # a latent plan's are computed
+                self.planner.sizes.observe(d.kind, d.message_bytes, report.n)
         if report.stage is None:  # the device has its result: nothing of this request is queued
             self.live.forget(report.request_id)
             # nor on its way: a stage's report that comes after this one (another sender, no

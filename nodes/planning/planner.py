@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from nodes.clock import Clock
+from nodes.planning import latent_plans
 from nodes.planning.estimates import LiveEstimates
 from nodes.planning.hardware import HardwarePower, StepProfile
 from nodes.planning.plan import Plan, Stage, parse_plan
@@ -65,6 +66,8 @@ class HostFacts:
     profiles: Mapping[str, StepProfile] | None = None  # model -> profile, when profiled
     power: HardwarePower | None = None
     radio: str | None = None
+    # of its latent pipelines, what it loads besides the UNet (None: every component)
+    latent_components: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,12 @@ class Objective:
     kind: ObjectiveKind = "latency"
     floor: QualityFloor = QualityFloor()
     single_host: bool = False  # routing: the whole request on one host
+    # the plans (by their denoising stages without hosts, `Plan.key`) it may choose among; None: the grid
+    plans: tuple[str, ...] | None = None
+
+    def allows(self, plan: Plan) -> bool:
+        one_host = not self.single_host or len(plan.denoising) == 1
+        return one_host and (self.plans is None or plan.key in self.plans)
 
 
 @dataclass(frozen=True)
@@ -129,7 +138,7 @@ class Sizes:
 
 class Planner:
     def __init__(self, rows: Sequence[Mapping[str, Any]], hosts: Mapping[str, HostFacts], coordinator: str,
-                 steps: int, clock: Clock | None = None) -> None:
+                 steps: int, clock: Clock | None = None, scheduler: str = "dpm") -> None:
         self.rows = list(rows)
         self.hosts = dict(hosts)
         self.coordinator = coordinator
@@ -137,18 +146,28 @@ class Planner:
         self.clock = clock or Clock()  # its K: a profiled step takes K x its profile in wall time
         self.sizes = Sizes()
         self.plans = [(parse_plan(r["plan"], steps), r) for r in self.rows]
+        # latent pipelines' plans (nodes/planning/latent_plans.py): no quality table of them yet
+        held = latent_plans.pipelines(m for f in self.hosts.values() for m in f.models)
+        self.latent_plans = latent_plans.grid(held, steps) if held else []
+        self.history = latent_plans.solver_history(scheduler)
+        self.can_encode, self.can_decode = latent_plans.component_checks(
+            {h: f.latent_components for h, f in self.hosts.items()},
+            {h: f.models for h, f in self.hosts.items()})
 
     # --- candidates ----------------------------------------------------------------------------
     def holders(self, model: str, origin: str) -> list[str]:
         return [h for h, f in sorted(self.hosts.items())
                 if model in f.models and (f.role != "device" or h == origin)]
 
-    def candidates(self, origin: str, objective: Objective,
-                   unavailable: Mapping[str, str] | None = None) -> list[tuple[Plan, Mapping[str, Any]]]:
-        """Grid plans that meet the floor, with hosts; ValueError naming why there are none."""
+    def candidates(self, origin: str, objective: Objective, unavailable: Mapping[str, str] | None = None,
+                   latent: bool = False) -> list[tuple[Plan, Mapping[str, Any] | None]]:
+        """Grid plans that meet the floor, with hosts; ValueError naming why there are none.
+        `latent`: a latent pipeline's request (its plans, with each placement of its encoding and
+        decoding the hosts allow)."""
         unavailable = unavailable or {}
-        floor_ok = [(p, r) for p, r in self.plans if objective.floor.admits(r)
-                    and (not objective.single_host or len(p.stages) == 1)]
+        if latent:
+            return self._latent_candidates(origin, objective, unavailable)
+        floor_ok = [(p, r) for p, r in self.plans if objective.floor.admits(r) and objective.allows(p)]
         if not floor_ok:
             raise ValueError(f"infeasible: no plan of the quality table meets the floor ({objective.floor})")
         out = []
@@ -164,6 +183,29 @@ class Planner:
                              f"({objective.floor}): {why}")
         return out
 
+    def _latent_candidates(self, origin: str, objective: Objective,
+                           unavailable: Mapping[str, str]) -> list[tuple[Plan, Mapping[str, Any] | None]]:
+        if objective.floor != QualityFloor():
+            raise ValueError(f"infeasible: no latent pipeline's plan has a measured quality to meet the "
+                             f"floor ({objective.floor})")
+        if not self.latent_plans:
+            raise ValueError("infeasible: no host holds a latent pipeline")
+        out: list[tuple[Plan, Mapping[str, Any] | None]] = []
+        for plan in self.latent_plans:
+            if not objective.allows(plan):
+                continue
+            options = [[h for h in self.holders(s.model, origin) if h not in unavailable]
+                       for s in plan.stages]
+            for hosts in itertools.product(*options):
+                hosted = Plan(tuple(Stage(s.model, s.start, s.end, h)
+                                    for s, h in zip(plan.stages, hosts, strict=True)))
+                placed = latent_plans.placements(hosted, origin, self.can_encode, self.can_decode)
+                out += [(p, None) for p in placed if not any(s.host in unavailable for s in p.stages)]
+        if not out:
+            why = "; ".join(f"{h}: {why}" for h, why in sorted(unavailable.items())) or "no host holds them"
+            raise ValueError(f"infeasible: no host can run a latent pipeline's plan: {why}")
+        return out
+
     # --- prediction ----------------------------------------------------------------------------
     def step_s(self, host: str, model: str, n: int, live: LiveEstimates) -> float:
         facts = self.hosts[host]
@@ -171,6 +213,22 @@ class Planner:
             return self.clock.wall(facts.profiles[model].step_s(n))
         measured = live.step_s(host, model, n)
         return 0.0 if measured is None else measured
+
+    def stage_s(self, plan: Plan, index: int, request: PlanRequest, live: LiveEstimates) -> float:
+        """Wall seconds of stage `index`'s compute: its steps, and (a latent plan's) its encoding and
+        decoding, from the host's profile (not profiled: 0, unknown)."""
+        stage, n = plan.stages[index], request.n
+        host = stage.host or ""
+        seconds = stage.steps * self.step_s(host, stage.model, n, live) if stage.steps else 0.0
+        if not request.latent:
+            return seconds
+        profile = (self.hosts[host].profiles or {}).get(stage.model)
+        if profile is not None:
+            if plan.encodes_at(index):
+                seconds += self.clock.wall(profile.encode_s(n) or 0.0)
+            if plan.decodes_at(index):
+                seconds += self.clock.wall(profile.decode_s(n) or 0.0)
+        return seconds
 
     def transfer_s(self, src: str, dst: str, size: float, live: LiveEstimates,
                    assumed: list[str], now: float | None = None) -> float:
@@ -208,13 +266,17 @@ class Planner:
         for index, stage in enumerate(plan.stages):
             host = stage.host or ""
             start = max(arrive, live.queues.free_at(host, request.wall_received, arrive))
-            end = start + stage.steps * self.step_s(host, stage.model, request.n, live)
+            end = start + self.stage_s(plan, index, request, live)
             times.append((arrive, start, end))
             if host == device:
                 compute_s += end - start
             last = index == len(plan.stages) - 1
             target = device if last else plan.stages[index + 1].host or ""
-            size = (sizes.result_per_image if last else sizes.state_per_image) * request.n
+            if request.latent:
+                size: float = latent_plans.boundary_bytes(plan, index, request.n, _guided(request),
+                                                          self.history)
+            else:
+                size = (sizes.result_per_image if last else sizes.state_per_image) * request.n
             arrive = hop(host, target, size, end)
         return Prediction(wall_latency_s=arrive - sent, fid=row["fid"] if row else None,
                           class_accuracy=row["class_accuracy"] if row else None,
@@ -244,7 +306,7 @@ class Planner:
     def decide(self, request: PlanRequest, objective: Objective, live: LiveEstimates,
                unavailable: Mapping[str, str] | None = None, explore: bool = False) -> Decision:
         scored = [(plan, self.predict(plan, row, request, live))
-                  for plan, row in self.candidates(request.device, objective, unavailable)]
+                  for plan, row in self.candidates(request.device, objective, unavailable, request.latent)]
         if explore:  # an unmeasured request: the plan over the most paths not yet observed
             plan, prediction = min(scored, key=lambda s: (-self.unobserved(s[0], request.device, live),
                                                           s[1].wall_latency_s))
@@ -283,6 +345,10 @@ def _taken_from_others(item: tuple[Plan, Prediction], queued: Mapping[str, int])
     plan, prediction = item
     return sum((end - start) * queued.get(stage.host or "", 0)
                for stage, (_, start, end) in zip(plan.stages, prediction.stages, strict=True))
+
+
+def _guided(request: PlanRequest) -> bool:
+    return request.guidance_scale is not None and request.guidance_scale > 1
 
 
 def _energy(prediction: Prediction) -> float:

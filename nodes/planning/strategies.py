@@ -115,7 +115,8 @@ class Cluster:
         its model (as `elastic` chooses among); ValueError naming why there are none."""
         planner, _ = self._planner()
         objective = Objective(floor=floor or QualityFloor(), single_host=single_host)
-        return [plan for plan, _ in planner.candidates(request.device, objective, self.unavailable)]
+        return [plan for plan, _ in planner.candidates(request.device, objective, self.unavailable,
+                                                        request.latent)]
 
     def transfer_s(self, src: str, dst: str, size_bytes: int = 0) -> float | None:
         """Emulated seconds for a message of `size_bytes` from src to dst, as the live estimates
@@ -418,7 +419,9 @@ _TIER = {"cloud_only": "cloud", "edge_only": "edge", "device_only": "device"}
 
 def objective_of(spec: StrategySpec) -> Objective:
     floor = QualityFloor(spec.min_class_accuracy, spec.max_fid)
-    return Objective(kind=spec.objective or "latency", floor=floor, single_host=spec.kind == "routing")
+    plans = None if spec.plans is None else tuple(parse_plan(p).key for p in spec.plans)
+    return Objective(kind=spec.objective or "latency", floor=floor, single_host=spec.kind == "routing",
+                     plans=plans)
 
 
 def build_strategy(name: str, spec: StrategySpec, others: Mapping[str, Strategy] | None = None,

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, StrictFloat, field_validator, model_validator
 
+from nodes.planning.plan import parse_plan
 from nodes.planning.plugins import anchored, check_ref
 from nodes.schema import Role, StrictModel
 
@@ -40,6 +41,9 @@ class StrategySpec(StrictModel):
     # elastic and routing (nodes/planning/planner.py): what to minimise, under which quality floor (the
     # quality table's figures of the plan); routing minimises latency on one host
     objective: Literal["latency", "quality", "energy"] | None = None
+    # the plans it may choose among, without hosts (e.g. ["large:0-20,small:20-30"]): it then places
+    # their stages (and a latent plan's encoding and decoding); absent, the quality table's grid
+    plans: list[str] | None = Field(None, min_length=1, max_length=100)
     min_class_accuracy: float | None = Field(None, ge=0, le=1)
     max_fid: float | None = Field(None, gt=0)
     # cascade: `model` (default small) on the device; the images whose requested label the device's
@@ -68,6 +72,16 @@ class StrategySpec(StrictModel):
         # processes run in another one (a scenario file's are made relative to it on reading)
         return None if v is None else anchored(check_ref(v), Path.cwd())
 
+    @field_validator("plans")
+    @classmethod
+    def _plans(cls, v: list[str] | None) -> list[str] | None:
+        for text in v or []:
+            plan = parse_plan(text)  # ValueError naming what is wrong with it
+            if any(s.host for s in plan.stages) or len(plan.denoising) != len(plan.stages):
+                raise ValueError(f"plan {text!r}: give its denoising stages without hosts; the strategy "
+                                 "places them")
+        return v
+
     @model_validator(mode="after")
     def _fields_of_kind(self) -> StrategySpec:
         plugged = [f for f in PLUGIN_FIELDS if getattr(self, f) is not None]
@@ -82,7 +96,8 @@ class StrategySpec(StrictModel):
         if placing and self.kind not in FIXED_KINDS:
             raise ValueError(f"{self.kind} takes no {placing[0]!r} (only {', '.join(FIXED_KINDS)} do; "
                              "elastic and routing choose it)")
-        given = [f for f in ("objective", "min_class_accuracy", "max_fid") if getattr(self, f) is not None]
+        given = [f for f in ("objective", "plans", "min_class_accuracy", "max_fid")
+                 if getattr(self, f) is not None]
         if not planned and given:
             raise ValueError(f"{self.kind} takes no {given[0]!r} (only elastic and routing do)")
         cascading = [f for f in CASCADE_FIELDS if getattr(self, f) is not None]

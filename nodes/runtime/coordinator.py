@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 
+from nodes.diffusion.model_zoo import is_pipeline_folder
 from nodes.planning import coordination
 from nodes.planning.hardware import find_profile, load_power, load_profiles
 from nodes.planning.planner import HostFacts, Planner
@@ -162,19 +163,26 @@ def build_planner(config: NodeConfig) -> Planner:
     by the planned strategies; without it the fixed ones are still predicted, without quality),
     and what every host's config says of its hardware and radio."""
     planned = any(spec.kind in PLANNED_KINDS for spec in config.strategies.values())
+    pixel = any(not is_pipeline_folder(m) for models in config.models_by_host().values() for m in models)
     rows = []
-    if planned or table_path(config.scheduler, config.steps).is_file():
+    if pixel and (planned or table_path(config.scheduler, config.steps).is_file()):
         rows = read_table(config.scheduler, config.steps)
     computes = {config.host: config.compute, **{h: p.compute for h, p in config.peers.items()}}
     radios = {h: p.radio for h, p in config.peers.items()}
-    hosts = {h: _facts(config.roles()[h], config.models_by_host()[h], computes[h], radios.get(h))
-             for h in config.roles()}
-    return Planner(rows, hosts, coordinator=config.host, steps=config.steps, clock=config.clock)
+    components = {config.host: config.latent_components,
+                  **{h: p.latent_components for h, p in config.peers.items()}}
+    hosts = {h: _facts(config.roles()[h], config.models_by_host()[h], computes[h], radios.get(h),
+                       components[h]) for h in config.roles()}
+    return Planner(rows, hosts, coordinator=config.host, steps=config.steps, clock=config.clock,
+                   scheduler=config.scheduler)
 
 
-def _facts(role: str, models: tuple[str, ...], compute: ComputeConfig | None, radio: str | None) -> HostFacts:
+def _facts(role: str, models: tuple[str, ...], compute: ComputeConfig | None, radio: str | None,
+           components: list[str] | None = None) -> HostFacts:
+    parts = None if components is None else tuple(components)
     if compute is None or compute.mode != "profiled" or not compute.hardware:
-        return HostFacts(role, models, radio=radio)
+        return HostFacts(role, models, radio=radio, latent_components=parts)
     profiles = load_profiles(compute.profiles_file).get(compute.hardware, {})
     power = load_power(compute.profiles_file).get(compute.hardware)
-    return HostFacts(role, models, {m: p for m in models if (p := find_profile(profiles, m))}, power, radio)
+    return HostFacts(role, models, {m: p for m in models if (p := find_profile(profiles, m))}, power, radio,
+                     parts)

@@ -45,7 +45,8 @@ def loopback_configs(run_dir: Path, hosts: dict[str, dict[str, Any]], coordinato
     `common`: fields every node shares (steps, scheduler, request_timeout_s, clock, ...)."""
     ports = dict(zip(hosts, free_ports(len(hosts)), strict=True))
     endpoints = {h: f"tcp://127.0.0.1:{p}" for h, p in ports.items()}
-    peers = {h: Peer(endpoint=endpoints[h], role=spec["role"], models=spec.get("models", []))
+    peers = {h: Peer(endpoint=endpoints[h], role=spec["role"], models=spec.get("models", []),
+                     latent_components=spec.get("latent_components"))
              for h, spec in hosts.items()}
     configs = {}
     for host, spec in hosts.items():

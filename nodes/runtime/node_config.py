@@ -74,6 +74,7 @@ class Peer(StrictModel):
     # what a planner may know of another host in advance: its hardware, and a device's radio
     compute: ComputeConfig | None = None
     radio: str | None = None
+    latent_components: list[Literal["tokenizer", "text_encoder", "vae"]] | None = None  # as NodeConfig's
 
     _endpoint = field_validator("endpoint")(check_endpoint)
 
