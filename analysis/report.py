@@ -493,6 +493,23 @@ def report_markdown(run: dict[str, Any], figures: list[tuple[str, Path]]) -> str
     return markdown(report_blocks(run, figures))
 
 
+def boundary_lines(strategies: dict[str, dict[str, Any]]) -> list[Block]:
+    """A latent pipeline's bytes per image at each kind of stage boundary (analysis/boundaries.py)."""
+    rows = [{"strategy": name, "boundary": kind, "message_bytes_per_image": value}
+            for name, entry in strategies.items()
+            for kind, value in (entry.get("boundary_bytes_per_image") or {}).items()]
+    if not rows:
+        return []
+    frame = pd.DataFrame(rows)
+    shown = frame.assign(message_bytes_per_image=frame["message_bytes_per_image"].map(lambda v: f"{v:,.0f}"))
+    table = _table("boundary_bytes", frame, shown, shown.to_markdown(index=False))
+    return ["## Bytes per stage boundary", "", table, "",
+            "What each kind of boundary of a latent pipeline's plan carried, per image, as messages "
+            "(envelope and tensors, once; `analysis/boundaries.py`): the prompt to the first host, the "
+            "embeddings from a host that only encoded, a denoising hand-off with or without the embeddings, "
+            "the latents to a decoding host, the pixels of the result.", ""]
+
+
 def report_blocks(run: dict[str, Any], figures: list[tuple[str, Path]]) -> list[Block]:
     """The report, section by section, from which report.md, report.html and tables/ are written."""
     summary, manifest = run["summary"], run.get("manifest", {})
@@ -513,6 +530,7 @@ def report_blocks(run: dict[str, Any], figures: list[tuple[str, Path]]) -> list[
         lines += paired_lines(summary.get("paired") or [])
         lines += energy_lines(strategies)
         lines += plan_lines(strategies)
+        lines += boundary_lines(strategies)
         lines += quality_lines(strategies)
         lines += cascade_lines(strategies)
     accuracy = summary.get("accuracy") or {}

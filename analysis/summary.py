@@ -35,6 +35,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.boundaries import boundary_table, bytes_by_boundary
 from analysis.energy import request_energy
 from analysis.interleaving import overlaps
 from nodes.planning.hardware import HardwarePower, load_power
@@ -109,6 +110,7 @@ def summarize(requests: pd.DataFrame, traffic: pd.DataFrame | None, samples_dir:
     energy = request_energy(requests, network, load_power() if power is None else power)
     overlap = overlaps(reqs)
     wire, by_link, reports = _wire(traffic)
+    boundaries = bytes_by_boundary(boundary_table(requests[requests["outcome"] == "ok"], traffic))
     ok_all = reqs[reqs["outcome"] == "ok"]
     planned = ok_all[_cascades(ok_all).isna()]  # a cascade's quality is its table's, not its first plan's
     per_plan = (_plans_quality(planned, plan_images, cache_dir, progress)
@@ -119,6 +121,9 @@ def summarize(requests: pd.DataFrame, traffic: pd.DataFrame | None, samples_dir:
         entry = _costs(group, ok, requests, wire, by_link, reports)
         entry.update(_overruns(requests[requests["request_id"].isin(group.index)]))
         entry.update(_energy(ok, energy))
+        crossed = boundaries.get(str(strategy), {})
+        if set(crossed) - {"dispatch", "state", "result"}:  # a latent pipeline's: what each boundary carries
+            entry["boundary_bytes_per_image"] = crossed
         mine = overlap.loc[group.index]
         entry.update(overlap_mean=float(mine["overlapping"].mean()),
                      overlap_same_device_mean=float(mine["overlapping_same_device"].mean()))

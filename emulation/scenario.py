@@ -107,15 +107,6 @@ class RoleNodes(StrictModel):
     # (nodes/runtime/node_config.py): absent, every component
     latent_components: list[Literal["tokenizer", "text_encoder", "vae"]] | None = None
 
-    @field_validator("models")
-    @classmethod
-    def _scale_models(cls, models: list[str]) -> list[str]:
-        """The scale models by name (`sd15-scale-large`, ...) become their folders, built on first
-        use (nodes/diffusion/latent_scale_model.py materialize)."""
-        from nodes.diffusion.latent_scale_model import SCALE_NAMES, materialize
-
-        return [str(materialize(m)) if m in SCALE_NAMES else m for m in models]
-
     @model_validator(mode="after")
     def _hardware(self) -> RoleNodes:
         if self.compute == "profiled" and not self.hardware:
@@ -295,6 +286,10 @@ class Experiment(StrictModel):
                     plan_kind([s.model for s in spec.split or []])
                 except ValueError as exc:
                     raise ValueError(f"strategies.{name}: {exc}") from None
+            placed = "encode" if spec.encode is not None else "decode" if spec.decode is not None else None
+            if placed and not all(is_pipeline_folder(m) for _, m, _ in _strategy_needs(spec)):
+                raise ValueError(f"strategies.{name}.{placed}: places a latent pipeline's text encoding and "
+                                 "decoding, and its models are pixel denoisers")
             for tier, model, default in _strategy_needs(spec):
                 if tier not in roles:
                     raise ValueError(f"strategies.{name}: needs a {tier} host, {where} has none")
@@ -321,15 +316,29 @@ class Experiment(StrictModel):
     def _check_planned(self, name: str, spec: StrategySpec) -> None:
         """A planned strategy needs the quality table of this scheduler and step count, and a plan
         in it that meets its floor with models the hosts hold."""
+        from nodes.planning.plan import parse_plan
         from nodes.planning.planner import QualityFloor
         from nodes.planning.quality_table import read_table
 
         gen = self.generation
+        held = {m for r in self.roles_present() for m in self.nodes.role(r).models}
+        for text in spec.plans or []:
+            try:
+                plan = parse_plan(text, gen.steps)
+            except ValueError as exc:
+                raise ValueError(f"strategies.{name}.plans: {exc}") from None
+            missing = [m for m in plan.models() if m not in held]
+            if missing:
+                raise ValueError(f"strategies.{name}.plans: no host holds {missing[0]!r}")
+        if held and all(is_pipeline_folder(m) for m in held):  # latent pipelines: no quality table yet
+            if spec.min_class_accuracy is not None or spec.max_fid is not None:
+                raise ValueError(f"strategies.{name}: latent pipelines' plans have no measured quality "
+                                 "to meet a floor (min_class_accuracy, max_fid) with")
+            return
         try:
             rows = read_table(gen.scheduler, gen.steps)
         except ValueError as exc:
             raise ValueError(f"strategies.{name}: {exc}") from None
-        held = {m for r in self.roles_present() for m in self.nodes.role(r).models}
         floor = QualityFloor(spec.min_class_accuracy, spec.max_fid)
         usable = [r for r in rows if set(r["models"].split(",")) <= held
                   and (spec.kind != "routing" or "," not in r["models"])]
@@ -545,12 +554,25 @@ def check_resources(scenario: Scenario, base: Path | None = None) -> Scenario:
                 power = load_power(scenario.nodes.profiles_file)
             try:
                 for model in spec.models:
-                    profile_for(profiles, spec.hardware or "", model)
+                    profile = profile_for(profiles, spec.hardware or "", model)
+                    _check_phases(profile, model, spec, scenario.nodes.profiles_file or DEFAULT_PROFILES)
                 # a profiled host's joules per image are reported, so its power must be known
                 power_for(power, spec.hardware or "", scenario.nodes.profiles_file or DEFAULT_PROFILES)
             except ValueError as exc:
                 raise ValueError(f"nodes.{role}.hardware: {exc}") from None
     return scenario
+
+
+def _check_phases(profile, model: str, spec: RoleNodes, source: Path) -> None:
+    """A profiled host paces the encoding and decoding it may do with a latent pipeline: its
+    profile entry must time them (nodes/planning/hardware.py)."""
+    if not is_pipeline_folder(model):
+        return
+    parts = spec.latent_components
+    for phase, needs in (("encode", "text_encoder"), ("decode", "vae")):
+        if (parts is None or needs in parts) and getattr(profile, phase) is None:
+            raise ValueError(f"profile {spec.hardware!r} of {Path(model).name!r} in {source} has no "
+                             f"{phase}_ms and {phase}_per_image_ms, and the role may {phase} with it")
 
 
 def parse_scenario(data: dict, text: str = "", source: str = "scenario") -> Scenario:

@@ -65,11 +65,20 @@ def _json_object(path: Path, folder: Path) -> dict[str, Any]:
     return data
 
 
+def pipeline_path(name_or_path: Path | str) -> Path:
+    """A pipeline folder's path: a scale model's name (`sd15-scale-large`, ...:
+    nodes/diffusion/latent_scale_model.py SCALE_NAMES) is its folder, built on first use; any other
+    name is a path."""
+    from nodes.diffusion.latent_scale_model import SCALE_NAMES, materialize
+
+    return materialize(str(name_or_path)) if str(name_or_path) in SCALE_NAMES else Path(name_or_path)
+
+
 def check_folder(path: Path | str, components: Iterable[str] = COMPONENTS) -> Path:
     """The resolved folder, where it is a pipeline folder with each of `components` (default: all)
     named in model_index.json as the expected class, with a readable config and its weights.
     ValueError with one line naming the folder and the first problem otherwise."""
-    folder = Path(path)
+    folder = pipeline_path(path)
     if not folder.is_dir():
         raise ValueError(f"pipeline folder {folder}: not a directory")
     folder = folder.resolve()
@@ -248,7 +257,7 @@ def crossing_bytes(path: Path | str, n: int = 1, dtype: str = "float16", guidanc
 def share_component(folders: Sequence[Path | str], component: str) -> bool:
     """Whether the pipelines hold byte-identical `component` folders (every file, by content): a
     plan may then run that component on any of their hosts and compute the same."""
-    return len({_component_digest(str(Path(f).resolve()), component) for f in folders}) <= 1
+    return len({_component_digest(str(pipeline_path(f).resolve()), component) for f in folders}) <= 1
 
 
 @lru_cache(maxsize=64)

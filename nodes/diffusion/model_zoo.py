@@ -89,7 +89,9 @@ def is_pipeline_folder(name_or_path: str) -> bool:
     than a pixel denoiser (a default name or a directory with config.json)."""
     if name_or_path in (*DENOISER_NAMES, CLASSIFIER_NAME, GATE_NAME):
         return False
-    return (Path(name_or_path) / "model_index.json").is_file()
+    from nodes.diffusion.latent_scale_model import SCALE_NAMES  # torch-free: the names only
+
+    return name_or_path in SCALE_NAMES or (Path(name_or_path) / "model_index.json").is_file()
 
 
 def check_model(name_or_path: str) -> Path:

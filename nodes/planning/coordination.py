@@ -178,12 +178,16 @@ class CoordinatorCore:
         """The strategies this cluster cannot serve, each with why (not fatal: a run may not use it).
         A plugin is not asked: a probe would be a decision it might learn from or fault on."""
         devices = self.cluster.hosts("device")
+        held = [m for models in self.cluster.models.values() for m in models]
+        # a cluster of latent pipelines only serves requests with prompts
+        latent = bool(held) and all(map(is_pipeline_folder, held))
+        prompts = {"prompts": ("probe",), "guidance_scale": 7.5} if latent else {}
         found = []
         for name, strategy in self.strategies.items() if devices else ():
             if isinstance(strategy, Plugin):
                 continue
             try:
-                probe = PlanRequest(request_id="probe", device=devices[0], n=1, strategy=name)
+                probe = PlanRequest(request_id="probe", device=devices[0], n=1, strategy=name, **prompts)
                 strategy.plan_for(probe, self.cluster)
             except ValueError as exc:
                 found.append(f"strategy {name} cannot serve requests in this cluster: {exc}")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
-from pathlib import Path
 
 from nodes.diffusion import latent_folders
 from nodes.diffusion.model_zoo import is_pipeline_folder, plan_models_kind
@@ -44,7 +43,8 @@ def pipelines(models: Iterable[str]) -> list[str]:
 
 @lru_cache(maxsize=64)
 def _unet_bytes(folder: str) -> int:
-    return sum(p.stat().st_size for p in (Path(folder) / "unet").glob("*.safetensors"))
+    unet = latent_folders.pipeline_path(folder) / "unet"
+    return sum(p.stat().st_size for p in unet.glob("*.safetensors"))
 
 
 def _tenth(steps: int, k: int) -> int:
