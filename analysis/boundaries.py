@@ -14,7 +14,9 @@ A latent pipeline's plan (docs/latent-pipelines.md) exchanges, per boundary:
 A pixel model's plan has `dispatch`, `state` and `result`.  `message_bytes` is the message's length
 (its envelope and tensor frames, as ZeroMQ carries them), counted once; `wire_bytes` what its packets
 and their ACKs put on every link it crossed; `links` how many links that is (0: it stayed on one
-host, as a device's decoded images to itself do, and was never captured).
+host, as a device's decoded images to itself do, and was never captured).  A re-planned request
+is left out: its captures hold the messages of the plan it was re-planned away from too, which
+the records do not describe.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def boundary_table(requests: pd.DataFrame, traffic: pd.DataFrame | None) -> pd.D
     if traffic is None or traffic.empty or requests.empty:
         return pd.DataFrame(columns=COLUMNS)
     first = requests.sort_values("stage_index").groupby("request_id", sort=False).first()
+    if "plan_note" in first:  # a re-planned request's captures hold messages of two plans: left out
+        first = first[~first["plan_note"].fillna("").astype(str).str.contains("re-planned")]
     data = traffic.dropna(subset=["request_id"])
     data = data[data["kind"].isin(["stage", "result"]) & data["request_id"].isin(first.index)]
     if data.empty:

@@ -1,0 +1,106 @@
+"""A latent pipeline's plans through the emulated network (root; issue 19): the tiny scale model,
+its text encoding and decoding placed three ways (on the device; on every denoising host; by
+`elastic`).  Every boundary's captured message is the tensors the docs state plus its envelope,
+and the three ways give the same images (the same round: the same seed and prompts)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.boundaries import boundary_table
+from nodes.diffusion.samples import load_samples
+from tests.emulation.emulated_runs import REPO
+
+pytestmark = [pytest.mark.root]
+N = 2
+STEPS = 4
+LATENTS, EMBEDDINGS, PIXELS = N * 4 * 8 * 8 * 4, 2 * N * 16 * 32 * 4, N * 3 * 32 * 32 * 4  # fp32, guided
+ENVELOPE = (300, 2_500)  # JSON envelope and state header of a stage or result message, bytes
+SPLIT = '[{ model = "tiny-scale-large", tier = "cloud", share = 0.5 }, ' \
+        '{ model = "tiny-scale-small", tier = "edge", share = 0.5 }]'
+SCENARIO = f"""
+[topology]
+kind = "two_tier"
+[[topology.devices]]
+name = "d1"
+bw_mbit = 20
+delay_ms = 5
+[nodes.cloud]
+models = ["tiny-scale-large"]
+[nodes.edge]
+models = ["tiny-scale-small"]
+[nodes.device]
+models = ["tiny-scale-large", "tiny-scale-small"]
+[workload]
+requests = 3
+images_per_request = {N}
+prompts = ["a red square", "a cat"]
+guidance_scale = 5.0
+request_timeout_s = 30
+[strategies.placed]
+kind = "fixed_split"
+encode = "device"
+decode = "device"
+split = {SPLIT}
+[strategies.each]
+kind = "fixed_split"
+encode = "each"
+split = {SPLIT}
+[strategies.elastic]
+kind = "elastic"
+plans = ["tiny-scale-large:0-2,tiny-scale-small:2-{STEPS}"]
+[generation]
+scheduler = "ddim"
+steps = {STEPS}
+[capture]
+enabled = true
+[run]
+timeout_s = 5
+"""
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("latent-run")
+    (root / "latent.toml").write_text(SCENARIO)
+    out = root / "run"
+    command = [sys.executable, "-m", "emulation.cli", "run", str(root / "latent.toml"), "--out", str(out),
+               "--no-quality", "-q", "--json"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["summary"]["status"] == "completed"
+    return out
+
+
+def test_every_boundary_carries_the_tensors_the_docs_state(run_dir):
+    requests = pd.read_parquet(run_dir / "requests.parquet")
+    assert (requests["outcome"] == "ok").all(), requests["reason"].dropna().tolist()
+    table = boundary_table(requests, pd.read_parquet(run_dir / "traffic.parquet"))
+    columns = table[["strategy", "boundary", "message_bytes"]]
+    crossed = {(s, b): m for s, b, m in columns.itertuples(index=False)}
+    tensors = {("placed", "embeddings"): EMBEDDINGS, ("placed", "latents+embeddings"): LATENTS + EMBEDDINGS,
+               ("placed", "latents"): LATENTS, ("each", "latents"): LATENTS, ("each", "pixels"): PIXELS}
+    for key, size in tensors.items():
+        assert ENVELOPE[0] <= crossed[key] - size <= ENVELOPE[1], (key, crossed[key], size)
+    # the device decodes its own: no pixels cross a link; the prompts go in the dispatch's envelope
+    assert ("placed", "pixels") not in crossed and crossed[("placed", "prompt")] < ENVELOPE[1]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    each = summary["strategies"]["each"]["boundary_bytes_per_image"]
+    assert each["pixels"] == crossed[("each", "pixels")] / N
+
+
+def test_the_placements_compute_the_same_images(run_dir):
+    requests = pd.read_parquet(run_dir / "requests.parquet")
+    first = requests[requests["stage_index"] == 0].set_index("strategy")
+    assert first.loc["placed", "plan"].startswith("tiny-scale-large:0-0@d1,")
+    assert first.loc["each", "plan"].endswith(";encode=each")
+    images = {s: load_samples(run_dir / "samples" / f"{rid}.npz").images
+              for s, rid in first["request_id"].items()}
+    assert (images["placed"] - images["each"]).abs().max().item() == 0.0
+    assert (images["elastic"] - images["each"]).abs().max().item() == 0.0
