@@ -80,7 +80,7 @@ def resolve_model_dir(name_or_path: str) -> Path:
         return path.resolve()
     raise ValueError(
         f"unknown model {name_or_path!r}: not one of {', '.join(DENOISER_NAMES)} "
-        "nor a diffusers model directory (with config.json)"
+        "nor a diffusers model directory (config.json) or pipeline folder (model_index.json)"
     )
 
 
