@@ -65,13 +65,22 @@ def _json_object(path: Path, folder: Path) -> dict[str, Any]:
     return data
 
 
+# the embedded latent default's pipelines, by name (nodes/pretrained/<name>, trained here)
+EMBEDDED_PIPELINES = ("latent-large", "latent-small")
+PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
+
+
 def pipeline_path(name_or_path: Path | str) -> Path:
-    """A pipeline folder's path: a scale model's name (`sd15-scale-large`, ...:
+    """A pipeline folder's path: the embedded default's name (`latent-large`, `latent-small`) is its
+    folder in nodes/pretrained; a scale model's name (`sd15-scale-large`, ...:
     nodes/diffusion/latent_scale_model.py SCALE_NAMES) is its folder, built on first use; any other
     name is a path."""
     from nodes.diffusion.latent_scale_model import SCALE_NAMES, materialize
 
-    return materialize(str(name_or_path)) if str(name_or_path) in SCALE_NAMES else Path(name_or_path)
+    name = str(name_or_path)
+    if name in EMBEDDED_PIPELINES:
+        return PRETRAINED_DIR / name
+    return materialize(name) if name in SCALE_NAMES else Path(name_or_path)
 
 
 def check_folder(path: Path | str, components: Iterable[str] = COMPONENTS) -> Path:

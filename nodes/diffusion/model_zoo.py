@@ -91,7 +91,8 @@ def is_pipeline_folder(name_or_path: str) -> bool:
         return False
     from nodes.diffusion.latent_scale_model import SCALE_NAMES  # torch-free: the names only
 
-    return name_or_path in SCALE_NAMES or (Path(name_or_path) / "model_index.json").is_file()
+    return (name_or_path in SCALE_NAMES or name_or_path in latent_folders.EMBEDDED_PIPELINES
+            or (Path(name_or_path) / "model_index.json").is_file())
 
 
 def check_model(name_or_path: str) -> Path:

@@ -138,7 +138,8 @@ class Sizes:
 
 class Planner:
     def __init__(self, rows: Sequence[Mapping[str, Any]], hosts: Mapping[str, HostFacts], coordinator: str,
-                 steps: int, clock: Clock | None = None, scheduler: str = "dpm") -> None:
+                 steps: int, clock: Clock | None = None, scheduler: str = "dpm",
+                 latent_rows: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.rows = list(rows)
         self.hosts = dict(hosts)
         self.coordinator = coordinator
@@ -146,7 +147,9 @@ class Planner:
         self.clock = clock or Clock()  # its K: a profiled step takes K x its profile in wall time
         self.sizes = Sizes()
         self.plans = [(parse_plan(r["plan"], steps), r) for r in self.rows]
-        # latent pipelines' plans (nodes/planning/latent_plans.py): no quality table of them yet
+        # latent pipelines' plans (nodes/planning/latent_plans.py), with the latent quality table's
+        # rows where it has them (quality_table.read_latent_table: plan key -> figures)
+        self.latent_rows = dict(latent_rows or {})
         held = latent_plans.pipelines(m for f in self.hosts.values() for m in f.models)
         self.latent_plans = latent_plans.grid(held, steps) if held else []
         self.history = latent_plans.solver_history(scheduler)
@@ -185,14 +188,13 @@ class Planner:
 
     def _latent_candidates(self, origin: str, objective: Objective,
                            unavailable: Mapping[str, str]) -> list[tuple[Plan, Mapping[str, Any] | None]]:
-        if objective.floor != QualityFloor():
-            raise ValueError(f"infeasible: no latent pipeline's plan has a measured quality to meet the "
-                             f"floor ({objective.floor})")
         if not self.latent_plans:
             raise ValueError("infeasible: no host holds a latent pipeline")
+        floor = objective.floor != QualityFloor()
         out: list[tuple[Plan, Mapping[str, Any] | None]] = []
         for plan in self.latent_plans:
-            if not objective.allows(plan):
+            row = self.latent_rows.get(plan.key)
+            if not objective.allows(plan) or (floor and (row is None or not objective.floor.admits(row))):
                 continue
             options = [[h for h in self.holders(s.model, origin) if h not in unavailable]
                        for s in plan.stages]
@@ -200,7 +202,10 @@ class Planner:
                 hosted = Plan(tuple(Stage(s.model, s.start, s.end, h)
                                     for s, h in zip(plan.stages, hosts, strict=True)))
                 placed = latent_plans.placements(hosted, origin, self.can_encode, self.can_decode)
-                out += [(p, None) for p in placed if not any(s.host in unavailable for s in p.stages)]
+                out += [(p, row) for p in placed if not any(s.host in unavailable for s in p.stages)]
+        if not out and floor:
+            raise ValueError(f"infeasible: no latent pipeline's plan the hosts can run has a measured "
+                             f"quality that meets the floor ({objective.floor})")
         if not out:
             why = "; ".join(f"{h}: {why}" for h, why in sorted(unavailable.items())) or "no host holds them"
             raise ValueError(f"infeasible: no host can run a latent pipeline's plan: {why}")
@@ -300,6 +305,8 @@ class Planner:
         return sum(1 for a, b in zip(hosts, hosts[1:], strict=False) if a != b and (a, b) not in live.paths)
 
     def row_of(self, plan: Plan) -> Mapping[str, Any] | None:
+        if plan.key in self.latent_rows:
+            return self.latent_rows[plan.key]
         return next((r for p, r in self.plans if p.key == plan.key), None)
 
     # --- the choice ----------------------------------------------------------------------------

@@ -98,3 +98,41 @@ def _parse_row(row: list[str], scheduler: str, steps: int, where: str) -> dict[s
         if not 0 <= figures[f] <= 1:
             raise ValueError(f"{where}: {f}: must lie in [0, 1], got {raw[f]}")
     return {**raw, "steps": steps, "n": int(raw["n"]), **figures}
+
+
+# --- latent pipelines' plans (docs/latent-default.md) ---------------------------------------------
+# One CSV per (scheduler, steps): `latent-ddim-20.csv`, one row per plan of the embedded latent
+# default's grid (analysis/latent_quality_table.py writes it): the first judge's class accuracy of
+# the requested digit and FID, agreement with the prompt's weight and slant, PSNR against large-only.
+LATENT_COLUMNS = ("plan", "scheduler", "steps", "guidance_scale", "n", "class_accuracy", "fid", "kid",
+                  "weight_agreement", "slant_agreement", "both_agreement", "psnr_vs_large")
+
+
+def latent_table_path(scheduler: str, steps: int) -> Path:
+    return TABLE_DIR / f"latent-{check_scheduler_name(scheduler)}-{steps}.csv"
+
+
+def read_latent_table(scheduler: str, steps: int, path: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Plan key -> its figures; {} where there is no table for `scheduler`/`steps`.  ValueError
+    naming the file and line of a malformed one."""
+    path = Path(path) if path is not None else latent_table_path(scheduler, steps)
+    if not path.is_file():
+        return {}
+    rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
+    if not rows or tuple(rows[0]) != LATENT_COLUMNS:
+        raise ValueError(f"{_shown(path)}:1: not a latent quality table: the header must be "
+                         f"{','.join(LATENT_COLUMNS)}")
+    out = {}
+    for line, row in enumerate(rows[1:], start=2):
+        where = f"{_shown(path)}:{line}"
+        if len(row) != len(LATENT_COLUMNS):
+            raise ValueError(f"{where}: expected {len(LATENT_COLUMNS)} fields, got {len(row)}")
+        record: dict[str, Any] = dict(zip(LATENT_COLUMNS, row, strict=True))
+        plan = parse_plan(record["plan"], steps)
+        for field in LATENT_COLUMNS[3:]:
+            record[field] = _number(record[field], field, where, optional=field == "psnr_vs_large")
+        if record["scheduler"] != scheduler or int(record["steps"]) != steps:
+            raise ValueError(f"{where}: a row of {record['scheduler']}/{record['steps']} in the table of "
+                             f"{scheduler}/{steps}")
+        out[plan.key] = record
+    return out

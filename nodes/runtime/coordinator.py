@@ -19,7 +19,7 @@ from nodes.diffusion.model_zoo import is_pipeline_folder
 from nodes.planning import coordination
 from nodes.planning.hardware import find_profile, load_power, load_profiles
 from nodes.planning.planner import HostFacts, Planner
-from nodes.planning.quality_table import read_table, table_path
+from nodes.planning.quality_table import read_latent_table, read_table, table_path
 from nodes.planning.request import PlanRequest
 from nodes.planning.strategies import Plugin, build_strategies
 from nodes.planning.strategy_specs import PLANNED_KINDS
@@ -174,7 +174,7 @@ def build_planner(config: NodeConfig) -> Planner:
     hosts = {h: _facts(config.roles()[h], config.models_by_host()[h], computes[h], radios.get(h),
                        components[h]) for h in config.roles()}
     return Planner(rows, hosts, coordinator=config.host, steps=config.steps, clock=config.clock,
-                   scheduler=config.scheduler)
+                   scheduler=config.scheduler, latent_rows=read_latent_table(config.scheduler, config.steps))
 
 
 def _facts(role: str, models: tuple[str, ...], compute: ComputeConfig | None, radio: str | None,
