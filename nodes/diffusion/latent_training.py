@@ -41,9 +41,12 @@ from nodes.diffusion.architectures import count_parameters
 from nodes.diffusion.digits import NUM_CLASSES, SPLIT_SEED, TEST_FRACTION, load_split
 from nodes.diffusion.latent_scale_model import BOS, EOS, bpe_vocabulary
 from nodes.diffusion.model_zoo import PRETRAINED_DIR, sha256_of
-from nodes.diffusion.training import TRAIN_THREADS, _deterministic, _lr_schedule
+from nodes.diffusion.training import _deterministic, _lr_schedule
 from nodes.progress import progress_bar
 
+# One torch thread: on a shared 2-core machine at nice 19, two threads spent most of their time waiting
+# for each other (a large-UNet step took 2.7 s with two threads, 0.63 s with one, under the same load)
+LATENT_THREADS = 1
 NAMES = ("latent-large", "latent-small")
 UNET_OF = {"latent-large": "large", "latent-small": "small"}
 SHARED = ("vae", "text_encoder", "tokenizer", "scheduler")
@@ -82,12 +85,12 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 @dataclass(frozen=True)
 class LatentRecipe:
     seed: int = 0
-    vae_steps: int = 1200
+    vae_steps: int = 1000
     vae_batch: int = 64
     vae_lr: float = 1e-3
     kl_weight: float = 1e-3  # on the KL summed over the latent, per pixel of the image
-    large_steps: int = 1800
-    small_steps: int = 2000
+    large_steps: int = 1500
+    small_steps: int = 1600
     batch: int = 128
     lr: float = 1e-3
     ema_decay: float = 0.999
@@ -276,6 +279,7 @@ def train_latent(out_dir: Path = PRETRAINED_DIR, recipe: LatentRecipe = RECIPE) 
     """Train the pair and write `out_dir`/latent-large and `out_dir`/latent-small with their
     training.json (no README: render_card, after the quality is measured)."""
     with _deterministic(recipe.seed) as gen:
+        torch.set_num_threads(LATENT_THREADS)  # _deterministic restores the caller's count after
         return _train_latent(Path(out_dir), recipe, gen)
 
 
@@ -318,7 +322,7 @@ def _train_latent(out_dir: Path, recipe: LatentRecipe, gen: torch.Generator) -> 
     facts = {
         "command": "edgestage train latent",
         "recipe": asdict(recipe),
-        "threads": TRAIN_THREADS,
+        "threads": LATENT_THREADS,
         "wall_time_s": round(wall, 1),
         "parameters": {"vae": count_parameters(vae), "text_encoder": count_parameters(text_encoder),
                        "unet_large": count_parameters(large), "unet_small": count_parameters(small)},
