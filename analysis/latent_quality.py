@@ -11,6 +11,10 @@ a stroke weight and a slant ("a bold right-slanted digit 7"):
   pipeline that ignored those words would agree a third of the time (a ninth for both);
 - `psnr_vs_large`: PSNR (dB, range 2) against the large-only images of the same seed and prompts.
 
+`compare` adds a control row: the large pipeline alone from prompts that name the digit only
+("a digit 7"), judged against the same requested weights and slants, which those prompts do not
+state: its agreement is what the measure gives when the words are absent (about a third).
+
 A plan is a list of (pipeline folder, start, end) stages covering [0, steps); the first stage's
 folder encodes the prompts, the last one's VAE decodes, as the node processes do; the stages run
 through nodes/diffusion/latent_pipeline's functions.
@@ -115,7 +119,8 @@ def plan_name(stages: Sequence[Stage]) -> str:
 
 def compare(large: Path | str, small: Path | str, n: int = N, seed: int = SEED, scheduler: str = SCHEDULER,
             steps: int = STEPS, guidance: float = GUIDANCE) -> list[dict[str, Any]]:
-    """Large alone, small alone, and large for the first half of the steps then small: one row each."""
+    """Large alone, small alone, and large for the first half of the steps then small: one row each;
+    then the control (large alone, prompts without the attributes)."""
     prompts, digits, weights, slants = eval_prompts(n)
     plans = Plans()
     half = steps // 2
@@ -129,6 +134,12 @@ def compare(large: Path | str, small: Path | str, n: int = N, seed: int = SEED, 
         if reference is None:
             reference = images
         rows.append(row)
+    plain = [digit_attributes.prompt(int(digit)) for digit in digits]
+    started = time.perf_counter()
+    images = plans.generate([(large, 0, steps)], plain, seed, scheduler, steps, guidance)
+    wall = time.perf_counter() - started
+    rows.append({"plan": f"{plan_name([(large, 0, steps)])} (control: 'a digit D')",
+                 **measure(images, digits, weights, slants), "generate_s": round(wall, 2)})
     return rows
 
 
@@ -137,8 +148,9 @@ def chance_note(rows: list[dict[str, Any]], n: int) -> str:
     se = math.sqrt((1 / 3) * (2 / 3) / n)
     parts = []
     for row in rows:
+        label = "the control" if "control" in row["plan"] else row["plan"]
         z = [(row[key] - 1 / 3) / se for key in ("weight_agreement", "slant_agreement")]
-        parts.append(f"{row['plan']}: weight {z[0]:+.1f}, slant {z[1]:+.1f}")
+        parts.append(f"{label}: weight {z[0]:+.1f}, slant {z[1]:+.1f}")
     return ("Chance is 1/3 for weight and for slant (1/9 for both); agreement above chance, in binomial "
             f"standard errors ({se:.3f} at n = {n}): " + "; ".join(parts) + ".")
 

@@ -428,11 +428,12 @@ def render_card(folder: Path) -> str:
     if quality_path.is_file():
         quality = json.loads(quality_path.read_text())
         rows = quality["rows"]
-        keys = [k for k in rows[0] if k != "plan"]
+        keys = list(dict.fromkeys(k for row in rows for k in row if k != "plan"))
         lines += ["", "## Quality (analysis/latent_quality.py)", f"Command: `{quality['command']}`", "",
                   quality["setting"], "",
                   "| plan | " + " | ".join(keys) + " |", "| --- |" + " ---: |" * len(keys),
-                  *(f"| {row['plan']} | " + " | ".join(_fmt(row[k]) for k in keys) + " |" for row in rows)]
+                  *(f"| {row['plan']} | " + " | ".join(_fmt(row.get(k, "-")) for k in keys) + " |"
+                    for row in rows)]
         if quality.get("note"):
             lines += ["", quality["note"]]
     text = "\n".join(lines) + "\n"
