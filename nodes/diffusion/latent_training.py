@@ -396,7 +396,7 @@ def render_card(folder: Path) -> str:
         "",
         "## Training",
         f"- Command: `{training['command']}` (deterministic: seed {recipe['seed']}, {training['threads']} "
-        "torch threads; trains both folders)",
+        f"torch thread{'s' if training['threads'] != 1 else ''}; trains both folders)",
         f"- VAE: {recipe['vae_steps']} steps, batch {recipe['vae_batch']}, AdamW lr {recipe['vae_lr']}, "
         f"MSE + {recipe['kl_weight']} x KL per pixel, +-1 pixel shifts; {vae['wall_time_s']} s; final "
         f"reconstruction MSE {vae['final_recon_mse']:.5f}, KL per pixel {vae['final_kl_per_pixel']:.4f}",
