@@ -17,8 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_doctor)
 
     p = sub.add_parser("train", help="reproduce an embedded model (deterministic)")
-    p.add_argument("model", choices=("small", "medium", "large", "classifier", "gate"))
-    p.add_argument("--out", help="model directory to write (default: the shipped one)")
+    p.add_argument("model", choices=("small", "medium", "large", "classifier", "gate", "latent"),
+                   help="latent: both latent pipeline folders (latent-large, latent-small) and their quality")
+    p.add_argument("--out", help="model directory to write (default: the shipped one; for latent, the folder "
+                   "to write latent-large and latent-small in)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("generate", help="generate images along a plan, locally")
@@ -58,6 +60,8 @@ def _train(args: argparse.Namespace) -> int:
     from nodes.diffusion.samples import check_output_path
     from nodes.diffusion.training import train_classifier, train_denoiser
 
+    if args.model == "latent":
+        return _train_latent(Path(args.out) if args.out else PRETRAINED_DIR)
     out = Path(args.out) if args.out else PRETRAINED_DIR / args.model
     if out.exists() and not out.is_dir():
         raise ValueError(f"cannot write model directory {out}: it is a file")
@@ -68,6 +72,29 @@ def _train(args: argparse.Namespace) -> int:
         facts = train_denoiser(args.model, out)
     render_card(out)
     print(f"trained {args.model}: {facts['parameters']:,} parameters in {facts['wall_time_s']} s -> {out}")
+    return 0
+
+
+def _train_latent(out: Path) -> int:
+    """Both latent pipeline folders (docs/latent-default.md), their quality, their model cards."""
+    from nodes.diffusion.samples import check_output_path
+
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"cannot write pipeline folders in {out}: it is a file")
+    check_output_path(out / "latent-large" / "model_index.json", what="pipeline folder file")
+    from analysis.latent_quality import compare, record
+    from nodes.diffusion.latent_training import NAMES, render_card, train_latent
+
+    facts = train_latent(out)
+    folders = [out / name for name in NAMES]
+    rows = compare(*folders)
+    record(folders, rows)
+    for folder in folders:
+        render_card(folder)
+    print(f"trained {', '.join(NAMES)}: {facts['parameters']} parameters in {facts['wall_time_s']} s "
+          f"-> {out}")
+    for row in rows:
+        print(json.dumps(row))
     return 0
 
 
