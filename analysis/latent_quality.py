@@ -34,7 +34,7 @@ import torch
 from analysis.quality import classifier_predictions, fid_kid, psnr
 from nodes.diffusion import digit_attributes
 from nodes.diffusion.digits import NUM_CLASSES, as_digit_images
-from nodes.diffusion.latent_folders import check_compatible
+from nodes.diffusion.latent_folders import check_compatible, pipeline_path
 from nodes.diffusion.latent_pipeline import (
     Components,
     decode,
@@ -71,7 +71,7 @@ class Plans:
         self._loaded: dict[Path, Components] = {}
 
     def components(self, folder: Path | str) -> Components:
-        path = Path(folder).resolve()
+        path = pipeline_path(folder).resolve()
         if path not in self._loaded:
             self._loaded[path] = load_components(path)
         return self._loaded[path]

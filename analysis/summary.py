@@ -38,9 +38,11 @@ import pandas as pd
 from analysis.boundaries import boundary_table, bytes_by_boundary
 from analysis.energy import request_energy
 from analysis.interleaving import overlaps
+from nodes.diffusion.model_zoo import is_pipeline_folder
 from nodes.planning.hardware import HardwarePower, load_power
+from nodes.planning.plan import parse_plan
 from nodes.planning.quality_table import FIGURES as PLAN_FIGURES
-from nodes.planning.quality_table import SECOND_JUDGE
+from nodes.planning.quality_table import SECOND_JUDGE, latent_table_path, read_latent_table
 from nodes.runtime.records import ESCALATION_SUFFIX, request_of
 
 TABLE_COLUMNS = [
@@ -252,7 +254,11 @@ def _plans_quality(ok: pd.DataFrame, n: int | None, cache_dir: Path | None,
     out: PlanFigures = {}
     for (scheduler, steps), group in usage.groupby(["scheduler", "steps"], sort=False):
         figures, good = {}, []
+        latent = read_latent_table(str(scheduler), int(steps))
         for plan in group["plan"]:
+            if all(is_pipeline_folder(m) for m in parse_plan(plan).models()):
+                figures[plan] = _latent_figures(plan, latent, str(scheduler), int(steps))
+                continue
             try:  # a model not on this machine, say: that plan unjudged, the others still are
                 PlanQualityKey.of(plan, str(scheduler), int(steps), PLAN_QUALITY_SEED, 2)
                 good.append(plan)
@@ -263,6 +269,18 @@ def _plans_quality(ok: pd.DataFrame, n: int | None, cache_dir: Path | None,
                                          progress=progress))
         out.update({(plan, str(scheduler), int(steps)): f for plan, f in figures.items()})
     return out
+
+
+def _latent_figures(plan: str, table: Mapping[str, Mapping[str, Any]], scheduler: str,
+                    steps: int) -> dict[str, Any]:
+    """A latent plan's figures: its row of the latent quality table (measured offline on the
+    embedded pipelines' evaluation prompts, analysis/latent_quality_table.py), not regenerated."""
+    row = table.get(plan)
+    if row is None:
+        return {"error": f"no row in the latent quality table of {scheduler}/{steps} steps (not measured)"}
+    return {"n_images": int(row["n"]), "fid": row["fid"], "kid": row["kid"],
+            "class_accuracy": row["class_accuracy"], "psnr_vs_large_db": row["psnr_vs_large"],
+            "cache_file": str(latent_table_path(scheduler, steps).name)}
 
 
 def _strategy_quality(ok: pd.DataFrame, per_plan: PlanFigures) -> dict[str, Any]:

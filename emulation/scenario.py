@@ -330,16 +330,21 @@ class Experiment(StrictModel):
             missing = [m for m in plan.models() if m not in held]
             if missing:
                 raise ValueError(f"strategies.{name}.plans: no host holds {missing[0]!r}")
-        if held and all(is_pipeline_folder(m) for m in held):  # latent pipelines: no quality table yet
-            if spec.min_class_accuracy is not None or spec.max_fid is not None:
-                raise ValueError(f"strategies.{name}: latent pipelines' plans have no measured quality "
-                                 "to meet a floor (min_class_accuracy, max_fid) with")
+        floor = QualityFloor(spec.min_class_accuracy, spec.max_fid)
+        if held and all(is_pipeline_folder(m) for m in held):  # latent pipelines: their own table
+            from nodes.planning.quality_table import latent_table_path, read_latent_table
+
+            rows = read_latent_table(gen.scheduler, gen.steps)
+            usable = [r for r in rows.values() if set(parse_plan(r["plan"]).models()) <= held]
+            if floor != QualityFloor() and not any(floor.admits(r) for r in usable):
+                raise ValueError(f"strategies.{name}: no latent plan the hosts' pipelines can run has a "
+                                 f"measured quality that meets the floor ({floor}) in "
+                                 f"{latent_table_path(gen.scheduler, gen.steps).name}")
             return
         try:
             rows = read_table(gen.scheduler, gen.steps)
         except ValueError as exc:
             raise ValueError(f"strategies.{name}: {exc}") from None
-        floor = QualityFloor(spec.min_class_accuracy, spec.max_fid)
         usable = [r for r in rows if set(r["models"].split(",")) <= held
                   and (spec.kind != "routing" or "," not in r["models"])]
         if not any(floor.admits(r) for r in usable):

@@ -401,7 +401,7 @@ class StageWorker:
             following = plan.stages[envelope.stage + 1]
             target = following.host or ""
             prompts = {"prompts": envelope.prompts, "negative_prompts": envelope.negative_prompts} \
-                if plan.encode_each else {}  # every denoising host encodes them itself
+                if plan.encodes_at(envelope.stage + 1) else {}  # encode=each: a denoising host encodes
             message = StageMsg(kind="stage", stage=envelope.stage + 1, start=following.start,
                                end=following.end, n=envelope.n, labels=envelope.labels, seed=envelope.seed,
                                guidance_scale=envelope.guidance_scale, **prompts, **common)

@@ -1,7 +1,7 @@
 """A latent pipeline's plans through the emulated network (root; issue 19): the tiny scale model,
-its text encoding and decoding placed three ways (on the device; on every denoising host; by
-`elastic`).  Every boundary's captured message is the tensors the docs state plus its envelope,
-and the three ways give the same images (the same round: the same seed and prompts)."""
+its text encoding and decoding placed four ways (on the device; on every denoising host; both of
+these; by `elastic`).  Every boundary's captured message is the tensors the docs state plus its envelope,
+and the four ways give the same images (the same round: the same seed and prompts)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ models = ["tiny-scale-small"]
 [nodes.device]
 models = ["tiny-scale-large", "tiny-scale-small"]
 [workload]
-requests = 3
+requests = 4
 images_per_request = {N}
 prompts = ["a red square", "a cat"]
 guidance_scale = 5.0
@@ -51,6 +51,11 @@ split = {SPLIT}
 [strategies.each]
 kind = "fixed_split"
 encode = "each"
+split = {SPLIT}
+[strategies.each_device]
+kind = "fixed_split"
+encode = "each"
+decode = "device"
 split = {SPLIT}
 [strategies.elastic]
 kind = "elastic"
@@ -104,3 +109,6 @@ def test_the_placements_compute_the_same_images(run_dir):
               for s, rid in first["request_id"].items()}
     assert (images["placed"] - images["each"]).abs().max().item() == 0.0
     assert (images["elastic"] - images["each"]).abs().max().item() == 0.0
+    # every denoising host encodes, the device decodes: the decoding stage gets no prompts
+    assert first.loc["each_device", "plan"].endswith("-4@d1;encode=each")
+    assert (images["each_device"] - images["each"]).abs().max().item() == 0.0
