@@ -76,7 +76,8 @@ def parse_plan(text: str, steps: int | None = None) -> Plan:
         raise ValueError("empty plan: expected MODEL:START-END[@HOST],...")
     text, _, options = text.strip().partition(";")
     if options and options.strip() != ENCODE_EACH:
-        raise ValueError(f"malformed plan option {options.strip()!r}: the only one is {ENCODE_EACH!r}")
+        raise ValueError(f"malformed plan option {options.strip()!r} after ';': the only one is "
+                         f"{ENCODE_EACH!r} (stages are separated by ',')")
     stages = []
     for part in text.split(","):
         match = _STAGE.match(part.strip())

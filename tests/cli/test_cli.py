@@ -36,7 +36,7 @@ def assert_bad_input(done: subprocess.CompletedProcess, needle: str) -> None:
 
 GENERATE_BAD_INPUT = [
     (["--plan", "huge:0-50"], "unknown model 'huge'"),
-    (["--plan", "large:0-30;small:30-50"], "malformed plan stage"),
+    (["--plan", "large:0-30;small:30-50"], "malformed plan option 'small:30-50' after ';'"),
     (["--plan", "large:0-30,small:35-50"], "do not tile"),
     (["--plan", "large:0-40"], "do not tile [0, 50)"),
     (["--plan", "small:0-50", "--n", "0"], "--n"),
