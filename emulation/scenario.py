@@ -17,6 +17,8 @@ Tables of a scenario file (every one but `[topology]` has defaults):
         compute  = "native"|"profiled"  profiled: per-step times from the profile table, by pacing
         hardware = "datacenter_gpu"     the profile entry (profiled only)
         threads  = 1                    torch threads of the node process
+        device   = "cpu"|"cuda"|"auto"  where torch computes (auto: CUDA where torch sees one; every
+                                        node of an emulated run shares this machine's GPU)
         latent_components = ["vae"]     of latent pipeline folders, what is loaded besides the UNet
                                         and scheduler: tokenizer, text_encoder (to encode), vae (to
                                         decode); absent: all
@@ -103,6 +105,7 @@ class RoleNodes(StrictModel):
     compute: Literal["native", "profiled"] = "native"
     hardware: str | None = None
     threads: StrictInt = Field(1, ge=1, le=64)
+    device: Literal["auto", "cpu", "cuda"] = "cpu"  # where torch computes: nodes/runtime/compute_device.py
     # of its latent pipeline folders, what the role's hosts load besides the UNet and scheduler
     # (nodes/runtime/node_config.py): absent, every component
     latent_components: list[Literal["tokenizer", "text_encoder", "vae"]] | None = None
@@ -422,6 +425,7 @@ class Experiment(StrictModel):
         for host, (role, _, _) in hosts.items():
             spec = self.nodes.role(role)
             computes[host] = ComputeConfig(mode=spec.compute, hardware=spec.hardware, threads=spec.threads,
+                                           device=spec.device,
                                            profiles_file=self.nodes.profiles_file)
         peers = {h: Peer(endpoint=endpoint, role=role, models=self.nodes.role(role).models,
                          compute=computes[h], radio=self.host_radio(h),
@@ -518,6 +522,19 @@ def check_models(nodes_spec: NodesSpec) -> None:
                 raise ValueError(f"nodes.{role}.models[{i}]: {exc}") from None
 
 
+def check_devices(scenario: Scenario) -> None:
+    """A role that asks for CUDA in an emulated run (every node on this machine) needs a CUDA device
+    here; in deploy mode each node checks its own at start.  ValueError naming the field."""
+    asking = [r for r in NODE_ROLES if scenario.nodes.role(r).device == "cuda"]
+    if not asking or getattr(scenario, "deploy", None) is not None:  # a Deployment (emulation/deploy.py)
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError(f"nodes.{asking[0]}.device: 'cuda', and torch sees no CUDA device on this machine "
+                         "(use 'cpu' or 'auto')")
+
+
 def check_prompts_fit(experiment: Experiment, roles: set[str]) -> None:
     """Prompts where the hosts' models are latent pipelines, none where they are pixel denoisers
     (with both kinds, the workload says which its requests are).  ValueError naming the field."""
@@ -540,6 +557,7 @@ def check_resources(scenario: Scenario, base: Path | None = None) -> Scenario:
     from nodes.planning.hardware import DEFAULT_PROFILES, load_power, load_profiles, power_for, profile_for
 
     check_models(scenario.nodes)
+    check_devices(scenario)
     profiles = None
     for role in NODE_ROLES:
         spec = scenario.nodes.role(role)

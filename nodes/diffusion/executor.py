@@ -58,7 +58,7 @@ def run_stage(
     sample, labels = state.tensors[SAMPLE], state.tensors[LABELS]
     for index in range(start, end):
         timestep = scheduler.timesteps[index]
-        batch_t = timestep.expand(len(labels))
+        batch_t = timestep.expand(len(labels)).to(sample.device)
         prediction = model(sample, batch_t, class_labels=labels).sample
         sample = handoff.step(scheduler, prediction, timestep, sample, index, meta.seed)
         if on_step:

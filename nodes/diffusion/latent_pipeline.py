@@ -122,7 +122,9 @@ def _embed(components: Components, texts: list[str], length: int) -> torch.Tenso
     # diffusers passes the padding mask only to text encoders whose config asks for it (SD 1.x's
     # CLIP does not: its padding positions are part of the embeddings the UNet was trained on)
     mask = tokens.attention_mask if getattr(encoder.config, "use_attention_mask", False) else None
-    return encoder(tokens.input_ids, attention_mask=mask)[0].to(encoder.dtype)
+    if mask is not None:
+        mask = mask.to(encoder.device)
+    return encoder(tokens.input_ids.to(encoder.device), attention_mask=mask)[0].to(encoder.dtype)
 
 
 @torch.no_grad()

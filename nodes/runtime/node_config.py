@@ -59,6 +59,9 @@ class ComputeConfig(StrictModel):
     hardware: str | None = None
     profiles_file: Path | None = None
     threads: int = Field(1, ge=1, le=64)
+    # where torch computes (nodes/runtime/compute_device.py): "cpu", "cuda" (refused where torch
+    # sees none), "auto" (CUDA where there is one); the state crosses the wire from CPU memory
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
 
     @model_validator(mode="after")
     def _hardware_when_profiled(self) -> ComputeConfig:

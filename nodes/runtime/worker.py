@@ -31,6 +31,7 @@ from nodes.diffusion.schedulers import SCHEDULE_KEYS
 from nodes.diffusion.state import DenoisingMeta, StateBundle
 from nodes.planning.hardware import load_profiles, profile_for
 from nodes.planning.plan import Plan, Stage
+from nodes.runtime.compute_device import moved, torch_device
 from nodes.runtime.node_context import NodeContext
 from nodes.runtime.pacing import Pacer
 from nodes.runtime.protocol import (
@@ -60,12 +61,15 @@ class Rejected(ValueError):
 class LatentModel:
     """A latent pipeline folder as a host holds it: the components it loaded, its latent space."""
 
-    def __init__(self, name: str, extra: list[str] | None) -> None:
+    def __init__(self, name: str, extra: list[str] | None, device: torch.device) -> None:
         from nodes.diffusion.latent_pipeline import load_components
 
         wanted = ["unet", "scheduler", *(["tokenizer", "text_encoder", "vae"] if extra is None else extra)]
         self.space: LatentSpace = latent_space(name)
         self.components = load_components(name, wanted)
+        for part in ("unet", "text_encoder", "vae"):
+            if (module := getattr(self.components, part)) is not None:
+                module.to(device)
         self.encodes = self.components.text_encoder is not None and self.components.tokenizer is not None
         self.decodes = self.components.vae is not None
 
@@ -75,15 +79,16 @@ class StageWorker:
         self.node = node
         self.config = node.config
         torch.set_num_threads(self.config.compute.threads)
+        self.device = torch_device(self.config.compute.device)
         started = time.perf_counter()
         self.models = {}
         self.latent: dict[str, LatentModel] = {}
         reference = None
         for name in self.config.models:
             if is_pipeline_folder(name):
-                self.latent[name] = LatentModel(name, self.config.latent_components)
+                self.latent[name] = LatentModel(name, self.config.latent_components, self.device)
                 continue
-            denoiser, schedule = load_denoiser(name), load_noise_schedule(name)
+            denoiser, schedule = load_denoiser(name).to(self.device), load_noise_schedule(name)
             current = {key: schedule.config.get(key) for key in SCHEDULE_KEYS}
             if reference is not None and current != reference[1]:
                 raise ValueError(f"models {reference[0]!r} and {name!r} were trained on different noise "
@@ -294,9 +299,13 @@ class StageWorker:
         pacer = Pacer(step_s, stage.steps)
         stop = self.node.stop
 
+        cuda = self.device.type == "cuda"
+
         def on_step(index: int) -> None:
             if stop.is_set():
                 raise Stopping
+            if cuda:  # a step has computed when its kernels have, not when they were queued
+                torch.cuda.synchronize(self.device)
             pacer.on_step(index)
 
         compute_start = time.time()
@@ -312,7 +321,9 @@ class StageWorker:
             if state is None:  # stage 0: the noise comes from the request's seed, not the wire
                 state = initial_state(torch.tensor(envelope.labels), envelope.seed, self.config.scheduler,
                                       self.config.steps, self.shapes[stage.model])
-            state = run_stage(denoiser, schedule, state, stage.start, stage.end, on_step=on_step)
+            state = run_stage(denoiser, schedule, moved(state, self.device), stage.start, stage.end,
+                              on_step=on_step)
+        state = moved(state, torch.device("cpu"))  # what goes on the wire
         compute_end = time.time()
         report = pacer.report
         hop = Hop(
@@ -342,6 +353,7 @@ class StageWorker:
         assert guidance is not None  # checked
         n, clock = envelope.n, self.config.clock
         encode_s = decode_s = None
+        state = None if state is None else moved(state, self.device)
         embeddings = None if state is None else state.tensors.get(lp.EMBEDDINGS)
         if envelope.prompts is not None:
             began = time.perf_counter()
@@ -350,8 +362,8 @@ class StageWorker:
             encode_s = time.perf_counter() - began
             pacer.on_phase(clock.wall(profile.encode_s(n)) if profile else None)
         if state is None or lp.LATENTS not in state.tensors:  # the latents come from the request's seed
-            state = lp.initial_state(model.space, n, envelope.seed, self.config.scheduler,
-                                     self.config.steps, guidance_scale=guidance)
+            state = moved(lp.initial_state(model.space, n, envelope.seed, self.config.scheduler,
+                                           self.config.steps, guidance_scale=guidance), self.device)
         if stage.steps:
             carried = StateBundle(meta=state.meta, tensors={k: v for k, v in state.tensors.items()
                                                             if k != lp.EMBEDDINGS})

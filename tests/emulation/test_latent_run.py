@@ -1,7 +1,8 @@
 """A latent pipeline's plans through the emulated network (root; issue 19): the tiny scale model,
 its text encoding and decoding placed four ways (on the device; on every denoising host; both of
-these; by `elastic`).  Every boundary's captured message is the tensors the docs state plus its envelope,
-and the four ways give the same images (the same round: the same seed and prompts)."""
+these; by `elastic`), and the embedded latent default placed two ways.  Every boundary's captured
+message is the tensors the docs state plus its envelope, and the placements of one pipeline give
+the same images (the same round: the same seed and prompts)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,12 @@ pytestmark = [pytest.mark.root]
 N = 2
 STEPS = 4
 LATENTS, EMBEDDINGS, PIXELS = N * 4 * 8 * 8 * 4, 2 * N * 16 * 32 * 4, N * 3 * 32 * 32 * 4  # fp32, guided
+# the embedded default (latent-large, latent-small): latents 4x4x4, 12 tokens x 64, 3x16x16 images
+DEFAULT = {"latents": N * 4 * 4 * 4 * 4, "embeddings": 2 * N * 12 * 64 * 4, "pixels": N * 3 * 16 * 16 * 4}
 ENVELOPE = (300, 2_500)  # JSON envelope and state header of a stage or result message, bytes
 SPLIT = '[{ model = "tiny-scale-large", tier = "cloud", share = 0.5 }, ' \
         '{ model = "tiny-scale-small", tier = "edge", share = 0.5 }]'
+DEFAULT_SPLIT = SPLIT.replace("tiny-scale-", "latent-")
 SCENARIO = f"""
 [topology]
 kind = "two_tier"
@@ -32,13 +36,13 @@ name = "d1"
 bw_mbit = 20
 delay_ms = 5
 [nodes.cloud]
-models = ["tiny-scale-large"]
+models = ["tiny-scale-large", "latent-large"]
 [nodes.edge]
-models = ["tiny-scale-small"]
+models = ["tiny-scale-small", "latent-small"]
 [nodes.device]
-models = ["tiny-scale-large", "tiny-scale-small"]
+models = ["tiny-scale-large", "tiny-scale-small", "latent-large", "latent-small"]
 [workload]
-requests = 4
+requests = 6
 images_per_request = {N}
 prompts = ["a red square", "a cat"]
 guidance_scale = 5.0
@@ -60,6 +64,15 @@ split = {SPLIT}
 [strategies.elastic]
 kind = "elastic"
 plans = ["tiny-scale-large:0-2,tiny-scale-small:2-{STEPS}"]
+[strategies.default_placed]
+kind = "fixed_split"
+encode = "device"
+decode = "device"
+split = {DEFAULT_SPLIT}
+[strategies.default_each]
+kind = "fixed_split"
+encode = "each"
+split = {DEFAULT_SPLIT}
 [generation]
 scheduler = "ddim"
 steps = {STEPS}
@@ -91,6 +104,11 @@ def test_every_boundary_carries_the_tensors_the_docs_state(run_dir):
     crossed = {(s, b): m for s, b, m in columns.itertuples(index=False)}
     tensors = {("placed", "embeddings"): EMBEDDINGS, ("placed", "latents+embeddings"): LATENTS + EMBEDDINGS,
                ("placed", "latents"): LATENTS, ("each", "latents"): LATENTS, ("each", "pixels"): PIXELS}
+    tensors.update({("default_placed", "embeddings"): DEFAULT["embeddings"],
+                    ("default_placed", "latents+embeddings"): DEFAULT["latents"] + DEFAULT["embeddings"],
+                    ("default_placed", "latents"): DEFAULT["latents"],
+                    ("default_each", "latents"): DEFAULT["latents"],
+                    ("default_each", "pixels"): DEFAULT["pixels"]})
     for key, size in tensors.items():
         assert ENVELOPE[0] <= crossed[key] - size <= ENVELOPE[1], (key, crossed[key], size)
     # the device decodes its own: no pixels cross a link; the prompts go in the dispatch's envelope
@@ -112,3 +130,4 @@ def test_the_placements_compute_the_same_images(run_dir):
     # every denoising host encodes, the device decodes: the decoding stage gets no prompts
     assert first.loc["each_device", "plan"].endswith("-4@d1;encode=each")
     assert (images["each_device"] - images["each"]).abs().max().item() == 0.0
+    assert (images["default_placed"] - images["default_each"]).abs().max().item() == 0.0
