@@ -16,7 +16,8 @@ A pixel model's plan has `dispatch`, `state` and `result`.  `message_bytes` is t
 and their ACKs put on every link it crossed; `links` how many links that is (0: it stayed on one
 host, as a device's decoded images to itself do, and was never captured).  A re-planned request
 is left out: its captures hold the messages of the plan it was re-planned away from too, which
-the records do not describe.
+the records do not describe.  A cascade's escalation travels as a request of its own
+(`<request_id>.esc`): its messages are rows of that id, with its own plan and images.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pandas as pd
 
 from nodes.diffusion.model_zoo import is_pipeline_folder
 from nodes.planning.plan import Plan, parse_plan
+from nodes.runtime.records import ESCALATION_SUFFIX
 
 KINDS = ("prompt", "embeddings", "latents+embeddings", "latents", "pixels", "dispatch", "state", "result")
 COLUMNS = ["request_id", "strategy", "plan", "message", "stage", "boundary", "n_images", "message_bytes",
@@ -54,9 +56,7 @@ def boundary_table(requests: pd.DataFrame, traffic: pd.DataFrame | None) -> pd.D
     """One row per boundary message of each request (COLUMNS); empty without captures."""
     if traffic is None or traffic.empty or requests.empty:
         return pd.DataFrame(columns=COLUMNS)
-    first = requests.sort_values("stage_index").groupby("request_id", sort=False).first()
-    if "plan_note" in first:  # a re-planned request's captures hold messages of two plans: left out
-        first = first[~first["plan_note"].fillna("").astype(str).str.contains("re-planned")]
+    first = _paths(requests)
     data = traffic.dropna(subset=["request_id"])
     data = data[data["kind"].isin(["stage", "result"]) & data["request_id"].isin(first.index)]
     if data.empty:
@@ -80,6 +80,22 @@ def boundary_table(requests: pd.DataFrame, traffic: pd.DataFrame | None) -> pd.D
     rows["plan"] = rows["request_id"].map(first["plan"])
     rows["n_images"] = rows["request_id"].map(first["n_images"])
     return rows.dropna(subset=["boundary"])[COLUMNS].reset_index(drop=True)
+
+
+def _paths(requests: pd.DataFrame) -> pd.DataFrame:
+    """Per request id on the wire, its plan, strategy and images: each request's first row, and a
+    cascade's escalation (`<id>.esc`) its last row with the images it escalated; re-planned ones
+    left out."""
+    ordered = requests.sort_values("stage_index").groupby("request_id", sort=False)
+    first, last = ordered.first(), ordered.last()
+    if "escalated_images" in last:
+        escalated = last[last["escalated_images"].fillna(0) > 0].copy()
+        escalated["n_images"] = escalated["escalated_images"].astype(int)
+        escalated.index = escalated.index + ESCALATION_SUFFIX
+        first = pd.concat([first, escalated])
+    if "plan_note" in first:  # a re-planned request's captures hold messages of two plans: left out
+        first = first[~first["plan_note"].fillna("").astype(str).str.contains("re-planned")]
+    return first
 
 
 def bytes_by_boundary(table: pd.DataFrame) -> dict[str, dict[str, float]]:

@@ -37,6 +37,7 @@ from analysis.outputs import Block, Figure, Table, save_figure, write_table  # n
 from analysis.run_tables import load_run, read_link_events  # noqa: E402
 from analysis.statistics import mean_interval  # noqa: E402
 from analysis.summary import overrun_parts, per_request  # noqa: E402
+from nodes.planning.cascade_table import LATENT_NUMBERS  # noqa: E402
 from nodes.planning.quality_table import FIGURES as PLAN_FIGURES  # noqa: E402
 
 # latency parts as the records name them, grouped as a reader thinks of them
@@ -73,7 +74,8 @@ SUMMARY_COLUMNS = {"done": ("done", "{:.0f}"), "failed": ("failed", "{:.0f}"),
 PLAN_COLUMNS = {"plan": ("plan", "{}"), "scheduler": ("scheduler", "{}"), "steps": ("steps", "{:.0f}"),
                 "requests": ("requests", "{:.0f}"), "n_images": ("n", "{:.0f}"),
                 **{f: FIGURE_HEADINGS[f] for f in PLAN_FIGURES}}
-# the cascade table's columns the report shows, every threshold a row
+# the cascade table's columns the report shows, every threshold a row (a latent one's besides: the
+# prompts' attributes found in the images)
 CASCADE_COLUMNS = ["threshold", "escalation_rate", *(f for f in PLAN_FIGURES if f != "psnr_vs_large_db"), "n"]
 # summary.json written before per-plan quality: its pooled figures were the run's own sample
 _OLD_QUALITY_KEYS = {"fid": "run_sample_fid", "kid": "run_sample_kid", "kid_std": "run_sample_kid_std",
@@ -371,7 +373,7 @@ def plan_lines(strategies: dict[str, dict[str, Any]]) -> list[Block]:
 def cascade_tables(strategies: dict[str, dict[str, Any]]) -> dict[str, tuple[dict, pd.DataFrame]]:
     """strategy -> (its summary entry's cascade, the cascade table's rows of its models at every
     threshold) for each cascade strategy that was judged."""
-    from nodes.planning.cascade_table import parse_cascade, read_cascade_table
+    from nodes.planning.cascade_table import is_latent_cascade, parse_cascade, read_cascade_table
 
     out = {}
     for name, entry in strategies.items():
@@ -380,7 +382,8 @@ def cascade_tables(strategies: dict[str, dict[str, Any]]) -> dict[str, tuple[dic
         for row in sorted(rows, key=lambda r: r.get("requests") or 0, reverse=True)[:1]:
             device, escalate, threshold = parse_cascade(row["plan"].removeprefix("cascade "))
             try:
-                table = pd.DataFrame(read_cascade_table(row["scheduler"], int(row["steps"])))
+                table = pd.DataFrame(read_cascade_table(row["scheduler"], int(row["steps"]),
+                                                        latent=is_latent_cascade(device)))
             except ValueError:
                 continue
             table = table[(table["device_model"] == device) & (table["escalate_model"] == escalate)]
@@ -399,22 +402,27 @@ def cascade_blocks(strategies: dict[str, dict[str, Any]]) -> list[Block]:
     for name, (facts, table) in cascade_tables(strategies).items():
         entry = strategies[name]
         rate = facts["run_rate"]
+        latent = "weight_agreement" in table
+        made_by = "analysis/latent_cascade_quality.py" if latent else "analysis/cascade_quality.py"
+        attributes = (" A latent pipeline's images are judged as their grey image, against the digit "
+                      "their prompt names; `weight_agreement`, `slant_agreement` and `both_agreement` "
+                      "are the shares whose stroke weight and slant are the prompt's.") if latent else ""
         lines += [f"## Cascade `{name}`", "",
                   f"`{facts['device']}` on the device; images whose requested digit the device's gate "
                   f"classifier gives less than {facts['threshold']:g} go to `{facts['escalate']}`. In this "
                   f"run it escalated {entry.get('escalated_images', 0)} of {entry.get('images', 0)} images "
                   f"({'-' if rate is None else f'{rate:.1%}'}) in {entry.get('escalated_requests', 0)} "
                   "requests. Quality against the threshold, on n images each (the cascade table, "
-                  "`analysis/cascade_quality.py`), by both judges: the digit classifier's FID, KID and "
+                  f"`{made_by}`), by both judges: the digit classifier's FID, KID and "
                   "class accuracy, and the second judge's (an SVM and a PCA on raw pixels, which shares "
                   "nothing with the gate, itself a CNN classifier as the first judge is): class accuracy "
-                  "(SVM), FD (PCA), and the share of images on which the two agree:", "",
+                  f"(SVM), FD (PCA), and the share of images on which the two agree.{attributes}", "",
                   _cascade_table(name, table), ""]
     return lines
 
 
 def _cascade_table(name: str, table: pd.DataFrame) -> Table:
-    data = table[CASCADE_COLUMNS]
+    data = table[[*CASCADE_COLUMNS[:-1], *(c for c in LATENT_NUMBERS if c in table), CASCADE_COLUMNS[-1]]]
     return _table(f"cascade_{name}", data, _floats_formatted(data, ".4g"),
                   data.to_markdown(index=False, floatfmt=".4g"))
 

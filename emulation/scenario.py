@@ -358,17 +358,28 @@ class Experiment(StrictModel):
                              f"there: class accuracy {best}, FID {fid})")
 
     def _check_cascade(self, name: str, spec: StrategySpec) -> None:
-        """A cascade's quality is the cascade table's row of its models and threshold: it must be there."""
-        from nodes.planning.cascade_table import cascade_figures
+        """A cascade's quality is the cascade table's row of its models and threshold: it must be there.
+        A cascade of latent pipelines gates each image on the digit its prompt names: every prompt
+        of the workload must name one."""
+        from nodes.planning.cascade_table import cascade_figures, is_latent_cascade
         from nodes.planning.strategies import DEFAULT_MODEL
 
         gen = self.generation
         assert spec.escalate_model is not None and spec.threshold is not None  # the spec checks them
+        model = spec.model or DEFAULT_MODEL["cascade"]
         try:
-            cascade_figures(spec.model or DEFAULT_MODEL["cascade"], spec.escalate_model, spec.threshold,
-                            gen.scheduler, gen.steps)
+            cascade_figures(model, spec.escalate_model, spec.threshold, gen.scheduler, gen.steps)
         except ValueError as exc:
             raise ValueError(f"strategies.{name}: {exc}") from None
+        prompts = self.workload.prompt_list() if is_latent_cascade(model) else None
+        if prompts:
+            from nodes.diffusion.digit_attributes import prompt_digit
+
+            for i, prompt in enumerate(prompts):
+                if prompt_digit(prompt) is None:
+                    raise ValueError(f"strategies.{name}: a cascade's gate checks the digit each "
+                                     f"prompt names ('digit D'), and workload prompt {i + 1} ({prompt!r}) "
+                                     "names none")
 
     def _check_plugin(self, name: str, spec: StrategySpec) -> None:
         """A plugin loads and takes its options (it is imported and built here, as the coordinator

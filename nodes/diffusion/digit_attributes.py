@@ -20,12 +20,14 @@ the thresholds are computed from the train split once per process.
 from __future__ import annotations
 
 import functools
+import re
 
 import torch
 
 from nodes.diffusion.digits import NUM_CLASSES, load_split
 
 WEIGHTS = ("thin", "regular", "bold")
+_DIGIT = re.compile(r"\bdigit ([0-9])\b")
 SLANTS = ("left-slanted", "upright", "right-slanted")
 
 
@@ -100,3 +102,10 @@ def describe(images: torch.Tensor, digits: torch.Tensor) -> list[str]:
     """The prompt that says what each image is: its digit, weight and slant."""
     weight, lean = bins(images, digits)
     return [prompt(int(d), int(w), int(s)) for d, w, s in zip(digits, weight, lean, strict=True)]
+
+
+def prompt_digit(text: str) -> int | None:
+    """The digit a prompt asks for ("a bold right-slanted digit 7" -> 7, as `prompt` writes it), or
+    None where it names none or more than one (a cascade's gate then has nothing to check against)."""
+    found = {int(d) for d in _DIGIT.findall(text)}
+    return found.pop() if len(found) == 1 else None

@@ -226,7 +226,9 @@ class Planned:
 @dataclass(frozen=True)
 class Cascade:
     """`cascade`: every image first with the device's model on the device; the images the device's
-    gate doubts come back as an escalation request (nodes/runtime/device.py), routed here.
+    gate doubts come back as an escalation request (nodes/runtime/device.py), routed here.  Its
+    models may be pixel denoisers or latent pipelines (the gate then checks the digit each prompt
+    names, and the escalation carries the doubted images' prompts).
 
     An escalation is a decision from the live view, as `elastic`'s plans are: it goes to the
     escalation model on the fastest host of `escalate_tier` holding it (the planner's prediction)
@@ -247,8 +249,6 @@ class Cascade:
     alternatives: tuple[str, ...] = ()
 
     def plan_for(self, request: PlanRequest, cluster: Cluster) -> Decision:
-        if request.latent:  # its gate judges digits against their labels
-            raise ValueError(f"strategy {self.name}: a cascade does not serve latent pipelines' requests yet")
         if not request.escalation:
             host = cluster.host_of("device", request)
             return Decision(cluster.check(Plan((Stage(self.model, 0, cluster.steps, host),))))

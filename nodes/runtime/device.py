@@ -5,8 +5,9 @@ written) or `failed` (an error came back, it timed out, or the node was stopped 
 that arrives for a request that already ended is dropped and counted (`late_replies`).
 
 A `cascade` request has two passes: when its first result comes (the device's own model), the
-device's gate classifier (nodes/diffusion/gate.py) scores each image's requested label, and the
-images below the strategy's threshold go back to the coordinator as an escalation request
+device's gate classifier (nodes/diffusion/gate.py) scores each image's requested label (a latent
+pipeline's image: the digit its prompt names), and the images below the strategy's threshold go
+back to the coordinator, with their prompts where they have some, as an escalation request
 (`<request_id>.esc`, the same strategy, a seed of its own); the request ends when that result
 comes, its images in place of the doubted ones.  Nothing doubted: it ends with the first result.
 """
@@ -209,7 +210,9 @@ class Device:
         first = pending.first
         request = pending.sent.request
         request_id = request.request_id
-        labels = list(request.labels) if first is None else [request.labels[i] for i in first.indices]
+        if first is not None:  # the escalation: the images sent up again
+            request = _subset(request, first.indices)
+        labels = list(request.labels)
         try:
             plan, images = self._checked(item, None if request.latent else labels)
         except (ValueError, KeyError) as exc:
@@ -217,8 +220,7 @@ class Device:
             return
         note = pending.sent
         if first is not None:  # the escalation: its images, its own prediction
-            escalated = request.model_copy(update={"n": len(labels), "labels": tuple(labels)})
-            note = replace(note, request=escalated, prediction=first.prediction)
+            note = replace(note, request=request, prediction=first.prediction)
         if result.prediction is not None:  # its own plan's (a re-planned request had two, or the
             note.prediction = result.prediction  # result overtook the `accepted` message)
         seed = request.seed if first is None else escalation_seed(request.seed)
@@ -272,16 +274,15 @@ class Device:
         from nodes.diffusion.gate import escalated
 
         request = pending.sent.request
-        indices = escalated(images, torch.tensor(request.labels), spec.threshold)
+        indices = escalated(images, torch.tensor(_gate_digits(request)), spec.threshold)
         if not indices:
             return False
         escalation_id = request.request_id + ESCALATION_SUFFIX
         pending.first = FirstPass(rows, images, indices, escalation_id)
         self.escalations[escalation_id] = request.request_id
-        labels = tuple(request.labels[i] for i in indices)
-        escalation = request.model_copy(update={
-            "request_id": escalation_id, "n": len(indices), "labels": labels,
-            "seed": escalation_seed(request.seed), "escalation_of": request.request_id})
+        escalation = _subset(request, indices).model_copy(update={
+            "request_id": escalation_id, "seed": escalation_seed(request.seed),
+            "escalation_of": request.request_id})
         try:
             outbox.send(self.node.config.coordinator, encode(RequestMsg.of(escalation, time.time())))
         except RuntimeError as exc:
@@ -308,6 +309,31 @@ class Device:
         self.ended.add(request_id)
         self.outcomes[outcome] += 1
         self.node.stats.count(f"requests_{outcome}")
+
+
+def _gate_digits(request: Request) -> list[int]:
+    """The digit the gate checks each image against: its label, or for a latent pipeline's image the
+    digit its prompt names (a scenario whose cascade serves prompts naming none is refused)."""
+    if not request.latent:
+        return list(request.labels)
+    from nodes.diffusion.digit_attributes import prompt_digit
+
+    assert request.prompts is not None
+    digits = [prompt_digit(p) for p in request.prompts]
+    if None in digits:
+        raise ValueError(f"prompt {request.prompts[digits.index(None)]!r} names no digit ('digit D') for "
+                         "the cascade's gate to check")
+    return digits  # type: ignore[return-value]
+
+
+def _subset(request: Request, indices: list[int]) -> Request:
+    """The request for some of its images only: their labels, prompts and negative prompts."""
+    def pick(values: tuple | None) -> tuple | None:
+        return None if values is None else tuple(values[i] for i in indices)
+
+    return request.model_copy(update={"n": len(indices), "labels": pick(request.labels),
+                                      "prompts": pick(request.prompts),
+                                      "negative_prompts": pick(request.negative_prompts)})
 
 
 def _cascade_name(spec: Any, escalation: Plan | None = None) -> str:

@@ -47,3 +47,22 @@ def test_bytes_per_boundary_from_captured_messages(tiny_pipelines):
         ["latents", 2100.0, 2300.0, 1]]
     assert bytes_by_boundary(table) == {"s": {"prompt": 350.0, "latents+embeddings": 2900.0,
                                               "latents": 1050.0}}
+
+
+def test_a_cascade_s_escalation_counts_as_the_request_of_its_own_it_is_on_the_wire(tiny_pipelines):
+    """`r1.esc` carried the escalated image's prompt to the cloud and its pixels back: rows of that
+    id, with the escalation's plan and its one image."""
+    large, small = str(tiny_pipelines["large"]), str(tiny_pipelines["small"])
+    requests = pd.DataFrame({"request_id": ["r1", "r1"], "stage_index": [0, 1], "strategy": ["c", "c"],
+                             "plan": [f"{small}:0-8@d1", f"{large}:0-8@cloud"], "n_images": [2, 2],
+                             "escalated_images": [1, 1]})
+    traffic = pd.DataFrame([
+        {"request_id": rid, "kind": kind, "stage": stage, "part": "data", "link": "a",
+         "wire_bytes": size + 100, "message_bytes": size}
+        for rid, kind, stage, size in (("r1", "stage", 0, 600.0), ("r1.esc", "stage", 0, 550.0),
+                                       ("r1.esc", "result", None, 4000.0))])
+    table = boundary_table(requests, traffic)
+    assert table[["request_id", "plan", "boundary", "n_images", "message_bytes"]].values.tolist() == [
+        ["r1", f"{small}:0-8@d1", "prompt", 2, 600.0], ["r1.esc", f"{large}:0-8@cloud", "prompt", 1, 550.0],
+        ["r1.esc", f"{large}:0-8@cloud", "pixels", 1, 4000.0]]
+    assert bytes_by_boundary(table) == {"c": {"prompt": 425.0, "pixels": 4000.0}}

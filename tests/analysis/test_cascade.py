@@ -32,6 +32,24 @@ def test_the_shipped_table_covers_every_threshold_and_escalating_more_never_hurt
         assert (group["pca_fd"] > 0).all()
 
 
+def test_the_latent_cascade_table_lifts_the_small_pipeline_toward_the_large_one():
+    """Issue 19: latent-small on the device, latent-large behind its gate (analysis/
+    latent_cascade_quality.py), 540 images per row; read by the cascade's device model's kind."""
+    from nodes.planning.cascade_table import escalation_models
+
+    rows = pd.DataFrame(read_cascade_table("ddim", 20, latent=True)).sort_values("threshold")
+    assert tuple(rows["threshold"]) == THRESHOLDS and (rows["n"] == 540).all()
+    assert set(rows["device_model"]) == {"latent-small"} and set(rows["escalate_model"]) == {"latent-large"}
+    assert rows["escalation_rate"].is_monotonic_increasing
+    assert rows[["weight_agreement", "slant_agreement", "both_agreement"]].stack().between(0, 1).all()
+    row = cascade_figures("latent-small", "latent-large", 0.95, "ddim", 20)
+    # latent-small alone: 0.894 (the latent quality table, n = 180); the cascade escalates a tenth
+    assert row["escalation_rate"] < 0.2 and row["class_accuracy"] > 0.95
+    assert escalation_models("latent-small", 0.95, "ddim", 20) == ["latent-large"]
+    with pytest.raises(ValueError, match="latent-ddim-7.csv is missing .* analysis.latent_cascade_quality"):
+        read_cascade_table("ddim", 7, latent=True)
+
+
 def test_a_cascade_s_row_and_the_error_naming_what_the_table_has():
     assert parse_cascade("small>large@0.95") == ("small", "large", 0.95)
     assert cascade_figures("small", "large", 0.95, "dpm", 30)["escalation_rate"] == pytest.approx(0.302)

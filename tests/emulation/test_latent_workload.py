@@ -97,3 +97,22 @@ def test_prompts_for_pixel_models_and_mixed_plans_are_refused(tiny_pipelines, tm
                     ' tier = "edge", share = 0.5 }]\n').replace('models = ["', 'models = ["small", "', 1)
     with pytest.raises(ValueError, match="strategies.mix: a plan cannot mix pixel and latent models"):
         load_scenario(_write(tmp_path, mixed))
+
+
+def test_a_latent_cascade_needs_its_table_s_row_and_a_digit_in_every_prompt(tmp_path):
+    """The shipped scenario's cascade of the embedded pipelines loads; the same cascade with a prompt
+    that names no digit (its gate would have nothing to check), or at a threshold its table lacks,
+    is refused in one line naming the strategy."""
+    repo = Path(__file__).resolve().parents[2]
+    text = (repo / "scenarios" / "latent.toml").read_text()
+    (tmp_path / "latent-prompts.txt").write_text((repo / "scenarios" / "latent-prompts.txt").read_text())
+    scenario = load_scenario(_write(tmp_path, text))
+    assert scenario.strategies["cascade"].escalate_model == "latent-large"
+    (tmp_path / "latent-prompts.txt").write_text("a thin digit 3\na bold cat\n")
+    with pytest.raises(ValueError, match=r"strategies.cascade: a cascade's gate checks the digit each prompt "
+                                         r"names \('digit D'\), and workload prompt 2 \('a bold cat'\)"):
+        load_scenario(_write(tmp_path, text))
+    (tmp_path / "latent-prompts.txt").write_text("a thin digit 3\n")
+    with pytest.raises(ValueError, match="strategies.cascade: the cascade table of ddim/20 steps has no row "
+                                         "for latent-small -> latent-large at threshold 0.42"):
+        load_scenario(_write(tmp_path, text.replace("threshold = 0.995", "threshold = 0.42")))

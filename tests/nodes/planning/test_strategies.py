@@ -106,7 +106,7 @@ def test_escalation_models_come_best_first_from_the_cascade_table():
 def test_latent_plans_are_one_kind_of_model_and_fit_their_requests(tiny_pipelines):
     """Issue 19: a plan of latent pipeline folders (named by their paths) is checked like any other,
     and refused in one line where it mixes a pixel model in; the coordinator refuses a latent plan
-    for a request without prompts, a pixel plan for one with them; a cascade serves no prompts."""
+    for a request without prompts, a pixel plan for one with them, also a pixel cascade's."""
     from nodes.planning.coordination import check_fits
 
     large, small = str(tiny_pipelines["large"]), str(tiny_pipelines["small"])
@@ -128,5 +128,22 @@ def test_latent_plans_are_one_kind_of_model_and_fit_their_requests(tiny_pipeline
                                          f"'{small}' a latent pipeline"):
         build_strategy("m", mixed).plan_for(ask, cluster)
     cascade = StrategySpec(kind="cascade", threshold=0.9, escalate_model="large", escalate_tier="cloud")
-    with pytest.raises(ValueError, match="a cascade does not serve latent pipelines' requests yet"):
-        build_strategy("c", cascade).plan_for(ask, cluster)
+    pixel = build_strategy("c", cascade).plan_for(ask, cluster).plan  # its device model: `small`
+    with pytest.raises(ValueError, match="runs pixel models, and the request has prompts"):
+        check_fits(pixel, ask)  # as the coordinator checks every decision
+
+
+def test_a_latent_cascade_runs_its_pipeline_on_the_device_and_escalates_to_the_large_one(tiny_pipelines):
+    """Issue 19: a cascade of latent pipelines plans as a pixel one does (the first pass on the
+    device, the escalation to its tier), and its alternatives come from the latent cascade table."""
+    large, small = str(tiny_pipelines["large"]), str(tiny_pipelines["small"])
+    models = {**MODELS, "cloud": (large,), "edge": (small,), "d1": (small, large)}
+    cluster = Cluster(edge="edge", roles=ROLES, models=models, steps=8)
+    spec = StrategySpec(kind="cascade", model=small, threshold=0.9, escalate_model=large,
+                        escalate_tier="cloud")
+    cascade = build_strategy("c", spec, table=("ddim", 20))
+    assert cascade.alternatives == ()  # the latent cascade table has rows for the embedded pipelines only
+    ask = PlanRequest(request_id="r", device="d1", n=2, strategy="c", prompts=("a digit 1", "a digit 2"))
+    assert str(cascade.plan_for(ask, cluster).plan) == f"{small}:0-8@d1"
+    escalation = ask.model_copy(update={"request_id": "r.esc", "escalation_of": "r"})
+    assert str(cascade.plan_for(escalation, cluster).plan) == f"{large}:0-8@cloud"

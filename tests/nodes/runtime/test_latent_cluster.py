@@ -36,6 +36,9 @@ GUIDANCE = 5.0
 PROMPTS = ["a photo of a cat", "a red square"]
 NEGATIVE = ["blurry", ""]
 TOLERANCE = 1e-4  # fp32, the issue's bound; measured 0.0 (the same operations in the same order)
+CASCADE_PROMPTS = ["a digit 3", "a bold left-slanted digit 7"]
+CASCADE_NEGATIVE = ["", "blurry"]
+CASCADE_THRESHOLD = 0.999  # the tiny scale model's images are noise: the gate doubts most of them
 
 
 def _split(large: str, small: str) -> dict:
@@ -59,6 +62,9 @@ def _split(large: str, small: str) -> dict:
         "each": {"kind": "fixed_split", "encode": "each",
                  "split": [{"model": large, "tier": "cloud", "share": 0.5},
                            {"model": small, "tier": "edge", "share": 0.5}]},
+        # the cloud loads no VAE here: the escalation goes to the edge
+        "cascade": {"kind": "cascade", "model": small, "threshold": CASCADE_THRESHOLD,
+                    "escalate_model": large, "escalate_tier": "edge"},
     }
 
 
@@ -76,6 +82,9 @@ def _workload() -> list[dict]:
         {"request_id": "no-vae", "at_s": 0.7, "seed": 9, "strategy": "cloud_last", **latent},
         {"request_id": "placed", "at_s": 0.8, "seed": 5, "strategy": "placed", **latent},
         {"request_id": "each", "at_s": 0.9, "seed": 5, "strategy": "each", **latent},
+        {"request_id": "casc", "at_s": 1.0, "seed": 11, "strategy": "cascade", **latent,
+         "prompts": CASCADE_PROMPTS, "negative_prompts": CASCADE_NEGATIVE},
+        {"request_id": "casc-no-digit", "at_s": 1.1, "seed": 12, "strategy": "cascade", **latent},
     ]
 
 
@@ -115,15 +124,15 @@ def records(cluster) -> dict[str, list]:
 
 
 def _local(folders: dict[str, Path], plan: str, scheduler: str, seed: int,
-           negative: list[str] | None) -> torch.Tensor:
+           negative: list[str] | None, prompts: list[str] = PROMPTS) -> torch.Tensor:
     """The plan's stages one after the other in this process, no bytes crossing: encode with the
     first stage's pipeline, denoise each stage with its own UNet, decode with the last's VAE."""
     stages = parse_plan(plan).stages
     first, last = folders[stages[0].model], folders[stages[-1].model]
     space = check_compatible([folders[s.model] for s in stages])
-    embeddings = encode_prompt(load_components(first, ["tokenizer", "text_encoder"]), PROMPTS, negative,
+    embeddings = encode_prompt(load_components(first, ["tokenizer", "text_encoder"]), prompts, negative,
                                GUIDANCE)
-    state = initial_state(space, N, seed, scheduler, STEPS)
+    state = initial_state(space, len(prompts), seed, scheduler, STEPS)
     for stage in stages:
         parts = load_components(folders[stage.model], ["unet", "scheduler"])
         state = denoise(parts.unet, parts.scheduler, state, embeddings, GUIDANCE, stage.start, stage.end)
@@ -188,7 +197,7 @@ def test_the_first_host_encodes_and_the_last_decodes(cluster, records):
         assert all(0 < s < r.wall_compute_s for r in rows for s in (r.wall_encode_s, r.wall_decode_s) if s)
     assert records["pixel"][0].wall_encode_s is None and records["pixel"][0].wall_decode_s is None
     status = json.loads((cluster.run_dir / "nodes" / "d1.json").read_text())
-    assert status["workload"]["ok"] == 6 and status["workload"]["failed"] == 4
+    assert status["workload"]["ok"] == 7 and status["workload"]["failed"] == 5
     probe = Probe("probe", *cluster.probe)
     try:
         reply, _ = probe.request("probe-1", "split2", [0, 1], seed=5, prompts=PROMPTS,
@@ -262,3 +271,33 @@ def test_placed_encoding_and_decoding_compute_the_same_images(cluster, records, 
     assert [(r.wall_encode_s is not None, r.wall_decode_s is not None) for r in each] == [
         (True, False), (True, True)]
     assert [r.payload_bytes for r in each] == [0, latents * (1 + history)]
+
+
+def test_a_latent_cascade_gates_on_the_prompted_digit_and_escalates_those_prompts(cluster, records):
+    """The device's gate scores each image against the digit its prompt names, as the gate does
+    locally; the doubted images' prompts (and negative prompts) go up as the escalation, whose images
+    are the large pipeline's local run of them from the escalation's seed.  A prompt that names no
+    digit fails the request with one line."""
+    from nodes.diffusion.gate import gate_confidence
+    from nodes.runtime.device import escalation_seed
+
+    rows = records["casc"]
+    assert all(r.outcome == "ok" for r in rows), rows[0].reason
+    small = parse_plan(rows[0].plan).stages[0].model
+    assert rows[0].cascade == f"{small}>{cluster.large}@{CASCADE_THRESHOLD:g}"
+    first = load_samples(cluster.run_dir / "samples" / "casc.npz")
+    confidence = gate_confidence(first.images, torch.tensor([3, 7]))
+    doubted = [i for i, c in enumerate(confidence) if c < CASCADE_THRESHOLD]
+    assert doubted and rows[0].escalated_images == len(doubted)
+    assert [(r.host, r.plan) for r in rows] == [("d1", f"{small}:0-{STEPS}@d1"),
+                                                ("edge", f"{cluster.large}:0-{STEPS}@edge")]
+    again = load_samples(cluster.run_dir / "samples" / "casc.esc.npz")
+    prompts = [CASCADE_PROMPTS[i] for i in doubted]
+    negative = [CASCADE_NEGATIVE[i] for i in doubted]
+    assert list(again.prompts) == prompts and list(again.negative_prompts) == negative
+    assert again.seed == escalation_seed(11)
+    folders = {cluster.large: Path(cluster.large)}
+    local = _local(folders, f"{cluster.large}:0-{STEPS}", cluster.scheduler, again.seed, negative, prompts)
+    assert (again.images - local).abs().max().item() <= TOLERANCE
+    (failed,) = records["casc-no-digit"]
+    assert failed.outcome == "failed" and "names no digit" in failed.reason and "\n" not in failed.reason
