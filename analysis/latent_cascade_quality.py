@@ -12,6 +12,10 @@ prompt's (nodes/diffusion/digit_attributes.py).  In a run an escalated image is 
 seed of its own; here from the batch's.
 
     .venv/bin/python -m analysis.latent_cascade_quality [--scheduler ddim] [--steps 20] [--n 540]
+                                                        [--guidance 4]
+
+A row is found by its pipelines, threshold and guidance scale: measuring at another guidance adds
+its rows and keeps the other guidance scales'.
 """
 
 from __future__ import annotations
@@ -74,12 +78,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scheduler", default="ddim")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--n", type=int, default=N)
+    parser.add_argument("--guidance", type=float, default=GUIDANCE)
     args = parser.parse_args(argv)
+    if not args.guidance > 0:
+        parser.error(f"--guidance must be a positive number, got {args.guidance:g}")
     torch.set_num_threads(2)
-    rows = latent_cascade_rows(scheduler=args.scheduler, steps=args.steps, n=args.n)
+    rows = latent_cascade_rows(scheduler=args.scheduler, steps=args.steps, n=args.n, guidance=args.guidance)
     path = table_file(args.scheduler, args.steps, latent=True)
+    table = pd.DataFrame(rows)
+    if path.is_file():  # the other guidance scales' rows stay
+        kept = pd.read_csv(path)
+        table = pd.concat([kept[~kept["guidance_scale"].isin([args.guidance])], table], ignore_index=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(path, index=False, float_format="%.6g")
+    table.to_csv(path, index=False, float_format="%.6g")
     print(f"wrote {len(rows)} rows to {path} in {rows[0]['generation_s']:.0f} s")
     return 0
 

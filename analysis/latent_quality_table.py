@@ -5,6 +5,10 @@ analysis/latent_quality.py judges them, on the same prompts and seed.  The elast
 strategies read it for their floors and predicted quality of a latent request's plans.
 
     .venv/bin/python -m analysis.latent_quality_table [--scheduler ddim] [--steps 20] [--n 180]
+                                                      [--guidance 4]
+
+Rows are found by plan and guidance scale: measuring at another guidance adds its rows to the
+file and keeps the other guidance scales' (a request asks for one; its figures are those).
 """
 
 from __future__ import annotations
@@ -39,6 +43,12 @@ def measure_latent_table(scheduler: str = "ddim", steps: int = 20, n: int = N, s
 
 
 def write_latent_table(rows: list[dict[str, Any]], path: Path) -> Path:
+    """`rows` into the table at `path`, in place of the rows it held at their guidance scale."""
+    scales = {float(row["guidance_scale"]) for row in rows}
+    if path.is_file():
+        with path.open(encoding="utf-8") as stream:
+            kept = [r for r in csv.DictReader(stream) if float(r["guidance_scale"]) not in scales]
+        rows = kept + rows
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as stream:
         writer = csv.DictWriter(stream, fieldnames=LATENT_COLUMNS, lineterminator="\n")
@@ -53,9 +63,12 @@ def main() -> None:
     parser.add_argument("--scheduler", default="ddim")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--n", type=int, default=N)
+    parser.add_argument("--guidance", type=float, default=GUIDANCE)
     args = parser.parse_args()
+    if not args.guidance > 0:
+        parser.error(f"--guidance must be a positive number, got {args.guidance:g}")
     started = time.perf_counter()
-    rows = measure_latent_table(args.scheduler, args.steps, args.n)
+    rows = measure_latent_table(args.scheduler, args.steps, args.n, guidance=args.guidance)
     path = write_latent_table(rows, latent_table_path(args.scheduler, args.steps))
     print(f"{len(rows)} plans in {time.perf_counter() - started:.0f} s -> {path}")
 

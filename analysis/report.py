@@ -387,6 +387,8 @@ def cascade_tables(strategies: dict[str, dict[str, Any]]) -> dict[str, tuple[dic
             except ValueError:
                 continue
             table = table[(table["device_model"] == device) & (table["escalate_model"] == escalate)]
+            if row.get("guidance_scale") is not None:  # a latent cascade: the rows at its requests' guidance
+                table = table[table["guidance_scale"] == row["guidance_scale"]]
             out[name] = ({"threshold": threshold, "device": device, "escalate": escalate,
                           "run_rate": entry.get("escalation_rate")}, table.sort_values("threshold"))
     return out

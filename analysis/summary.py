@@ -42,7 +42,7 @@ from nodes.diffusion.model_zoo import is_pipeline_folder
 from nodes.planning.hardware import HardwarePower, load_power
 from nodes.planning.plan import parse_plan
 from nodes.planning.quality_table import FIGURES as PLAN_FIGURES
-from nodes.planning.quality_table import SECOND_JUDGE, latent_table_path, read_latent_table
+from nodes.planning.quality_table import SECOND_JUDGE, latent_key, latent_table_path, read_latent_table
 from nodes.runtime.records import ESCALATION_SUFFIX, request_of
 
 TABLE_COLUMNS = [
@@ -257,7 +257,8 @@ def _plans_quality(ok: pd.DataFrame, n: int | None, cache_dir: Path | None,
         latent = read_latent_table(str(scheduler), int(steps))
         for plan in group["plan"]:
             if all(is_pipeline_folder(m) for m in parse_plan(plan).models()):
-                figures[plan] = _latent_figures(plan, latent, str(scheduler), int(steps))
+                used = ok[(ok["plan_key"] == plan) & (ok["scheduler"].astype(str) == str(scheduler))]
+                figures[plan] = _latent_figures(plan, latent, str(scheduler), int(steps), _guidance(used))
                 continue
             try:  # a model not on this machine, say: that plan unjudged, the others still are
                 PlanQualityKey.of(plan, str(scheduler), int(steps), PLAN_QUALITY_SEED, 2)
@@ -271,13 +272,29 @@ def _plans_quality(ok: pd.DataFrame, n: int | None, cache_dir: Path | None,
     return out
 
 
-def _latent_figures(plan: str, table: Mapping[str, Mapping[str, Any]], scheduler: str,
-                    steps: int) -> dict[str, Any]:
-    """A latent plan's figures: its row of the latent quality table (measured offline on the
-    embedded pipelines' evaluation prompts, analysis/latent_quality_table.py), not regenerated."""
-    row = table.get(plan)
+def _guidance(rows: pd.DataFrame) -> float | None | str:
+    """The one guidance scale these latent requests asked for (None: the request gave none, 7.5);
+    a string saying why there is not one: several, or records from before it was recorded."""
+    if "guidance_scale" not in rows:
+        return "the run's records do not say the guidance scale (a run from before it was recorded)"
+    scales = sorted({float(g) for g in rows["guidance_scale"].dropna()})
+    if len(scales) > 1:
+        return f"its requests asked for several guidance scales ({', '.join(f'{g:g}' for g in scales)})"
+    return scales[0] if scales else None
+
+
+def _latent_figures(plan: str, table: Mapping[tuple[str, float], Mapping[str, Any]], scheduler: str,
+                    steps: int, guidance: float | None | str) -> dict[str, Any]:
+    """A latent plan's figures: its row of the latent quality table at the guidance scale its
+    requests asked for (measured offline on the embedded pipelines' evaluation prompts,
+    analysis/latent_quality_table.py), not regenerated."""
+    if isinstance(guidance, str):
+        return {"error": guidance}
+    key = latent_key(plan, guidance)
+    row = table.get(key)
     if row is None:
-        return {"error": f"no row in the latent quality table of {scheduler}/{steps} steps (not measured)"}
+        return {"error": f"no row in the latent quality table of {scheduler}/{steps} steps at guidance "
+                         f"{key[1]:g} (not measured)"}
     return {"n_images": int(row["n"]), "fid": row["fid"], "kid": row["kid"],
             "class_accuracy": row["class_accuracy"], "psnr_vs_large_db": row["psnr_vs_large"],
             "cache_file": str(latent_table_path(scheduler, steps).name)}
@@ -320,19 +337,24 @@ def _escalations(ok: pd.DataFrame) -> dict[str, Any]:
 def _cascade_quality(ok: pd.DataFrame) -> dict[str, Any]:
     """A cascade's figures: the cascade table's row of its models and threshold (n images of its
     own, nodes/pretrained/cascade/), weighted by requests like a plan's."""
-    from nodes.planning.cascade_table import cascade_figures, parse_cascade
+    from nodes.planning.cascade_table import cascade_figures, is_latent_cascade, parse_cascade
 
     usage = pd.DataFrame({"cascade": ok["cascade"].astype(str), "scheduler": ok["scheduler"].astype(str),
                           "steps": ok["steps"].astype(int)}).value_counts(sort=False)
     plans = []
     for (cascade, scheduler, steps), requests in usage.items():
+        used = ok[ok["cascade"].astype(str) == cascade]
+        guidance = _guidance(used) if is_latent_cascade(parse_cascade(cascade)[0]) else None
         try:
-            row = cascade_figures(*parse_cascade(cascade), scheduler, int(steps))
+            if isinstance(guidance, str):
+                raise ValueError(guidance)
+            row = cascade_figures(*parse_cascade(cascade), scheduler, int(steps), guidance)
         except ValueError as exc:
             return {"quality_error": f"cascade {cascade}: {exc}"}
         plans.append({"plan": f"cascade {cascade}", "scheduler": scheduler, "steps": int(steps),
                       "requests": int(requests), "n_images": row["n"],
                       "table_escalation_rate": row["escalation_rate"],
+                      "guidance_scale": row.get("guidance_scale"),  # a latent cascade's table row's
                       **{k: row.get(k) for k in PLAN_FIGURES}})
     weights = [p["requests"] for p in plans]
     entry: dict[str, Any] = {"plan_quality": plans, "n_quality": min(p["n_images"] for p in plans)}

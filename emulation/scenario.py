@@ -335,14 +335,18 @@ class Experiment(StrictModel):
                 raise ValueError(f"strategies.{name}.plans: no host holds {missing[0]!r}")
         floor = QualityFloor(spec.min_class_accuracy, spec.max_fid)
         if held and all(is_pipeline_folder(m) for m in held):  # latent pipelines: their own table
-            from nodes.planning.quality_table import latent_table_path, read_latent_table
+            from nodes.planning.quality_table import latent_key, latent_table_path, read_latent_table
 
+            guidance = latent_key("", self.workload.guidance_scale)[1]  # the requests' (one per workload)
             rows = read_latent_table(gen.scheduler, gen.steps)
-            usable = [r for r in rows.values() if set(parse_plan(r["plan"]).models()) <= held]
+            usable = [r for (_, g), r in rows.items()
+                      if g == guidance and set(parse_plan(r["plan"]).models()) <= held]
             if floor != QualityFloor() and not any(floor.admits(r) for r in usable):
+                measured = ", ".join(f"{g:g}" for g in sorted({g for _, g in rows})) or "none"
                 raise ValueError(f"strategies.{name}: no latent plan the hosts' pipelines can run has a "
-                                 f"measured quality that meets the floor ({floor}) in "
-                                 f"{latent_table_path(gen.scheduler, gen.steps).name}")
+                                 f"quality measured at guidance {guidance:g} that meets the floor ({floor}) "
+                                 f"in {latent_table_path(gen.scheduler, gen.steps).name} (measured at "
+                                 f"guidance: {measured})")
             return
         try:
             rows = read_table(gen.scheduler, gen.steps)
@@ -368,7 +372,8 @@ class Experiment(StrictModel):
         assert spec.escalate_model is not None and spec.threshold is not None  # the spec checks them
         model = spec.model or DEFAULT_MODEL["cascade"]
         try:
-            cascade_figures(model, spec.escalate_model, spec.threshold, gen.scheduler, gen.steps)
+            cascade_figures(model, spec.escalate_model, spec.threshold, gen.scheduler, gen.steps,
+                            self.workload.guidance_scale)
         except ValueError as exc:
             raise ValueError(f"strategies.{name}: {exc}") from None
         prompts = self.workload.prompt_list() if is_latent_cascade(model) else None

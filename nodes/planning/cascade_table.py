@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nodes.diffusion.model_zoo import PRETRAINED_DIR, is_pipeline_folder
-from nodes.planning.quality_table import FIGURES, OPTIONAL
+from nodes.planning.quality_table import FIGURES, OPTIONAL, latent_key
 from nodes.schema import check_scheduler_name
 
 CASCADE_DIR = PRETRAINED_DIR / "cascade"
@@ -59,7 +59,7 @@ def read_cascade_table(scheduler: str, steps: int, path: Path | None = None,
             psnr = row.get("psnr_vs_large_db")
             typed = {**row, **{k: float(row[k]) for k in NUMBERS}, "n": int(row["n"]),
                      "psnr_vs_large_db": float(psnr) if psnr else None,
-                     **{k: float(row[k]) for k in LATENT_NUMBERS if latent}}
+                     **{k: float(row[k]) for k in (*LATENT_NUMBERS, "guidance_scale") if latent}}
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}:{line}: not a cascade table row ({exc})") from None
         if not all(math.isfinite(typed[k]) for k in NUMBERS):
@@ -79,21 +79,28 @@ def parse_cascade(text: str) -> tuple[str, str, float]:
 
 
 def cascade_figures(device_model: str, escalate_model: str, threshold: float, scheduler: str,
-                    steps: int) -> dict[str, Any]:
-    """The table's row of this cascade; ValueError listing the thresholds it has where it has not."""
-    rows = [r for r in read_cascade_table(scheduler, steps, latent=is_latent_cascade(device_model))
+                    steps: int, guidance_scale: float | None = None) -> dict[str, Any]:
+    """The table's row of this cascade (a latent one's at the requests' `guidance_scale`, None:
+    7.5); ValueError listing the thresholds it has where it has not."""
+    latent = is_latent_cascade(device_model)
+    rows = [r for r in read_cascade_table(scheduler, steps, latent=latent)
             if r["device_model"] == device_model and r["escalate_model"] == escalate_model]
+    at = ""
+    if latent:
+        scale = latent_key("", guidance_scale)[1]
+        rows, at = [r for r in rows if math.isclose(r["guidance_scale"], scale)], f" and guidance {scale:g}"
     for row in rows:
         if math.isclose(row["threshold"], threshold, abs_tol=1e-9):
             return row
     have = ", ".join(f"{r['threshold']:g}" for r in rows) or "none"
     raise ValueError(f"the cascade table of {scheduler}/{steps} steps has no row for {device_model} -> "
-                     f"{escalate_model} at threshold {threshold:g} (it has: {have})")
+                     f"{escalate_model} at threshold {threshold:g}{at} (it has: {have})")
 
 
 def escalation_models(device_model: str, threshold: float, scheduler: str, steps: int) -> list[str]:
     """The escalation models the table has a row for behind `device_model` at `threshold`, the best
-    class accuracy first (FID, then name, breaking ties); [] where the table is missing."""
+    class accuracy first (FID, then name, breaking ties; a latent table's at any guidance, each model
+    once); [] where the table is missing."""
     try:
         rows = read_cascade_table(scheduler, steps, latent=is_latent_cascade(device_model))
     except ValueError:
@@ -101,4 +108,4 @@ def escalation_models(device_model: str, threshold: float, scheduler: str, steps
     rows = [r for r in rows if r["device_model"] == device_model
             and math.isclose(r["threshold"], threshold, abs_tol=1e-9)]
     rows.sort(key=lambda r: (-r["class_accuracy"], r["fid"], r["escalate_model"]))
-    return [r["escalate_model"] for r in rows]
+    return list(dict.fromkeys(r["escalate_model"] for r in rows))

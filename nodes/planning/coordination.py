@@ -352,7 +352,7 @@ class CoordinatorCore:
         """A fixed strategy's plan gets the same prediction a planned one makes for itself."""
         if decision.prediction is not None:
             return decision
-        row = self.planner.row_of(decision.plan)
+        row = self.planner.row_of(decision.plan, request.guidance_scale)
         predicted = self.planner.predict(decision.plan, row, request, self.live)
         return Decision(decision.plan, predicted, decision.note)
 

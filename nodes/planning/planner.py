@@ -51,6 +51,7 @@ from nodes.planning import latent_plans
 from nodes.planning.estimates import LiveEstimates
 from nodes.planning.hardware import HardwarePower, StepProfile
 from nodes.planning.plan import Plan, Stage, parse_plan
+from nodes.planning.quality_table import latent_key
 from nodes.planning.request import PlanRequest
 from topologies.radio import Transfer, radio_model, request_radio_energy
 
@@ -148,7 +149,7 @@ class Planner:
         self.sizes = Sizes()
         self.plans = [(parse_plan(r["plan"], steps), r) for r in self.rows]
         # latent pipelines' plans (nodes/planning/latent_plans.py), with the latent quality table's
-        # rows where it has them (quality_table.read_latent_table: plan key -> figures)
+        # rows where it has them (quality_table.read_latent_table: (plan key, guidance) -> figures)
         self.latent_rows = dict(latent_rows or {})
         held = latent_plans.pipelines(m for f in self.hosts.values() for m in f.models)
         self.latent_plans = latent_plans.grid(held, steps) if held else []
@@ -163,13 +164,14 @@ class Planner:
                 if model in f.models and (f.role != "device" or h == origin)]
 
     def candidates(self, origin: str, objective: Objective, unavailable: Mapping[str, str] | None = None,
-                   latent: bool = False) -> list[tuple[Plan, Mapping[str, Any] | None]]:
+                   latent: bool = False,
+                   guidance_scale: float | None = None) -> list[tuple[Plan, Mapping[str, Any] | None]]:
         """Grid plans that meet the floor, with hosts; ValueError naming why there are none.
         `latent`: a latent pipeline's request (its plans, with each placement of its encoding and
-        decoding the hosts allow)."""
+        decoding the hosts allow; their quality the table's at the request's `guidance_scale`)."""
         unavailable = unavailable or {}
         if latent:
-            return self._latent_candidates(origin, objective, unavailable)
+            return self._latent_candidates(origin, objective, unavailable, guidance_scale)
         floor_ok = [(p, r) for p, r in self.plans if objective.floor.admits(r) and objective.allows(p)]
         if not floor_ok:
             raise ValueError(f"infeasible: no plan of the quality table meets the floor ({objective.floor})")
@@ -186,14 +188,14 @@ class Planner:
                              f"({objective.floor}): {why}")
         return out
 
-    def _latent_candidates(self, origin: str, objective: Objective,
-                           unavailable: Mapping[str, str]) -> list[tuple[Plan, Mapping[str, Any] | None]]:
+    def _latent_candidates(self, origin: str, objective: Objective, unavailable: Mapping[str, str],
+                           guidance_scale: float | None) -> list[tuple[Plan, Mapping[str, Any] | None]]:
         if not self.latent_plans:
             raise ValueError("infeasible: no host holds a latent pipeline")
         floor = objective.floor != QualityFloor()
         out: list[tuple[Plan, Mapping[str, Any] | None]] = []
         for plan in self.latent_plans:
-            row = self.latent_rows.get(plan.key)
+            row = self.latent_rows.get(latent_key(plan.key, guidance_scale))
             if not objective.allows(plan) or (floor and (row is None or not objective.floor.admits(row))):
                 continue
             options = [[h for h in self.holders(s.model, origin) if h not in unavailable]
@@ -204,8 +206,9 @@ class Planner:
                 placed = latent_plans.placements(hosted, origin, self.can_encode, self.can_decode)
                 out += [(p, row) for p in placed if not any(s.host in unavailable for s in p.stages)]
         if not out and floor:
-            raise ValueError(f"infeasible: no latent pipeline's plan the hosts can run has a measured "
-                             f"quality that meets the floor ({objective.floor})")
+            guidance = latent_key("", guidance_scale)[1]
+            raise ValueError(f"infeasible: no latent pipeline's plan the hosts can run has a quality "
+                             f"measured at guidance {guidance:g} that meets the floor ({objective.floor})")
         if not out:
             why = "; ".join(f"{h}: {why}" for h, why in sorted(unavailable.items())) or "no host holds them"
             raise ValueError(f"infeasible: no host can run a latent pipeline's plan: {why}")
@@ -304,16 +307,20 @@ class Planner:
         hosts = [self.coordinator, *(s.host or "" for s in plan.stages), origin]
         return sum(1 for a, b in zip(hosts, hosts[1:], strict=False) if a != b and (a, b) not in live.paths)
 
-    def row_of(self, plan: Plan) -> Mapping[str, Any] | None:
-        if plan.key in self.latent_rows:
-            return self.latent_rows[plan.key]
+    def row_of(self, plan: Plan, guidance_scale: float | None = None) -> Mapping[str, Any] | None:
+        """The quality table's row of a plan, hosts aside; a latent plan's at `guidance_scale` (a
+        request's; None: diffusers' default).  None where the table has none."""
+        latent = self.latent_rows.get(latent_key(plan.key, guidance_scale))
+        if latent is not None:
+            return latent
         return next((r for p, r in self.plans if p.key == plan.key), None)
 
     # --- the choice ----------------------------------------------------------------------------
     def decide(self, request: PlanRequest, objective: Objective, live: LiveEstimates,
                unavailable: Mapping[str, str] | None = None, explore: bool = False) -> Decision:
         scored = [(plan, self.predict(plan, row, request, live))
-                  for plan, row in self.candidates(request.device, objective, unavailable, request.latent)]
+                  for plan, row in self.candidates(request.device, objective, unavailable, request.latent,
+                                                   request.guidance_scale)]
         if explore:  # an unmeasured request: the plan over the most paths not yet observed
             plan, prediction = min(scored, key=lambda s: (-self.unobserved(s[0], request.device, live),
                                                           s[1].wall_latency_s))

@@ -14,6 +14,7 @@ from typing import Any
 
 from nodes.diffusion.model_zoo import PRETRAINED_DIR
 from nodes.planning.plan import parse_plan
+from nodes.planning.request import DEFAULT_GUIDANCE_SCALE
 from nodes.schema import check_scheduler_name
 
 TABLE_DIR = PRETRAINED_DIR / "quality-table"
@@ -102,8 +103,10 @@ def _parse_row(row: list[str], scheduler: str, steps: int, where: str) -> dict[s
 
 # --- latent pipelines' plans (docs/latent-default.md) ---------------------------------------------
 # One CSV per (scheduler, steps): `latent-ddim-20.csv`, one row per plan of the embedded latent
-# default's grid (analysis/latent_quality_table.py writes it): the first judge's class accuracy of
-# the requested digit and FID, agreement with the prompt's weight and slant, PSNR against large-only.
+# default's grid and guidance scale it was measured at (analysis/latent_quality_table.py writes it):
+# the first judge's class accuracy of the requested digit and FID, agreement with the prompt's
+# weight and slant, PSNR against large-only.  A row is found by (plan key, guidance scale): a
+# request that asks for a guidance the table was not measured at has no figures.
 LATENT_COLUMNS = ("plan", "scheduler", "steps", "guidance_scale", "n", "class_accuracy", "fid", "kid",
                   "weight_agreement", "slant_agreement", "both_agreement", "psnr_vs_large")
 
@@ -112,9 +115,20 @@ def latent_table_path(scheduler: str, steps: int) -> Path:
     return TABLE_DIR / f"latent-{check_scheduler_name(scheduler)}-{steps}.csv"
 
 
-def read_latent_table(scheduler: str, steps: int, path: Path | None = None) -> dict[str, dict[str, Any]]:
-    """Plan key -> its figures; {} where there is no table for `scheduler`/`steps`.  ValueError
-    naming the file and line of a malformed one."""
+LatentKey = tuple[str, float]
+
+
+def latent_key(plan_key: str, guidance_scale: float | None) -> LatentKey:
+    """How a latent plan's row is found: its key and the guidance scale (a request's, or diffusers'
+    default 7.5 where it gave none)."""
+    scale = DEFAULT_GUIDANCE_SCALE if guidance_scale is None else guidance_scale
+    return plan_key, round(float(scale), 6)
+
+
+def read_latent_table(scheduler: str, steps: int,
+                      path: Path | None = None) -> dict[LatentKey, dict[str, Any]]:
+    """(plan key, guidance scale) -> its figures (`latent_key`); {} where there is no table for
+    `scheduler`/`steps`.  ValueError naming the file and line of a malformed one."""
     path = Path(path) if path is not None else latent_table_path(scheduler, steps)
     if not path.is_file():
         return {}
@@ -134,5 +148,8 @@ def read_latent_table(scheduler: str, steps: int, path: Path | None = None) -> d
         if record["scheduler"] != scheduler or int(record["steps"]) != steps:
             raise ValueError(f"{where}: a row of {record['scheduler']}/{record['steps']} in the table of "
                              f"{scheduler}/{steps}")
-        out[plan.key] = record
+        key = latent_key(plan.key, record["guidance_scale"])
+        if key in out:
+            raise ValueError(f"{where}: plan {plan.key} at guidance {key[1]:g} is in the table twice")
+        out[key] = record
     return out

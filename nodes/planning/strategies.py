@@ -97,17 +97,18 @@ class Cluster:
 
     # ---- what a strategy may ask ----------------------------------------------------------------
 
-    def quality(self, plan: Plan) -> Mapping[str, Any] | None:
+    def quality(self, plan: Plan, guidance_scale: float | None = None) -> Mapping[str, Any] | None:
         """The quality table's row of the plan, hosts aside (`fid`, `class_accuracy`, `kid`, ...);
-        None for a plan off the table's grid, or where no table is loaded."""
-        return None if self.planner is None else self.planner.row_of(plan)
+        a latent plan's at `guidance_scale` (a request's; None: 7.5, diffusers' default); None for a
+        plan off the table's grid, or where no table is loaded."""
+        return None if self.planner is None else self.planner.row_of(plan, guidance_scale)
 
     def predict(self, plan: Plan, request: PlanRequest) -> Prediction:
         """What the planner predicts of `plan` for `request` now: latency along its path with the live
         estimates (wall seconds: `clock.emulated(p.wall_latency_s)`), its quality from the table,
         the device's energy.  The coordinator records this prediction for every plan dispatched."""
         planner, live = self._planner()
-        return planner.predict(plan, planner.row_of(plan), request, live)
+        return planner.predict(plan, planner.row_of(plan, request.guidance_scale), request, live)
 
     def candidates(self, request: PlanRequest, floor: QualityFloor | None = None,
                    single_host: bool = False) -> list[Plan]:
@@ -116,7 +117,7 @@ class Cluster:
         planner, _ = self._planner()
         objective = Objective(floor=floor or QualityFloor(), single_host=single_host)
         return [plan for plan, _ in planner.candidates(request.device, objective, self.unavailable,
-                                                        request.latent)]
+                                                        request.latent, request.guidance_scale)]
 
     def transfer_s(self, src: str, dst: str, size_bytes: int = 0) -> float | None:
         """Emulated seconds for a message of `size_bytes` from src to dst, as the live estimates

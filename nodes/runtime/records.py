@@ -134,6 +134,9 @@ class StageRecord(BaseModel):
     # decoding the latents, inside compute_s; None where it did not (every pixel model's stage)
     wall_encode_s: WallSeconds | None = None
     wall_decode_s: WallSeconds | None = None
+    # a latent pipeline's request: the classifier-free guidance scale it asked for (its quality is
+    # looked up at it); None for a pixel model's
+    guidance_scale: float | None = None
 
 
 def _request_fields(sent: SentRequest, outcome: Outcome, reason: str | None, plan: str | None) -> dict:
@@ -148,6 +151,7 @@ def _request_fields(sent: SentRequest, outcome: Outcome, reason: str | None, pla
         "plan": plan, "plan_key": parse_plan(plan).key if plan else None, "n_images": request.n,
         "seed": request.seed, "scheduler": sent.scheduler, "steps": sent.steps,
         "deadline_s": request.deadline_s, "outcome": outcome, "reason": reason,
+        "guidance_scale": request.guidance_scale,
         "wall_t_scheduled": sent.wall_t_scheduled, "wall_t_request_sent": sent.wall_t_request_sent,
     }
 

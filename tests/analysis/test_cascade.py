@@ -38,11 +38,12 @@ def test_the_latent_cascade_table_lifts_the_small_pipeline_toward_the_large_one(
     from nodes.planning.cascade_table import escalation_models
 
     rows = pd.DataFrame(read_cascade_table("ddim", 20, latent=True)).sort_values("threshold")
+    rows = rows[rows["guidance_scale"] == 4.0]
     assert tuple(rows["threshold"]) == THRESHOLDS and (rows["n"] == 540).all()
     assert set(rows["device_model"]) == {"latent-small"} and set(rows["escalate_model"]) == {"latent-large"}
     assert rows["escalation_rate"].is_monotonic_increasing
     assert rows[["weight_agreement", "slant_agreement", "both_agreement"]].stack().between(0, 1).all()
-    row = cascade_figures("latent-small", "latent-large", 0.95, "ddim", 20)
+    row = cascade_figures("latent-small", "latent-large", 0.95, "ddim", 20, guidance_scale=4.0)
     # latent-small alone: 0.894 (the latent quality table, n = 180); the cascade escalates a tenth
     assert row["escalation_rate"] < 0.2 and row["class_accuracy"] > 0.95
     assert escalation_models("latent-small", 0.95, "ddim", 20) == ["latent-large"]

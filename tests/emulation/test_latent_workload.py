@@ -116,3 +116,19 @@ def test_a_latent_cascade_needs_its_table_s_row_and_a_digit_in_every_prompt(tmp_
     with pytest.raises(ValueError, match="strategies.cascade: the cascade table of ddim/20 steps has no row "
                                          "for latent-small -> latent-large at threshold 0.42"):
         load_scenario(_write(tmp_path, text.replace("threshold = 0.995", "threshold = 0.42")))
+
+
+def test_a_floor_needs_a_quality_measured_at_the_workload_s_guidance(tmp_path):
+    """The latent quality and cascade tables were measured at guidance 4 and 7.5: the shipped
+    scenario's cascade has no row at another guidance, nor its elastic floor a measured plan, each
+    refused in one line saying so."""
+    repo = Path(__file__).resolve().parents[2]
+    text = (repo / "scenarios" / "latent.toml").read_text()
+    (tmp_path / "latent-prompts.txt").write_text((repo / "scenarios" / "latent-prompts.txt").read_text())
+    other = text.replace("guidance_scale = 4.0", "guidance_scale = 6.0")
+    with pytest.raises(ValueError, match=r"strategies.cascade: .* at threshold 0.995 and guidance 6"):
+        load_scenario(_write(tmp_path, other))
+    start, end = other.index("[strategies.cascade]"), other.index("[strategies.elastic]")
+    refused = r"strategies.elastic: no latent plan .* at guidance 6 .* \(measured at guidance: 4, 7.5\)"
+    with pytest.raises(ValueError, match=refused):
+        load_scenario(_write(tmp_path, other[:start] + other[end:]))

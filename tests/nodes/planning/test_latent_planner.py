@@ -113,19 +113,26 @@ def test_boundary_bytes_are_the_tensors_the_stages_exchange(folders):
 
 
 def test_a_floor_cannot_be_met_without_a_measured_quality(folders):
-    with pytest.raises(ValueError, match="no latent pipeline's plan the hosts can run has a measured"):
+    with pytest.raises(ValueError, match="no latent pipeline's plan the hosts can run has a quality "
+                                         "measured at guidance 5 that meets the floor"):
         _planner(folders).decide(_ask(), Objective(floor=QualityFloor(min_class_accuracy=0.9)), _links({}))
 
 
 def test_a_floor_keeps_the_plans_whose_measured_quality_meets_it(folders):
     """With the latent quality table's rows, a floor chooses among the plans that meet it: here the
-    large pipeline alone (0.99) and not the faster small one (0.89)."""
+    large pipeline alone (0.99) and not the faster small one (0.89).  A row counts at the guidance
+    scale it was measured at only: a request at another has no measured quality."""
     large, small = folders
-    rows = {f"{large}:0-{STEPS}": {"class_accuracy": 0.99, "fid": 11.0},
-            f"{small}:0-{STEPS}": {"class_accuracy": 0.89, "fid": 14.0}}
+    rows = {(f"{large}:0-{STEPS}", 5.0): {"class_accuracy": 0.99, "fid": 11.0},
+            (f"{small}:0-{STEPS}", 5.0): {"class_accuracy": 0.89, "fid": 14.0}}
     planner = Planner([], _planner(folders).hosts, coordinator="edge", steps=STEPS, scheduler="ddim",
                       latent_rows=rows)
     fastest = planner.decide(_ask(), Objective(), _links({}))
     assert fastest.plan.key == f"{small}:0-{STEPS}"
-    floored = planner.decide(_ask(), Objective(floor=QualityFloor(min_class_accuracy=0.95)), _links({}))
+    floor = Objective(floor=QualityFloor(min_class_accuracy=0.95))
+    floored = planner.decide(_ask(), floor, _links({}))
     assert floored.plan.key == f"{large}:0-{STEPS}" and floored.prediction.class_accuracy == 0.99
+    elsewhere = _ask().model_copy(update={"guidance_scale": 7.5})
+    with pytest.raises(ValueError, match="a quality measured at guidance 7.5 that meets the floor"):
+        planner.decide(elsewhere, floor, _links({}))
+    assert planner.row_of(floored.plan, 7.5) is None and planner.row_of(floored.plan, 5.0)["fid"] == 11.0
