@@ -9,6 +9,10 @@ step and rests, so that it computes `duty` of its time (a profiled node computes
 then waits out the rest of K x its profile: at the K "auto" chooses, about 1 / its safety margin
 of the time).  Each job's step times come back in seconds, warm-up steps left out.
 
+A latent pipeline folder's job times what its node paces (nodes/runtime/pacing.py): each denoising
+step (the guided UNet call and the sampler's step), the prompts' encoding and the latents' decoding,
+as cycles of an encoding, CYCLE_STEPS steps and a decoding; its times come back per phase.
+
 One step timed alone, as before, was a noisy basis (on the 2-core development machine one step
 of `large` at batch 2 timed 16.7 to 27.4 ms in different runs): the other nodes' steps, the
 captures and the userspace impairment share the cores with it in the run.
@@ -20,21 +24,30 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 WARMUP = 3
+CYCLE_STEPS = 2  # a latent job's steps between an encoding and a decoding: each phase timed often
 Job = tuple[str, int, int]  # model, batch, torch threads
+# a latent job's generation: (scheduler, steps, guidance scale)
+Generation = tuple[str, int, float]
+Times = list[float] | dict[str, list[float]]  # a pixel job's step times; a latent job's per phase
 LOAD_TIMEOUT_S = 120
 
 
-def paced_step_times(jobs: list[Job], duty: float, duration_s: float = 4.0) -> list[list[float]]:
+def paced_step_times(jobs: list[Job], duty: float, duration_s: float = 4.0,
+                     generation: Generation = ("ddim", 20, 7.5)) -> list[Times]:
     """Each job's step times (seconds), the jobs running at once, each computing `duty` of its
-    time; in the jobs' order.  RuntimeError naming the model where a job fails."""
+    time; in the jobs' order.  A latent pipeline's job: {"step": [...], "encode": [...], "decode":
+    [...]}, under `generation`.  RuntimeError naming the model where a job fails."""
     if not 0 < duty <= 1:
         raise ValueError(f"duty: must be in (0, 1], got {duty}")
+    scheduler, steps, guidance = generation
     # processes, not multiprocessing: this may run in a daemonic process (a Dask worker's), which
     # multiprocessing refuses to give children
     procs = [subprocess.Popen([sys.executable, "-m", "nodes.diffusion.step_timing", name, str(batch),
-                               str(threads), str(duty), str(duration_s)],
+                               str(threads), str(duty), str(duration_s), scheduler, str(steps),
+                               str(guidance)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
              for name, batch, threads in jobs]
@@ -50,7 +63,9 @@ def paced_step_times(jobs: list[Job], duty: float, duration_s: float = 4.0) -> l
             line = proc.stdout.readline()
             if not line.strip():
                 raise RuntimeError(f"timing {job[0]}: {_why(proc)}")
-            out.append([float(v) for v in json.loads(line)])
+            times = json.loads(line)
+            out.append({k: [float(v) for v in vs] for k, vs in times.items()} if isinstance(times, dict)
+                       else [float(v) for v in times])
         return out
     finally:
         for proc in procs:
@@ -96,7 +111,77 @@ def time_job(name: str, batch: int, threads: int, duty: float, duration_s: float
     return times
 
 
+def _ready_then_go() -> None:
+    print("ready", flush=True)
+    sys.stdin.readline()
+
+
+def time_latent_job(folder: str, batch: int, threads: int, duty: float, duration_s: float,
+                    generation: Generation,
+                    ready: Callable[[], None] = _ready_then_go) -> dict[str, list[float]]:
+    """A latent pipeline's job, in this process (as `time_job`): cycles of encoding `batch` prompts,
+    CYCLE_STEPS guided steps and decoding, each part timed and rested after as a paced node does;
+    `ready` between the warm-up and the timing (by default: say so, wait for `go`)."""
+    import torch
+
+    from nodes.diffusion.latent_folders import latent_space
+    from nodes.diffusion.latent_pipeline import (
+        LATENTS,
+        decode,
+        denoise,
+        encode_prompt,
+        initial_state,
+        load_components,
+    )
+
+    torch.set_num_threads(threads)
+    scheduler, steps, guidance = generation
+    parts, space = load_components(folder), latent_space(folder)
+    prompts = ["a digit 0"] * batch  # the tokenizer pads every prompt to one length: its text does not matter
+    times: dict[str, list[float]] = {"step": [], "encode": [], "decode": []}
+    keep = [False]
+
+    def rest(phase: str, began: float) -> None:
+        took = time.perf_counter() - began
+        if keep[0]:
+            times[phase].append(took)
+        time.sleep(took * (1 / duty - 1))
+
+    def cycle() -> None:
+        began = time.perf_counter()
+        embeddings = encode_prompt(parts, prompts, guidance_scale=guidance)
+        rest("encode", began)
+        mark = [time.perf_counter()]
+
+        def on_step(_: int) -> None:
+            rest("step", mark[0])
+            mark[0] = time.perf_counter()
+
+        state = initial_state(space, batch, 0, scheduler, steps, guidance_scale=guidance)
+        state = denoise(parts.unet, parts.scheduler, state, embeddings, guidance, 0, min(CYCLE_STEPS, steps),
+                        on_step)
+        began = time.perf_counter()
+        decode(parts.vae, state.tensors[LATENTS])
+        rest("decode", began)
+
+    with torch.no_grad():
+        cycle()  # warm-up
+        ready()
+        keep[0] = True
+        end = time.monotonic() + duration_s
+        while time.monotonic() < end or len(times["encode"]) < 3:
+            cycle()
+    return times
+
+
 if __name__ == "__main__":
     model_name, batch_size, thread_count, duty_share, seconds = sys.argv[1:6]
-    print(json.dumps(time_job(model_name, int(batch_size), int(thread_count), float(duty_share),
-                              float(seconds))), flush=True)
+    scheduler_name, step_count, scale = sys.argv[6:9]
+    from nodes.diffusion.model_zoo import is_pipeline_folder
+
+    if is_pipeline_folder(model_name):
+        result: object = time_latent_job(model_name, int(batch_size), int(thread_count), float(duty_share),
+                                         float(seconds), (scheduler_name, int(step_count), float(scale)))
+    else:
+        result = time_job(model_name, int(batch_size), int(thread_count), float(duty_share), float(seconds))
+    print(json.dumps(result), flush=True)

@@ -222,3 +222,40 @@ def test_a_dilated_link_measures_as_configured_in_emulated_time(nothing_left_aft
         assert row["time_dilation"] == 4
         assert row["ok_rtt"], row  # 20 ms within 0.5 ms + 3 %, in emulated time (80 ms of wall)
         assert row["ok_bw"], row   # >= 0.93 x 20 Mbit/s in emulated time (5 Mbit/s of wall)
+
+
+def test_auto_times_a_latent_pipeline_s_steps_encoding_and_decoding() -> None:
+    """A latent node paces its steps, its text encoding and its decoding: "auto" takes a ratio for
+    each against the profile (here from a timer that stands in for the machine: the embedded default
+    at scenarios/latent.toml's roles), and K covers the worst of them."""
+    import tomllib
+
+    data = tomllib.loads((REPO / "scenarios" / "latent.toml").read_text())
+    data["workload"]["prompts"] = ["a digit 1"]
+    del data["workload"]["prompts_file"]
+    data["run"]["time_dilation"] = "auto"
+    sc = parse_scenario(data)
+    asked = []
+
+    def timer(jobs, duty):
+        asked.extend(jobs)
+        return [{"step": [0.010] * 20, "encode": [0.004] * 5, "decode": [0.030] * 5} for _ in jobs]
+
+    dilation = choose_dilation(sc, timer)
+    assert [m for m, _, _ in asked] == ["latent-large", "latent-small", "latent-small", "latent-large"]
+    rows = {(r["role"], r["model"], r["phase"]): r for r in dilation.measured}
+    assert len(rows) == 12
+    decode = rows[("cloud", "latent-large", "decode")]
+    profiled = profile_for(load_profiles(), "datacenter_gpu", "latent-large").decode_s(2) * 1000
+    assert decode["profiled_step_ms"] == pytest.approx(profiled, abs=1e-4) and decode["real_step_ms"] == 30.0
+    worst = max(dilation.measured, key=lambda r: r["ratio"])
+    assert (worst["role"], worst["phase"]) == ("cloud", "decode")
+    assert dilation.k == math.ceil(SAFETY_MARGIN * worst["ratio"]) and "to decode" in dilation.how
+
+
+def test_a_latent_job_times_each_phase_in_process() -> None:
+    from nodes.diffusion.step_timing import time_latent_job
+
+    times = time_latent_job("latent-small", 2, 1, 1.0, 0.2, ("ddim", 20, 4.0), ready=lambda: None)
+    assert set(times) == {"step", "encode", "decode"} and len(times["encode"]) >= 3
+    assert len(times["step"]) == 2 * len(times["encode"]) and all(t > 0 for v in times.values() for t in v)
