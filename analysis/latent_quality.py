@@ -77,14 +77,16 @@ class Plans:
         return self._loaded[path]
 
     def generate(self, stages: Sequence[Stage], prompts: Sequence[str], seed: int = SEED,
-                 scheduler: str = SCHEDULER, steps: int = STEPS, guidance: float = GUIDANCE) -> torch.Tensor:
-        """Images (n x 3 x 16 x 16 in [-1, 1]) of `prompts` along `stages`."""
+                 scheduler: str = SCHEDULER, steps: int = STEPS, guidance: float = GUIDANCE,
+                 negative: Sequence[str] | None = None) -> torch.Tensor:
+        """Images (n x 3 x H x W in [-1, 1]) of `prompts` (and `negative` prompts) along `stages`."""
         if not stages or stages[0][1] != 0 or stages[-1][2] != steps or any(
                 a[2] != b[1] for a, b in zip(stages, stages[1:], strict=False)):
             raise ValueError(f"stages {list(stages)} do not cover [0, {steps}) in order")
         space = check_compatible([folder for folder, _, _ in stages])
         first, last = self.components(stages[0][0]), self.components(stages[-1][0])
-        embeddings = encode_prompt(first, list(prompts), guidance_scale=guidance)
+        embeddings = encode_prompt(first, list(prompts), None if negative is None else list(negative),
+                                   guidance_scale=guidance)
         state = initial_state(space, len(prompts), seed, scheduler, steps)
         for folder, start, end in stages:
             stage = self.components(folder)
@@ -110,6 +112,35 @@ def measure(images: torch.Tensor, digits: torch.Tensor, weights: torch.Tensor, s
     if reference is not None:
         value = psnr(images, reference)
         table["psnr_vs_large"] = value if math.isfinite(value) else 99.0
+    return table
+
+
+def prompt_quality(images: torch.Tensor, prompts: Sequence[str],
+                   reference: torch.Tensor | None = None) -> dict[str, float | int | None]:
+    """The figures of `measure` for images generated from any prompts that name a digit: class
+    accuracy and FID/KID against the digit each prompt names, weight and slant agreement over the
+    prompts that name a weight or a slant (None where none does), PSNR against `reference`.
+    ValueError naming a prompt that names no digit (the judges have nothing to check it by)."""
+    parsed = [digit_attributes.prompt_attributes(p) for p in prompts]
+    for i, (digit, _, _) in enumerate(parsed):
+        if digit is None:
+            raise ValueError(f"prompt {i + 1} ({prompts[i]!r}) names no digit ('digit D'): a latent image's "
+                             "quality is judged against the digit its prompt names")
+    if len(images) < 2:
+        raise ValueError("quality needs at least 2 images (FID needs a covariance)")
+    grey = as_digit_images(images)
+    digits = torch.tensor([d for d, _, _ in parsed])
+    fid, kid, _ = fid_kid(grey)
+    found = digit_attributes.bins(grey, digits)
+    table: dict[str, float | int | None] = {
+        "n": len(images), "class_accuracy": float((classifier_predictions(grey) == digits).float().mean()),
+        "fid": fid, "kid": kid}
+    for name, measured, index in (("weight_agreement", found[0], 1), ("slant_agreement", found[1], 2)):
+        asked = [(i, p[index]) for i, p in enumerate(parsed) if p[index] is not None]
+        table[name] = (sum(int(measured[i]) == want for i, want in asked) / len(asked)) if asked else None
+    if reference is not None:
+        value = psnr(images, reference)
+        table["psnr_vs_large"] = value if math.isfinite(value) else None
     return table
 
 

@@ -127,6 +127,25 @@ class NodesSpec(StrictModel):
         return getattr(self, role)
 
 
+def read_prompts_file(path: Path, what: str = "prompts_file") -> list[str]:
+    """A prompts file's prompts, one per line, blank lines skipped.  ValueError naming the file
+    (as `what`) where it does not exist, cannot be read, is empty or holds a prompt too long."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ValueError(f"{what} {path} cannot be read: {why}") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"{what} {path} holds no prompt (one per line)")
+    long = next((i for i, line in enumerate(lines) if len(line) > MAX_PROMPT_CHARS), None)
+    if long is not None:
+        raise ValueError(f"{what} {path}: prompt {long + 1} is longer than {MAX_PROMPT_CHARS} characters")
+    return lines
+
+
 class WorkloadSpec(StrictModel):
     requests: StrictInt = Field(32, ge=1, le=100_000)
     arrival: Literal["fixed", "poisson"] = "fixed"
@@ -166,22 +185,7 @@ class WorkloadSpec(StrictModel):
         None where neither is given.  ValueError naming the file where it cannot be read or is empty."""
         if self.prompts_file is None:
             return None if self.prompts is None else list(self.prompts)
-        path = self.prompts_file
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ValueError(f"prompts_file {path} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise ValueError(f"prompts_file {path} cannot be read: {why}") from None
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        if not lines:
-            raise ValueError(f"prompts_file {path} holds no prompt (one per line)")
-        long = next((i for i, line in enumerate(lines) if len(line) > MAX_PROMPT_CHARS), None)
-        if long is not None:
-            raise ValueError(f"prompts_file {path}: prompt {long + 1} is longer than {MAX_PROMPT_CHARS} "
-                             "characters")
-        return lines
+        return read_prompts_file(self.prompts_file)
 
     @model_validator(mode="after")
     def _prompts(self) -> WorkloadSpec:

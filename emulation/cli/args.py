@@ -134,6 +134,17 @@ def integer(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
+def guidance(text: str) -> float:
+    """A classifier-free guidance scale: a positive finite number (as a request's, at most 1000)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= 1000):
+        raise argparse.ArgumentTypeError(f"must be a positive number up to 1000, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     value = integer(text)
     if value <= 0:

@@ -7,8 +7,13 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from emulation.cli.args import add_sampling_args, finite, print_json
+from emulation.cli.args import add_sampling_args, finite, guidance, print_json
+
+if TYPE_CHECKING:  # imported where used: each command starts without torch where it can
+    from nodes.diffusion.samples import Samples
+    from nodes.planning.plan import Plan
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plan", help="MODEL:START-END,... e.g. large:0-30,small:30-50")
     add_sampling_args(p, n_default=64)
     p.add_argument("--label", type=int, help="digit 0-9 (default: cycle through 0-9)")
+    p.add_argument("--prompts", nargs="+", help="a latent pipeline's plan: prompts, cycled over the images")
+    p.add_argument("--prompts-file", help="a latent pipeline's plan: the prompts, one per line")
+    p.add_argument("--negative-prompts", nargs="+", help="cycled as the prompts")
+    p.add_argument("--guidance", type=guidance, help="classifier-free guidance scale (default 7.5)")
     p.add_argument("--replay", help="regenerate the images of this samples file")
     p.add_argument("--out", required=True, help="samples file to write (.npz)")
     p.set_defaults(func=_generate)
@@ -110,9 +119,8 @@ def _generate(args: argparse.Namespace) -> int:
         from nodes.diffusion.samples import load_samples
 
         old = load_samples(Path(args.replay))
-        if old.labels is None:
-            raise ValueError(f"--replay {args.replay}: a latent pipeline's samples (prompts, no labels); "
-                             "generate runs pixel models only (docs/latent-pipelines.md)")
+        if old.labels is None:  # a latent pipeline's: its prompts
+            return _generate_latent(args, old)
         plan, labels, seed, scheduler, steps = old.plan, old.labels, old.seed, old.scheduler, old.steps
     else:
         if not args.plan:
@@ -124,6 +132,11 @@ def _generate(args: argparse.Namespace) -> int:
         if hosted:
             raise ValueError(f"--plan stage {hosted[0]}: generate runs every stage on this machine, so "
                              f"@{hosted[0].host} means nothing here (hosts are for emulated runs)")
+        if _is_latent(plan):
+            return _generate_latent(args, _latent_request(args, plan))
+        if args.prompts or args.prompts_file or args.negative_prompts or args.guidance is not None:
+            raise ValueError(f"--plan {plan} runs pixel models: --prompts, --prompts-file, "
+                             "--negative-prompts and --guidance are for latent pipelines")
         from nodes.diffusion.generation import request_labels
 
         labels = request_labels(args.n, args.label)
@@ -140,6 +153,56 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_latent(plan: Plan) -> bool:
+    from nodes.diffusion.model_zoo import plan_models_kind
+
+    return plan_models_kind(plan) == "latent"
+
+
+def _latent_request(args: argparse.Namespace, plan: Plan) -> Samples:
+    """The samples a latent generate asks for, images not yet made: the prompts given (or read),
+    cycled over --n images, as a workload cycles them."""
+    from emulation.scenario import read_prompts_file
+    from nodes.diffusion.samples import Samples
+    from nodes.planning.request import DEFAULT_GUIDANCE_SCALE
+    from nodes.schema import check_scheduler_name
+
+    if args.prompts and args.prompts_file:
+        raise ValueError("give --prompts or --prompts-file, not both")
+    if args.label is not None:
+        raise ValueError(f"--label is for pixel models; plan {plan} runs latent pipelines (give prompts)")
+    given = list(args.prompts) if args.prompts else (
+        read_prompts_file(Path(args.prompts_file), "--prompts-file") if args.prompts_file else None)
+    if given is None:
+        raise ValueError(f"--plan {plan} runs latent pipelines: give --prompts or --prompts-file")
+    negative = args.negative_prompts
+    return Samples(images=None, labels=None, plan=plan, seed=args.seed,  # type: ignore[arg-type]
+                   scheduler=check_scheduler_name(args.scheduler), steps=args.steps,
+                   prompts=tuple(given[i % len(given)] for i in range(args.n)),
+                   negative_prompts=None if not negative else tuple(negative[i % len(negative)]
+                                                                    for i in range(args.n)),
+                   guidance_scale=args.guidance if args.guidance is not None else DEFAULT_GUIDANCE_SCALE)
+
+
+def _generate_latent(args: argparse.Namespace, asked: Samples) -> int:
+    """A latent pipeline's plan on this machine: the first pipeline encodes, each stage denoises,
+    the last decodes (analysis/latent_quality.py `Plans.generate`); where encoding and decoding are
+    placed (zero-step stages, encode=each) does not change the images, so it is not needed here."""
+    from dataclasses import replace
+
+    from analysis.latent_quality import Plans
+    from nodes.diffusion.samples import check_output_path, save_samples
+
+    check_output_path(Path(args.out))
+    stages = [(s.model, s.start, s.end) for s in asked.plan.denoising]
+    images = Plans().generate(stages, asked.prompts, asked.seed, asked.scheduler, asked.steps,
+                              asked.guidance_scale, asked.negative_prompts)
+    save_samples(Path(args.out), replace(asked, images=images))
+    print(f"{len(images)} images, plan {asked.plan}, {asked.scheduler} {asked.steps} steps, guidance "
+          f"{asked.guidance_scale:g}, seed {asked.seed} -> {args.out}")
+    return 0
+
+
 def _quality(args: argparse.Namespace) -> int:
     if args.plans:
         return _quality_of_plans(args)
@@ -149,8 +212,7 @@ def _quality(args: argparse.Namespace) -> int:
 
     samples = load_samples(Path(args.samples))  # a bad file is refused before the metrics are imported
     if samples.labels is None:
-        raise ValueError(f"{args.samples}: a latent pipeline's samples (prompts, no labels): their quality "
-                         "is not measured yet (docs/latent-pipelines.md)")
+        return _latent_quality(args, samples)
     from analysis.plan_quality import is_reference_plan, large_reference
     from analysis.quality import quality_table
 
@@ -165,6 +227,28 @@ def _quality(args: argparse.Namespace) -> int:
     else:
         for key, value in table.items():
             print(f"{key:<16} {value:.4f}" if isinstance(value, float) else f"{key:<16} {value}")
+    return 0
+
+
+def _latent_quality(args: argparse.Namespace, samples: Samples) -> int:
+    """A latent pipeline's images judged against the digit (and weight, slant) each prompt names;
+    PSNR against the plan's first pipeline alone, from the same prompts and seed (the large model
+    of a large-then-small split), unless the plan is that already or --no-reference."""
+    from analysis.latent_quality import Plans, prompt_quality
+
+    plans = Plans()
+    first = samples.plan.denoising[0].model
+    reference = None
+    if not args.no_reference and {s.model for s in samples.plan.denoising} != {first}:
+        reference = plans.generate([(first, 0, samples.steps)], samples.prompts, samples.seed,
+                                   samples.scheduler, samples.steps, samples.guidance_scale,
+                                   samples.negative_prompts)
+    table = prompt_quality(samples.images, samples.prompts, reference)
+    if args.json:
+        print_json(table)
+    else:
+        for key, value in table.items():
+            print(f"{key:<18} {value:.4f}" if isinstance(value, float) else f"{key:<18} {value}")
     return 0
 
 

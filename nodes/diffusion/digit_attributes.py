@@ -104,6 +104,18 @@ def describe(images: torch.Tensor, digits: torch.Tensor) -> list[str]:
     return [prompt(int(d), int(w), int(s)) for d, w, s in zip(digits, weight, lean, strict=True)]
 
 
+def prompt_attributes(text: str) -> tuple[int | None, int | None, int | None]:
+    """What a prompt asks for, as `prompt` writes it: (digit, weight bin, slant bin), each None
+    where it names none (or, for the digit, more than one)."""
+    words = text.lower().split()
+
+    def found(names: tuple[str, ...]) -> int | None:
+        hits = {i for i, name in enumerate(names) if name in words}
+        return hits.pop() if len(hits) == 1 else None
+
+    return prompt_digit(text), found(WEIGHTS), found(SLANTS)
+
+
 def prompt_digit(text: str) -> int | None:
     """The digit a prompt asks for ("a bold right-slanted digit 7" -> 7, as `prompt` writes it), or
     None where it names none or more than one (a cascade's gate then has nothing to check against)."""

@@ -77,6 +77,9 @@ def _load(folder: Path, name: str, dtype: torch.dtype) -> Any:
     if name == "vae":
         return AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype, use_safetensors=True)
     if name == "text_encoder":
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # a bar per load, on every node's log: not progress
         return CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=dtype, use_safetensors=True)
     if name == "tokenizer":
         return CLIPTokenizer.from_pretrained(folder / "tokenizer")

@@ -140,3 +140,48 @@ def test_report_of_a_directory_without_a_run_is_exit_2_nothing_written(tmp_path)
 def test_unknown_subcommand_is_exit_2():
     done = run("frobnicate")
     assert done.returncode == 2 and "invalid choice" in done.stderr
+
+
+def test_generate_replay_and_quality_of_a_latent_plan(tmp_path):
+    """Issue 19: a latent pipeline's plan locally, from prompts cycled over the images; its replay is
+    the same images; its quality is judged against the digit, weight and slant each prompt names,
+    PSNR against its first pipeline alone."""
+    first, again = tmp_path / "latent.npz", tmp_path / "again.npz"
+    prompts = ["a bold right-slanted digit 7", "a thin upright digit 3"]
+    done = run("generate", "--plan", "latent-large:0-10,latent-small:10-20", "--steps", "20", "--n", "6",
+               "--prompts", *prompts, "--negative-prompts", "blurry", "--guidance", "4", "--out", str(first))
+    assert done.returncode == 0, done.stderr
+    samples = load_samples(first)
+    assert samples.images.shape == (6, 3, 16, 16) and samples.labels is None
+    assert list(samples.prompts) == prompts * 3 and samples.negative_prompts == ("blurry",) * 6
+    assert (str(samples.plan), samples.guidance_scale, samples.steps) == (
+        "latent-large:0-10,latent-small:10-20", 4.0, 20)
+    replayed, judged = run_all(["generate", "--replay", str(first), "--out", str(again)],
+                               ["quality", str(first), "--json"])
+    assert replayed.returncode == 0, replayed.stderr
+    assert np.array_equal(load_samples(again).images.numpy(), samples.images.numpy())
+    assert judged.returncode == 0, judged.stderr
+    table = json.loads(judged.stdout)
+    assert set(table) == {"n", "class_accuracy", "fid", "kid", "weight_agreement", "slant_agreement",
+                          "psnr_vs_large"}
+    assert table["n"] == 6 and 0 <= table["class_accuracy"] <= 1 and table["psnr_vs_large"] > 0
+
+
+LATENT_BAD_INPUT = [
+    (["--plan", "latent-large:0-20", "--steps", "20"], "runs latent pipelines: give --prompts"),
+    (["--plan", "small:0-20", "--steps", "20", "--prompts", "a"], "runs pixel models: --prompts"),
+    (["--plan", "latent-large:0-20", "--steps", "20", "--prompts", "a", "--guidance", "0"], "--guidance"),
+    (["--plan", "latent-large:0-20", "--steps", "20", "--prompts-file", "/absent.txt"],
+     "--prompts-file /absent.txt does not exist"),
+    (["--plan", "latent-large:0-10,small:10-20", "--steps", "20", "--prompts", "a"],
+     "cannot mix pixel and latent models"),
+]
+
+
+def test_latent_generate_bad_input_is_one_line_exit_2_nothing_written(tmp_path):
+    folders = [tmp_path / str(i) for i in range(len(LATENT_BAD_INPUT))]
+    done = run_all(*(["generate", *args, "--out", str(folder / "s.npz")]
+                     for (args, _), folder in zip(LATENT_BAD_INPUT, folders, strict=True)))
+    for result, (_, needle), folder in zip(done, LATENT_BAD_INPUT, folders, strict=True):
+        assert_bad_input(result, needle)
+        assert not folder.exists()

@@ -79,7 +79,9 @@ def test_a_latent_pipeline_s_samples_keep_their_prompts_in_place_of_labels(tmp_p
         load_samples(tmp_path / "bad.npz")
 
 
-def test_generate_and_quality_refuse_a_latent_pipeline_s_samples_in_one_line(tmp_path):
+def test_generate_and_quality_refuse_a_latent_samples_file_they_cannot_use_in_one_line(tmp_path):
+    """A latent pipeline's samples replay from their pipeline folder and are judged against the digit
+    each prompt names: a folder that is not there, or a prompt that names no digit, is one line."""
     import subprocess
     import sys
     from pathlib import Path
@@ -90,12 +92,11 @@ def test_generate_and_quality_refuse_a_latent_pipeline_s_samples_in_one_line(tmp
     from nodes.planning.plan import parse_plan
 
     path = tmp_path / "latent.npz"
-    save_samples(path, Samples(images=torch.zeros(1, 3, 8, 8), labels=None, plan=parse_plan("/m/p:0-2"),
-                               seed=1, scheduler="ddim", steps=2, prompts=("a",), guidance_scale=2.0))
+    save_samples(path, Samples(images=torch.zeros(2, 3, 8, 8), labels=None, plan=parse_plan("/m/p:0-2"),
+                               seed=1, scheduler="ddim", steps=2, prompts=("a", "b"), guidance_scale=2.0))
     root = Path(__file__).resolve().parents[3]
-    for argv, fragment in ((["generate", "--replay", str(path), "--out", str(tmp_path / "o.npz")],
-                            "generate runs pixel models only"),
-                           (["quality", str(path)], "their quality is not measured yet")):
+    for argv, fragment in ((["generate", "--replay", str(path), "--out", str(tmp_path / "o.npz")], "/m/p"),
+                           (["quality", str(path), "--no-reference"], "prompt 1 ('a') names no digit")):
         done = subprocess.run([sys.executable, "-m", "emulation.cli", *argv], capture_output=True, text=True,
                               cwd=root, timeout=120)
         lines = done.stderr.strip().splitlines()
