@@ -367,10 +367,12 @@ def _cascade_quality(ok: pd.DataFrame) -> dict[str, Any]:
 
 def _run_sample_quality(ok: pd.DataFrame, samples_dir: Path) -> dict[str, Any]:
     """Quality of the run's own delivered images, pooled: few, so only named as what they are.
-    A cascade request delivered its escalation's images in place of the ones its gate doubted."""
+    A cascade request delivered its escalation's images in place of the ones its gate doubted.  A
+    latent pipeline's images are judged as their grey image against the digit each prompt names."""
     import torch
 
     from analysis.quality import quality_table
+    from nodes.diffusion.digits import as_digit_images
     from nodes.diffusion.samples import load_samples
 
     indices = (ok["escalated_indices"] if "escalated_indices" in ok
@@ -381,19 +383,30 @@ def _run_sample_quality(ok: pd.DataFrame, samples_dir: Path) -> dict[str, Any]:
         if not path.is_file():
             continue
         s = load_samples(path)
-        if s.labels is None:  # a latent pipeline's images: no class to judge them by (not measured yet)
+        wanted = s.labels if s.labels is not None else _prompted_digits(s.prompts or ())
+        if wanted is None:  # a latent pipeline's images whose prompts name no digit: nothing to judge by
             continue
         delivered = s.images.clone()
         if isinstance(doubted, str) and doubted:
             escalation = load_samples(path.with_name(f"{rid}{ESCALATION_SUFFIX}.npz"))
             delivered[[int(i) for i in doubted.split(",")]] = escalation.images
-        images.append(delivered)
-        labels.append(s.labels)
+        images.append(as_digit_images(delivered))  # a latent pipeline's: the grey image, as the judges see it
+        labels.append(wanted)
     if sum(len(x) for x in images) < 2:
         return {}
     table = quality_table(torch.cat(images), torch.cat(labels))
     judged = ("fid", "kid", "kid_std", "class_accuracy", *SECOND_JUDGE)  # no PSNR: no reference here
     return {**{f"run_sample_{k}": table[k] for k in judged}, "run_sample_images": table["n"]}
+
+
+def _prompted_digits(prompts: tuple[str, ...]) -> Any:
+    """The digit each prompt names, as a tensor; None where one names none."""
+    import torch
+
+    from nodes.diffusion.digit_attributes import prompt_digit
+
+    digits = [prompt_digit(p) for p in prompts]
+    return None if not digits or None in digits else torch.tensor(digits)
 
 
 def format_table(summary: dict[str, dict[str, Any]], title: str = "") -> str:

@@ -51,3 +51,25 @@ def test_a_latent_cascade_s_row_is_the_one_at_its_guidance():
     assert cascade_figures("latent-small", "latent-large", 0.995, "ddim", 20, 4.0)["escalation_rate"] > 0.1
     with pytest.raises(ValueError, match="at threshold 0.995 and guidance 6 \\(it has: none\\)"):
         cascade_figures("latent-small", "latent-large", 0.995, "ddim", 20, 6.0)
+
+
+def test_a_run_s_own_latent_images_are_judged_against_their_prompted_digits(tmp_path):
+    """The summary's run-sample figures take a latent pipeline's delivered images (a cascade's
+    escalated ones in place) as grey images against the digit each prompt names; a request whose
+    prompts name no digit is left out."""
+    import torch
+
+    from analysis.summary import _run_sample_quality
+    from nodes.diffusion.samples import Samples, save_samples
+    from nodes.planning.plan import parse_plan
+
+    plan = parse_plan("latent-small:0-20@d1")
+    torch.manual_seed(0)
+    for rid, prompts in (("a", ("a digit 1", "a digit 2", "a digit 3")), ("b", ("a cat", "a dog", "a cow"))):
+        save_samples(tmp_path / f"{rid}.npz", Samples(torch.rand(3, 3, 16, 16) * 2 - 1, None, plan, 0, "ddim",
+                                                      20, prompts=prompts, guidance_scale=4.0))
+    save_samples(tmp_path / "a.esc.npz", Samples(torch.rand(1, 3, 16, 16) * 2 - 1, None, plan, 1, "ddim", 20,
+                                                 prompts=("a digit 2",), guidance_scale=4.0))
+    ok = pd.DataFrame({"escalated_indices": ["1", None]}, index=["a", "b"])
+    figures = _run_sample_quality(ok, tmp_path)
+    assert figures["run_sample_images"] == 3 and 0 <= figures["run_sample_class_accuracy"] <= 1
