@@ -344,6 +344,9 @@ def test_a_real_campaign_on_a_local_dask_cluster_gives_fresh_networks_seeds_and_
     cut = text.index("[strategies.device_only]")
     text = text[:cut] + text[text.index("[generation]"):]  # cloud_only and edge_only only
     scenario = tmp_path / "two.toml"
+    # 4 requests of one image each, 0.2 s apart: what is checked is the runs and their figures
+    text = text.replace("interval_s = 0.5", "interval_s = 0.2")
+    text = text.replace("images_per_request = 4", "images_per_request = 1")
     scenario.write_text(text.replace("requests = 8 ", "requests = 4 "))
     out = tmp_path / "campaign"
     campaign = plan_campaign(scenario, each_strategy=True, repetitions=2)

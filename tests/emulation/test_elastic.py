@@ -31,7 +31,7 @@ request_timeout_s = 5
 """, strategies="""
 [strategies.elastic]
 kind = "elastic"
-""", timeout_s=3, k=16)
+""", timeout_s=3, k=8)
 
 
 def _measured_first_rows(tmp_path: Path, text: str) -> pd.DataFrame:
@@ -101,7 +101,7 @@ request_timeout_s = 6
 [strategies.elastic]
 kind = "elastic"
 min_class_accuracy = 0.93   # medium (0.934) and large, not small (0.824): the device's phone is out
-""", timeout_s=5, k=24, nodes=profiled_nodes(cloud=("medium", "datacenter_gpu"), edge=("medium", "jetson"),
+""", timeout_s=5, k=12, nodes=profiled_nodes(cloud=("medium", "datacenter_gpu"), edge=("medium", "jetson"),
                                              device=("small", "phone")))
 
 

@@ -136,7 +136,7 @@ def test_a_run_in_which_every_measured_request_fails_ends_with_its_summary(tmp_p
     the warm-up requests before it are served, every measured one fails, and the run still ends
     with its summary, report and final status.  An event at 0.0 also no longer stops capture."""
     path = _smoke_variant(tmp_path, '[[topology.events]]\nat = 0.0\nlink = ["ap", "edge"]\naction = "down"\n',
-                          warmup=True)
+                          timeout_s=3, warmup=True)
     result = run_scenario(load_scenario(path), tmp_path / "run", progress=False, quality=False)
     out = result.run_dir
     nothing_left_after.update(h["name"] for h in result.manifest["network"]["hosts"])
