@@ -1,6 +1,8 @@
 """A latent pipeline's plans through the emulated network (root; issue 19): the tiny scale model,
 its text encoding and decoding placed four ways (on the device; on every denoising host; both of
-these; by `elastic`), and the embedded latent default placed two ways.  Every boundary's captured
+these; by `elastic`), the embedded latent default placed two ways, and the SD 1.5 scale model once
+(the device encodes, the last host decodes: its prompt, embeddings, latents + embeddings and pixels
+cross the network at SD 1.5's sizes).  Every boundary's captured
 message is the tensors the docs state plus its envelope, and the placements of one pipeline give
 the same images (the same round: the same seed and prompts)."""
 
@@ -24,10 +26,13 @@ STEPS = 4
 LATENTS, EMBEDDINGS, PIXELS = N * 4 * 8 * 8 * 4, 2 * N * 16 * 32 * 4, N * 3 * 32 * 32 * 4  # fp32, guided
 # the embedded default (latent-large, latent-small): latents 4x4x4, 12 tokens x 64, 3x16x16 images
 DEFAULT = {"latents": N * 4 * 4 * 4 * 4, "embeddings": 2 * N * 12 * 64 * 4, "pixels": N * 3 * 16 * 16 * 4}
+# the SD 1.5 scale model: latents 4x64x64, 77 tokens x 768, 3x512x512 images
+SD15 = {"latents": N * 4 * 64 * 64 * 4, "embeddings": 2 * N * 77 * 768 * 4, "pixels": N * 3 * 512 * 512 * 4}
 ENVELOPE = (300, 2_500)  # JSON envelope and state header of a stage or result message, bytes
 SPLIT = '[{ model = "tiny-scale-large", tier = "cloud", share = 0.5 }, ' \
         '{ model = "tiny-scale-small", tier = "edge", share = 0.5 }]'
 DEFAULT_SPLIT = SPLIT.replace("tiny-scale-", "latent-")
+SD15_SPLIT = SPLIT.replace("tiny-scale-", "sd15-scale-")
 SCENARIO = f"""
 [topology]
 kind = "two_tier"
@@ -36,13 +41,13 @@ name = "d1"
 bw_mbit = 20
 delay_ms = 5
 [nodes.cloud]
-models = ["tiny-scale-large", "latent-large"]
+models = ["tiny-scale-large", "latent-large", "sd15-scale-large"]
 [nodes.edge]
-models = ["tiny-scale-small", "latent-small"]
+models = ["tiny-scale-small", "latent-small", "sd15-scale-small"]
 [nodes.device]
-models = ["tiny-scale-large", "tiny-scale-small", "latent-large", "latent-small"]
+models = ["tiny-scale-large", "tiny-scale-small", "latent-large", "latent-small", "sd15-scale-large"]
 [workload]
-requests = 6
+requests = 7
 images_per_request = {N}
 prompts = ["a red square", "a cat"]
 guidance_scale = 5.0
@@ -73,13 +78,17 @@ split = {DEFAULT_SPLIT}
 kind = "fixed_split"
 encode = "each"
 split = {DEFAULT_SPLIT}
+[strategies.sd15]
+kind = "fixed_split"
+encode = "device"
+split = {SD15_SPLIT}
 [generation]
 scheduler = "ddim"
 steps = {STEPS}
 [capture]
 enabled = true
 [run]
-timeout_s = 5
+timeout_s = 30
 """
 
 
@@ -108,7 +117,10 @@ def test_every_boundary_carries_the_tensors_the_docs_state(run_dir):
                     ("default_placed", "latents+embeddings"): DEFAULT["latents"] + DEFAULT["embeddings"],
                     ("default_placed", "latents"): DEFAULT["latents"],
                     ("default_each", "latents"): DEFAULT["latents"],
-                    ("default_each", "pixels"): DEFAULT["pixels"]})
+                    ("default_each", "pixels"): DEFAULT["pixels"],
+                    ("sd15", "embeddings"): SD15["embeddings"],
+                    ("sd15", "latents+embeddings"): SD15["latents"] + SD15["embeddings"],
+                    ("sd15", "pixels"): SD15["pixels"]})
     for key, size in tensors.items():
         assert ENVELOPE[0] <= crossed[key] - size <= ENVELOPE[1], (key, crossed[key], size)
     # the device decodes its own: no pixels cross a link; the prompts go in the dispatch's envelope
