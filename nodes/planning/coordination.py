@@ -179,18 +179,25 @@ class CoordinatorCore:
         A plugin is not asked: a probe would be a decision it might learn from or fault on."""
         devices = self.cluster.hosts("device")
         held = [m for models in self.cluster.models.values() for m in models]
-        # a cluster of latent pipelines only serves requests with prompts
+        # a cluster of latent pipelines only serves requests with prompts, at a guidance scale: probed
+        # at each one the latent quality table was measured at (a floor is met at some, not others)
         latent = bool(held) and all(map(is_pipeline_folder, held))
-        prompts = {"prompts": ("probe",), "guidance_scale": 7.5} if latent else {}
+        planner = self.cluster.planner
+        scales = sorted({g for _, g in planner.latent_rows}) if latent and planner is not None else []
+        asked = [{"prompts": ("probe",), "guidance_scale": g} for g in scales or [7.5]] if latent else [{}]
         found = []
         for name, strategy in self.strategies.items() if devices else ():
             if isinstance(strategy, Plugin):
                 continue
-            try:
-                probe = PlanRequest(request_id="probe", device=devices[0], n=1, strategy=name, **prompts)
-                strategy.plan_for(probe, self.cluster)
-            except ValueError as exc:
-                found.append(f"strategy {name} cannot serve requests in this cluster: {exc}")
+            failures = []
+            for prompts in asked:
+                try:
+                    probe = PlanRequest(request_id="probe", device=devices[0], n=1, strategy=name, **prompts)
+                    strategy.plan_for(probe, self.cluster)
+                except ValueError as exc:
+                    failures.append(str(exc))
+            if len(failures) == len(asked):
+                found.append(f"strategy {name} cannot serve requests in this cluster: {failures[0]}")
         return found
 
     # ---- events ---------------------------------------------------------------------------

@@ -136,3 +136,29 @@ def test_a_floor_keeps_the_plans_whose_measured_quality_meets_it(folders):
     with pytest.raises(ValueError, match="a quality measured at guidance 7.5 that meets the floor"):
         planner.decide(elsewhere, floor, _links({}))
     assert planner.row_of(floored.plan, 7.5) is None and planner.row_of(floored.plan, 5.0)["fid"] == 11.0
+
+
+def test_the_coordinator_s_start_up_probe_tries_every_guidance_the_table_has(folders):
+    """A floor met at one measured guidance scale and not at another: the strategy can serve
+    requests (at the first), so the start-up probe does not call it unservable; with no guidance
+    that meets it, it says so."""
+    from nodes.planning.coordination import CoordinatorCore
+    from nodes.planning.strategies import build_strategies
+    from nodes.planning.strategy_specs import StrategySpec
+
+    large, small = folders
+    rows = {(f"{large}:0-{STEPS}", 5.0): {"class_accuracy": 0.99, "fid": 11.0},
+            (f"{large}:0-{STEPS}", 7.5): {"class_accuracy": 0.90, "fid": 19.0}}
+    roles = {"edge": "edge", "cloud": "cloud", "d1": "device"}
+    models = {"edge": (small,), "cloud": (large,), "d1": (large, small)}
+    specs = {"routing": StrategySpec(kind="routing", min_class_accuracy=0.95)}
+
+    def unservable(latent_rows):
+        planner = Planner([], _planner(folders).hosts, coordinator="edge", steps=STEPS, scheduler="ddim",
+                          latent_rows=latent_rows)
+        core = CoordinatorCore("edge", roles, models, STEPS, build_strategies(specs), planner, 5.0)
+        return core.unservable()
+
+    assert unservable(rows) == []
+    (why,) = unservable({k: v for k, v in rows.items() if k[1] == 7.5})
+    assert why.startswith("strategy routing cannot serve") and "measured at guidance 7.5" in why
