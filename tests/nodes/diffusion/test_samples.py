@@ -95,10 +95,12 @@ def test_generate_and_quality_refuse_a_latent_samples_file_they_cannot_use_in_on
     save_samples(path, Samples(images=torch.zeros(2, 3, 8, 8), labels=None, plan=parse_plan("/m/p:0-2"),
                                seed=1, scheduler="ddim", steps=2, prompts=("a", "b"), guidance_scale=2.0))
     root = Path(__file__).resolve().parents[3]
-    for argv, fragment in ((["generate", "--replay", str(path), "--out", str(tmp_path / "o.npz")], "/m/p"),
-                           (["quality", str(path), "--no-reference"], "prompt 1 ('a') names no digit")):
-        done = subprocess.run([sys.executable, "-m", "emulation.cli", *argv], capture_output=True, text=True,
-                              cwd=root, timeout=120)
-        lines = done.stderr.strip().splitlines()
-        assert done.returncode == 2 and len(lines) == 1 and fragment in lines[0], done.stderr
+    cases = ((["generate", "--replay", str(path), "--out", str(tmp_path / "o.npz")], "/m/p"),
+             (["quality", str(path), "--no-reference"], "prompt 1 ('a') names no digit"))
+    running = [subprocess.Popen([sys.executable, "-m", "emulation.cli", *argv], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=root) for argv, _ in cases]
+    for proc, (_, fragment) in zip(running, cases, strict=True):  # side by side: each is mostly imports
+        _, stderr = proc.communicate(timeout=120)
+        lines = stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and fragment in lines[0], stderr
     assert not (tmp_path / "o.npz").exists()
