@@ -222,12 +222,7 @@ def _quality(args: argparse.Namespace) -> int:
     table = quality_table(samples.images, samples.labels, reference)
     if "psnr_vs_large" in table:
         table["psnr_vs_large"] = finite(table["psnr_vs_large"])
-    if args.json:
-        print_json(table)
-    else:
-        for key, value in table.items():
-            print(f"{key:<16} {value:.4f}" if isinstance(value, float) else f"{key:<16} {value}")
-    return 0
+    return _print_figures(table, args.json)
 
 
 def _latent_quality(args: argparse.Namespace, samples: Samples) -> int:
@@ -244,11 +239,17 @@ def _latent_quality(args: argparse.Namespace, samples: Samples) -> int:
                                    samples.scheduler, samples.steps, samples.guidance_scale,
                                    samples.negative_prompts)
     table = prompt_quality(samples.images, samples.prompts, reference)
-    if args.json:
+    return _print_figures(table, args.json)
+
+
+def _print_figures(table: dict, as_json: bool) -> int:
+    """`quality`'s figures: JSON, or a name and value per line."""
+    if as_json:
         print_json(table)
-    else:
-        for key, value in table.items():
-            print(f"{key:<18} {value:.4f}" if isinstance(value, float) else f"{key:<18} {value}")
+        return 0
+    width = max(map(len, table)) + 2
+    for key, value in table.items():
+        print(f"{key:<{width}}{value:.4f}" if isinstance(value, float) else f"{key:<{width}}{value}")
     return 0
 
 
